@@ -1,0 +1,273 @@
+/**
+ * The `-listdir.json` index written beside every uploaded Data.db: a JSON
+ * object mapping the directory to the names of its files, so a restore can
+ * fetch exactly one consistent set.
+ *
+ * Rule (stricter than the original, which listed the directory blindly): an
+ * index names only files already in the bucket, so every index is a
+ * complete restore point. It waits, up to `waitMs`, for every component of
+ * the Data.db's own SSTable generation (`nb-7-big-*` for `nb-7-big-Data.db`,
+ * `ks-tbl-ka-7-*` in the older naming): when the generation's TOC.txt is
+ * there, for every component it lists; without one, until the generation's
+ * files have stopped appearing for `quietMs`.
+ */
+import type { Store } from "./storage.ts";
+import { indexKey, type KeyNaming } from "./keys.ts";
+import type { PathFilter } from "./filter.ts";
+import { pythonJson } from "./file_meta.ts";
+import { errorMessage } from "./errors.ts";
+import { log } from "./log.ts";
+
+/** The index body, byte for byte as Python's `json.dumps({dir: names})` wrote it. */
+export function indexBody(directory: string, names: string[]): string {
+  return `{${pythonJson(directory)}: ${pythonJson(names)}}`;
+}
+
+/** `nb-7-big-` for `nb-7-big-Data.db`; null for a name that is not a Data.db. */
+export function generationPrefix(name: string): string | null {
+  const at = name.lastIndexOf("Data.db");
+  return at >= 0 ? name.slice(0, at) : null;
+}
+
+/** True for files that get an index when uploaded (the original's rule). */
+export function wantsIndex(path: string): boolean {
+  return basename(path).includes("Data.db");
+}
+
+export interface IndexPublisherOptions {
+  store: Store;
+  naming: KeyNaming;
+  filter: PathFilter;
+  /** Is this file in the bucket with this size? (the pipeline knows) */
+  isStored(path: string, size?: number): boolean;
+  /** Is this file queued or uploading? */
+  isPending(path: string): boolean;
+  waitMs: number;
+  quietMs?: number;
+  onPublished?: (dataPath: string, directory: string) => void;
+  now?: () => number;
+}
+
+interface PendingIndex {
+  dataPath: string;
+  deadline: number;
+  /** Generation file names seen so far, and when that set last grew. */
+  seen: Set<string>;
+  changedAt: number;
+  failures: number;
+  notBefore: number;
+}
+
+export class IndexPublisher {
+  readonly #o: IndexPublisherOptions;
+  readonly #pending = new Map<string, PendingIndex>();
+  readonly #busy = new Set<string>();
+  /** Names we deleted locally after upload (--delete-on-backup), per directory. */
+  readonly #deletedByUs = new Map<string, Set<string>>();
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #idleWaiters: (() => void)[] = [];
+  published = 0;
+
+  constructor(options: IndexPublisherOptions) {
+    this.#o = options;
+  }
+
+  #now(): number {
+    return this.#o.now?.() ?? Date.now();
+  }
+
+  /** Starts the timer that re-checks waiting indexes. */
+  start(intervalMs = 500): void {
+    this.#timer ??= setInterval(() => this.#evaluateAll(), intervalMs);
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /** A Data.db is in the bucket: publish its index once its generation is. */
+  request(dataPath: string): void {
+    if (this.#pending.has(dataPath)) return;
+    const now = this.#now();
+    this.#pending.set(dataPath, {
+      dataPath,
+      deadline: now + this.#o.waitMs,
+      seen: new Set(),
+      changedAt: now,
+      failures: 0,
+      notBefore: 0,
+    });
+    this.#evaluate(dataPath);
+  }
+
+  /** Some file in `directory` reached the bucket: waiting indexes may be ready. */
+  fileStored(path: string): void {
+    const directory = dirname(path);
+    for (const dataPath of this.#pending.keys()) {
+      if (dirname(dataPath) === directory) this.#evaluate(dataPath);
+    }
+  }
+
+  /** Directories with an index still to publish (delete-on-backup waits for them). */
+  hasPendingIn(directory: string): boolean {
+    for (const dataPath of this.#pending.keys()) if (dirname(dataPath) === directory) return true;
+    return false;
+  }
+
+  /** Remembers a file we deleted after upload, so later indexes still name it. */
+  deletedByUs(path: string): void {
+    const directory = dirname(path);
+    let names = this.#deletedByUs.get(directory);
+    if (!names) this.#deletedByUs.set(directory, names = new Set());
+    names.add(basename(path));
+  }
+
+  pendingCount(): number {
+    return this.#pending.size;
+  }
+
+  /** Resolves when no index is waiting. */
+  idle(): Promise<void> {
+    if (this.#pending.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  #evaluateAll(): void {
+    for (const dataPath of this.#pending.keys()) this.#evaluate(dataPath);
+  }
+
+  #evaluate(dataPath: string): void {
+    if (this.#busy.has(dataPath)) return;
+    this.#busy.add(dataPath);
+    this.#tryPublish(dataPath)
+      .catch((err) => log.error("index check failed", { path: dataPath, error: errorMessage(err) }))
+      .finally(() => {
+        this.#busy.delete(dataPath);
+        if (this.#pending.size === 0) {
+          for (const resolve of this.#idleWaiters.splice(0)) resolve();
+        }
+      });
+  }
+
+  async #tryPublish(dataPath: string): Promise<void> {
+    const entry = this.#pending.get(dataPath);
+    if (!entry) return;
+    const now = this.#now();
+    if (now < entry.notBefore) return;
+    const directory = dirname(dataPath);
+    const prefix = generationPrefix(basename(dataPath)) ?? basename(dataPath);
+    const files = await listFiles(directory);
+    if (files === null) {
+      // The directory is gone (table dropped): nothing consistent to publish.
+      log.warn("index not written: directory vanished", { path: dataPath });
+      this.#pending.delete(dataPath);
+      return;
+    }
+    const accepted = [...files].filter((n) => this.#o.filter.accepts(`${directory}/${n}`));
+    const generation = accepted.filter((n) => n.startsWith(prefix));
+    const sizes = await sizesOf(directory, generation);
+    for (const name of generation) {
+      if (!entry.seen.has(name)) {
+        entry.seen.add(name);
+        entry.changedAt = now;
+      }
+    }
+    const missing = new Set(
+      generation.filter((n) => !this.#o.isStored(`${directory}/${n}`, sizes.get(n) ?? -1)),
+    );
+    const toc = await readToc(`${directory}/${prefix}TOC.txt`);
+    if (toc) {
+      for (const component of toc) {
+        const name = `${prefix}${component}`;
+        if (!files.has(name) || !this.#o.isStored(`${directory}/${name}`, sizes.get(name) ?? -1)) {
+          if (this.#o.filter.accepts(`${directory}/${name}`)) missing.add(name);
+        }
+      }
+    }
+    const quiet = now - entry.changedAt >= (this.#o.quietMs ?? 2_000);
+    const complete = missing.size === 0 && (toc !== null || quiet);
+    if (!complete && now < entry.deadline) return;
+    if (!complete) {
+      log.warn("index written without some components of its generation", {
+        path: dataPath,
+        missing: [...missing].sort().join(",") || "(no TOC.txt)",
+      });
+    }
+    const deleted = this.#deletedByUs.get(directory) ?? new Set<string>();
+    const names = [
+      ...new Set([
+        ...accepted.filter((n) => this.#o.isStored(`${directory}/${n}`, sizes.get(n))),
+        ...deleted,
+      ]),
+    ].sort();
+    if (!names.includes(basename(dataPath))) {
+      log.warn("index not written: its Data.db is no longer in the directory", {
+        path: dataPath,
+      });
+      this.#pending.delete(dataPath);
+      return;
+    }
+    const key = indexKey(this.#o.naming, dataPath);
+    try {
+      await this.#o.store.putBytes(key, new TextEncoder().encode(indexBody(directory, names)), {
+        contentType: "application/json",
+      });
+    } catch (err) {
+      entry.failures++;
+      entry.notBefore = now + Math.min(60_000, 1_000 * 2 ** entry.failures);
+      log.warn("index upload failed, will retry", { key, error: errorMessage(err) });
+      return;
+    }
+    this.#pending.delete(dataPath);
+    this.published++;
+    log.info("index written", { key, files: names.length });
+    this.#o.onPublished?.(dataPath, directory);
+  }
+}
+
+/** Names of the regular files in a directory; null if it is gone. */
+async function listFiles(directory: string): Promise<Set<string> | null> {
+  const names = new Set<string>();
+  try {
+    for await (const entry of Deno.readDir(directory)) if (entry.isFile) names.add(entry.name);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound || err instanceof Deno.errors.NotADirectory) {
+      return null;
+    }
+    throw err;
+  }
+  return names;
+}
+
+/** Sizes of the named files (only a generation's few files are stat'ed). */
+async function sizesOf(directory: string, names: string[]): Promise<Map<string, number>> {
+  const sizes = new Map<string, number>();
+  for (const name of names) {
+    try {
+      sizes.set(name, (await Deno.lstat(`${directory}/${name}`)).size);
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    }
+  }
+  return sizes;
+}
+
+/** The component names a TOC.txt lists, or null when there is none. */
+async function readToc(path: string): Promise<string[] | null> {
+  try {
+    const text = await Deno.readTextFile(path);
+    return text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l.length > 0 && !l.includes("/"));
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return null;
+    throw err;
+  }
+}
+
+export function dirname(path: string): string {
+  return path.slice(0, path.lastIndexOf("/")) || "/";
+}
+
+export function basename(path: string): string {
+  return path.slice(path.lastIndexOf("/") + 1);
+}

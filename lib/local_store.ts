@@ -1,0 +1,269 @@
+/**
+ * The local-directory implementation of `Store`: the embedded default
+ * (`file:///var/backups/tablesnap`), for trying tablesnap without an S3
+ * account and for tests. Same keys, bodies and metadata as S3:
+ *
+ *   <root>/data/<key as path>   the object's bytes
+ *   <root>/meta/<key as path>   a JSON sidecar: size, etag, metadata, contentType
+ *
+ * Keys are mapped to paths segment by segment (see `keyToSegments`), so a
+ * hostile key can never leave `<root>`. Writes go to `<root>/tmp` first and
+ * are renamed into place, so a reader never sees half an object. An object's
+ * LastModified is its data file's mtime, which tests may set.
+ */
+import { createHash } from "node:crypto";
+import { FatalError } from "./errors.ts";
+import {
+  type ByteCounter,
+  DigestMismatchError,
+  type FileUpload,
+  type ObjectHead,
+  type ObjectInfo,
+  type Store,
+} from "./storage.ts";
+
+interface Sidecar {
+  size: number;
+  etag: string;
+  metadata: Record<string, string>;
+  contentType?: string;
+}
+
+const READ_CHUNK = 1024 * 1024;
+
+export class LocalStore implements Store {
+  readonly url: string;
+  readonly root: string;
+  #tmpCounter = 0;
+
+  /** `root` is an absolute directory path; it must exist (like a bucket). */
+  constructor(root: string) {
+    this.root = root.replace(/\/+$/, "") || "/";
+    this.url = `file://${this.root}`;
+  }
+
+  async check(): Promise<void> {
+    let info: Deno.FileInfo;
+    try {
+      info = await Deno.stat(this.root);
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) {
+        throw new FatalError(`Local store directory '${this.root}' does not exist`);
+      }
+      throw new FatalError(`Cannot open local store directory '${this.root}': ${err}`);
+    }
+    if (!info.isDirectory) throw new FatalError(`Local store '${this.root}' is not a directory`);
+    for (const sub of ["data", "meta", "tmp"]) {
+      await Deno.mkdir(`${this.root}/${sub}`, { recursive: true });
+    }
+  }
+
+  /** The data file's path for a key (exported for tests that age objects). */
+  dataPath(key: string): string {
+    return `${this.root}/data/${keyToSegments(key).join("/")}`;
+  }
+
+  #metaPath(key: string): string {
+    return `${this.root}/meta/${keyToSegments(key).join("/")}`;
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    // Start at the deepest directory the prefix fully names, then filter.
+    const segments = keyToSegments(prefix);
+    const dirSegments = segments.slice(0, -1);
+    const keys: string[] = [];
+    await collectKeys(`${this.root}/meta`, dirSegments, keys);
+    keys.sort(compareKeys);
+    for (const key of keys) {
+      if (!key.startsWith(prefix)) continue;
+      const head = await this.head(key);
+      if (head) yield { key, size: head.size, etag: head.etag, lastModified: head.lastModified };
+    }
+  }
+
+  async head(key: string): Promise<ObjectHead | null> {
+    let sidecar: Sidecar;
+    let stat: Deno.FileInfo;
+    try {
+      sidecar = JSON.parse(await Deno.readTextFile(this.#metaPath(key)));
+      stat = await Deno.stat(this.dataPath(key));
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound || err instanceof Deno.errors.NotADirectory) {
+        return null;
+      }
+      throw err;
+    }
+    if (!stat.isFile) return null;
+    return {
+      key,
+      size: stat.size,
+      etag: sidecar.etag,
+      lastModified: stat.mtime ?? new Date(0),
+      metadata: sidecar.metadata,
+      ...(sidecar.contentType ? { contentType: sidecar.contentType } : {}),
+    };
+  }
+
+  async putBytes(
+    key: string,
+    body: Uint8Array,
+    options: { metadata?: Record<string, string>; contentType?: string },
+  ): Promise<void> {
+    const tmp = this.#tmpPath();
+    await Deno.writeFile(tmp, body);
+    const etag = createHash("md5").update(body).digest("hex");
+    await this.#commit(key, tmp, {
+      size: body.byteLength,
+      etag,
+      metadata: options.metadata ?? {},
+      ...(options.contentType ? { contentType: options.contentType } : {}),
+    });
+  }
+
+  async putFile(
+    key: string,
+    file: FileUpload,
+    options: { signal?: AbortSignal; onBytes?: ByteCounter } = {},
+  ): Promise<void> {
+    const tmp = this.#tmpPath();
+    const hash = createHash("md5");
+    let copied = 0;
+    try {
+      using source = await Deno.open(file.path, { read: true });
+      using target = await Deno.open(tmp, { write: true, createNew: true });
+      const buffer = new Uint8Array(READ_CHUNK);
+      while (copied < file.size) {
+        options.signal?.throwIfAborted();
+        const want = Math.min(READ_CHUNK, file.size - copied);
+        const n = await source.read(buffer.subarray(0, want));
+        if (n === null) break;
+        const chunk = buffer.subarray(0, n);
+        hash.update(chunk);
+        await options.onBytes?.(n);
+        let written = 0;
+        while (written < n) written += await target.write(chunk.subarray(written));
+        copied += n;
+      }
+      const md5 = hash.digest("hex");
+      if (copied !== file.size || md5 !== file.md5) {
+        throw new DigestMismatchError(
+          `Content of '${file.path}' changed during upload (MD5 ${md5}, expected ${file.md5})`,
+        );
+      }
+      // A multipart upload's ETag is the MD5 of the part MD5s, "-N": keep S3's shape.
+      const etag = file.parts
+        ? createHash("md5").update(new Uint8Array(file.parts.md5s.flatMap(hexBytes))).digest(
+          "hex",
+        ) +
+          `-${file.parts.md5s.length}`
+        : md5;
+      await this.#commit(key, tmp, {
+        size: copied,
+        etag,
+        metadata: file.metadata,
+        ...(file.contentType ? { contentType: file.contentType } : {}),
+      });
+    } catch (err) {
+      await Deno.remove(tmp).catch(() => {});
+      throw err;
+    }
+  }
+
+  async get(key: string): Promise<{ head: ObjectHead; body: ReadableStream<Uint8Array> } | null> {
+    const head = await this.head(key);
+    if (!head) return null;
+    try {
+      const file = await Deno.open(this.dataPath(key), { read: true });
+      return { head, body: file.readable };
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) return null;
+      throw err;
+    }
+  }
+
+  async deleteMany(keys: string[]): Promise<void> {
+    for (const key of keys) {
+      for (const path of [this.#metaPath(key), this.dataPath(key)]) {
+        await Deno.remove(path).catch((err) => {
+          if (!(err instanceof Deno.errors.NotFound)) throw err;
+        });
+      }
+    }
+  }
+
+  close(): void {}
+
+  #tmpPath(): string {
+    return `${this.root}/tmp/${Deno.pid}-${Date.now()}-${this.#tmpCounter++}`;
+  }
+
+  async #commit(key: string, tmp: string, sidecar: Sidecar): Promise<void> {
+    const dataPath = this.dataPath(key);
+    const metaPath = this.#metaPath(key);
+    await Deno.mkdir(dirname(dataPath), { recursive: true });
+    await Deno.mkdir(dirname(metaPath), { recursive: true });
+    const metaTmp = this.#tmpPath();
+    await Deno.writeTextFile(metaTmp, JSON.stringify(sidecar));
+    await Deno.rename(tmp, dataPath);
+    await Deno.rename(metaTmp, metaPath);
+  }
+}
+
+/**
+ * Splits a key at "/" into path segments that are safe file names: "%"
+ * becomes "%25", and the segments the file system treats specially ("",
+ * ".", "..") become "%", "%.", "%..", which no encoded segment can equal.
+ * Keys with NUL are refused: no file system takes them.
+ */
+export function keyToSegments(key: string): string[] {
+  if (key.includes("\0")) throw new Error(`Key ${JSON.stringify(key)} contains a NUL byte`);
+  return key.split("/").map((segment) => {
+    if (segment === "" || segment === "." || segment === "..") return `%${segment}`;
+    return segment.replaceAll("%", "%25");
+  });
+}
+
+/** The inverse of `keyToSegments`. */
+export function segmentsToKey(segments: string[]): string {
+  return segments
+    .map((segment) => {
+      if (segment === "%" || segment === "%." || segment === "%..") return segment.slice(1);
+      return segment.replaceAll("%25", "%");
+    })
+    .join("/");
+}
+
+async function collectKeys(metaRoot: string, segments: string[], out: string[]): Promise<void> {
+  const dir = [metaRoot, ...segments].join("/");
+  let entries: Deno.DirEntry[];
+  try {
+    entries = await Array.fromAsync(Deno.readDir(dir));
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound || err instanceof Deno.errors.NotADirectory) return;
+    throw err;
+  }
+  for (const entry of entries) {
+    const next = [...segments, entry.name];
+    if (entry.isDirectory) await collectKeys(metaRoot, next, out);
+    else if (entry.isFile) out.push(segmentsToKey(next));
+  }
+}
+
+/** S3 lists keys in UTF-8 byte order. */
+function compareKeys(a: string, b: string): number {
+  const ea = new TextEncoder().encode(a);
+  const eb = new TextEncoder().encode(b);
+  const n = Math.min(ea.length, eb.length);
+  for (let i = 0; i < n; i++) if (ea[i] !== eb[i]) return ea[i]! - eb[i]!;
+  return ea.length - eb.length;
+}
+
+function hexBytes(hex: string): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < hex.length; i += 2) out.push(parseInt(hex.slice(i, i + 2), 16));
+  return out;
+}
+
+function dirname(path: string): string {
+  return path.slice(0, path.lastIndexOf("/")) || "/";
+}

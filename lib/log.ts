@@ -1,0 +1,142 @@
+/**
+ * Logging: one line per event that matters, to stderr by default.
+ *
+ * - `TDEBUG` set (to anything but "" or "0") enables debug lines.
+ * - `TABLESNAP_SYSLOG` set sends lines to syslog (facility DAEMON, tag
+ *   `tablesnap`) through the system `logger` command instead of stderr: Deno
+ *   has no stable API for the `/dev/log` datagram socket, and `logger` is in
+ *   every Linux base system (util-linux / bsdutils).
+ * - `format: "json"` writes one JSON object per line for log shippers.
+ *
+ * Never pass credentials in `fields`: nothing here redacts.
+ */
+
+export type Level = "debug" | "info" | "warn" | "error";
+export type Fields = Record<string, string | number | boolean | undefined>;
+
+const SEVERITY: Record<Level, number> = { debug: 7, info: 6, warn: 4, error: 3 };
+const DAEMON_FACILITY = 3;
+
+export interface LogOptions {
+  format?: "plain" | "json";
+  debug?: boolean;
+  syslog?: boolean;
+}
+
+/** A line sink: stderr, or a `logger` child process for syslog. */
+interface Sink {
+  write(level: Level, line: string): void;
+  close(): Promise<void>;
+}
+
+function stderrSink(): Sink {
+  const encoder = new TextEncoder();
+  return {
+    write(_level, line) {
+      Deno.stderr.writeSync(encoder.encode(line + "\n"));
+    },
+    close: () => Promise.resolve(),
+  };
+}
+
+function syslogSink(): Sink {
+  const child = new Deno.Command("logger", {
+    args: ["--tag", "tablesnap", "--prio-prefix"],
+    stdin: "piped",
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  const encoder = new TextEncoder();
+  return {
+    write(level, line) {
+      // `--prio-prefix` reads "<facility*8+severity>" at the start of a line.
+      const prio = DAEMON_FACILITY * 8 + SEVERITY[level];
+      writer.write(encoder.encode(`<${prio}>${line.replace(/\n/g, " ")}\n`)).catch(() => {});
+    },
+    async close() {
+      await writer.close().catch(() => {});
+      await child.status;
+    },
+  };
+}
+
+class Logger {
+  #sink: Sink = stderrSink();
+  #format: "plain" | "json" = "plain";
+  #debug = false;
+  #syslog = false;
+
+  configure(options: LogOptions): void {
+    this.#format = options.format ?? "plain";
+    this.#debug = options.debug ?? false;
+    if (options.syslog && !this.#syslog) {
+      this.#sink = syslogSink();
+      this.#syslog = true;
+    }
+  }
+
+  /** True when lines go to syslog rather than stderr. */
+  get toSyslog(): boolean {
+    return this.#syslog;
+  }
+
+  get debugEnabled(): boolean {
+    return this.#debug;
+  }
+
+  debug(message: string, fields?: Fields): void {
+    if (this.#debug) this.#emit("debug", message, fields);
+  }
+  info(message: string, fields?: Fields): void {
+    this.#emit("info", message, fields);
+  }
+  warn(message: string, fields?: Fields): void {
+    this.#emit("warn", message, fields);
+  }
+  error(message: string, fields?: Fields): void {
+    this.#emit("error", message, fields);
+  }
+
+  /** Flushes and closes the sink (syslog child). */
+  async close(): Promise<void> {
+    await this.#sink.close();
+    this.#sink = stderrSink();
+    this.#syslog = false;
+  }
+
+  #emit(level: Level, message: string, fields?: Fields): void {
+    const line = this.#format === "json"
+      ? jsonLine(level, message, fields)
+      : plainLine(level, message, fields, !this.#syslog);
+    this.#sink.write(level, line);
+  }
+}
+
+function jsonLine(level: Level, message: string, fields?: Fields): string {
+  const record: Record<string, unknown> = { time: new Date().toISOString(), level, message };
+  for (const [k, v] of Object.entries(fields ?? {})) if (v !== undefined) record[k] = v;
+  return JSON.stringify(record);
+}
+
+function plainLine(level: Level, message: string, fields: Fields | undefined, stamp: boolean) {
+  let line = stamp ? `${new Date().toISOString()} ${level.toUpperCase()} ${message}` : message;
+  for (const [k, v] of Object.entries(fields ?? {})) {
+    if (v === undefined) continue;
+    const text = String(v);
+    line += ` ${k}=${/[\s"=]/.test(text) || text === "" ? JSON.stringify(text) : text}`;
+  }
+  return line;
+}
+
+/** The process-wide logger. */
+export const log: Logger = new Logger();
+
+/** Reads TDEBUG / TABLESNAP_SYSLOG the way the original did. */
+export function logOptionsFromEnv(format?: "plain" | "json"): LogOptions {
+  const flag = (name: string) => {
+    const value = Deno.env.get(name);
+    return value !== undefined && value !== "" && value !== "0";
+  };
+  return { format: format ?? "plain", debug: flag("TDEBUG"), syslog: flag("TABLESNAP_SYSLOG") };
+}

@@ -1,0 +1,388 @@
+/**
+ * The S3 implementation of `Store`, on `@aws-sdk/client-s3`.
+ *
+ * Files are streamed from disk: a single PUT below the multipart threshold,
+ * otherwise our own multipart loop where each part is a file-range stream.
+ * `@aws-sdk/lib-storage`'s `Upload` is not used for files because it buffers
+ * every part in memory (partSize x queueSize: 1 GiB with the contract's
+ * 256 MB parts and 4 uploads), which breaks the memory bound; streaming
+ * parts keeps memory independent of part size and file size.
+ *
+ * Every request carries Content-MD5, so S3 itself rejects bytes that differ
+ * from the digest computed before the upload (a file changed mid-upload).
+ */
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  type S3ClientConfig,
+  type StorageClass,
+  UploadPartCommand,
+} from "@aws-sdk/client-s3";
+import { createReadStream } from "node:fs";
+import { Transform } from "node:stream";
+import { Buffer } from "node:buffer";
+import { createHash } from "node:crypto";
+import { errorMessage, FatalError } from "./errors.ts";
+import { log } from "./log.ts";
+import type { ByteCounter, FileUpload, ObjectHead, ObjectInfo, Store } from "./storage.ts";
+
+/** How to reach S3; every field optional, the SDK's default chain fills in. */
+export interface S3Options {
+  bucket: string;
+  region?: string;
+  endpoint?: string;
+  accessKeyId?: string;
+  secretAccessKey?: string;
+  sessionToken?: string;
+  reducedRedundancy?: boolean;
+  serverSideEncryption?: boolean;
+  /** Observes every S3 request: operation name, seconds, error or not. */
+  onRequest?: (operation: string, seconds: number, failed: boolean) => void;
+}
+
+/** Request counts by operation, for the benchmark and metrics. */
+export const s3RequestCounts: Map<string, number> = new Map();
+
+/** 64 KiB reads measured slower than 1 MiB for hashing; same for sending. */
+const READ_CHUNK = 1024 * 1024;
+
+export class S3Store implements Store {
+  readonly url: string;
+  readonly #bucket: string;
+  readonly #client: S3Client;
+  readonly #options: S3Options;
+
+  constructor(options: S3Options) {
+    this.#options = options;
+    this.#bucket = options.bucket;
+    this.url = `s3://${options.bucket}`;
+    const config: S3ClientConfig = {
+      region: options.region ?? "us-east-1",
+      // Many S3-compatible servers reject the SDK's default CRC32 trailers;
+      // we send Content-MD5 ourselves instead.
+      requestChecksumCalculation: "WHEN_REQUIRED",
+      responseChecksumValidation: "WHEN_REQUIRED",
+      maxAttempts: 3,
+      // The SDK would print some warnings with console.warn, breaking our
+      // one-line log format: route them to debug logs instead.
+      logger: {
+        trace: () => {},
+        debug: () => {},
+        info: () => {},
+        warn: (...args: unknown[]) => log.debug("aws-sdk warning", { message: sdkText(args) }),
+        error: (...args: unknown[]) => log.debug("aws-sdk error", { message: sdkText(args) }),
+      },
+    };
+    if (options.endpoint) {
+      config.endpoint = options.endpoint;
+      config.forcePathStyle = true;
+    }
+    if (options.accessKeyId && options.secretAccessKey) {
+      config.credentials = {
+        accessKeyId: options.accessKeyId,
+        secretAccessKey: options.secretAccessKey,
+        ...(options.sessionToken ? { sessionToken: options.sessionToken } : {}),
+      };
+    }
+    this.#client = new S3Client(config);
+    this.#client.middlewareStack.add(
+      (next, context) => async (args) => {
+        const operation = String(context.commandName ?? "unknown").replace(/Command$/, "");
+        s3RequestCounts.set(operation, (s3RequestCounts.get(operation) ?? 0) + 1);
+        const started = performance.now();
+        let failed = false;
+        try {
+          return await next(args);
+        } catch (err) {
+          failed = true;
+          throw err;
+        } finally {
+          options.onRequest?.(operation, (performance.now() - started) / 1000, failed);
+        }
+      },
+      { step: "initialize", name: "tablesnapRequestCounter" },
+    );
+  }
+
+  async check(): Promise<void> {
+    try {
+      await this.#client.send(new HeadBucketCommand({ Bucket: this.#bucket }));
+    } catch (err) {
+      const status = httpStatus(err);
+      if (status === 404 || errName(err) === "NoSuchBucket" || errName(err) === "NotFound") {
+        throw new FatalError(`Bucket '${this.#bucket}' does not exist`);
+      }
+      if (status === 403 || errName(err) === "AccessDenied") {
+        throw new FatalError(
+          `Access to bucket '${this.#bucket}' denied (HTTP 403): check the credentials and the bucket policy`,
+        );
+      }
+      if (status === 301 || errName(err) === "PermanentRedirect") {
+        throw new FatalError(
+          `Bucket '${this.#bucket}' is in another region than '${this.#options.region}': set --aws-region`,
+        );
+      }
+      if (errName(err) === "CredentialsProviderError") {
+        throw new FatalError(
+          "No AWS credentials found: pass -k/-s, set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or run with an instance role",
+        );
+      }
+      if (errName(err) === "InvalidAccessKeyId" || errName(err) === "SignatureDoesNotMatch") {
+        throw new FatalError(
+          `S3 rejected the credentials for bucket '${this.#bucket}': ${errName(err)}`,
+        );
+      }
+      throw err;
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    let token: string | undefined;
+    do {
+      const page = await this.#client.send(
+        new ListObjectsV2Command({
+          Bucket: this.#bucket,
+          Prefix: prefix,
+          ContinuationToken: token,
+          MaxKeys: 1000,
+        }),
+      );
+      for (const item of page.Contents ?? []) {
+        if (item.Key === undefined) continue;
+        yield {
+          key: item.Key,
+          size: item.Size ?? 0,
+          etag: unquote(item.ETag),
+          lastModified: item.LastModified ?? new Date(0),
+        };
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  async head(key: string): Promise<ObjectHead | null> {
+    try {
+      const out = await this.#client.send(
+        new HeadObjectCommand({ Bucket: this.#bucket, Key: key }),
+      );
+      return {
+        key,
+        size: out.ContentLength ?? 0,
+        etag: unquote(out.ETag),
+        lastModified: out.LastModified ?? new Date(0),
+        metadata: lowerKeys(out.Metadata ?? {}),
+        ...(out.ContentType ? { contentType: out.ContentType } : {}),
+      };
+    } catch (err) {
+      if (httpStatus(err) === 404 || errName(err) === "NotFound") return null;
+      throw err;
+    }
+  }
+
+  async putBytes(
+    key: string,
+    body: Uint8Array,
+    options: { metadata?: Record<string, string>; contentType?: string },
+  ): Promise<void> {
+    const md5 = md5Base64(body);
+    await this.#client.send(
+      new PutObjectCommand({
+        ...this.#objectParams(key, options.metadata ?? {}, options.contentType),
+        Body: body,
+        ContentLength: body.byteLength,
+        ContentMD5: md5,
+      }),
+    );
+  }
+
+  async putFile(
+    key: string,
+    file: FileUpload,
+    options: { signal?: AbortSignal; onBytes?: ByteCounter } = {},
+  ): Promise<void> {
+    const { signal, onBytes } = options;
+    if (!file.parts) {
+      await this.#client.send(
+        new PutObjectCommand({
+          ...this.#objectParams(key, file.metadata, file.contentType),
+          Body: file.size === 0 ? new Uint8Array(0) : rangeStream(file.path, 0, file.size, onBytes),
+          ContentLength: file.size,
+          ContentMD5: hexToBase64(file.md5),
+        }),
+        { abortSignal: signal },
+      );
+      return;
+    }
+    const created = await this.#client.send(
+      new CreateMultipartUploadCommand(this.#objectParams(key, file.metadata, file.contentType)),
+      { abortSignal: signal },
+    );
+    const uploadId = created.UploadId!;
+    try {
+      const completed: { ETag: string; PartNumber: number }[] = [];
+      const { partSize, md5s } = file.parts;
+      for (let i = 0; i < md5s.length; i++) {
+        const start = i * partSize;
+        const length = Math.min(partSize, file.size - start);
+        const out = await this.#client.send(
+          new UploadPartCommand({
+            Bucket: this.#bucket,
+            Key: key,
+            UploadId: uploadId,
+            PartNumber: i + 1,
+            Body: rangeStream(file.path, start, length, onBytes),
+            ContentLength: length,
+            ContentMD5: hexToBase64(md5s[i]!),
+          }),
+          { abortSignal: signal },
+        );
+        completed.push({ ETag: out.ETag!, PartNumber: i + 1 });
+      }
+      await this.#client.send(
+        new CompleteMultipartUploadCommand({
+          Bucket: this.#bucket,
+          Key: key,
+          UploadId: uploadId,
+          MultipartUpload: { Parts: completed },
+        }),
+        { abortSignal: signal },
+      );
+    } catch (err) {
+      // Never leave an orphaned multipart upload (it is billed and invisible).
+      await this.#client
+        .send(
+          new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key: key, UploadId: uploadId }),
+        )
+        .catch(() => {});
+      throw err;
+    }
+  }
+
+  async get(
+    key: string,
+    options: { signal?: AbortSignal } = {},
+  ): Promise<{ head: ObjectHead; body: ReadableStream<Uint8Array> } | null> {
+    try {
+      const out = await this.#client.send(
+        new GetObjectCommand({ Bucket: this.#bucket, Key: key }),
+        { abortSignal: options.signal },
+      );
+      const head: ObjectHead = {
+        key,
+        size: out.ContentLength ?? 0,
+        etag: unquote(out.ETag),
+        lastModified: out.LastModified ?? new Date(0),
+        metadata: lowerKeys(out.Metadata ?? {}),
+        ...(out.ContentType ? { contentType: out.ContentType } : {}),
+      };
+      return { head, body: out.Body!.transformToWebStream() as ReadableStream<Uint8Array> };
+    } catch (err) {
+      if (httpStatus(err) === 404 || errName(err) === "NoSuchKey") return null;
+      throw err;
+    }
+  }
+
+  async deleteMany(keys: string[]): Promise<void> {
+    for (let i = 0; i < keys.length; i += 1000) {
+      const batch = keys.slice(i, i + 1000);
+      const out = await this.#client.send(
+        new DeleteObjectsCommand({
+          Bucket: this.#bucket,
+          Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true },
+        }),
+      );
+      const failed = out.Errors ?? [];
+      if (failed.length > 0) {
+        const first = failed[0]!;
+        throw new Error(
+          `Deleting ${failed.length} of ${batch.length} keys failed, first '${first.Key}': ${first.Code} ${
+            first.Message ?? ""
+          }`,
+        );
+      }
+    }
+  }
+
+  close(): void {
+    this.#client.destroy();
+  }
+
+  #objectParams(key: string, metadata: Record<string, string>, contentType?: string) {
+    return {
+      Bucket: this.#bucket,
+      Key: key,
+      Metadata: metadata,
+      ...(contentType ? { ContentType: contentType } : {}),
+      ...(this.#options.reducedRedundancy
+        ? { StorageClass: "REDUCED_REDUNDANCY" as StorageClass }
+        : {}),
+      ...(this.#options.serverSideEncryption ? { ServerSideEncryption: "AES256" as const } : {}),
+    };
+  }
+}
+
+/** A stream of `length` bytes of a file from `start`, counted as it is read. */
+function rangeStream(path: string, start: number, length: number, onBytes?: ByteCounter) {
+  const source = createReadStream(path, {
+    start,
+    end: start + length - 1,
+    highWaterMark: READ_CHUNK,
+  });
+  if (!onBytes) return source;
+  const counter = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      Promise.resolve(onBytes(chunk.byteLength)).then(() => callback(null, chunk), callback);
+    },
+  });
+  source.on("error", (err) => counter.destroy(err));
+  return source.pipe(counter);
+}
+
+function sdkText(args: unknown[]): string {
+  return args.map((a) => typeof a === "string" ? a : errorMessage(a)).join(" ");
+}
+
+function unquote(etag: string | undefined): string {
+  return (etag ?? "").replace(/^"|"$/g, "");
+}
+
+function lowerKeys(record: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(record).map(([k, v]) => [k.toLowerCase(), v]));
+}
+
+function hexToBase64(hex: string): string {
+  return Buffer.from(hex, "hex").toString("base64");
+}
+
+function md5Base64(body: Uint8Array): string {
+  return createHash("md5").update(body).digest("base64");
+}
+
+/** The HTTP status of an SDK error, if it has one. */
+export function httpStatus(err: unknown): number | undefined {
+  return (err as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;
+}
+
+function errName(err: unknown): string {
+  return err instanceof Error ? err.name : "";
+}
+
+/**
+ * True for errors that waiting will not fix: the bucket is gone, access is
+ * denied, the credentials are wrong. The pipeline still retries them (an
+ * expired role can come back), but logs them as errors, not warnings.
+ */
+export function isPermanentS3Error(err: unknown): boolean {
+  const name = errName(err);
+  return ["NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"].includes(
+    name,
+  ) || httpStatus(err) === 403;
+}

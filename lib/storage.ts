@@ -1,0 +1,90 @@
+/**
+ * The one narrow interface every job uses to reach a bucket. Two stores
+ * implement it: `S3Store` (lib/s3_store.ts) and `LocalStore`
+ * (lib/local_store.ts, the embedded default: `file:///some/dir`). Both keep
+ * the same keys, bodies and metadata, and pass the same contract tests.
+ */
+
+/** What a listing says about one object. */
+export interface ObjectInfo {
+  key: string;
+  size: number;
+  /** The ETag without quotes: the MD5 hex of a single-part upload. */
+  etag: string;
+  lastModified: Date;
+}
+
+/** What a HEAD says: the listing facts plus user metadata. */
+export interface ObjectHead extends ObjectInfo {
+  /** User metadata, lowercase names without `x-amz-meta-` (`stat`, `md5sum`). */
+  metadata: Record<string, string>;
+  contentType?: string;
+}
+
+/** A local file to store, with its digests computed beforehand. */
+export interface FileUpload {
+  path: string;
+  size: number;
+  /** Lowercase hex MD5 of the whole file. */
+  md5: string;
+  /** Set for a multipart upload: the part size and each part's MD5 (hex). */
+  parts?: { partSize: number; md5s: string[] };
+  metadata: Record<string, string>;
+  contentType?: string;
+}
+
+/** Called with the number of bytes just sent, for progress and rate limits. */
+export type ByteCounter = (bytes: number) => Promise<void> | void;
+
+export interface Store {
+  /** `s3://bucket` or `file:///dir`: for logs and errors. */
+  readonly url: string;
+
+  /**
+   * Proves the bucket exists and is reachable with these credentials.
+   * Throws `FatalError` with a one-line reason otherwise.
+   */
+  check(): Promise<void>;
+
+  /** Every object whose key starts with `prefix`, in key order, paginated. */
+  list(prefix: string): AsyncIterable<ObjectInfo>;
+
+  /** The object's facts, or `null` when there is no such key. */
+  head(key: string): Promise<ObjectHead | null>;
+
+  /** Stores a small body in one request. */
+  putBytes(
+    key: string,
+    body: Uint8Array,
+    options: { metadata?: Record<string, string>; contentType?: string },
+  ): Promise<void>;
+
+  /**
+   * Streams a file into `key`, never holding more than a read buffer of it in
+   * memory. The store verifies the bytes against the given MD5s; if the file
+   * changed meanwhile, the put fails and nothing is left under `key`.
+   * Aborting `signal` aborts the upload (multipart uploads are aborted too).
+   */
+  putFile(
+    key: string,
+    file: FileUpload,
+    options?: { signal?: AbortSignal; onBytes?: ByteCounter },
+  ): Promise<void>;
+
+  /** The object's body as a stream, and its facts. `null` when missing. */
+  get(
+    key: string,
+    options?: { signal?: AbortSignal },
+  ): Promise<{ head: ObjectHead; body: ReadableStream<Uint8Array> } | null>;
+
+  /** Deletes keys (batched internally); missing keys are not an error. */
+  deleteMany(keys: string[]): Promise<void>;
+
+  /** Releases connections. */
+  close(): void;
+}
+
+/** Thrown by stores when an object does not match the digest it was sent with. */
+export class DigestMismatchError extends Error {
+  override name = "DigestMismatchError";
+}

@@ -1,0 +1,421 @@
+/**
+ * The upload pipeline: takes "this file is complete" facts and makes them
+ * objects in the bucket. It owns the bounded pool (`-t` uploads at once),
+ * retries with backoff, the skip rules, and memory: files are hashed and
+ * sent as streams of 1 MiB reads, so memory is about `threads` x 2 MiB
+ * whatever the file sizes and the part size.
+ *
+ * One upload of a file:
+ *   1. lstat (gone: skipped quietly; not a regular file: skipped);
+ *   2. already uploaded by us with this size and mtime: a duplicate, skipped;
+ *   3. the bucket already has the key (startup listing, else HEAD): equal
+ *      size (and MD5 with --md5-on-start) means done; another size is left
+ *      alone with a warning, as the original did;
+ *   4. MD5 of the whole file (and of each part) in one streamed pass;
+ *   5. put, with `stat` and `md5sum` metadata (Content-MD5 on every request);
+ *   6. lstat again: if the file changed meanwhile, the object is deleted and
+ *      the file is tried again later, so no key holds a half-written file.
+ */
+import type { FileUpload, Store } from "./storage.ts";
+import { type KeyNaming, objectKey } from "./keys.ts";
+import { digestFile, OwnerNames, statMetadata } from "./file_meta.ts";
+import { errorMessage } from "./errors.ts";
+import { log } from "./log.ts";
+import type { RateLimiter } from "./rate_limit.ts";
+
+/** S3 refuses more parts than this. */
+const MAX_PARTS = 10_000;
+
+/** What the pipeline reports, for metrics. `Metrics` implements it. */
+export interface UploadObserver {
+  fileUploaded(root: string, bytes: number, seconds: number): void;
+  uploadFailed(reason: string): void;
+  uploadRetried(reason: string): void;
+}
+
+export interface UploadPipelineOptions {
+  store: Store;
+  naming: KeyNaming;
+  /** Uploads at once (`-t`). */
+  threads: number;
+  /** Extra attempts per try-cycle (`--retries`); then the file waits for a later cycle. */
+  retries: number;
+  /** Files larger than this many bytes go multipart (`--max-upload-size`). */
+  multipartThreshold: number;
+  /** Part size in bytes (`--multipart-chunk-size`). */
+  partSize: number;
+  /** Compare MD5s, not only sizes, with objects found in the bucket. */
+  md5OnStart: boolean;
+  limiter?: RateLimiter;
+  observer?: UploadObserver;
+  /** Turns an error into a short reason label for logs and metrics. */
+  reasonOf?: (err: unknown) => string;
+  /** The watched root a path belongs to (a metrics label). */
+  rootOf?: (path: string) => string;
+  /** Called after a file is confirmed in the bucket (uploaded or found there). */
+  onStored?: (path: string, outcome: "uploaded" | "present") => void;
+  /** Delay before a failed file's next try-cycle; grows with each cycle. */
+  retryDelayMs?: (cycle: number) => number;
+  sleep?: (ms: number) => Promise<void>;
+}
+
+/** What the bucket is known to hold for one of our files. */
+interface Stored {
+  size: number;
+  mtimeMs: number;
+}
+
+/** A bucket listing taken at startup: absent from it means absent. */
+export interface RemoteListing {
+  objects: Map<string, { size: number; etag: string }>;
+  /** Key prefixes the listing covered completely. */
+  prefixes: string[];
+}
+
+export interface PipelineSummary {
+  uploaded: number;
+  uploadedBytes: number;
+  skipped: number;
+  failed: number;
+}
+
+export class UploadPipeline {
+  readonly #o: UploadPipelineOptions;
+  readonly #names = new OwnerNames();
+  /** Files waiting for a worker, in order, with the time they became complete. */
+  readonly #queue = new Map<string, number>();
+  /** Files being uploaded now, with the time they became complete. */
+  readonly #active = new Map<string, number>();
+  /** Files between failed try-cycles, with the time they became complete. */
+  readonly #waiting = new Map<
+    string,
+    { since: number; cycle: number; timer: ReturnType<typeof setTimeout> }
+  >();
+  /** Files that arrived again while being uploaded: looked at once more after. */
+  readonly #again = new Set<string>();
+  /** What we know is in the bucket, by local path. */
+  readonly #stored = new Map<string, Stored>();
+  /** Keys whose object has another size: warned once, left alone. */
+  readonly #conflicts = new Set<string>();
+  #listing: RemoteListing | undefined;
+  #abort = new AbortController();
+  #accepting = true;
+  #idleWaiters: (() => void)[] = [];
+  readonly summary: PipelineSummary = { uploaded: 0, uploadedBytes: 0, skipped: 0, failed: 0 };
+
+  constructor(options: UploadPipelineOptions) {
+    this.#o = options;
+  }
+
+  /** Uses a startup listing instead of one HEAD per file. */
+  setListing(listing: RemoteListing | undefined): void {
+    this.#listing = listing;
+  }
+
+  /** Marks a file as in the bucket without uploading it (found by listing). */
+  markStored(path: string, size: number, mtimeMs: number): void {
+    this.#stored.set(path, { size, mtimeMs });
+  }
+
+  /** True when `path` with this size is known to be in the bucket. */
+  isStored(path: string, size?: number): boolean {
+    const stored = this.#stored.get(path);
+    return stored !== undefined && (size === undefined || stored.size === size);
+  }
+
+  /** True when the file is known in the bucket with exactly this size and mtime. */
+  isStoredUnchanged(path: string, size: number, mtimeMs: number): boolean {
+    const stored = this.#stored.get(path);
+    return stored !== undefined && stored.size === size && stored.mtimeMs === mtimeMs;
+  }
+
+  /** True when the file is queued, uploading or waiting for a retry. */
+  isPending(path: string): boolean {
+    return this.#queue.has(path) || this.#active.has(path) || this.#waiting.has(path);
+  }
+
+  /**
+   * Accepts a complete file. Returns at once; the upload happens in the
+   * pool. `since` is when the file became complete (for the RPO metric).
+   */
+  enqueue(path: string, since = Date.now()): void {
+    if (!this.#accepting) return;
+    if (this.#active.has(path)) {
+      this.#again.add(path);
+      return;
+    }
+    if (this.#queue.has(path)) return;
+    const waiting = this.#waiting.get(path);
+    if (waiting) {
+      // A new fact about a failed file: try now rather than at its timer.
+      clearTimeout(waiting.timer);
+      this.#waiting.delete(path);
+      since = Math.min(since, waiting.since);
+    }
+    this.#queue.set(path, since);
+    this.#pump();
+  }
+
+  /** Files and the oldest completion time of everything not yet in the bucket. */
+  pending(): { files: number; oldestSince: number | null } {
+    let oldest: number | null = null;
+    const consider = (since: number) => {
+      if (oldest === null || since < oldest) oldest = since;
+    };
+    for (const since of this.#queue.values()) consider(since);
+    for (const since of this.#active.values()) consider(since);
+    for (const { since } of this.#waiting.values()) consider(since);
+    return {
+      files: this.#queue.size + this.#active.size + this.#waiting.size,
+      oldestSince: oldest,
+    };
+  }
+
+  /** Paths between failed try-cycles (what --once reports as failed). */
+  failedPaths(): string[] {
+    return [...this.#waiting.keys()];
+  }
+
+  /** Resolves when nothing is queued or uploading (failed files may wait). */
+  idle(): Promise<void> {
+    if (this.#queue.size === 0 && this.#active.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  /**
+   * Stops taking work, lets in-flight uploads finish for up to `graceMs`,
+   * then aborts them (the store aborts multipart uploads). Returns the
+   * paths that were not uploaded.
+   */
+  async shutdown(graceMs: number): Promise<string[]> {
+    this.#accepting = false;
+    const notStarted = [...this.#queue.keys(), ...this.#waiting.keys()];
+    this.#queue.clear();
+    for (const { timer } of this.#waiting.values()) clearTimeout(timer);
+    this.#waiting.clear();
+    const inFlight = [...this.#active.keys()];
+    if (this.#active.size > 0) {
+      log.info("waiting for uploads in progress", {
+        files: this.#active.size,
+        grace: graceMs / 1000,
+      });
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const timeout = new Promise<void>((resolve) => timer = setTimeout(resolve, graceMs));
+      await Promise.race([this.idle(), timeout]);
+      clearTimeout(timer);
+      if (this.#active.size > 0) {
+        log.warn("aborting uploads still in progress", { files: this.#active.size });
+        this.#abort.abort(new Error("shutting down"));
+        await this.idle();
+      }
+    }
+    const unfinished = inFlight.filter((p) => !this.isStored(p));
+    return [...notStarted, ...unfinished];
+  }
+
+  #pump(): void {
+    while (this.#active.size < this.#o.threads && this.#queue.size > 0) {
+      const [path, since] = this.#queue.entries().next().value!;
+      this.#queue.delete(path);
+      this.#active.set(path, since);
+      this.#runCycle(path, since).finally(() => {
+        this.#active.delete(path);
+        if (this.#again.delete(path) && this.#accepting) this.#queue.set(path, since);
+        this.#pump();
+        if (this.#queue.size === 0 && this.#active.size === 0) {
+          for (const resolve of this.#idleWaiters.splice(0)) resolve();
+        }
+      });
+    }
+  }
+
+  /** One try-cycle: up to 1 + retries attempts, with backoff between them. */
+  async #runCycle(path: string, since: number, cycle = 0): Promise<void> {
+    const attempts = 1 + this.#o.retries;
+    for (let attempt = 1; attempt <= attempts; attempt++) {
+      try {
+        await this.#uploadOnce(path, since);
+        return;
+      } catch (err) {
+        if (this.#abort.signal.aborted) return;
+        const reason = this.#o.reasonOf?.(err) ?? "other";
+        const key = objectKey(this.#o.naming, path);
+        if (attempt < attempts) {
+          this.#o.observer?.uploadRetried(reason);
+          const ms = backoffMs(attempt);
+          log.warn("upload failed, retrying", {
+            key,
+            reason,
+            error: errorMessage(err),
+            attempt,
+            retry_in: (ms / 1000).toFixed(1),
+          });
+          await (this.#o.sleep ?? sleep)(ms);
+          continue;
+        }
+        this.#o.observer?.uploadFailed(reason);
+        this.summary.failed++;
+        const wait = this.#o.retryDelayMs?.(cycle) ?? Math.min(300_000, 5_000 * 2 ** cycle);
+        log.error("upload failed, will try again", {
+          key,
+          reason,
+          error: errorMessage(err),
+          attempts,
+          retry_in: (wait / 1000).toFixed(0),
+        });
+        if (this.#accepting) {
+          const timer = setTimeout(() => {
+            this.#waiting.delete(path);
+            this.enqueue(path, since);
+          }, jitter(wait));
+          this.#waiting.set(path, { since, cycle: cycle + 1, timer });
+        }
+        return;
+      }
+    }
+  }
+
+  async #uploadOnce(path: string, _since: number): Promise<void> {
+    const o = this.#o;
+    const info = await lstatOrNull(path);
+    if (!info) {
+      log.debug("skipped: file vanished before upload", { path });
+      return;
+    }
+    if (!info.isFile) {
+      log.debug("skipped: not a regular file", { path });
+      return;
+    }
+    const mtimeMs = info.mtime?.getTime() ?? 0;
+    if (this.isStoredUnchanged(path, info.size, mtimeMs)) {
+      log.debug("skipped: already uploaded", { path });
+      return;
+    }
+    const key = objectKey(o.naming, path);
+    if (await this.#alreadyInBucket(key, path, info, mtimeMs)) return;
+
+    const started = performance.now();
+    const multipart = info.size > o.multipartThreshold;
+    const partSize = multipart ? Math.max(o.partSize, Math.ceil(info.size / MAX_PARTS)) : undefined;
+    const digests = await digestFile(path, info.size, partSize);
+    if (digests.size !== info.size) throw new FileChangedError(path);
+    const upload: FileUpload = {
+      path,
+      size: info.size,
+      md5: digests.md5,
+      metadata: { stat: statMetadata(info, this.#names), md5sum: digests.md5 },
+      ...(partSize ? { parts: { partSize, md5s: digests.partMd5s! } } : {}),
+    };
+    const limiter = o.limiter;
+    try {
+      await o.store.putFile(key, upload, {
+        signal: this.#abort.signal,
+        ...(limiter ? { onBytes: (n: number) => limiter.take(n) } : {}),
+      });
+    } catch (err) {
+      if (!(await lstatOrNull(path))) {
+        log.debug("skipped: file vanished during upload", { path });
+        return;
+      }
+      throw err;
+    }
+    const after = await lstatOrNull(path);
+    if (!after) {
+      // Deleted after we read it whole: the object is complete and correct.
+      log.debug("file vanished after upload", { path });
+    } else if (after.size !== info.size || after.mtime?.getTime() !== mtimeMs) {
+      await o.store.deleteMany([key]);
+      throw new FileChangedError(path);
+    }
+    const seconds = (performance.now() - started) / 1000;
+    this.#stored.set(path, { size: info.size, mtimeMs });
+    this.summary.uploaded++;
+    this.summary.uploadedBytes += info.size;
+    o.observer?.fileUploaded(o.rootOf?.(path) ?? path, info.size, seconds);
+    log.info("uploaded", {
+      key,
+      bytes: info.size,
+      seconds: seconds.toFixed(3),
+      ...(multipart ? { parts: upload.parts!.md5s.length } : {}),
+    });
+    o.onStored?.(path, "uploaded");
+  }
+
+  /** Step 3: is the object already there? Marks it stored when it is. */
+  async #alreadyInBucket(
+    key: string,
+    path: string,
+    info: Deno.FileInfo,
+    mtimeMs: number,
+  ): Promise<boolean> {
+    if (this.#conflicts.has(key)) return true;
+    let remote: { size: number; etag: string; md5sum?: string } | null;
+    const listing = this.#listing;
+    if (listing && listing.prefixes.some((p) => key.startsWith(p))) {
+      remote = listing.objects.get(key) ?? null;
+    } else {
+      const head = await this.#o.store.head(key);
+      remote = head && { size: head.size, etag: head.etag, md5sum: head.metadata["md5sum"] };
+    }
+    if (!remote) return false;
+    if (remote.size !== info.size) {
+      this.#conflicts.add(key);
+      log.warn("skipped: object exists with a different size; local file left alone", {
+        key,
+        local_bytes: info.size,
+        remote_bytes: remote.size,
+      });
+      this.summary.skipped++;
+      return true;
+    }
+    if (this.#o.md5OnStart) {
+      let remoteMd5 = remote.md5sum;
+      if (remoteMd5 === undefined && remote.etag.includes("-")) {
+        remoteMd5 = (await this.#o.store.head(key))?.metadata["md5sum"];
+      }
+      remoteMd5 ??= remote.etag;
+      const local = await digestFile(path, info.size);
+      if (local.md5 !== remoteMd5) {
+        log.warn("object exists with the same size but another MD5: uploading again", { key });
+        return false;
+      }
+    }
+    this.#stored.set(path, { size: info.size, mtimeMs });
+    this.summary.skipped++;
+    log.debug("skipped: already in bucket", { key });
+    this.#o.onStored?.(path, "present");
+    return true;
+  }
+}
+
+/** The file's size or mtime moved during the upload. */
+export class FileChangedError extends Error {
+  override name = "FileChangedError";
+  constructor(path: string) {
+    super(`File '${path}' changed while it was being uploaded`);
+  }
+}
+
+async function lstatOrNull(path: string): Promise<Deno.FileInfo | null> {
+  try {
+    return await Deno.lstat(path);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound || err instanceof Deno.errors.NotADirectory) {
+      return null;
+    }
+    throw err;
+  }
+}
+
+/** Exponential backoff with full jitter: 0.5 s, 1 s, 2 s ... capped at 30 s. */
+function backoffMs(attempt: number): number {
+  return jitter(Math.min(30_000, 500 * 2 ** (attempt - 1)));
+}
+
+function jitter(ms: number): number {
+  return ms / 2 + Math.random() * (ms / 2);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

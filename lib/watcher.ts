@@ -1,0 +1,443 @@
+/**
+ * The watcher turns raw file-system events into one fact, "this file is
+ * complete", and nothing else. Events are hints (inotify drops them, see
+ * shared notes on Deno.watchFs), so three paths lead to that fact:
+ *
+ * - events: close-after-write (`access`), the last path of a `rename`, and
+ *   a `create` that is a hard link (a link is complete the moment it
+ *   appears; a plain new file is not);
+ * - scans: a directory that appears is scanned at once (files written into
+ *   it before its watch existed produce no events), and the whole tree is
+ *   rescanned when Deno reports its own queue overflowed (`rescan`);
+ * - sweeps: every `sweepIntervalMs` the tree is walked, catching anything
+ *   the kernel dropped silently. A file found only by a scan or sweep is
+ *   complete once it has not been modified for `settleMs` (hard links at once).
+ *
+ * The event loop does no I/O: it pushes paths to a queue drained by one
+ * async worker, so Deno's 1,024-event queue never fills because of us.
+ */
+import { log } from "./log.ts";
+import { errorMessage, UsageError } from "./errors.ts";
+import type { PathFilter } from "./filter.ts";
+import { dirname } from "./file_index.ts";
+
+export type ListenEvent = "IN_MOVED_TO" | "IN_CLOSE_WRITE" | "IN_CREATE";
+
+export interface WatcherOptions {
+  roots: string[];
+  recursive: boolean;
+  autoAdd: boolean;
+  listen: Set<ListenEvent>;
+  filter: PathFilter;
+  /** Receives every complete file; must return at once. */
+  onComplete: (path: string, how: string) => void;
+  /** Is this file already handled (in the bucket or on its way)? Sweeps skip it. */
+  isHandled: (path: string, info: Deno.FileInfo) => boolean;
+  /** Include files that existed before start in sweeps (`-B`). */
+  includeExisting: boolean;
+  settleMs: number;
+  sweepIntervalMs: number;
+  /** Reports whether events are flowing (for /healthz). */
+  onWatching?: (ok: boolean) => void;
+  now?: () => number;
+}
+
+/** A file seen by a scan, waiting to stop changing. */
+interface Candidate {
+  size: number;
+  mtimeMs: number;
+}
+
+export class FileWatcher {
+  readonly #o: WatcherOptions;
+  readonly #startedAt: number;
+  /** Directories that existed at start (for the -r / -a distinction). */
+  #startDirs = new Set<string>();
+  #fsWatcher: Deno.FsWatcher | undefined;
+  #closed = false;
+  #probeQueue: { path: string; kind: string }[] = [];
+  #probeQueued = new Map<string, { path: string; kind: string }>();
+  #probing = false;
+  #candidates = new Map<string, Candidate>();
+  #settleTimer: ReturnType<typeof setTimeout> | undefined;
+  #sweepTimer: ReturnType<typeof setInterval> | undefined;
+  #sweeping: Promise<void> | undefined;
+  #sweepAgain = false;
+  #loop: Promise<void> | undefined;
+  events = 0;
+  sweeps = 0;
+
+  constructor(options: WatcherOptions) {
+    this.#o = options;
+    this.#startedAt = this.#now();
+  }
+
+  #now(): number {
+    return this.#o.now?.() ?? Date.now();
+  }
+
+  /**
+   * Checks the roots (a missing one is a `UsageError`) and notes which
+   * directories exist now. Enough for sweeps (`--once`).
+   */
+  async prepare(): Promise<void> {
+    for (const root of this.#o.roots) await checkRoot(root);
+    if (this.#o.recursive !== this.#o.autoAdd) {
+      // Only then does "existed at start" decide whether a directory is watched.
+      for (const root of this.#o.roots) await collectDirs(root, this.#startDirs);
+    }
+  }
+
+  /** Starts watching and the periodic sweeps; the caller runs the first sweep. */
+  watch(): void {
+    void warnOnSmallInotifyQueue();
+    this.#openWatcher();
+    if (this.#o.sweepIntervalMs > 0) {
+      this.#sweepTimer = setInterval(() => this.sweep("periodic"), this.#o.sweepIntervalMs);
+    }
+  }
+
+  /** Stops watching; pending candidates are dropped (a later -B finds them). */
+  async close(): Promise<void> {
+    this.#closed = true;
+    clearInterval(this.#sweepTimer);
+    clearTimeout(this.#settleTimer);
+    try {
+      this.#fsWatcher?.close();
+    } catch {
+      // already closed
+    }
+    await this.#loop;
+    await this.#sweeping;
+  }
+
+  /** Files seen by scans that have not settled yet. */
+  candidates(): number {
+    return this.#candidates.size;
+  }
+
+  /**
+   * Walks the watched tree. Files not yet handled become complete when they
+   * have settled (`immediate`: at once, for `--once` and startup backups).
+   */
+  sweep(why: string, immediate = false): Promise<void> {
+    if (this.#sweeping) {
+      this.#sweepAgain = true;
+      return this.#sweeping;
+    }
+    this.#sweeping = (async () => {
+      do {
+        this.#sweepAgain = false;
+        const started = performance.now();
+        let files = 0;
+        for (const root of this.#o.roots) {
+          files += await this.#scanTree(root, immediate);
+        }
+        this.sweeps++;
+        log.debug("sweep done", {
+          why,
+          files,
+          seconds: ((performance.now() - started) / 1000).toFixed(3),
+        });
+      } while (this.#sweepAgain && !this.#closed);
+    })().catch((err) => log.error("sweep failed", { error: errorMessage(err) }))
+      .finally(() => this.#sweeping = undefined);
+    return this.#sweeping;
+  }
+
+  #openWatcher(): void {
+    if (this.#closed) return;
+    try {
+      this.#fsWatcher = Deno.watchFs(this.#o.roots, {
+        recursive: this.#o.recursive || this.#o.autoAdd,
+      });
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) {
+        throw new UsageError(`Path '${this.#o.roots.join("', '")}' does not exist`);
+      }
+      throw new WatchLimitError(err);
+    }
+    this.#o.onWatching?.(true);
+    const watcher = this.#fsWatcher;
+    this.#loop = (async () => {
+      try {
+        for await (const event of watcher) this.#onEvent(event);
+      } catch (err) {
+        if (!this.#closed) {
+          log.error("file watch failed; relying on sweeps until it can be restarted", {
+            error: errorMessage(err),
+            hint: "raise fs.inotify.max_user_watches if it says the limit was reached",
+          });
+        }
+      }
+      if (!this.#closed) {
+        this.#o.onWatching?.(false);
+        this.#restartLater();
+      }
+    })();
+  }
+
+  /** Re-creates the watcher after it ended (root removed, watch limit). */
+  #restartLater(): void {
+    setTimeout(async () => {
+      if (this.#closed) return;
+      try {
+        for (const root of this.#o.roots) await checkRoot(root);
+        this.#openWatcher();
+        log.info("file watch restarted");
+        this.sweep("watch restarted");
+      } catch (err) {
+        log.warn("file watch still down", { error: errorMessage(err) });
+        this.#restartLater();
+      }
+    }, 5_000);
+  }
+
+  /** The event loop body: classification only, no I/O, no awaits. */
+  #onEvent(event: Deno.FsEvent): void {
+    this.events++;
+    if (event.flag === "rescan") {
+      log.warn("file events were dropped by the watcher queue; rescanning the tree");
+      this.sweep("rescan");
+      return;
+    }
+    const path = event.paths[event.paths.length - 1];
+    if (path === undefined) return;
+    switch (event.kind) {
+      case "access": // IN_CLOSE_WRITE on Linux
+        if (this.#o.listen.has("IN_CLOSE_WRITE")) this.#probe(path, "close-write");
+        break;
+      case "rename":
+        this.#probe(path, this.#o.listen.has("IN_MOVED_TO") ? "moved-to" : "moved-dir");
+        break;
+      case "create":
+        this.#probe(path, "create");
+        break;
+      case "remove":
+        this.#candidates.delete(path);
+        if (this.#o.roots.includes(path)) {
+          log.error("watched path was removed; waiting for it to come back", { path });
+          try {
+            this.#fsWatcher?.close();
+          } catch {
+            // already closed
+          }
+        }
+        break;
+    }
+  }
+
+  #probe(path: string, kind: string): void {
+    const queued = this.#probeQueued.get(path);
+    if (queued) {
+      // Same path twice before we looked (create then close-write, or the
+      // doubled rename): keep one probe, with the event that proves most.
+      if (queued.kind === "create" || queued.kind === "moved-dir") queued.kind = kind;
+      return;
+    }
+    const probe = { path, kind };
+    this.#probeQueued.set(path, probe);
+    this.#probeQueue.push(probe);
+    if (!this.#probing) this.#drainProbes();
+  }
+
+  async #drainProbes(): Promise<void> {
+    this.#probing = true;
+    try {
+      while (this.#probeQueue.length > 0) {
+        const { path, kind } = this.#probeQueue.shift()!;
+        this.#probeQueued.delete(path);
+        try {
+          await this.#classify(path, kind);
+        } catch (err) {
+          log.warn("could not inspect path", { path, error: errorMessage(err) });
+        }
+      }
+    } finally {
+      this.#probing = false;
+    }
+  }
+
+  /** Decides what an event path is: a complete file, a new directory, or nothing yet. */
+  async #classify(path: string, kind: string): Promise<void> {
+    const info = await lstatOrNull(path);
+    if (!info) return; // vanished (compaction): nothing to do
+    if (info.isDirectory) {
+      if (this.#isWatchedDir(path)) await this.#scanTree(path, false);
+      return;
+    }
+    if (!this.#isWatchedDir(dirname(path))) return;
+    if (!info.isFile) {
+      if (!info.isSymlink) log.warn("skipped: not a regular file", { path });
+      return;
+    }
+    if (!this.#o.filter.accepts(path)) {
+      log.debug("skipped: filtered out", { path, reason: this.#o.filter.describe() });
+      return;
+    }
+    const hardLink = (info.nlink ?? 1) > 1;
+    const complete = kind === "close-write" || kind === "moved-to" || hardLink ||
+      (kind === "create" && this.#o.listen.has("IN_CREATE"));
+    if (complete) {
+      this.#candidates.delete(path);
+      this.#o.onComplete(path, hardLink && kind === "create" ? "hard-link" : kind);
+    } else if (kind === "create" && this.#o.listen.has("IN_CLOSE_WRITE")) {
+      // A plain new file: its close-write normally follows; the candidate
+      // list is the safety net if that event is lost.
+      this.#addCandidate(path, info);
+    }
+  }
+
+  /** Walks a directory (recursively as configured); returns files looked at. */
+  async #scanTree(dir: string, immediate: boolean): Promise<number> {
+    let count = 0;
+    let entries: Deno.DirEntry[];
+    try {
+      entries = await Array.fromAsync(Deno.readDir(dir));
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound || err instanceof Deno.errors.NotADirectory) return 0;
+      throw err;
+    }
+    for (const entry of entries) {
+      if (this.#closed) break;
+      const path = `${dir}/${entry.name}`;
+      if (entry.isDirectory) {
+        if (this.#isWatchedDir(path)) count += await this.#scanTree(path, immediate);
+        continue;
+      }
+      if (!entry.isFile || !this.#o.filter.accepts(path)) continue;
+      const info = await lstatOrNull(path);
+      if (!info || !info.isFile) continue;
+      count++;
+      if (this.#o.isHandled(path, info)) continue;
+      if (!this.#o.includeExisting && (info.ctime?.getTime() ?? 0) < this.#startedAt) continue;
+      if (immediate || (info.nlink ?? 1) > 1) {
+        this.#o.onComplete(path, immediate ? "existing" : "hard-link");
+      } else {
+        this.#addCandidate(path, info);
+      }
+    }
+    return count;
+  }
+
+  #addCandidate(path: string, info: Deno.FileInfo): void {
+    const mtimeMs = info.mtime?.getTime() ?? 0;
+    if (this.#now() - mtimeMs >= this.#o.settleMs) {
+      this.#candidates.delete(path);
+      this.#o.onComplete(path, "settled");
+      return;
+    }
+    this.#candidates.set(path, { size: info.size, mtimeMs });
+    this.#scheduleSettle();
+  }
+
+  #scheduleSettle(): void {
+    if (this.#settleTimer !== undefined || this.#closed) return;
+    this.#settleTimer = setTimeout(async () => {
+      this.#settleTimer = undefined;
+      for (const [path, seen] of [...this.#candidates]) {
+        const info = await lstatOrNull(path);
+        if (!info || !info.isFile) {
+          this.#candidates.delete(path);
+          continue;
+        }
+        if (this.#o.isHandled(path, info)) {
+          this.#candidates.delete(path);
+          continue;
+        }
+        const mtimeMs = info.mtime?.getTime() ?? 0;
+        if (info.size !== seen.size || mtimeMs !== seen.mtimeMs) {
+          this.#candidates.set(path, { size: info.size, mtimeMs });
+          continue;
+        }
+        this.#addCandidate(path, info);
+      }
+      if (this.#candidates.size > 0) this.#scheduleSettle();
+    }, Math.max(100, Math.min(this.#o.settleMs / 2, 5_000)));
+  }
+
+  /**
+   * Whether events and scans in `dir` count, following the original's
+   * flags: the roots always; with -r every directory that existed at
+   * start; with -a directories created after start; with both, all.
+   */
+  #isWatchedDir(dir: string): boolean {
+    const root = this.#o.roots.find((r) => dir === r || dir.startsWith(r + "/"));
+    if (root === undefined) return false;
+    if (dir === root) return true;
+    const { recursive, autoAdd } = this.#o;
+    if (recursive && autoAdd) return true;
+    if (recursive) return this.#startDirs.has(dir);
+    if (autoAdd) {
+      // A new directory anywhere below a root: its top-level ancestor is new too.
+      const top = root + "/" + dir.slice(root.length + 1).split("/")[0];
+      return !this.#startDirs.has(top);
+    }
+    return false;
+  }
+}
+
+/** The OS refused more watches (fs.inotify.max_user_watches). */
+export class WatchLimitError extends Error {
+  override name = "WatchLimitError";
+  constructor(cause: unknown) {
+    super(
+      `Cannot watch the paths: ${errorMessage(cause)} (raise fs.inotify.max_user_watches)`,
+    );
+  }
+}
+
+/** Throws `UsageError` unless `root` is a readable directory. */
+export async function checkRoot(root: string): Promise<void> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(root);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) throw new UsageError(`Path '${root}' does not exist`);
+    if (err instanceof Deno.errors.PermissionDenied) {
+      throw new UsageError(`Path '${root}' is not readable (permission denied)`);
+    }
+    throw err;
+  }
+  if (!info.isDirectory) throw new UsageError(`Path '${root}' is not a directory`);
+}
+
+async function collectDirs(dir: string, out: Set<string>): Promise<void> {
+  for await (const entry of Deno.readDir(dir)) {
+    if (!entry.isDirectory) continue;
+    const path = `${dir}/${entry.name}`;
+    out.add(path);
+    await collectDirs(path, out);
+  }
+}
+
+async function lstatOrNull(path: string): Promise<Deno.FileInfo | null> {
+  try {
+    return await Deno.lstat(path);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound || err instanceof Deno.errors.NotADirectory) {
+      return null;
+    }
+    throw err;
+  }
+}
+
+/** The kernel drops events silently past this queue length: say so at start. */
+async function warnOnSmallInotifyQueue(): Promise<void> {
+  try {
+    const value = Number(
+      (await Deno.readTextFile("/proc/sys/fs/inotify/max_queued_events")).trim(),
+    );
+    if (value < 524_288) {
+      log.warn(
+        "fs.inotify.max_queued_events is low; bursts may drop events (sweeps recover them)",
+        {
+          value,
+          hint: "sysctl -w fs.inotify.max_queued_events=1048576",
+        },
+      );
+    }
+  } catch {
+    // not Linux, or /proc not readable: nothing to say
+  }
+}

@@ -1,0 +1,44 @@
+/**
+ * tablesnap: one binary, four jobs. This file only picks the job and turns
+ * failures into one-line errors and exit codes (2: usage, 1: anything else).
+ *
+ *   tablesnap [options] BUCKET PATH...   watch and upload (lib/watch.ts)
+ *   tablesnap slurp ...                  restore          (lib/slurp.ts)
+ *   tablesnap chop ...                   retention        (lib/chop.ts)
+ *   tablesnap verify ...                 check a bucket   (lib/verify.ts)
+ */
+import { errorMessage, FatalError, UsageError } from "./lib/errors.ts";
+import { log } from "./lib/log.ts";
+import { watchMain } from "./lib/watch.ts";
+import { slurpMain } from "./lib/slurp.ts";
+import { chopMain } from "./lib/chop.ts";
+import { verifyMain } from "./lib/verify.ts";
+
+const JOBS: Record<string, (args: string[]) => Promise<number>> = {
+  slurp: slurpMain,
+  chop: chopMain,
+  verify: verifyMain,
+};
+
+async function main(args: string[]): Promise<number> {
+  const [first, ...rest] = args;
+  const job = first !== undefined ? JOBS[first] : undefined;
+  try {
+    return job ? await job(rest) : await watchMain(args);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      const command = job ? `tablesnap ${first}` : "tablesnap";
+      console.error(`error: ${err.message}\nRun '${command} --help' for usage.`);
+      return 2;
+    }
+    if (!(err instanceof FatalError) && Deno.env.get("TDEBUG")) console.error(err);
+    const message = err instanceof FatalError ? err.message : errorMessage(err);
+    console.error(`error: ${message}`);
+    if (log.toSyslog) log.error(message);
+    return 1;
+  } finally {
+    await log.close();
+  }
+}
+
+Deno.exit(await main(Deno.args));

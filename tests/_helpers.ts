@@ -1,0 +1,233 @@
+/**
+ * Test helpers: a real S3 wire-protocol server (s3rver, from npm) on
+ * 127.0.0.1, the real CLI as a child process, and polling. Every helper that
+ * starts something returns an `AsyncDisposable`, so `await using` stops it
+ * even when the test fails.
+ */
+import { S3Client } from "@aws-sdk/client-s3";
+
+export const S3RVER = "npm:s3rver@3.7.1";
+export const MAIN = new URL("../main.ts", import.meta.url).pathname;
+export const REPO = new URL("..", import.meta.url).pathname;
+
+/** A free TCP port on 127.0.0.1 (the OS picks, we release it at once). */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+export interface S3Server extends AsyncDisposable {
+  endpoint: string;
+  port: number;
+  /** Where s3rver keeps its objects. */
+  dir: string;
+  bucket: string;
+  /** A client of our own, independent of tablesnap's store code. */
+  client: S3Client;
+  /** Environment for a tablesnap child process reaching this server. */
+  env: Record<string, string>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts s3rver with one bucket; resolves when it accepts requests. Pass
+ * `port` and `dir` to restart a stopped server with the same contents
+ * (`keepDir` then stops `stop()` from deleting them).
+ */
+export async function startS3Server(
+  bucket = "test-bucket",
+  options: { port?: number; dir?: string; keepDir?: boolean } = {},
+): Promise<S3Server> {
+  const port = options.port ?? freePort();
+  const dir = options.dir ?? await Deno.makeTempDir({ prefix: "s3rver-" });
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      S3RVER,
+      "--silent",
+      "-a",
+      "127.0.0.1",
+      "-p",
+      String(port),
+      "-d",
+      dir,
+      "--configure-bucket",
+      bucket,
+    ],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const endpoint = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    try {
+      const res = await fetch(`${endpoint}/${bucket}?list-type=2&max-keys=1`);
+      await res.body?.cancel();
+      if (res.ok) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      child.kill("SIGKILL");
+      throw new Error("s3rver did not start within 60 s");
+    }
+    await delay(100);
+  }
+  const client = new S3Client({
+    region: "us-east-1",
+    endpoint,
+    forcePathStyle: true,
+    credentials: { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" },
+    requestChecksumCalculation: "WHEN_REQUIRED",
+    responseChecksumValidation: "WHEN_REQUIRED",
+  });
+  let stopped = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    client.destroy();
+    try {
+      child.kill("SIGTERM");
+    } catch {
+      // already gone
+    }
+    await child.stderr.cancel().catch(() => {});
+    await child.status;
+    if (!options.keepDir) await Deno.remove(dir, { recursive: true }).catch(() => {});
+  };
+  return {
+    endpoint,
+    port,
+    dir,
+    bucket,
+    client,
+    env: {
+      AWS_ACCESS_KEY_ID: "S3RVER",
+      AWS_SECRET_ACCESS_KEY: "S3RVER",
+      AWS_ENDPOINT_URL_S3: endpoint,
+      AWS_REGION: "us-east-1",
+    },
+    stop,
+    [Symbol.asyncDispose]: stop,
+  };
+}
+
+export function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Polls `probe` until it returns a truthy value; throws after `timeoutMs`. */
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined | null | false> | T | undefined | null | false,
+  timeoutMs = 15_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value) return value;
+    if (Date.now() > deadline) {
+      throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}`);
+    }
+    await delay(50);
+  }
+}
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `main.ts` to completion with the given arguments. */
+export async function runCli(
+  args: string[],
+  options: { env?: Record<string, string>; cwd?: string } = {},
+): Promise<CliResult> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN, ...args],
+    env: { NO_COLOR: "1", ...options.env },
+    cwd: options.cwd ?? REPO,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+}
+
+export interface RunningCli extends AsyncDisposable {
+  child: Deno.ChildProcess;
+  /** Everything written to stderr so far. */
+  stderr(): string;
+  /** Resolves when stderr contains `text`. */
+  waitForLog(text: string | RegExp, timeoutMs?: number): Promise<void>;
+  /** Sends a signal and waits for the exit; returns the exit code. */
+  stop(signal?: Deno.Signal): Promise<number>;
+}
+
+/** Starts `main.ts` in the background (the watcher), capturing stderr. */
+export function spawnCli(
+  args: string[],
+  options: { env?: Record<string, string> } = {},
+): RunningCli {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN, ...args],
+    env: { NO_COLOR: "1", ...options.env },
+    cwd: REPO,
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  let text = "";
+  const decoder = new TextDecoder();
+  const pump = (async () => {
+    for await (const chunk of child.stderr) text += decoder.decode(chunk, { stream: true });
+  })();
+  let exited: Promise<number> | undefined;
+  const stop = async (signal: Deno.Signal = "SIGTERM") => {
+    if (!exited) {
+      try {
+        child.kill(signal);
+      } catch {
+        // already exited
+      }
+      exited = child.status.then((s) => s.code);
+    }
+    const code = await exited;
+    await pump;
+    return code;
+  };
+  return {
+    child,
+    stderr: () => text,
+    waitForLog: async (pattern, timeoutMs = 20_000) => {
+      await waitFor(
+        `log ${pattern}`,
+        () => typeof pattern === "string" ? text.includes(pattern) : pattern.test(text),
+        timeoutMs,
+      ).catch((err) => {
+        throw new Error(`${err.message}\n--- stderr ---\n${text}`);
+      });
+    },
+    stop,
+    [Symbol.asyncDispose]: async () => {
+      await stop("SIGKILL");
+    },
+  };
+}
+
+/** A temporary directory removed on dispose. */
+export async function tempDir(
+  prefix = "tablesnap-test-",
+): Promise<AsyncDisposable & { path: string }> {
+  const path = await Deno.realPath(await Deno.makeTempDir({ prefix }));
+  return {
+    path,
+    [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }).catch(() => {}),
+  };
+}
