@@ -176,10 +176,13 @@ export class IndexPublisher {
     const missing = new Set(
       generation.filter((n) => !this.#o.isStored(`${directory}/${n}`, sizes.get(n) ?? -1)),
     );
+    // Components we uploaded and then deleted (--delete-on-backup) are safe.
+    const deleted = this.#deletedByUs.get(directory) ?? new Set<string>();
     const toc = await readToc(`${directory}/${prefix}TOC.txt`);
     if (toc) {
       for (const component of toc) {
         const name = `${prefix}${component}`;
+        if (deleted.has(name)) continue;
         if (!files.has(name) || !this.#o.isStored(`${directory}/${name}`, sizes.get(name) ?? -1)) {
           if (this.#o.filter.accepts(`${directory}/${name}`)) missing.add(name);
         }
@@ -194,7 +197,6 @@ export class IndexPublisher {
         missing: [...missing].sort().join(",") || "(no TOC.txt)",
       });
     }
-    const deleted = this.#deletedByUs.get(directory) ?? new Set<string>();
     const names = [
       ...new Set([
         ...accepted.filter((n) => this.#o.isStored(`${directory}/${n}`, sizes.get(n))),

@@ -66,6 +66,8 @@ class Logger {
   #format: "plain" | "json" = "plain";
   #debug = false;
   #syslog = false;
+  /** Under systemd, journald stamps every line already. */
+  readonly #journald = Deno.env.get("JOURNAL_STREAM") !== undefined;
 
   configure(options: LogOptions): void {
     this.#format = options.format ?? "plain";
@@ -108,7 +110,7 @@ class Logger {
   #emit(level: Level, message: string, fields?: Fields): void {
     const line = this.#format === "json"
       ? jsonLine(level, message, fields)
-      : plainLine(level, message, fields, !this.#syslog);
+      : plainLine(level, message, fields, !this.#syslog && !this.#journald);
     this.#sink.write(level, line);
   }
 }

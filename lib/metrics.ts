@@ -1,23 +1,448 @@
-// TEMPORARY minimal stand-in written by the lead so the watcher runs; helper-2 replaces this file.
+/**
+ * Prometheus metrics for the watcher, and the small HTTP server that exposes
+ * them (`--metrics-listen`): `/metrics` in the text exposition format 0.0.4,
+ * `/healthz` for liveness checks.
+ *
+ * The writer is our own, about a hundred lines: prom-client (npm) runs under
+ * Deno, but its registry renders asynchronously and pulls in four packages,
+ * while all we need is a handful of counters, gauges and two histograms
+ * rendered on demand. `tests/metrics_test.ts` parses the output against the
+ * format rules.
+ *
+ * Everything that depends on time (the age of the oldest pending file) is
+ * computed at scrape time from the injected clock, so a stalled watcher shows
+ * a growing age even if nothing calls into this module any more.
+ */
+import { errorMessage, FatalError, UsageError } from "./errors.ts";
+import { log } from "./log.ts";
+import { VERSION } from "./version.ts";
+
+/** Options for `Metrics`. */
+export interface MetricsOptions {
+  /** Milliseconds since the epoch; injectable for tests. Default `Date.now`. */
+  now?: () => number;
+}
+
+/** The failure reasons `failureReason()` returns; exported at 0 from the start. */
+const REASONS = ["network", "throttled", "server_error", "access_denied", "changed", "other"];
+
+/** S3 request latency: fast HEADs to multi-minute 256 MB parts. */
+const S3_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+/** Whole-file upload time, small components to multi-GB Data.db files. */
+const UPLOAD_BUCKETS = [0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600];
+
+/** One histogram series: cumulative counts are computed when rendering. */
+class Histogram {
+  readonly bounds: readonly number[];
+  readonly counts: number[];
+  sum = 0;
+  count = 0;
+
+  constructor(bounds: readonly number[]) {
+    this.bounds = bounds;
+    this.counts = bounds.map(() => 0);
+  }
+
+  observe(value: number): void {
+    const i = this.bounds.findIndex((bound) => value <= bound);
+    if (i >= 0) this.counts[i] = (this.counts[i] ?? 0) + 1;
+    this.sum += value;
+    this.count += 1;
+  }
+}
+
+/**
+ * The watcher's metrics. Methods record events; `render()` writes the
+ * Prometheus text format. No method needs a permission.
+ */
 export class Metrics {
-  fileUploaded(_root: string, _bytes: number, _seconds: number): void {}
-  uploadFailed(_reason: string): void {}
-  uploadRetried(_reason: string): void {}
-  setPending(_files: number, _bytes: number, _oldestSinceMs: number | null): void {}
-  indexWritten(_root: string): void {}
-  s3Request(_operation: string, _seconds: number, _failed: boolean): void {}
-  setWatching(_ok: boolean): void {}
-  setS3Reachable(_ok: boolean): void {}
+  readonly #now: () => number;
+  readonly #startedMs: number;
+  #uploadedFiles = 0;
+  #uploadedBytes = 0;
+  readonly #uploadDuration = new Histogram(UPLOAD_BUCKETS);
+  readonly #failures = new Map<string, number>(REASONS.map((r) => [r, 0]));
+  readonly #retries = new Map<string, number>(REASONS.map((r) => [r, 0]));
+  #pendingFiles = 0;
+  #pendingBytes = 0;
+  #oldestSinceMs: number | null = null;
+  readonly #lastUpload = new Map<string, number>();
+  readonly #lastIndex = new Map<string, number>();
+  readonly #s3Duration = new Map<string, Histogram>();
+  readonly #s3Failures = new Map<string, number>();
+  #watching = false;
+  #s3Reachable = false;
+
+  constructor(options: MetricsOptions = {}) {
+    this.#now = options.now ?? Date.now;
+    this.#startedMs = this.#now();
+  }
+
+  /** A file under the watched path `root` was uploaded in `seconds`. */
+  fileUploaded(root: string, bytes: number, seconds: number): void {
+    this.#uploadedFiles += 1;
+    this.#uploadedBytes += bytes;
+    this.#uploadDuration.observe(seconds);
+    this.#lastUpload.set(root, this.#now());
+  }
+
+  /** An upload gave up (after its retries), for `reason` (see `failureReason`). */
+  uploadFailed(reason: string): void {
+    increment(this.#failures, reason);
+  }
+
+  /** An upload attempt failed and will be tried again. */
+  uploadRetried(reason: string): void {
+    increment(this.#retries, reason);
+  }
+
+  /**
+   * What is not in the bucket yet. `oldestSinceMs`: since when (epoch ms) the
+   * oldest of those files has been complete; `null` when nothing is pending.
+   */
+  setPending(files: number, bytes: number, oldestSinceMs: number | null): void {
+    this.#pendingFiles = files;
+    this.#pendingBytes = bytes;
+    this.#oldestSinceMs = oldestSinceMs;
+  }
+
+  /** An index was published for a directory under the watched path `root`. */
+  indexWritten(root: string): void {
+    this.#lastIndex.set(root, this.#now());
+  }
+
+  /** One S3 request (`operation` like "PutObject") took `seconds`. */
+  s3Request(operation: string, seconds: number, failed: boolean): void {
+    let histogram = this.#s3Duration.get(operation);
+    if (!histogram) {
+      histogram = new Histogram(S3_BUCKETS);
+      this.#s3Duration.set(operation, histogram);
+      this.#s3Failures.set(operation, 0);
+    }
+    histogram.observe(seconds);
+    if (failed) increment(this.#s3Failures, operation);
+  }
+
+  /** Whether the file system watches are in place. */
+  setWatching(ok: boolean): void {
+    this.#watching = ok;
+  }
+
+  /** Whether the last contact with S3 succeeded. */
+  setS3Reachable(ok: boolean): void {
+    this.#s3Reachable = ok;
+  }
+
+  /** True while the watcher runs and S3 is reachable (`/healthz` answers 200). */
   healthy(): boolean {
-    return true;
+    return this.#watching && this.#s3Reachable;
   }
+
+  /** The Prometheus text exposition format 0.0.4, ending in a newline. */
   render(): string {
-    return "";
+    const now = this.#now();
+    const w = new Writer();
+    w.metric("tablesnap_build_info", "gauge", "Always 1; the version is a label", [
+      [{ version: VERSION }, 1],
+    ]);
+    w.metric("tablesnap_healthy", "gauge", "1 while watching and S3 is reachable, else 0", [
+      [{}, this.healthy() ? 1 : 0],
+    ]);
+    w.metric("tablesnap_watching", "gauge", "1 while the file system watches are in place", [
+      [{}, this.#watching ? 1 : 0],
+    ]);
+    w.metric("tablesnap_s3_reachable", "gauge", "1 if the last contact with S3 succeeded", [
+      [{}, this.#s3Reachable ? 1 : 0],
+    ]);
+    w.metric("tablesnap_uploaded_files_total", "counter", "Files uploaded", [
+      [{}, this.#uploadedFiles],
+    ]);
+    w.metric("tablesnap_uploaded_bytes_total", "counter", "Bytes of files uploaded", [
+      [{}, this.#uploadedBytes],
+    ]);
+    w.histogram("tablesnap_upload_duration_seconds", "Time to upload one file", [
+      [{}, this.#uploadDuration],
+    ]);
+    w.metric(
+      "tablesnap_upload_failures_total",
+      "counter",
+      "Uploads given up after their retries, by reason",
+      labelled(this.#failures, "reason"),
+    );
+    w.metric(
+      "tablesnap_upload_retries_total",
+      "counter",
+      "Failed upload attempts that were tried again, by reason",
+      labelled(this.#retries, "reason"),
+    );
+    w.metric("tablesnap_pending_files", "gauge", "Files complete but not yet in the bucket", [
+      [{}, this.#pendingFiles],
+    ]);
+    w.metric("tablesnap_pending_bytes", "gauge", "Bytes of files not yet in the bucket", [
+      [{}, this.#pendingBytes],
+    ]);
+    const age = this.#oldestSinceMs === null ? 0 : Math.max(0, now - this.#oldestSinceMs) / 1000;
+    w.metric(
+      "tablesnap_oldest_pending_age_seconds",
+      "gauge",
+      "Seconds since the oldest file not yet in the bucket was complete (0 when none)",
+      [[{}, age]],
+    );
+    w.metric(
+      "tablesnap_last_upload_timestamp_seconds",
+      "gauge",
+      "Unix time of the last successful upload, by watched path",
+      timestamps(this.#lastUpload),
+    );
+    w.metric(
+      "tablesnap_last_index_timestamp_seconds",
+      "gauge",
+      "Unix time of the last index written, by watched path",
+      timestamps(this.#lastIndex),
+    );
+    w.histogram(
+      "tablesnap_s3_request_duration_seconds",
+      "S3 request latency, by operation",
+      [...this.#s3Duration].map(([operation, h]) => [{ operation }, h]),
+    );
+    w.metric(
+      "tablesnap_s3_request_failures_total",
+      "counter",
+      "S3 requests that failed, by operation",
+      labelled(this.#s3Failures, "operation"),
+    );
+    w.metric("tablesnap_process_resident_memory_bytes", "gauge", "Resident set size", [
+      [{}, Deno.memoryUsage().rss],
+    ]);
+    w.metric("tablesnap_process_start_time_seconds", "gauge", "Unix time the process started", [
+      [{}, this.#startedMs / 1000],
+    ]);
+    return w.text();
   }
 }
-export function serveMetrics(_m: Metrics, _listen: string): { port: number; shutdown(): Promise<void> } {
-  return { port: 0, shutdown: () => Promise.resolve() };
+
+type Labels = Record<string, string>;
+type Sample = [Labels, number];
+
+/** Writes metric families in the text format 0.0.4. */
+class Writer {
+  #lines: string[] = [];
+
+  metric(name: string, type: "counter" | "gauge", help: string, samples: Sample[]): void {
+    this.#header(name, type, help);
+    for (const [labels, value] of samples) this.#sample(name, labels, value);
+  }
+
+  histogram(name: string, help: string, series: [Labels, Histogram][]): void {
+    this.#header(name, "histogram", help);
+    for (const [labels, h] of series) {
+      let cumulative = 0;
+      h.bounds.forEach((bound, i) => {
+        cumulative += h.counts[i] ?? 0;
+        this.#sample(`${name}_bucket`, { ...labels, le: formatValue(bound) }, cumulative);
+      });
+      this.#sample(`${name}_bucket`, { ...labels, le: "+Inf" }, h.count);
+      this.#sample(`${name}_sum`, labels, h.sum);
+      this.#sample(`${name}_count`, labels, h.count);
+    }
+  }
+
+  text(): string {
+    return this.#lines.join("\n") + "\n";
+  }
+
+  #header(name: string, type: string, help: string): void {
+    this.#lines.push(`# HELP ${name} ${escapeHelp(help)}`, `# TYPE ${name} ${type}`);
+  }
+
+  #sample(name: string, labels: Labels, value: number): void {
+    const pairs = Object.entries(labels).map(([k, v]) => `${k}="${escapeLabelValue(v)}"`);
+    const labelText = pairs.length > 0 ? `{${pairs.join(",")}}` : "";
+    this.#lines.push(`${name}${labelText} ${formatValue(value)}`);
+  }
 }
-export function failureReason(_err: unknown): string {
+
+function increment(map: Map<string, number>, key: string): void {
+  map.set(key, (map.get(key) ?? 0) + 1);
+}
+
+function labelled(map: Map<string, number>, label: string): Sample[] {
+  return [...map].map(([value, count]) => [{ [label]: value }, count]);
+}
+
+function timestamps(map: Map<string, number>): Sample[] {
+  return [...map].map(([path, ms]) => [{ path }, ms / 1000]);
+}
+
+/** HELP text: backslash and newline are escaped. */
+function escapeHelp(text: string): string {
+  return text.replace(/\\/g, "\\\\").replace(/\n/g, "\\n");
+}
+
+/** Label values: backslash, double quote and newline are escaped. */
+function escapeLabelValue(text: string): string {
+  return text.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+}
+
+function formatValue(value: number): string {
+  if (Number.isNaN(value)) return "NaN";
+  if (value === Infinity) return "+Inf";
+  if (value === -Infinity) return "-Inf";
+  return String(value);
+}
+
+const CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
+
+/**
+ * Serves `/metrics` and `/healthz` on `listen` (`HOST:PORT`, `:PORT` for all
+ * IPv4 interfaces, `[IPv6]:PORT`). Throws `UsageError` on a malformed value
+ * and `FatalError` when the address cannot be bound. Requires `--allow-net`.
+ */
+export function serveMetrics(
+  metrics: Metrics,
+  listen: string,
+): { port: number; shutdown(): Promise<void> } {
+  const { hostname, port } = parseListen(listen);
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    server = Deno.serve({ hostname, port, onListen: () => {} }, (request) => {
+      return respond(metrics, request);
+    });
+  } catch (err) {
+    if (err instanceof Deno.errors.AddrInUse || err instanceof Deno.errors.AddrNotAvailable) {
+      throw new FatalError(`Cannot listen on '${listen}' for metrics: ${errorMessage(err)}`);
+    }
+    if (err instanceof Deno.errors.PermissionDenied) {
+      throw new FatalError(`Cannot listen on '${listen}' for metrics: permission denied`);
+    }
+    throw err;
+  }
+  const address = server.addr;
+  const host = address.hostname.includes(":") ? `[${address.hostname}]` : address.hostname;
+  log.info("serving metrics", { address: `${host}:${address.port}` });
+  return {
+    port: address.port,
+    async shutdown() {
+      await server.shutdown();
+    },
+  };
+}
+
+function respond(metrics: Metrics, request: Request): Response {
+  const { pathname } = new URL(request.url);
+  if (pathname !== "/metrics" && pathname !== "/healthz") {
+    return new Response("Not found: try /metrics or /healthz\n", { status: 404 });
+  }
+  if (request.method !== "GET" && request.method !== "HEAD") {
+    return new Response("Method not allowed\n", { status: 405, headers: { allow: "GET, HEAD" } });
+  }
+  if (pathname === "/metrics") {
+    return new Response(metrics.render(), { headers: { "content-type": CONTENT_TYPE } });
+  }
+  const ok = metrics.healthy();
+  return new Response(ok ? "ok\n" : "unhealthy\n", {
+    status: ok ? 200 : 503,
+    headers: { "content-type": "text/plain; charset=utf-8" },
+  });
+}
+
+/** Parses `HOST:PORT`, `:PORT` or `[IPV6]:PORT`. */
+function parseListen(listen: string): { hostname: string; port: number } {
+  const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]*)):(\d{1,5})$/.exec(listen);
+  const port = Number(match?.[3]);
+  if (!match || !(port <= 65535)) {
+    throw new UsageError(
+      `Option '--metrics-listen' takes HOST:PORT, :PORT or [IPV6]:PORT, got '${listen}'`,
+    );
+  }
+  const hostname = match[1] ?? (match[2] || "0.0.0.0");
+  return { hostname, port };
+}
+
+const NETWORK_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ECONNABORTED",
+  "ETIMEDOUT",
+  "ESOCKETTIMEDOUT",
+  "EPIPE",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ENETDOWN",
+]);
+const NETWORK_NAMES = new Set([
+  "TimeoutError",
+  "RequestTimeout",
+  "RequestTimeoutException",
+  "ConnectionRefused",
+  "ConnectionReset",
+  "ConnectionAborted",
+  "TimedOut",
+  "NetworkingError",
+]);
+const THROTTLED_NAMES = new Set([
+  "SlowDown",
+  "Throttling",
+  "ThrottlingException",
+  "TooManyRequests",
+  "TooManyRequestsException",
+  "RequestLimitExceeded",
+  "ServiceUnavailable",
+]);
+const ACCESS_NAMES = new Set([
+  "AccessDenied",
+  "InvalidAccessKeyId",
+  "SignatureDoesNotMatch",
+  "ExpiredToken",
+  "InvalidToken",
+  "TokenRefreshRequired",
+  "AllAccessDisabled",
+  "CredentialsProviderError",
+]);
+const CHANGED_NAMES = new Set(["FileChangedError", "DigestMismatchError", "BadDigest"]);
+
+/**
+ * Classifies an upload error into a short reason label: "network",
+ * "throttled", "server_error", "access_denied", "changed" (the file changed
+ * during its upload) or "other". Reads the AWS SDK's `name` and
+ * `$metadata.httpStatusCode`, Node-style `code`s and Deno's error classes,
+ * following `cause` chains.
+ */
+export function failureReason(err: unknown): string {
+  const seen = new Set<unknown>();
+  for (let e = err; typeof e === "object" && e !== null && !seen.has(e); e = causeOf(e)) {
+    seen.add(e);
+    const reason = reasonOf(e);
+    if (reason) return reason;
+  }
   return "other";
+}
+
+function reasonOf(e: object): string | undefined {
+  const name = stringField(e, "name");
+  const code = stringField(e, "code");
+  const metadata = (e as { $metadata?: { httpStatusCode?: unknown } }).$metadata;
+  const status = typeof metadata?.httpStatusCode === "number" ? metadata.httpStatusCode : 0;
+  if (NETWORK_CODES.has(code) || NETWORK_NAMES.has(name) || NETWORK_NAMES.has(code)) {
+    return "network";
+  }
+  if (CHANGED_NAMES.has(name) || CHANGED_NAMES.has(code)) return "changed";
+  const throttling = (e as { $retryable?: { throttling?: unknown } }).$retryable?.throttling;
+  if (status === 503 || status === 429 || THROTTLED_NAMES.has(name) || throttling === true) {
+    return "throttled";
+  }
+  if (status === 403 || ACCESS_NAMES.has(name) || ACCESS_NAMES.has(code)) return "access_denied";
+  if (status >= 500 || name === "InternalError") return "server_error";
+  return undefined;
+}
+
+function causeOf(e: object): unknown {
+  return (e as { cause?: unknown }).cause;
+}
+
+function stringField(e: object, field: string): string {
+  const value = (e as Record<string, unknown>)[field];
+  return typeof value === "string" ? value : "";
 }

@@ -51,6 +51,9 @@ export interface S3Options {
 /** Request counts by operation, for the benchmark and metrics. */
 export const s3RequestCounts: Map<string, number> = new Map();
 
+/** How long a request's socket may stay silent before the request is retried. */
+const REQUEST_IDLE_TIMEOUT_MS = Number(Deno.env.get("TABLESNAP_REQUEST_TIMEOUT_MS") ?? 120_000);
+
 /** 64 KiB reads measured slower than 1 MiB for hashing; same for sending. */
 const READ_CHUNK = 1024 * 1024;
 
@@ -71,6 +74,9 @@ export class S3Store implements Store {
       requestChecksumCalculation: "WHEN_REQUIRED",
       responseChecksumValidation: "WHEN_REQUIRED",
       maxAttempts: 3,
+      // A request whose socket stays silent this long is retried rather than
+      // holding an upload slot forever (a half-open connection, a stuck proxy).
+      requestHandler: { connectionTimeout: 10_000, requestTimeout: REQUEST_IDLE_TIMEOUT_MS },
       // The SDK would print some warnings with console.warn, breaking our
       // one-line log format: route them to debug logs instead.
       logger: {

@@ -91,6 +91,8 @@ export class UploadPipeline {
     string,
     { since: number; cycle: number; timer: ReturnType<typeof setTimeout> }
   >();
+  /** Sizes of pending files we have looked at (queued files are not stat'ed yet). */
+  readonly #pendingBytes = new Map<string, number>();
   /** Files that arrived again while being uploaded: looked at once more after. */
   readonly #again = new Set<string>();
   /** What we know is in the bucket, by local path. */
@@ -157,7 +159,7 @@ export class UploadPipeline {
   }
 
   /** Files and the oldest completion time of everything not yet in the bucket. */
-  pending(): { files: number; oldestSince: number | null } {
+  pending(): { files: number; bytes: number; oldestSince: number | null } {
     let oldest: number | null = null;
     const consider = (since: number) => {
       if (oldest === null || since < oldest) oldest = since;
@@ -165,8 +167,11 @@ export class UploadPipeline {
     for (const since of this.#queue.values()) consider(since);
     for (const since of this.#active.values()) consider(since);
     for (const { since } of this.#waiting.values()) consider(since);
+    let bytes = 0;
+    for (const size of this.#pendingBytes.values()) bytes += size;
     return {
       files: this.#queue.size + this.#active.size + this.#waiting.size,
+      bytes,
       oldestSince: oldest,
     };
   }
@@ -220,6 +225,7 @@ export class UploadPipeline {
       this.#active.set(path, since);
       this.#runCycle(path, since).finally(() => {
         this.#active.delete(path);
+        if (!this.#waiting.has(path)) this.#pendingBytes.delete(path);
         if (this.#again.delete(path) && this.#accepting) this.#queue.set(path, since);
         this.#pump();
         if (this.#queue.size === 0 && this.#active.size === 0) {
@@ -248,7 +254,7 @@ export class UploadPipeline {
             reason,
             error: errorMessage(err),
             attempt,
-            retry_in: (ms / 1000).toFixed(1),
+            retry_in: Math.round(ms) / 1000,
           });
           await (this.#o.sleep ?? sleep)(ms);
           continue;
@@ -261,7 +267,7 @@ export class UploadPipeline {
           reason,
           error: errorMessage(err),
           attempts,
-          retry_in: (wait / 1000).toFixed(0),
+          retry_in: Math.round(wait) / 1000,
         });
         if (this.#accepting) {
           const timer = setTimeout(() => {
@@ -287,6 +293,7 @@ export class UploadPipeline {
       return;
     }
     const mtimeMs = info.mtime?.getTime() ?? 0;
+    this.#pendingBytes.set(path, info.size);
     if (this.isStoredUnchanged(path, info.size, mtimeMs)) {
       log.debug("skipped: already uploaded", { path });
       return;
@@ -335,7 +342,7 @@ export class UploadPipeline {
     log.info("uploaded", {
       key,
       bytes: info.size,
-      seconds: seconds.toFixed(3),
+      seconds: Math.round(seconds * 1000) / 1000,
       ...(multipart ? { parts: upload.parts!.md5s.length } : {}),
     });
     o.onStored?.(path, "uploaded");

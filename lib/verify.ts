@@ -1,6 +1,227 @@
-// Placeholder while the job is being written (issue 3); not committed as done.
-import { FatalError } from "./errors.ts";
+/**
+ * `tablesnap verify`: check that a restore would work, for monitoring. For
+ * the newest index of every directory under PATH (every index with `--all`),
+ * every file it names must exist, and its digest metadata must agree with
+ * the object (a single-part ETag is the MD5 of the bytes S3 holds); with
+ * `--md5` every object is downloaded (streamed, not stored) and its size and
+ * MD5 checked.
+ */
+import { createHash } from "node:crypto";
+import { CONNECTION_HELP, CONNECTION_OPTIONS, intOption, openStore, parseCli } from "./cli.ts";
+import { errorMessage, UsageError } from "./errors.ts";
+import {
+  directoryPrefix,
+  expectedMd5,
+  isIndexKey,
+  keyDirectory,
+  keyHead,
+  newer,
+  readIndex,
+  trimSlashes,
+  unsafeNameReason,
+} from "./index_reader.ts";
+import { fullyQualifiedHostname, type KeyNaming } from "./keys.ts";
+import { log } from "./log.ts";
+import { formatBytes } from "./slurp.ts";
+import type { ObjectInfo, Store } from "./storage.ts";
 
-export function verifyMain(_args: string[]): Promise<number> {
-  return Promise.reject(new FatalError("'verify' is not implemented yet"));
+export const VERIFY_HELP = `Usage: tablesnap verify [options] BUCKET PATH
+
+Check the backups under <name>:<PATH>/: for the newest index of every
+directory (every index with --all), each file it names must exist and its
+md5sum metadata must agree with the object's ETag (single-part uploads);
+with --md5, each object is downloaded and its size and MD5 checked.
+
+Options:
+  --all                      check every index, not only the newest per directory
+  --md5                      download every object and check its size and MD5
+  -j, --parallel N           concurrent checks (default 8)
+  -n, --name NAME            host name in the keys (default: this host's FQDN)
+  -p, --prefix PREFIX        key prefix the watcher was run with (default: none)
+  --keyname-separator SEP    separator between name and path (default ':')
+  -h, --help                 show this help
+
+Exit status: 0 no problem, 1 a problem (each printed as 'PROBLEM key: what'), 2 usage error.
+
+${CONNECTION_HELP}`;
+
+const VERIFY_OPTIONS = {
+  ...CONNECTION_OPTIONS,
+  all: { type: "boolean" },
+  md5: { type: "boolean" },
+  parallel: { type: "string", short: "j" },
+  name: { type: "string", short: "n" },
+  prefix: { type: "string", short: "p" },
+  "keyname-separator": { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+/** What to verify. */
+export interface VerifyOptions {
+  store: Store;
+  naming: KeyNaming;
+  /** Directory path (as the watcher saw it) whose backups are checked. */
+  path: string;
+  /** Check every index, not only the newest per directory. */
+  all?: boolean;
+  /** Download every object and check size and MD5. */
+  md5?: boolean;
+  /** Concurrent checks (default 8). */
+  parallel?: number;
+  /** Where problem and summary lines go (default: stdout). */
+  print?: (line: string) => void;
+}
+
+/** One thing wrong, on one key. */
+export interface VerifyProblem {
+  key: string;
+  problem: string;
+}
+
+/** What verify found. */
+export interface VerifyResult {
+  indexes: number;
+  files: number;
+  bytes: number;
+  problems: VerifyProblem[];
+}
+
+/** Verifies the backups under `path`; never throws for a problem found, only reports it. */
+export async function verify(options: VerifyOptions): Promise<VerifyResult> {
+  const { store } = options;
+  const print = options.print ?? ((line: string) => console.log(line));
+  const prefix = directoryPrefix(options.naming, options.path);
+  const head = keyHead(options.naming);
+  const result: VerifyResult = { indexes: 0, files: 0, bytes: 0, problems: [] };
+  const problem = (key: string, text: string) => {
+    result.problems.push({ key, problem: text });
+    print(`PROBLEM ${key}: ${text}`);
+  };
+
+  const selected: ObjectInfo[] = [];
+  const newestPerDir = new Map<string, ObjectInfo>();
+  for await (const info of store.list(prefix)) {
+    if (!isIndexKey(info.key)) continue;
+    if (options.all) selected.push(info);
+    else {newestPerDir.set(
+        keyDirectory(info.key),
+        newer(newestPerDir.get(keyDirectory(info.key)), info),
+      );}
+  }
+  selected.push(...newestPerDir.values());
+  if (selected.length === 0) problem(prefix, "no index under this prefix");
+
+  const checked = new Set<string>();
+  for (const index of selected) {
+    result.indexes++;
+    let names: string[];
+    const dir = keyDirectory(index.key);
+    try {
+      const listing = await readIndex(store, index.key);
+      names = listing.names;
+      if (`${head}${trimSlashes(listing.directory)}` !== dir) {
+        problem(index.key, `describes directory '${listing.directory}', not the one its key is in`);
+      }
+    } catch (err) {
+      problem(index.key, errorMessage(err));
+      continue;
+    }
+    const keys: string[] = [];
+    for (const name of names) {
+      const reason = unsafeNameReason(name);
+      if (reason !== null) {
+        problem(index.key, `names an unsafe file ${JSON.stringify(name)}: ${reason}`);
+        continue;
+      }
+      const key = `${dir}/${name}`;
+      if (!checked.has(key)) {
+        checked.add(key);
+        keys.push(key);
+      }
+    }
+    await Promise.all(
+      Array.from({ length: Math.max(1, options.parallel ?? 8) }, async () => {
+        for (let key = keys.shift(); key !== undefined; key = keys.shift()) {
+          try {
+            const text = await checkObject(store, key, options.md5 ?? false, result);
+            if (text !== null) problem(key, `${text} (named by '${index.key}')`);
+          } catch (err) {
+            problem(key, `cannot check: ${errorMessage(err)}`);
+          }
+        }
+      }),
+    );
+    log.debug("index verified", { key: index.key, files: names.length });
+  }
+  print(
+    `Verified ${result.indexes} indexes, ${result.files} files (${formatBytes(result.bytes)}) ` +
+      `under '${prefix}' in ${store.url}${options.md5 ? " with MD5" : ""}: ` +
+      `${result.problems.length} problem${result.problems.length === 1 ? "" : "s"}`,
+  );
+  return result;
+}
+
+/** Checks one object; returns what is wrong with it, or null. */
+async function checkObject(
+  store: Store,
+  key: string,
+  md5: boolean,
+  result: VerifyResult,
+): Promise<string | null> {
+  const head = await store.head(key);
+  if (head === null) return "missing";
+  result.files++;
+  result.bytes += head.size;
+  const metaMd5 = head.metadata["md5sum"]?.trim().toLowerCase();
+  const etag = head.etag.toLowerCase();
+  if (metaMd5 && /^[0-9a-f]{32}$/.test(etag) && etag !== metaMd5) {
+    return `ETag ${etag} differs from md5sum ${metaMd5}: the object is not the file uploaded`;
+  }
+  if (!md5) return null;
+  const object = await store.get(key);
+  if (object === null) return "missing";
+  const hash = createHash("md5");
+  let bytes = 0;
+  for await (const chunk of object.body) {
+    hash.update(chunk);
+    bytes += chunk.byteLength;
+  }
+  if (bytes !== object.head.size) return `size ${bytes} bytes, expected ${object.head.size}`;
+  const expected = expectedMd5(object.head);
+  const actual = hash.digest("hex");
+  if (expected !== null && actual !== expected) return `MD5 ${actual}, expected ${expected}`;
+  return null;
+}
+
+/** `tablesnap verify ARGS`: parses the command line, verifies, returns the exit code. */
+export async function verifyMain(args: string[]): Promise<number> {
+  const { values, positionals } = parseCli(args, VERIFY_OPTIONS);
+  if (values.help) {
+    console.log(VERIFY_HELP);
+    return 0;
+  }
+  if (positionals.length !== 2) {
+    throw new UsageError(`Expected BUCKET PATH, got ${positionals.length} arguments`);
+  }
+  const [bucket, path] = positionals as [string, string];
+  const parallel = intOption(values.parallel, "--parallel", 8, 1);
+  const store = openStore(bucket, values);
+  try {
+    await store.check();
+    const result = await verify({
+      store,
+      naming: {
+        prefix: values.prefix ?? "",
+        name: values.name ?? await fullyQualifiedHostname(),
+        separator: values["keyname-separator"] ?? ":",
+      },
+      path,
+      all: values.all ?? false,
+      md5: values.md5 ?? false,
+      parallel,
+    });
+    return result.problems.length > 0 ? 1 : 0;
+  } finally {
+    store.close();
+  }
 }

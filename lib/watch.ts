@@ -196,7 +196,10 @@ export async function parseWatchArgs(args: string[]): Promise<WatchOptions | "he
   const store = openStore(bucket, values, {
     reducedRedundancy: values["reduced-redundancy"] ?? false,
     serverSideEncryption: values["with-sse"] ?? false,
-    onRequest: (operation, seconds, failed) => metrics.s3Request(operation, seconds, failed),
+    onRequest: (operation, seconds, failed) => {
+      metrics.s3Request(operation, seconds, failed);
+      if (!failed) metrics.setS3Reachable(true);
+    },
   });
   return {
     store,
@@ -374,15 +377,21 @@ export async function runWatch(o: WatchOptions): Promise<number> {
   });
 
   const reportPending = setInterval(() => {
-    const { files, oldestSince } = pipeline.pending();
-    metrics.setPending(files + watcher.candidates(), 0, oldestSince);
+    const { files, bytes, oldestSince } = pipeline.pending();
+    metrics.setPending(files + watcher.candidates(), bytes, oldestSince);
   }, 1000);
 
   // Signals: stop taking work, drain within the grace period, exit 0.
   let stopping: ((signal: string) => void) | undefined;
   const stopped = new Promise<string>((resolve) => stopping = resolve);
   const onSignal = (signal: Deno.Signal) => () => stopping?.(signal);
-  const handlers = (["SIGTERM", "SIGINT"] as const).map((s) => [s, onSignal(s)] as const);
+  const handlers: [Deno.Signal, () => void][] = [
+    ["SIGTERM", onSignal("SIGTERM")],
+    ["SIGINT", onSignal("SIGINT")],
+    // There is no configuration file to re-read: a stray HUP must not kill
+    // the watcher (systemd would not restart it after a signal death).
+    ["SIGHUP", () => log.info("SIGHUP ignored: tablesnap has no configuration file to reload")],
+  ];
   for (const [signal, handler] of handlers) Deno.addSignalListener(signal, handler);
 
   const started = performance.now();
@@ -436,7 +445,7 @@ export async function runWatch(o: WatchOptions): Promise<number> {
       indexes: publisher?.published ?? 0,
       not_uploaded: notUploaded.length,
       unpublished_indexes: publisher?.pendingCount() ?? 0,
-      seconds: ((performance.now() - started) / 1000).toFixed(1),
+      seconds: round((performance.now() - started) / 1000),
     });
     if (notUploaded.length > 0) {
       log.warn("files not uploaded yet; run with -B next time to pick them up", {
@@ -477,7 +486,7 @@ async function listExisting(
   }
   log.info("bucket listed", {
     objects: objects.size,
-    seconds: ((performance.now() - started) / 1000).toFixed(2),
+    seconds: round((performance.now() - started) / 1000),
   });
   return { objects, prefixes };
 }
@@ -492,6 +501,11 @@ function dataFilesWithoutIndex(listing: RemoteListing, naming: KeyNaming): Set<s
     if (wantsIndex(path) && !listing.objects.has(key + INDEX_SUFFIX)) paths.add(path);
   }
   return paths;
+}
+
+/** Seconds with millisecond precision, as a number (JSON logs keep it numeric). */
+function round(seconds: number): number {
+  return Math.round(seconds * 1000) / 1000;
 }
 
 function dirnameOf(path: string): string {

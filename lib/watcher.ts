@@ -21,6 +21,9 @@ import { errorMessage, UsageError } from "./errors.ts";
 import type { PathFilter } from "./filter.ts";
 import { dirname } from "./file_index.ts";
 
+/** When a new directory is scanned again after its first scan. */
+const NEW_DIR_RESCANS_MS = [250, 2_000];
+
 export type ListenEvent = "IN_MOVED_TO" | "IN_CLOSE_WRITE" | "IN_CREATE";
 
 export interface WatcherOptions {
@@ -263,7 +266,16 @@ export class FileWatcher {
     const info = await lstatOrNull(path);
     if (!info) return; // vanished (compaction): nothing to do
     if (info.isDirectory) {
-      if (this.#isWatchedDir(path)) await this.#scanTree(path, false);
+      if (!this.#isWatchedDir(path)) return;
+      await this.#scanTree(path, false);
+      // Deno adds the new directory's watch on its own thread, maybe after
+      // this scan: files (hard links above all) made in that gap produce no
+      // event. Scanning again shortly after closes the gap.
+      for (const ms of NEW_DIR_RESCANS_MS) {
+        setTimeout(() => {
+          if (!this.#closed) this.#scanTree(path, false).catch(() => {});
+        }, ms);
+      }
       return;
     }
     if (!this.#isWatchedDir(dirname(path))) return;
@@ -310,7 +322,7 @@ export class FileWatcher {
       if (!info || !info.isFile) continue;
       count++;
       if (this.#o.isHandled(path, info)) continue;
-      if (!this.#o.includeExisting && (info.ctime?.getTime() ?? 0) < this.#startedAt) continue;
+      if (!this.#o.includeExisting && this.#existedBeforeStart(info)) continue;
       if (immediate || (info.nlink ?? 1) > 1) {
         this.#o.onComplete(path, immediate ? "existing" : "hard-link");
       } else {
@@ -318,6 +330,16 @@ export class FileWatcher {
       }
     }
     return count;
+  }
+
+  /**
+   * Without -B, files that were there before we started are not ours to
+   * upload. ctime (changed by writes, renames and new links) tells; Deno
+   * reports it in whole seconds, so the start second itself counts as after.
+   */
+  #existedBeforeStart(info: Deno.FileInfo): boolean {
+    const ctime = info.ctime?.getTime() ?? info.mtime?.getTime() ?? 0;
+    return ctime < Math.floor(this.#startedAt / 1000) * 1000;
   }
 
   #addCandidate(path: string, info: Deno.FileInfo): void {

@@ -387,3 +387,61 @@ Deno.test("SIGINT and SIGTERM stop the watcher cleanly with a summary", async ()
     assertStringIncludes(watcher.stderr(), "tablesnap stopped");
   }
 });
+
+Deno.test("snapshot-style hard links into brand-new directories are all uploaded, without sweeps", async () => {
+  await using dir = await tempDir();
+  await using store = await tempDir("tablesnap-store-");
+  const table = `${dir.path}/ks/t1`;
+  await Deno.mkdir(table, { recursive: true });
+  const names = [
+    "Data.db",
+    "Index.db",
+    "Filter.db",
+    "Summary.db",
+    "Statistics.db",
+    "TOC.txt",
+    "Digest.crc32",
+    "CompressionInfo.db",
+  ]
+    .map((c) => `nb-1-big-${c}`);
+  for (const n of names) await Deno.writeTextFile(`${table}/${n}`, n);
+  // Only the snapshots are of interest here.
+  await using watcher = spawnCli(
+    [
+      "-r",
+      "-a",
+      "-n",
+      HOST,
+      "--without-index",
+      "--sweep-interval",
+      "0",
+      "-i",
+      "/snapshots/",
+      `file://${store.path}`,
+      dir.path,
+    ],
+  );
+  await watcher.waitForLog("tablesnap started");
+  const snapshots = 30;
+  for (let s = 0; s < snapshots; s++) {
+    const snap = `${table}/snapshots/s${s}`;
+    await Deno.mkdir(snap, { recursive: true });
+    for (const n of names) await Deno.link(`${table}/${n}`, `${snap}/${n}`);
+  }
+  const expected = snapshots * names.length;
+  await waitFor(
+    `${expected} snapshot links uploaded`,
+    () => countMatches(watcher.stderr(), "INFO uploaded ") === expected,
+    20_000,
+  )
+    .catch((err) => {
+      const missing = [];
+      for (let s = 0; s < snapshots; s++) {
+        for (const n of names) {
+          if (!watcher.stderr().includes(`/snapshots/s${s}/${n} `)) missing.push(`s${s}/${n}`);
+        }
+      }
+      throw new Error(`${err.message}: missing ${missing.join(" ")}`);
+    });
+  assertEquals(await watcher.stop(), 0);
+});

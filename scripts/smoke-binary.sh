@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Smoke test of a tablesnap binary: --version, --help, then a short end-to-end
+# run: watch a temp dir, upload to a local S3 server (s3rver, run with deno),
+# check the object and the metrics, stop with SIGTERM and check the drain.
+#
+#   scripts/smoke-binary.sh dist/tablesnap
+#
+# Needs deno (for s3rver) and curl. Used by .github/workflows/ci.yml,
+# release.yml and tests/compile_test.ts. Set SMOKE_VERBOSE=1 to echo logs.
+set -euo pipefail
+
+binary=${1:?usage: scripts/smoke-binary.sh BINARY}
+repo=$(cd "$(dirname "$0")/.." && pwd)
+bucket=smoke-bucket
+work=$(mktemp -d "${TMPDIR:-/tmp}/tablesnap-smoke.XXXXXX")
+s3_pid=""
+tablesnap_pid=""
+
+cleanup() {
+  if [ -n "$tablesnap_pid" ]; then kill -KILL "$tablesnap_pid" 2>/dev/null || true; fi
+  if [ -n "$s3_pid" ]; then
+    kill -TERM "$s3_pid" 2>/dev/null || true
+    wait "$s3_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+fail() {
+  echo "smoke: FAIL: $*" >&2
+  for log in "$work"/*.log; do
+    [ -f "$log" ] && { echo "--- $log" >&2; tail -n 40 "$log" >&2; }
+  done
+  exit 1
+}
+
+free_port() {
+  deno eval 'const l = Deno.listen({ hostname: "127.0.0.1", port: 0 }); console.log(l.addr.port); l.close();'
+}
+
+# Polls a command until it succeeds, for at most $1 seconds.
+wait_until() {
+  local seconds=$1
+  shift
+  local deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+    sleep 0.2
+  done
+}
+
+# 1. --version prints "tablesnap <version from deno.json>".
+want=$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$repo/deno.json" | head -n 1)
+got=$("$binary" --version) || fail "--version exited non-zero"
+[ "$got" = "tablesnap $want" ] || fail "--version printed '$got', expected 'tablesnap $want'"
+echo "smoke: --version ok ($got)"
+
+# 2. --help exits 0 and shows the usage.
+"$binary" --help >"$work/help.txt" || fail "--help exited non-zero"
+grep -q "^Usage: tablesnap" "$work/help.txt" || fail "--help has no usage line"
+echo "smoke: --help ok"
+
+# 3. End to end against s3rver on 127.0.0.1.
+mkdir -p "$work/data/ks/table-1" "$work/s3"
+s3_port=$(free_port)
+(cd "$repo" && exec deno run -A npm:s3rver@3.7.1 --silent -a 127.0.0.1 -p "$s3_port" \
+  -d "$work/s3" --configure-bucket "$bucket") >"$work/s3rver.log" 2>&1 &
+s3_pid=$!
+endpoint="http://127.0.0.1:$s3_port"
+wait_until 60 curl -sf "$endpoint/$bucket?list-type=2&max-keys=1" || fail "s3rver did not start"
+
+metrics_port=$(free_port)
+AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_REGION=us-east-1 \
+  "$binary" --endpoint-url "$endpoint" -n smoke -r -a \
+  --metrics-listen "127.0.0.1:$metrics_port" "$bucket" "$work/data" \
+  >"$work/tablesnap.log" 2>&1 &
+tablesnap_pid=$!
+wait_until 30 grep -q "tablesnap started" "$work/tablesnap.log" || fail "tablesnap did not start"
+
+file="$work/data/ks/table-1/nb-1-big-Data.db"
+echo "smoke test $(date +%s)" >"$file.tmpwrite"
+mv "$file.tmpwrite" "$file" # IN_MOVED_TO, like Cassandra's flush
+object="$endpoint/$bucket/smoke:$file"
+wait_until 30 curl -sf -o "$work/downloaded" "$object" || fail "object 'smoke:$file' not uploaded"
+cmp -s "$file" "$work/downloaded" || fail "uploaded object differs from the file"
+wait_until 30 curl -sf -o /dev/null "$object-listdir.json" || fail "index not written"
+echo "smoke: upload and index ok"
+
+curl -sf "http://127.0.0.1:$metrics_port/metrics" >"$work/metrics.txt" || fail "/metrics failed"
+grep -q '^tablesnap_uploaded_files_total [1-9]' "$work/metrics.txt" ||
+  fail "/metrics does not count the upload"
+curl -sf -o /dev/null "http://127.0.0.1:$metrics_port/healthz" || fail "/healthz is not 200"
+echo "smoke: /metrics and /healthz ok"
+
+kill -TERM "$tablesnap_pid"
+status=0
+wait "$tablesnap_pid" || status=$?
+tablesnap_pid=""
+[ "$status" -eq 0 ] || fail "tablesnap exited $status after SIGTERM"
+grep -q "tablesnap stopped" "$work/tablesnap.log" || fail "no 'tablesnap stopped' line after SIGTERM"
+if [ -n "${SMOKE_VERBOSE:-}" ]; then cat "$work/tablesnap.log" >&2; fi
+echo "smoke: SIGTERM drain ok"
+echo "smoke: PASS $binary"

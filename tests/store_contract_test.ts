@@ -1,0 +1,148 @@
+/**
+ * The storage contract, run against both stores: a real s3rver and the
+ * local-directory store. Whatever a job does through `Store` must behave the
+ * same on either.
+ */
+import { createHash } from "node:crypto";
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
+import { startS3Server, tempDir } from "./_helpers.ts";
+import { S3Store } from "../lib/s3_store.ts";
+import { LocalStore } from "../lib/local_store.ts";
+import { FatalError } from "../lib/errors.ts";
+import type { Store } from "../lib/storage.ts";
+import { digestFile } from "../lib/file_meta.ts";
+
+async function contract(t: Deno.TestContext, store: Store, scratch: string) {
+  await store.check();
+
+  await t.step("putBytes/head/get round-trip with metadata and content type", async () => {
+    const body = new TextEncoder().encode('{"/d": ["a"]}');
+    await store.putBytes("h:/d/a-Data.db-listdir.json", body, {
+      contentType: "application/json",
+      metadata: { note: "x" },
+    });
+    const head = await store.head("h:/d/a-Data.db-listdir.json");
+    assertEquals(head?.size, body.length);
+    assertEquals(head?.etag, createHash("md5").update(body).digest("hex"));
+    assertEquals(head?.contentType, "application/json");
+    assertEquals(head?.metadata.note, "x");
+    const got = await store.get("h:/d/a-Data.db-listdir.json");
+    assertEquals(
+      new TextDecoder().decode(await new Response(got!.body).arrayBuffer()),
+      '{"/d": ["a"]}',
+    );
+  });
+
+  await t.step("head and get of a missing key give null", async () => {
+    assertEquals(await store.head("h:/nothing/here"), null);
+    assertEquals(await store.get("h:/nothing/here"), null);
+  });
+
+  await t.step("putFile streams single-part and multipart files intact", async () => {
+    const bytes = new Uint8Array(11 * 1024 * 1024 + 17);
+    for (let i = 0; i < bytes.length; i += 997) bytes[i] = i % 256;
+    const path = `${scratch}/big`;
+    await Deno.writeFile(path, bytes);
+    const partSize = 5 * 1024 * 1024;
+    const d = await digestFile(path, bytes.length, partSize);
+    assertEquals(d.partMd5s?.length, 3);
+    await store.putFile("h:/d/single", {
+      path,
+      size: bytes.length,
+      md5: d.md5,
+      metadata: { md5sum: d.md5, stat: '{"uid": 0}' },
+    });
+    await store.putFile("h:/d/multi", {
+      path,
+      size: bytes.length,
+      md5: d.md5,
+      parts: { partSize, md5s: d.partMd5s! },
+      metadata: { md5sum: d.md5 },
+    });
+    for (const key of ["h:/d/single", "h:/d/multi"]) {
+      const head = await store.head(key);
+      assertEquals(head?.size, bytes.length);
+      assertEquals(head?.metadata.md5sum, d.md5);
+      const got = await store.get(key);
+      const back = new Uint8Array(await new Response(got!.body).arrayBuffer());
+      assertEquals(createHash("md5").update(back).digest("hex"), d.md5);
+    }
+    assertEquals((await store.head("h:/d/single"))?.metadata.stat, '{"uid": 0}');
+  });
+
+  await t.step("list pages through more than 1,000 keys in key order", async () => {
+    const keys = Array.from({ length: 1005 }, (_, i) => `h:/many/f${String(i).padStart(5, "0")}`);
+    const body = new Uint8Array([1]);
+    for (let i = 0; i < keys.length; i += 20) {
+      await Promise.all(keys.slice(i, i + 20).map((key) => store.putBytes(key, body, {})));
+    }
+    const listed = [];
+    for await (const item of store.list("h:/many/")) listed.push(item.key);
+    assertEquals(listed, keys);
+    const some = [];
+    for await (const item of store.list("h:/many/f0000")) some.push(item.key);
+    assertEquals(some.length, 10); // f00000..f00009
+    for await (const item of store.list("h:/d/")) assert(item.lastModified instanceof Date);
+  });
+
+  await t.step("deleteMany removes keys in batches and ignores missing ones", async () => {
+    const keys = [];
+    for await (const item of store.list("h:/many/")) keys.push(item.key);
+    await store.deleteMany([...keys, "h:/never/existed"]);
+    const left = [];
+    for await (const item of store.list("h:/many/")) left.push(item.key);
+    assertEquals(left, []);
+  });
+
+  await t.step("keys with dots, double slashes and percent signs are kept apart", async () => {
+    const odd = ["h:/x/../y", "h:/x//y", "h:/x/%2e%2e", "h:/x/./y"];
+    for (const [i, key] of odd.entries()) await store.putBytes(key, new Uint8Array([i]), {});
+    for (const [i, key] of odd.entries()) {
+      const got = await store.get(key);
+      assertEquals([...new Uint8Array(await new Response(got!.body).arrayBuffer())], [i]);
+    }
+  });
+}
+
+Deno.test("S3Store meets the storage contract (moto server)", async (t) => {
+  await using s3 = await startS3Server("test-bucket", { server: "moto" });
+  await using scratch = await tempDir();
+  const store = new S3Store({
+    bucket: s3.bucket,
+    endpoint: s3.endpoint,
+    accessKeyId: "S3RVER",
+    secretAccessKey: "S3RVER",
+  });
+  try {
+    await contract(t, store, scratch.path);
+    const missing = new S3Store({
+      bucket: "no-such-bucket",
+      endpoint: s3.endpoint,
+      accessKeyId: "S3RVER",
+      secretAccessKey: "S3RVER",
+    });
+    await assertRejects(
+      () => missing.check(),
+      FatalError,
+      "Bucket 'no-such-bucket' does not exist",
+    );
+    missing.close();
+  } finally {
+    store.close();
+  }
+});
+
+Deno.test("LocalStore meets the storage contract", async (t) => {
+  await using root = await tempDir("tablesnap-store-");
+  await using scratch = await tempDir();
+  await contract(t, new LocalStore(root.path), scratch.path);
+  // Nothing escapes the store's directory, whatever the keys were.
+  for await (const entry of Deno.readDir(root.path)) {
+    assert(["data", "meta", "tmp"].includes(entry.name), entry.name);
+  }
+  await assertRejects(
+    () => new LocalStore(`${root.path}/missing`).check(),
+    FatalError,
+    "does not exist",
+  );
+});

@@ -1,0 +1,111 @@
+import { PutObjectCommand } from "@aws-sdk/client-s3";
+import { verify } from "../lib/verify.ts";
+import { assertEquals, assertStringIncludes } from "./_assert.ts";
+import {
+  contentOf,
+  DAY,
+  generation,
+  key,
+  localStore,
+  localWriter,
+  md5Hex,
+  NAMING,
+  putIndex,
+  putTable,
+  s3Writer,
+  statJson,
+} from "./_bucket_fixture.ts";
+import { runCli, startS3Server, tempDir } from "./_helpers.ts";
+
+const HOST = NAMING.name;
+
+Deno.test("verify finds missing and truncated objects in a local store", async (t) => {
+  await using dir = await tempDir();
+  const store = await localStore(`${dir.path}/bucket`);
+  const w = localWriter(store);
+  const ago = (days: number) => new Date(Date.now() - days * DAY);
+  const written = new Set<string>();
+  await putTable(w, "/data/ks/t", generation(1), { mtime: ago(3), written });
+  await putTable(w, "/data/ks/t", generation(2), { mtime: ago(1), written });
+  await putTable(w, "/data/ks/u", generation(1), { mtime: ago(1) });
+  const args = ["verify", "-n", HOST, `file://${store.root}`, "/data"];
+
+  await t.step("a complete bucket passes", async () => {
+    const out = await runCli(args);
+    assertEquals(out.code, 0, out.stdout + out.stderr);
+    assertStringIncludes(out.stdout, "Verified 2 indexes, 10 files");
+    assertStringIncludes(out.stdout, ": 0 problems");
+    const md5 = await runCli(["verify", "--md5", "--all", ...args.slice(1)]);
+    assertEquals(md5.code, 0, md5.stdout + md5.stderr);
+    assertStringIncludes(md5.stdout, "Verified 3 indexes, 15 files");
+  });
+
+  await t.step("an object of an old index only counts with --all", async () => {
+    const gone = key(NAMING, "/data/ks/t/nb-1-big-Index.db");
+    await store.deleteMany([gone]);
+    assertEquals((await runCli(args)).code, 0);
+    const out = await runCli(["verify", "--all", ...args.slice(1)]);
+    assertEquals(out.code, 1);
+    assertStringIncludes(out.stdout, `PROBLEM ${gone}: missing (named by '`);
+  });
+
+  await t.step("a missing object of a newest index fails", async () => {
+    const gone = key(NAMING, "/data/ks/u/nb-1-big-Filter.db");
+    await store.deleteMany([gone]);
+    const out = await runCli(args);
+    assertEquals(out.code, 1);
+    assertStringIncludes(out.stdout, `PROBLEM ${gone}: missing`);
+    assertStringIncludes(out.stdout, ": 1 problem\n");
+  });
+
+  await t.step("--md5 catches a truncated object", async () => {
+    const truncated = key(NAMING, "/data/ks/t/nb-2-big-Data.db");
+    await Deno.truncate(store.dataPath(truncated), 10);
+    const result = await verify({
+      store,
+      naming: NAMING,
+      path: "/data/ks/t",
+      md5: true,
+      print: () => {},
+    });
+    assertEquals(result.problems.map((p) => p.key), [truncated]);
+    assertStringIncludes(result.problems[0]!.problem, "MD5 ");
+  });
+
+  await t.step("a broken index is a problem", async () => {
+    const broken = await putIndex(w, "/data/ks/v/nb-1-big-Data.db", "[]");
+    const result = await verify({ store, naming: NAMING, path: "/data/ks/v", print: () => {} });
+    assertEquals(result.problems.length, 1);
+    assertEquals(result.problems[0]!.key, broken);
+    const none = await verify({ store, naming: NAMING, path: "/nothing", print: () => {} });
+    assertEquals(none.problems.map((p) => p.problem), ["no index under this prefix"]);
+  });
+});
+
+Deno.test("verify on S3 catches a truncated object without downloading, and with --md5", async () => {
+  await using s3 = await startS3Server();
+  const w = s3Writer(s3);
+  const table = "/var/lib/cassandra/data/ks/t";
+  await putTable(w, table, generation(1));
+  const args = ["verify", "-n", HOST, s3.bucket, "/var/lib/cassandra/data"];
+  const good = await runCli(args, { env: s3.env });
+  assertEquals(good.code, 0, good.stdout + good.stderr);
+
+  // Overwritten with fewer bytes, keeping the original metadata.
+  const victim = key(NAMING, `${table}/nb-1-big-Index.db`);
+  const original = contentOf("nb-1-big-Index.db");
+  await s3.client.send(
+    new PutObjectCommand({
+      Bucket: s3.bucket,
+      Key: victim,
+      Body: original.subarray(0, 20),
+      Metadata: { md5sum: md5Hex(original), stat: statJson() },
+    }),
+  );
+  for (const flags of [[], ["--md5"]]) {
+    const out = await runCli([...args.slice(0, 1), ...flags, ...args.slice(1)], { env: s3.env });
+    assertEquals(out.code, 1, out.stdout + out.stderr);
+    assertStringIncludes(out.stdout, `PROBLEM ${victim}: ETag `);
+    assertStringIncludes(out.stdout, "differs from md5sum");
+  }
+});
