@@ -55,7 +55,7 @@ export const s3RequestCounts: Map<string, number> = new Map();
 const REQUEST_IDLE_TIMEOUT_MS = Number(Deno.env.get("TABLESNAP_REQUEST_TIMEOUT_MS") ?? 120_000);
 
 /** 64 KiB reads measured slower than 1 MiB for hashing; same for sending. */
-const READ_CHUNK = 1024 * 1024;
+const READ_CHUNK = 256 * 1024;
 
 export class S3Store implements Store {
   readonly url: string;

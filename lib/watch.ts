@@ -379,6 +379,16 @@ export async function runWatch(o: WatchOptions): Promise<number> {
   const reportPending = setInterval(() => {
     const { files, bytes, oldestSince } = pipeline.pending();
     metrics.setPending(files + watcher.candidates(), bytes, oldestSince);
+    if (log.debugEnabled) {
+      const m = Deno.memoryUsage();
+      const mb = (n: number) => Math.round(n / 1024 / 1024);
+      log.debug("memory", {
+        rss_mb: mb(m.rss),
+        heap_mb: mb(m.heapUsed),
+        external_mb: mb(m.external),
+        pending: files,
+      });
+    }
   }, 1000);
 
   // Signals: stop taking work, drain within the grace period, exit 0.

@@ -11,7 +11,15 @@ import {
 } from "@aws-sdk/client-s3";
 import { createHash } from "node:crypto";
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./_assert.ts";
-import { delay, type S3Server, spawnCli, startS3Server, tempDir, waitFor } from "./_helpers.ts";
+import {
+  delay,
+  freePort,
+  type S3Server,
+  spawnCli,
+  startS3Server,
+  tempDir,
+  waitFor,
+} from "./_helpers.ts";
 
 const HOST = "testhost";
 
@@ -443,5 +451,38 @@ Deno.test("snapshot-style hard links into brand-new directories are all uploaded
       }
       throw new Error(`${err.message}: missing ${missing.join(" ")}`);
     });
+  assertEquals(await watcher.stop(), 0);
+});
+
+Deno.test("--metrics-listen serves /metrics and /healthz during a real run", async () => {
+  await using s3 = await startS3Server();
+  await using dir = await tempDir();
+  const port = freePort();
+  await using watcher = spawnCli(
+    ["-n", HOST, "--metrics-listen", `127.0.0.1:${port}`, s3.bucket, dir.path],
+    { env: s3.env },
+  );
+  await watcher.waitForLog("tablesnap started");
+  await writeFile(`${dir.path}/nb-1-big-Data.db`, "0123456789");
+  await writeFile(`${dir.path}/nb-1-big-TOC.txt`, "Data.db\nTOC.txt\n");
+  await watcher.waitForLog("index written");
+  const scrape = async () => await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  // Pending gauges are refreshed every second.
+  await waitFor(
+    "pending back to 0",
+    async () => /^tablesnap_pending_files 0$/m.test(await scrape()),
+  );
+  const text = await scrape();
+  assertMatch(text, /^tablesnap_uploaded_files_total 2$/m);
+  assertMatch(text, /^tablesnap_uploaded_bytes_total 26$/m);
+  assertMatch(text, /^tablesnap_oldest_pending_age_seconds 0$/m);
+  assertMatch(
+    text,
+    new RegExp(`^tablesnap_last_index_timestamp_seconds\\{path="${dir.path}"\\} \\d+`, "m"),
+  );
+  assertMatch(text, /^tablesnap_s3_request_duration_seconds_count\{operation="PutObject"\} [1-9]/m);
+  const health = await fetch(`http://127.0.0.1:${port}/healthz`);
+  await health.body?.cancel();
+  assertEquals(health.status, 200);
   assertEquals(await watcher.stop(), 0);
 });
