@@ -38,7 +38,14 @@ export interface S3Server extends AsyncDisposable {
  */
 export async function startS3Server(
   bucket = "test-bucket",
-  options: { port?: number; dir?: string; keepDir?: boolean; server?: "s3rver" | "moto" } = {},
+  options: {
+    port?: number;
+    dir?: string;
+    keepDir?: boolean;
+    server?: "s3rver" | "moto";
+    /** moto only: check signatures against moto's IAM (no valid keys exist: every call is 403). */
+    auth?: boolean;
+  } = {},
 ): Promise<S3Server> {
   const port = options.port ?? freePort();
   const dir = options.dir ?? await Deno.makeTempDir({ prefix: "s3rver-" });
@@ -66,6 +73,7 @@ export async function startS3Server(
   // hundred request log lines and stalls the server.
   const child = new Deno.Command(program, {
     args,
+    ...(options.auth ? { env: { INITIAL_NO_AUTH_ACTION_COUNT: "0" } } : {}),
     stdin: "null",
     stdout: "null",
     stderr: "null",
@@ -74,7 +82,11 @@ export async function startS3Server(
   const deadline = Date.now() + 60_000;
   for (;;) {
     try {
-      if (moto) {
+      if (options.auth) {
+        const res = await fetch(`${endpoint}/`);
+        await res.body?.cancel();
+        if (res.status >= 400) break; // listening; it refuses unsigned requests
+      } else if (moto) {
         const res = await fetch(`${endpoint}/${bucket}`, { method: "PUT" });
         await res.body?.cancel();
         if (res.ok) break;
@@ -87,7 +99,7 @@ export async function startS3Server(
     }
     if (Date.now() > deadline) {
       child.kill("SIGKILL");
-      throw new Error("s3rver did not start within 60 s");
+      throw new Error(`${moto ? "moto_server" : "s3rver"} did not start within 60 s`);
     }
     await delay(100);
   }

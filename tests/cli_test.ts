@@ -60,6 +60,21 @@ Deno.test("a missing bucket exits 1 with one line, and secrets never reach the o
   assert(!stderr.includes(secret) && !stdout.includes(secret), "the secret was printed");
 });
 
+Deno.test("rejected credentials exit 1 with one line (moto checks signatures)", async () => {
+  await using s3 = await startS3Server("test-bucket", { server: "moto", auth: true });
+  await using dir = await tempDir();
+  const { code, stderr } = await runCli(["-n", "h", s3.bucket, dir.path], {
+    env: {
+      ...s3.env,
+      AWS_ACCESS_KEY_ID: "AKIAWRONGWRONGWRONG1",
+      AWS_SECRET_ACCESS_KEY: "wrong-secret",
+    },
+  });
+  assertEquals(code, 1, stderr);
+  assertOneLineError(stderr, "error: Access to bucket 'test-bucket' denied (HTTP 403)");
+  assert(!stderr.includes("wrong-secret"));
+});
+
 Deno.test("a missing local store directory exits 1 with one line", async () => {
   await using dir = await tempDir();
   const { code, stderr } = await runCli(["-n", "h", `file://${dir.path}/nope`, dir.path]);
