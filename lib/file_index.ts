@@ -50,6 +50,10 @@ export interface IndexPublisherOptions {
 
 interface PendingIndex {
   dataPath: string;
+  /** The generation's file name prefix (`nb-7-big-`). */
+  prefix: string;
+  /** When the timer last looked: it looks at most every `quietMs`. */
+  checkedAt: number;
   deadline: number;
   /** Generation file names seen so far, and when that set last grew. */
   seen: Set<string>;
@@ -92,6 +96,8 @@ export class IndexPublisher {
     const now = this.#now();
     this.#pending.set(dataPath, {
       dataPath,
+      prefix: generationPrefix(basename(dataPath)) ?? basename(dataPath),
+      checkedAt: now,
       deadline: now + this.#o.waitMs,
       seen: new Set(),
       changedAt: now,
@@ -101,11 +107,14 @@ export class IndexPublisher {
     this.#evaluate(dataPath);
   }
 
-  /** Some file in `directory` reached the bucket: waiting indexes may be ready. */
+  /** A file reached the bucket: the index of its own generation may be ready. */
   fileStored(path: string): void {
     const directory = dirname(path);
-    for (const dataPath of this.#pending.keys()) {
-      if (dirname(dataPath) === directory) this.#evaluate(dataPath);
+    const name = basename(path);
+    for (const [dataPath, entry] of this.#pending) {
+      if (dirname(dataPath) === directory && name.startsWith(entry.prefix)) {
+        this.#evaluate(dataPath);
+      }
     }
   }
 
@@ -133,8 +142,13 @@ export class IndexPublisher {
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 
+  /** The timer: catches quiet periods and deadlines, each index at most every `quietMs`. */
   #evaluateAll(): void {
-    for (const dataPath of this.#pending.keys()) this.#evaluate(dataPath);
+    const now = this.#now();
+    const every = this.#o.quietMs ?? 2_000;
+    for (const [dataPath, entry] of this.#pending) {
+      if (now - entry.checkedAt >= every || now >= entry.deadline) this.#evaluate(dataPath);
+    }
   }
 
   #evaluate(dataPath: string): void {
@@ -155,8 +169,9 @@ export class IndexPublisher {
     if (!entry) return;
     const now = this.#now();
     if (now < entry.notBefore) return;
+    entry.checkedAt = now;
     const directory = dirname(dataPath);
-    const prefix = generationPrefix(basename(dataPath)) ?? basename(dataPath);
+    const prefix = entry.prefix;
     const files = await listFiles(directory);
     if (files === null) {
       // The directory is gone (table dropped): nothing consistent to publish.

@@ -6,6 +6,7 @@
 import {
   GetObjectCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
   PutObjectCommand,
 } from "@aws-sdk/client-s3";
@@ -485,4 +486,42 @@ Deno.test("--metrics-listen serves /metrics and /healthz during a real run", asy
   await health.body?.cancel();
   assertEquals(health.status, 200);
   assertEquals(await watcher.stop(), 0);
+});
+
+Deno.test("SIGTERM aborts a multipart upload past the grace period and leaves no orphaned parts", async () => {
+  await using s3 = await startS3Server("test-bucket", { server: "moto" });
+  await using dir = await tempDir();
+  const big = new Uint8Array(12 * 1024 * 1024);
+  await using watcher = spawnCli(
+    [
+      "-n",
+      HOST,
+      "--max-upload-size",
+      "5",
+      "--multipart-chunk-size",
+      "5",
+      "--max-bandwidth",
+      "2M",
+      "--shutdown-grace",
+      "1",
+      s3.bucket,
+      dir.path,
+    ],
+    { env: s3.env },
+  );
+  await watcher.waitForLog("tablesnap started");
+  await writeFile(`${dir.path}/big-Index.db`, big);
+  // At 2 MiB/s the 12 MiB upload takes about 6 s: stop it half way.
+  await waitFor("the multipart upload to start", async () => {
+    const out = await s3.client.send(new ListMultipartUploadsCommand({ Bucket: s3.bucket }));
+    return (out.Uploads ?? []).length > 0;
+  });
+  await delay(1000);
+  const code = await watcher.stop("SIGTERM");
+  assertEquals(code, 0, watcher.stderr());
+  assertStringIncludes(watcher.stderr(), "aborting uploads still in progress");
+  assertMatch(watcher.stderr(), /tablesnap stopped .*not_uploaded=1/);
+  const left = await s3.client.send(new ListMultipartUploadsCommand({ Bucket: s3.bucket }));
+  assertEquals(left.Uploads ?? [], [], "no multipart upload left behind");
+  assertEquals(await head(s3, `${HOST}:${dir.path}/big-Index.db`), null);
 });
