@@ -5,7 +5,8 @@
  * - `TABLESNAP_SYSLOG` set sends lines to syslog (facility DAEMON, tag
  *   `tablesnap`) through the system `logger` command instead of stderr: Deno
  *   has no stable API for the `/dev/log` datagram socket, and `logger` is in
- *   every Linux base system (util-linux / bsdutils).
+ *   every Linux base system (util-linux / bsdutils). Without the socket, lines
+ *   stay on stderr, with a warning.
  * - `format: "json"` writes one JSON object per line for log shippers.
  *
  * Never pass credentials in `fields`: nothing here redacts.
@@ -39,9 +40,14 @@ function stderrSink(): Sink {
   };
 }
 
-function syslogSink(): Sink {
+/** The syslog socket; `TABLESNAP_SYSLOG_SOCKET` overrides it (tests, chroots). */
+function syslogSocket(): string {
+  return Deno.env.get("TABLESNAP_SYSLOG_SOCKET") || "/dev/log";
+}
+
+function syslogSink(socket: string): Sink {
   const child = new Deno.Command("logger", {
-    args: ["--tag", "tablesnap", "--prio-prefix"],
+    args: ["--socket", socket, "--socket-errors=on", "--tag", "tablesnap", "--prio-prefix"],
     stdin: "piped",
     stdout: "null",
     stderr: "inherit",
@@ -73,7 +79,17 @@ class Logger {
     this.#format = options.format ?? "plain";
     this.#debug = options.debug ?? false;
     if (options.syslog && !this.#syslog) {
-      this.#sink = syslogSink();
+      const socket = syslogSocket();
+      try {
+        Deno.statSync(socket);
+      } catch {
+        // Losing every log line silently is worse than logging to stderr.
+        this.warn("TABLESNAP_SYSLOG is set but the syslog socket is missing; logging to stderr", {
+          socket,
+        });
+        return;
+      }
+      this.#sink = syslogSink(socket);
       this.#syslog = true;
     }
   }
