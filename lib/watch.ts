@@ -425,16 +425,26 @@ export async function runWatch(o: WatchOptions): Promise<number> {
       pipeline.setListing(undefined); // free it; later checks use HEAD
     }
     if (o.once) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
       const finished = (async () => {
         await pipeline.idle();
-        await publisher?.idle();
+        // An index whose upload keeps failing must not hold --once forever.
+        const limit = new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, o.indexWaitMs + 30_000);
+        });
+        await Promise.race([publisher?.idle(), limit]);
       })();
       const signal = await Promise.race([finished.then(() => undefined), stopped]);
+      clearTimeout(timer);
       if (signal) log.info("signal received, stopping", { signal });
       const failed = pipeline.failedPaths();
       if (failed.length > 0) {
         log.error("some files could not be uploaded", { files: failed.length });
         for (const path of failed) log.error("not uploaded", { path });
+        exitCode = 1;
+      }
+      if ((publisher?.pendingCount() ?? 0) > 0) {
+        log.error("some indexes could not be written", { indexes: publisher?.pendingCount() });
         exitCode = 1;
       }
     } else {
