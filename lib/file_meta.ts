@@ -122,3 +122,15 @@ export async function digestFile(
   if (part && inPart > 0) parts.push(part.digest("hex"));
   return { md5: whole.digest("hex"), size: total, ...(partSize ? { partMd5s: parts } : {}) };
 }
+
+/** `Deno.lstat`, or null when the path (or a parent) is gone: files vanish under compaction. */
+export async function lstatOrNull(path: string): Promise<Deno.FileInfo | null> {
+  try {
+    return await Deno.lstat(path);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound || err instanceof Deno.errors.NotADirectory) {
+      return null;
+    }
+    throw err;
+  }
+}

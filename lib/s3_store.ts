@@ -179,14 +179,7 @@ export class S3Store implements Store {
       const out = await this.#client.send(
         new HeadObjectCommand({ Bucket: this.#bucket, Key: key }),
       );
-      return {
-        key,
-        size: out.ContentLength ?? 0,
-        etag: unquote(out.ETag),
-        lastModified: out.LastModified ?? new Date(0),
-        metadata: lowerKeys(out.Metadata ?? {}),
-        ...(out.ContentType ? { contentType: out.ContentType } : {}),
-      };
+      return objectHead(key, out);
     } catch (err) {
       if (httpStatus(err) === 404 || errName(err) === "NotFound") return null;
       throw err;
@@ -281,15 +274,10 @@ export class S3Store implements Store {
         new GetObjectCommand({ Bucket: this.#bucket, Key: key }),
         { abortSignal: options.signal },
       );
-      const head: ObjectHead = {
-        key,
-        size: out.ContentLength ?? 0,
-        etag: unquote(out.ETag),
-        lastModified: out.LastModified ?? new Date(0),
-        metadata: lowerKeys(out.Metadata ?? {}),
-        ...(out.ContentType ? { contentType: out.ContentType } : {}),
+      return {
+        head: objectHead(key, out),
+        body: out.Body!.transformToWebStream() as ReadableStream<Uint8Array>,
       };
-      return { head, body: out.Body!.transformToWebStream() as ReadableStream<Uint8Array> };
     } catch (err) {
       if (httpStatus(err) === 404 || errName(err) === "NoSuchKey") return null;
       throw err;
@@ -354,6 +342,27 @@ function rangeStream(path: string, start: number, length: number, onBytes?: Byte
 
 function sdkText(args: unknown[]): string {
   return args.map((a) => typeof a === "string" ? a : errorMessage(a)).join(" ");
+}
+
+/** The facts HEAD and GET responses share. */
+function objectHead(
+  key: string,
+  out: {
+    ContentLength?: number;
+    ETag?: string;
+    LastModified?: Date;
+    Metadata?: Record<string, string>;
+    ContentType?: string;
+  },
+): ObjectHead {
+  return {
+    key,
+    size: out.ContentLength ?? 0,
+    etag: unquote(out.ETag),
+    lastModified: out.LastModified ?? new Date(0),
+    metadata: lowerKeys(out.Metadata ?? {}),
+    ...(out.ContentType ? { contentType: out.ContentType } : {}),
+  };
 }
 
 function unquote(etag: string | undefined): string {

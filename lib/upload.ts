@@ -18,7 +18,7 @@
  */
 import type { FileUpload, Store } from "./storage.ts";
 import { type KeyNaming, objectKey } from "./keys.ts";
-import { digestFile, OwnerNames, statMetadata } from "./file_meta.ts";
+import { digestFile, lstatOrNull, OwnerNames, statMetadata } from "./file_meta.ts";
 import { errorMessage } from "./errors.ts";
 import { log } from "./log.ts";
 import type { RateLimiter } from "./rate_limit.ts";
@@ -400,17 +400,6 @@ export class FileChangedError extends Error {
   override name = "FileChangedError";
   constructor(path: string) {
     super(`File '${path}' changed while it was being uploaded`);
-  }
-}
-
-async function lstatOrNull(path: string): Promise<Deno.FileInfo | null> {
-  try {
-    return await Deno.lstat(path);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound || err instanceof Deno.errors.NotADirectory) {
-      return null;
-    }
-    throw err;
   }
 }
 

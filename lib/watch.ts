@@ -21,7 +21,7 @@ import { log, logOptionsFromEnv } from "./log.ts";
 import { fullyQualifiedHostname, INDEX_SUFFIX, type KeyNaming, objectKey } from "./keys.ts";
 import { makePathFilter, type PathFilter } from "./filter.ts";
 import { type RemoteListing, UploadPipeline } from "./upload.ts";
-import { IndexPublisher, wantsIndex } from "./file_index.ts";
+import { dirname, IndexPublisher, wantsIndex } from "./file_index.ts";
 import { checkRoot, FileWatcher, type ListenEvent } from "./watcher.ts";
 import { parseRate, RateLimiter } from "./rate_limit.ts";
 import { failureReason, Metrics, serveMetrics } from "./metrics.ts";
@@ -319,7 +319,7 @@ export async function runWatch(o: WatchOptions): Promise<number> {
   const deleteAfterBackup = (path: string) => {
     // An index still to be written for this directory must see the file
     // first; it is deleted when that index is published.
-    if (publisher?.hasPendingIn(dirnameOf(path))) return;
+    if (publisher?.hasPendingIn(dirname(path))) return;
     Deno.remove(path).then(
       () => {
         publisher?.deletedByUs(path);
@@ -526,8 +526,4 @@ function dataFilesWithoutIndex(listing: RemoteListing, naming: KeyNaming): Set<s
 /** Seconds with millisecond precision, as a number (JSON logs keep it numeric). */
 function round(seconds: number): number {
   return Math.round(seconds * 1000) / 1000;
-}
-
-function dirnameOf(path: string): string {
-  return path.slice(0, path.lastIndexOf("/")) || "/";
 }

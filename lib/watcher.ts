@@ -20,6 +20,7 @@ import { log } from "./log.ts";
 import { errorMessage, UsageError } from "./errors.ts";
 import type { PathFilter } from "./filter.ts";
 import { dirname } from "./file_index.ts";
+import { lstatOrNull } from "./file_meta.ts";
 
 /** When a new directory is scanned again after its first scan. */
 const NEW_DIR_RESCANS_MS = [250, 2_000];
@@ -430,17 +431,6 @@ async function collectDirs(dir: string, out: Set<string>): Promise<void> {
     const path = `${dir}/${entry.name}`;
     out.add(path);
     await collectDirs(path, out);
-  }
-}
-
-async function lstatOrNull(path: string): Promise<Deno.FileInfo | null> {
-  try {
-    return await Deno.lstat(path);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound || err instanceof Deno.errors.NotADirectory) {
-      return null;
-    }
-    throw err;
   }
 }
 
