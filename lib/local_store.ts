@@ -128,6 +128,17 @@ export class LocalStore implements Store {
     const tmp = this.#tmpPath();
     const hash = createHash("md5");
     let copied = 0;
+    if (file.body) {
+      await options.onBytes?.(file.body.byteLength);
+      await Deno.writeFile(tmp, file.body);
+      await this.#commit(key, tmp, {
+        size: file.body.byteLength,
+        etag: createHash("md5").update(file.body).digest("hex"),
+        metadata: file.metadata,
+        ...(file.contentType ? { contentType: file.contentType } : {}),
+      });
+      return;
+    }
     try {
       using source = await Deno.open(file.path, { read: true });
       using target = await Deno.open(tmp, { write: true, createNew: true });

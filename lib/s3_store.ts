@@ -208,11 +208,13 @@ export class S3Store implements Store {
     options: { signal?: AbortSignal; onBytes?: ByteCounter } = {},
   ): Promise<void> {
     const { signal, onBytes } = options;
+    if (file.body) await onBytes?.(file.body.byteLength);
     if (!file.parts) {
       await this.#client.send(
         new PutObjectCommand({
           ...this.#objectParams(key, file.metadata, file.contentType),
-          Body: file.size === 0 ? new Uint8Array(0) : rangeStream(file.path, 0, file.size, onBytes),
+          Body: file.body ??
+            (file.size === 0 ? new Uint8Array(0) : rangeStream(file.path, 0, file.size, onBytes)),
           ContentLength: file.size,
           ContentMD5: hexToBase64(file.md5),
         }),

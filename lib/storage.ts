@@ -31,6 +31,11 @@ export interface FileUpload {
   parts?: { partSize: number; md5s: string[] };
   metadata: Record<string, string>;
   contentType?: string;
+  /**
+   * The file's bytes when the caller already read them (small files): the
+   * store sends these instead of reading `path` again.
+   */
+  body?: Uint8Array;
 }
 
 /** Called with the number of bytes just sent, for progress and rate limits. */

@@ -20,11 +20,48 @@ import type { FileUpload, Store } from "./storage.ts";
 import { type KeyNaming, objectKey } from "./keys.ts";
 import { digestFile, lstatOrNull, OwnerNames, statMetadata } from "./file_meta.ts";
 import { errorMessage } from "./errors.ts";
+import { createHash } from "node:crypto";
 import { log } from "./log.ts";
 import type { RateLimiter } from "./rate_limit.ts";
 
 /** S3 refuses more parts than this. */
 const MAX_PARTS = 10_000;
+
+/** Files up to this size are read into memory once instead of streamed twice. */
+const SMALL_FILE_BYTES = 4 * 1024 * 1024;
+
+/** Memory all buffered small files may hold at once; past it, files stream. */
+const SMALL_FILE_BUDGET_BYTES = 16 * 1024 * 1024;
+
+/** A count of bytes that callers take and give back, never waiting. */
+class ByteBudget {
+  #left: number;
+  constructor(bytes: number) {
+    this.#left = bytes;
+  }
+  tryTake(bytes: number): boolean {
+    if (bytes > this.#left) return false;
+    this.#left -= bytes;
+    return true;
+  }
+  give(bytes: number): void {
+    this.#left += bytes;
+  }
+}
+
+/** Reads `size` bytes of a file; a different length means the file changed. */
+async function readExactly(path: string, size: number): Promise<Uint8Array> {
+  using file = await Deno.open(path, { read: true });
+  const buffer = new Uint8Array(size);
+  let filled = 0;
+  while (filled < size) {
+    const n = await file.read(buffer.subarray(filled));
+    if (n === null) throw new FileChangedError(path);
+    filled += n;
+  }
+  if ((await file.read(new Uint8Array(1))) !== null) throw new FileChangedError(path);
+  return buffer;
+}
 
 /** What the pipeline reports, for metrics. `Metrics` implements it. */
 export interface UploadObserver {
@@ -82,6 +119,7 @@ export interface PipelineSummary {
 export class UploadPipeline {
   readonly #o: UploadPipelineOptions;
   readonly #names = new OwnerNames();
+  readonly #smallFileBudget = new ByteBudget(SMALL_FILE_BUDGET_BYTES);
   /** Files waiting for a worker, in order, with the time they became complete. */
   readonly #queue = new Map<string, number>();
   /** Files being uploaded now, with the time they became complete. */
@@ -304,17 +342,29 @@ export class UploadPipeline {
     const started = performance.now();
     const multipart = info.size > o.multipartThreshold;
     const partSize = multipart ? Math.max(o.partSize, Math.ceil(info.size / MAX_PARTS)) : undefined;
-    const digests = await digestFile(path, info.size, partSize);
-    if (digests.size !== info.size) throw new FileChangedError(path);
-    const upload: FileUpload = {
-      path,
-      size: info.size,
-      md5: digests.md5,
-      metadata: { stat: statMetadata(info, this.#names), md5sum: digests.md5 },
-      ...(partSize ? { parts: { partSize, md5s: digests.partMd5s! } } : {}),
-    };
+    // Small files are read once into memory (within a global budget) and
+    // hashed and sent from there; the rest are hashed and sent as streams.
+    const buffered = !multipart && info.size <= SMALL_FILE_BYTES &&
+      this.#smallFileBudget.tryTake(info.size);
     const limiter = o.limiter;
     try {
+      let body: Uint8Array | undefined;
+      let digests: { md5: string; size: number; partMd5s?: string[] };
+      if (buffered) {
+        body = await readExactly(path, info.size);
+        digests = { md5: createHash("md5").update(body).digest("hex"), size: body.byteLength };
+      } else {
+        digests = await digestFile(path, info.size, partSize);
+      }
+      if (digests.size !== info.size) throw new FileChangedError(path);
+      const upload: FileUpload = {
+        path,
+        size: info.size,
+        md5: digests.md5,
+        metadata: { stat: statMetadata(info, this.#names), md5sum: digests.md5 },
+        ...(partSize ? { parts: { partSize, md5s: digests.partMd5s! } } : {}),
+        ...(body ? { body } : {}),
+      };
       await o.store.putFile(key, upload, {
         signal: this.#abort.signal,
         ...(limiter ? { onBytes: (n: number) => limiter.take(n) } : {}),
@@ -325,6 +375,8 @@ export class UploadPipeline {
         return;
       }
       throw err;
+    } finally {
+      if (buffered) this.#smallFileBudget.give(info.size);
     }
     const after = await lstatOrNull(path);
     if (!after) {
@@ -343,7 +395,7 @@ export class UploadPipeline {
       key,
       bytes: info.size,
       seconds: Math.round(seconds * 1000) / 1000,
-      ...(multipart ? { parts: upload.parts!.md5s.length } : {}),
+      ...(partSize ? { parts: Math.ceil(info.size / partSize) } : {}),
     });
     o.onStored?.(path, "uploaded");
   }
