@@ -525,3 +525,29 @@ Deno.test("SIGTERM aborts a multipart upload past the grace period and leaves no
   assertEquals(left.Uploads ?? [], [], "no multipart upload left behind");
   assertEquals(await head(s3, `${HOST}:${dir.path}/big-Index.db`), null);
 });
+
+Deno.test("a file that changes during its upload is never left in the bucket half-written", async () => {
+  await using s3 = await startS3Server();
+  await using dir = await tempDir();
+  await using watcher = spawnCli(
+    ["-n", HOST, "--max-bandwidth", "1M", "--retries", "1", s3.bucket, dir.path],
+    { env: s3.env },
+  );
+  await watcher.waitForLog("tablesnap started");
+  const path = `${dir.path}/growing-Index.db`;
+  const first = new Uint8Array(3 * 1024 * 1024).fill(1);
+  await writeFile(path, first);
+  // At 1 MiB/s the upload takes about 3 s; the file changes 1 s in.
+  await delay(1000);
+  const more = new Uint8Array(1024).fill(2);
+  const file = await Deno.open(path, { append: true });
+  await file.write(more);
+  file.close();
+  const final = new Uint8Array([...first, ...more]);
+  const key = `${HOST}:${path}`;
+  await watcher.waitForLog(`uploaded key=${key} bytes=${final.length}`, 40_000);
+  assertStringIncludes(watcher.stderr(), "changed while it was being uploaded");
+  assertEquals((await head(s3, key))?.Metadata?.md5sum, md5(final));
+  assertEquals(countMatches(watcher.stderr(), `uploaded key=${key} `), 1, watcher.stderr());
+  assertEquals(await watcher.stop(), 0);
+});
