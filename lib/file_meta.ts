@@ -99,7 +99,7 @@ export async function digestFile(
   let part = partSize ? createHash("md5") : undefined;
   let inPart = 0;
   let total = 0;
-  const buffer = new Uint8Array(READ_CHUNK);
+  const buffer = new Uint8Array(Math.max(1, Math.min(READ_CHUNK, size)));
   while (total < size) {
     let want = Math.min(READ_CHUNK, size - total);
     if (partSize) want = Math.min(want, partSize - inPart);

@@ -122,32 +122,36 @@ export class S3Store implements Store {
     try {
       await this.#client.send(new HeadBucketCommand({ Bucket: this.#bucket }));
     } catch (err) {
-      const status = httpStatus(err);
-      if (status === 404 || errName(err) === "NoSuchBucket" || errName(err) === "NotFound") {
-        throw new FatalError(`Bucket '${this.#bucket}' does not exist`);
-      }
-      if (status === 403 || errName(err) === "AccessDenied") {
-        throw new FatalError(
-          `Access to bucket '${this.#bucket}' denied (HTTP 403): check the credentials and the bucket policy`,
-        );
-      }
-      if (status === 301 || errName(err) === "PermanentRedirect") {
-        throw new FatalError(
-          `Bucket '${this.#bucket}' is in another region than '${this.#options.region}': set --aws-region`,
-        );
-      }
-      if (errName(err) === "CredentialsProviderError") {
-        throw new FatalError(
-          "No AWS credentials found: pass -k/-s, set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or run with an instance role",
-        );
-      }
-      if (errName(err) === "InvalidAccessKeyId" || errName(err) === "SignatureDoesNotMatch") {
-        throw new FatalError(
-          `S3 rejected the credentials for bucket '${this.#bucket}': ${errName(err)}`,
-        );
-      }
-      throw err;
+      throw this.#permanentError(err) ?? err;
     }
+  }
+
+  /** The one-line `FatalError` for errors that waiting will not fix, else null. */
+  #permanentError(err: unknown): FatalError | null {
+    const status = httpStatus(err);
+    const name = errName(err);
+    if (status === 404 || name === "NoSuchBucket" || name === "NotFound") {
+      return new FatalError(`Bucket '${this.#bucket}' does not exist`);
+    }
+    if (name === "InvalidAccessKeyId" || name === "SignatureDoesNotMatch") {
+      return new FatalError(`S3 rejected the credentials for bucket '${this.#bucket}': ${name}`);
+    }
+    if (status === 403 || name === "AccessDenied") {
+      return new FatalError(
+        `Access to bucket '${this.#bucket}' denied (HTTP 403): check the credentials and the bucket policy`,
+      );
+    }
+    if (status === 301 || name === "PermanentRedirect") {
+      return new FatalError(
+        `Bucket '${this.#bucket}' is in another region than '${this.#options.region}': set --aws-region`,
+      );
+    }
+    if (name === "CredentialsProviderError") {
+      return new FatalError(
+        "No AWS credentials found: pass -k/-s, set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or run with an instance role",
+      );
+    }
+    return null;
   }
 
   async *list(prefix: string): AsyncIterable<ObjectInfo> {
@@ -160,7 +164,10 @@ export class S3Store implements Store {
           ContinuationToken: token,
           MaxKeys: 1000,
         }),
-      );
+      ).catch((err) => {
+        // A listing can stand in for check(): same one-line errors.
+        throw this.#permanentError(err) ?? err;
+      });
       for (const item of page.Contents ?? []) {
         if (item.Key === undefined) continue;
         yield {

@@ -265,9 +265,10 @@ export async function runWatch(o: WatchOptions): Promise<number> {
   for (const root of o.roots) await checkRoot(root);
 
   // Permanent problems (no bucket, denied) stop us here; a network outage
-  // does not: the pipeline retries until S3 is back.
+  // does not: the pipeline retries until S3 is back. With -B the startup
+  // listing proves the same (with the same errors), one request cheaper.
   try {
-    await store.check();
+    if (!o.backup) await store.check();
     metrics.setS3Reachable(true);
   } catch (err) {
     if (err instanceof FatalError) throw err;
@@ -422,7 +423,9 @@ export async function runWatch(o: WatchOptions): Promise<number> {
         unindexed = dataFilesWithoutIndex(listing, naming);
       }
       await watcher.sweep("startup", true);
-      pipeline.setListing(undefined); // free it; later checks use HEAD
+      // The sweep only queues files: keep the listing until they are checked
+      // against it (one HEAD per file otherwise), then free it.
+      void pipeline.idle().then(() => pipeline.setListing(undefined));
     }
     if (o.once) {
       let timer: ReturnType<typeof setTimeout> | undefined;
@@ -498,7 +501,7 @@ async function listExisting(
       }
     }
   } catch (err) {
-    if (once) throw err;
+    if (once || err instanceof FatalError) throw err;
     log.warn("could not list the bucket at start; checking files one by one", {
       error: errorMessage(err),
     });

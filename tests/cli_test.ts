@@ -51,13 +51,16 @@ Deno.test("a missing bucket exits 1 with one line, and secrets never reach the o
   await using s3 = await startS3Server();
   await using dir = await tempDir();
   const secret = "SuperSecretValue123";
-  const { code, stderr, stdout } = await runCli(
-    ["-n", "h", "-k", "S3RVER", "-s", secret, "no-such-bucket", dir.path],
-    { env: { AWS_ENDPOINT_URL_S3: s3.endpoint, TDEBUG: "1" } },
-  );
-  assertEquals(code, 1, stderr);
-  assertStringIncludes(stderr, "error: Bucket 'no-such-bucket' does not exist");
-  assert(!stderr.includes(secret) && !stdout.includes(secret), "the secret was printed");
+  // Without -B a HEAD of the bucket finds it; with -B (and --once) the startup listing does.
+  for (const flags of [[], ["-B"], ["-B", "--once"]]) {
+    const { code, stderr, stdout } = await runCli(
+      ["-n", "h", ...flags, "-k", "S3RVER", "-s", secret, "no-such-bucket", dir.path],
+      { env: { AWS_ENDPOINT_URL_S3: s3.endpoint, TDEBUG: "1" } },
+    );
+    assertEquals(code, 1, `${flags}: ${stderr}`);
+    assertStringIncludes(stderr, "error: Bucket 'no-such-bucket' does not exist");
+    assert(!stderr.includes(secret) && !stdout.includes(secret), "the secret was printed");
+  }
 });
 
 Deno.test("rejected credentials exit 1 with one line (moto checks signatures)", async () => {

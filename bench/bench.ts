@@ -1,0 +1,1046 @@
+/**
+ * `deno task bench`: tablesnap against `aws s3 sync` and against the
+ * server's own ingest limit, on a local S3 server, in one run. Prints one
+ * markdown report (a summary table against the targets of issue #4, then
+ * the detail of each measurement) and writes it to `bench/results/latest.md`
+ * or `--out`.
+ *
+ *   deno task bench                 full size (about 10 minutes on 2 cores)
+ *   deno task bench --quick         tiny sizes, what CI's smoke test runs
+ *   deno task bench --size 4G --runs 5 --files-at-start 50000
+ *
+ * Requires `--allow-read --allow-write --allow-net --allow-env --allow-sys
+ * --allow-run` (the task sets them); Linux (`/proc`); `aws` and
+ * `moto_server` on PATH for the comparison and the reconciliation steps
+ * (each is reported as skipped without them).
+ */
+import { parseArgs } from "node:util";
+import { VERSION } from "../lib/version.ts";
+import { background, hasGnuTime, measure, readProc, type RunStats, sleep } from "./_proc.ts";
+import {
+  components,
+  generateTree,
+  makeTables,
+  parseSize,
+  planTree,
+  seeded,
+  type Tree,
+  type TreeFile,
+  writeRandomFile,
+} from "./_tree.ts";
+import { dropS3rverPrefix, type Server, startCountingProxy, startServer } from "./_servers.ts";
+import {
+  fmt,
+  type LatencyStats,
+  latencyStats,
+  markdownTable,
+  median,
+  verdictAtLeast,
+  verdictAtMost,
+} from "./_report.ts";
+
+let MAIN = new URL("../main.ts", import.meta.url).pathname;
+let REPO = new URL("..", import.meta.url).pathname;
+const BUCKET = "bench";
+const NAME = "bench";
+const MB = 1e6;
+const SECTIONS = ["bulk", "limit", "latency", "memory", "reconcile"] as const;
+type Section = typeof SECTIONS[number];
+
+export interface Config {
+  size: number;
+  runs: number;
+  filesAtStart: number;
+  latencyFiles: number;
+  rate: number;
+  burst: number;
+  memBig: number;
+  memSmall: number;
+  threads: number[];
+  quick: boolean;
+  out: string;
+  sections: Set<Section>;
+  tmp: string | undefined;
+  keep: boolean;
+  forceProc: boolean;
+  main: string | undefined;
+}
+
+const USAGE = `Usage: deno task bench [options]
+
+  --quick                tiny sizes (20M tree, 1 run, 200 objects, 50 files...)
+  --size SIZE            data tree size (default 1G)
+  --runs N               alternating runs of each bulk tool (default 3)
+  --files-at-start N     objects already in the bucket for reconciliation (default 20000)
+  --latency-files N      files written at the steady rate (default 600)
+  --rate N               steady rate, files per second (default 20)
+  --burst N              files written at once (default 1000)
+  --mem-big SIZE         the single large file of the memory case (default 2G)
+  --mem-small N          small files of the memory case (default 10000)
+  --threads LIST         -t values of the memory case (default 4,32)
+  --only LIST            sections to run: ${SECTIONS.join(",")}
+  --out FILE             where to write the report (default bench/results/latest.md)
+  --tmp DIR              where to generate data (default: a new temp dir)
+  --keep                 keep the generated data
+  --proc                 measure through /proc even when /usr/bin/time exists
+  --main FILE            the tablesnap main.ts to measure (default: this checkout's),
+                         to compare a change against the same run's aws figures
+`;
+
+/** Parses the command line into a configuration. */
+export function parseConfig(args: string[]): Config {
+  const { values } = parseArgs({
+    args,
+    options: {
+      quick: { type: "boolean" },
+      size: { type: "string" },
+      runs: { type: "string" },
+      "files-at-start": { type: "string" },
+      "latency-files": { type: "string" },
+      rate: { type: "string" },
+      burst: { type: "string" },
+      "mem-big": { type: "string" },
+      "mem-small": { type: "string" },
+      threads: { type: "string" },
+      only: { type: "string" },
+      out: { type: "string" },
+      tmp: { type: "string" },
+      keep: { type: "boolean" },
+      proc: { type: "boolean" },
+      main: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) {
+    console.log(USAGE);
+    Deno.exit(0);
+  }
+  const quick = values.quick ?? false;
+  const int = (text: string | undefined, fallback: number, what: string) => {
+    if (text === undefined) return fallback;
+    const n = Number(text);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`Invalid ${what} '${text}'`);
+    return n;
+  };
+  const sections = new Set<Section>(
+    (values.only?.split(",") ?? [...SECTIONS]).map((s) => {
+      if (!(SECTIONS as readonly string[]).includes(s)) throw new Error(`Unknown section '${s}'`);
+      return s as Section;
+    }),
+  );
+  return {
+    quick,
+    size: parseSize(values.size ?? (quick ? "20M" : "1G")),
+    runs: int(values.runs, quick ? 1 : 3, "--runs"),
+    filesAtStart: int(values["files-at-start"], quick ? 200 : 20_000, "--files-at-start"),
+    latencyFiles: int(values["latency-files"], quick ? 50 : 600, "--latency-files"),
+    rate: int(values.rate, 20, "--rate"),
+    burst: int(values.burst, quick ? 100 : 1000, "--burst"),
+    memBig: parseSize(values["mem-big"] ?? (quick ? "64M" : "2G")),
+    memSmall: int(values["mem-small"], quick ? 300 : 10_000, "--mem-small"),
+    threads: (values.threads ?? "4,32").split(",").map((t) => int(t, 4, "--threads")),
+    out: values.out ?? new URL("./results/latest.md", import.meta.url).pathname,
+    sections,
+    tmp: values.tmp,
+    keep: values.keep ?? false,
+    forceProc: values.proc ?? false,
+    main: values.main,
+  };
+}
+
+/** Environment of every child: credentials for the local server, no user config. */
+function childEnv(extra: Record<string, string> = {}): Record<string, string> {
+  const env = Deno.env.toObject();
+  for (const name of Object.keys(env)) {
+    if (name.startsWith("AWS_")) delete env[name];
+  }
+  return {
+    ...env,
+    AWS_ACCESS_KEY_ID: "S3RVER",
+    AWS_SECRET_ACCESS_KEY: "S3RVER",
+    AWS_REGION: "us-east-1",
+    AWS_DEFAULT_REGION: "us-east-1",
+    AWS_CONFIG_FILE: "/nonexistent/aws-config",
+    AWS_SHARED_CREDENTIALS_FILE: "/nonexistent/aws-credentials",
+    NO_COLOR: "1",
+    ...extra,
+  };
+}
+
+function tablesnapArgs(server: { endpoint: string }, prefix: string, extra: string[] = []) {
+  return ["run", "-A", MAIN, "-n", NAME, "-p", prefix, "--endpoint-url", server.endpoint]
+    .concat(extra);
+}
+
+/** The `aws` program itself (not a pyenv shim, whose start-up would be measured). */
+async function findAws(): Promise<string | undefined> {
+  const run = async (cmd: string, args: string[]) => {
+    try {
+      const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "null" }).output();
+      return out.success ? new TextDecoder().decode(out.stdout).trim() : "";
+    } catch {
+      return "";
+    }
+  };
+  const found = await run("sh", ["-c", "command -v aws"]);
+  if (!found) return undefined;
+  if (found.includes("/shims/")) return (await run("pyenv", ["which", "aws"])) || found;
+  return found;
+}
+
+async function commandOutput(cmd: string, args: string[]): Promise<string> {
+  try {
+    const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
+    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+    return text.trim().split("\n")[0] ?? "";
+  } catch {
+    return "";
+  }
+}
+
+function log(message: string): void {
+  console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}`);
+}
+
+/** Counts the objects s3rver holds under a top-level prefix (walks its directory). */
+async function s3rverObjects(server: Server, prefix: string): Promise<number> {
+  const top = `${server.dir}/${server.bucket}/${prefix.replace(/\/.*$/, "")}`;
+  let count = 0;
+  const walk = async (dir: string) => {
+    for await (const entry of Deno.readDir(dir)) {
+      if (entry.isDirectory) await walk(`${dir}/${entry.name}`);
+      else if (entry.name.endsWith("._S3rver_object")) count++;
+    }
+  };
+  await walk(top).catch(() => {});
+  return count;
+}
+
+function failIfBad(what: string, stats: RunStats): void {
+  if (stats.code !== 0) {
+    throw new Error(`${what} exited with ${stats.code}:\n${stats.tail.slice(-3000)}`);
+  }
+}
+
+// ---------------------------------------------------------------- step 1
+
+interface ToolRun {
+  tool: "tablesnap" | "aws";
+  run: number;
+  stats: RunStats;
+  serverCpuS: number;
+  objects: number;
+}
+
+async function bulk(cfg: Config, server: Server, tree: Tree, aws: string | undefined) {
+  const runs: ToolRun[] = [];
+  for (let i = 0; i < cfg.runs; i++) {
+    const order: ("tablesnap" | "aws")[] = i % 2 === 0
+      ? ["tablesnap", "aws"]
+      : ["aws", "tablesnap"];
+    for (const tool of order) {
+      if (tool === "aws" && !aws) continue;
+      const prefix = `${tool}-${i + 1}/`;
+      const cpu0 = await server.cpu();
+      const stats = tool === "tablesnap"
+        ? await measure(
+          Deno.execPath(),
+          tablesnapArgs(server, prefix, ["--once", "-B", "-r", server.bucket, tree.root]),
+          { env: childEnv(), cwd: REPO, forceProc: cfg.forceProc },
+        )
+        : await measure(aws!, [
+          "--endpoint-url",
+          server.endpoint,
+          "s3",
+          "sync",
+          "--only-show-errors",
+          tree.root,
+          `s3://${server.bucket}/${prefix}`,
+        ], { env: childEnv(), forceProc: cfg.forceProc });
+      const serverCpuS = (await server.cpu()) - cpu0;
+      failIfBad(`${tool} run ${i + 1}`, stats);
+      const objects = await s3rverObjects(server, prefix);
+      if (objects < tree.files.length) {
+        throw new Error(`${tool} run ${i + 1} stored ${objects} of ${tree.files.length} files`);
+      }
+      await dropS3rverPrefix(server, prefix);
+      log(
+        `bulk ${tool} run ${i + 1}: ${fmt(tree.bytes / MB / stats.wallS)} MB/s, ` +
+          `${fmt(stats.cpuS)} CPU s, ${fmt(stats.peakRssMB)} MB RSS`,
+      );
+      runs.push({ tool, run: i + 1, stats, serverCpuS, objects });
+    }
+  }
+  return runs;
+}
+
+// ---------------------------------------------------------------- step 5
+
+interface LimitResult {
+  label: string;
+  wallS: number;
+  mbps: number;
+  serverCpuS: number;
+}
+
+async function curlPut(file: string, url: string): Promise<void> {
+  const out = await new Deno.Command("curl", {
+    args: ["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-T", file, url],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const code = new TextDecoder().decode(out.stdout);
+  if (!out.success || code !== "200") {
+    throw new Error(`curl -T '${file}' got ${code}: ${new TextDecoder().decode(out.stderr)}`);
+  }
+}
+
+/** Unsigned PUTs straight to the server: a single large one, then many at once. */
+async function serverLimit(cfg: Config, server: Server, tree: Tree, work: string) {
+  const results: LimitResult[] = [];
+  const base = `${server.endpoint}/${server.bucket}`;
+  const one = `${work}/limit-one.bin`;
+  await writeRandomFile(one, tree.bytes, seeded(7));
+  for (let i = 0; i < cfg.runs; i++) {
+    const cpu0 = await server.cpu();
+    const started = performance.now();
+    await curlPut(one, `${base}/limit-one-${i}/one.bin`);
+    const wallS = (performance.now() - started) / 1000;
+    results.push({
+      label: "1 × `curl -T`, one file of the tree's size",
+      wallS,
+      mbps: tree.bytes / MB / wallS,
+      serverCpuS: (await server.cpu()) - cpu0,
+    });
+    await dropS3rverPrefix(server, `limit-one-${i}/`);
+  }
+  await Deno.remove(one);
+  for (const parallel of [4, 16]) {
+    const cpu0 = await server.cpu();
+    const started = performance.now();
+    const queue = [...tree.files];
+    const worker = async () => {
+      for (let f = queue.shift(); f; f = queue.shift()) {
+        await curlPut(f.path, `${base}/limit-par${parallel}${f.path}`);
+      }
+    };
+    await Promise.all(Array.from({ length: parallel }, worker));
+    const wallS = (performance.now() - started) / 1000;
+    results.push({
+      label: `${parallel} × \`curl -T\` at once, the tree's files`,
+      wallS,
+      mbps: tree.bytes / MB / wallS,
+      serverCpuS: (await server.cpu()) - cpu0,
+    });
+    await dropS3rverPrefix(server, `limit-par${parallel}/`);
+  }
+  for (const r of results) log(`limit ${r.label}: ${fmt(r.mbps)} MB/s`);
+  return results;
+}
+
+// ---------------------------------------------------------------- step 2
+
+interface LatencyResult {
+  direct: LatencyStats;
+  steady: LatencyStats;
+  burst: LatencyStats;
+  burstDrainS: number;
+  watcherRssMB: number;
+  burstPollMs: number;
+}
+
+function objectUrl(server: Server, key: string): string {
+  return `${server.endpoint}/${server.bucket}/${key.split("/").map(encodeURIComponent).join("/")}`;
+}
+
+/** Milliseconds from `t0` until HEAD succeeds (the response time), or null on timeout. */
+async function visibleAfter(url: string, t0: number, timeoutMs: number): Promise<number | null> {
+  for (;;) {
+    const res = await fetch(url, { method: "HEAD", signal: AbortSignal.timeout(10_000) });
+    await res.body?.cancel();
+    const elapsed = performance.now() - t0;
+    if (res.ok) return elapsed;
+    if (elapsed > timeoutMs) return null;
+    await sleep(elapsed < 200 ? 2 : elapsed < 2000 ? 10 : 100);
+  }
+}
+
+/**
+ * Keys listed under `prefix` (at most 1,000: s3rver cannot paginate here).
+ * s3rver answers 500 now and then when an object is written while it
+ * lists: such a listing is retried.
+ */
+async function listKeys(server: Server, prefix: string): Promise<string[]> {
+  const url = `${server.endpoint}/${server.bucket}?list-type=2&max-keys=1000&prefix=${
+    encodeURIComponent(prefix)
+  }`;
+  for (let attempt = 1;; attempt++) {
+    const res = await fetch(url);
+    const xml = await res.text();
+    if (res.ok) {
+      return [...xml.matchAll(/<Key>([^<]*)<\/Key>/g)].map((m) =>
+        m[1]!.replaceAll("&lt;", "<").replaceAll("&gt;", ">").replaceAll("&quot;", '"')
+          .replaceAll("&apos;", "'").replaceAll("&amp;", "&")
+      );
+    }
+    if (res.status < 500 || attempt === 20) {
+      throw new Error(`Listing '${prefix}' failed: HTTP ${res.status} ${xml.slice(0, 300)}`);
+    }
+    await sleep(20);
+  }
+}
+
+/** Plans files of SSTable generations for the watcher: [dir, name, size][]. */
+function sstableFiles(
+  tables: string[],
+  count: number,
+  dataBytes: () => number,
+  rand: () => number,
+  firstGeneration: number,
+): TreeFile[] {
+  const files: TreeFile[] = [];
+  for (let g = firstGeneration; files.length < count; g++) {
+    const dir = tables[g % tables.length]!;
+    for (const [component, size] of components(dataBytes(), rand)) {
+      if (files.length < count) files.push({ path: `${dir}/nb-${g}-big-${component}`, size });
+    }
+  }
+  return files;
+}
+
+/** Writes a file in place, or as a "-tmp" file renamed into place; returns when done. */
+async function placeFile(file: TreeFile, rename: boolean, rand: () => number): Promise<number> {
+  if (!rename) {
+    await writeRandomFile(file.path, file.size, rand);
+    return performance.now();
+  }
+  const slash = file.path.lastIndexOf("/");
+  const tmp = `${file.path.slice(0, slash)}/tmp-${
+    file.path.slice(slash + 1).replace("nb-", "nb-tmp-")
+  }`;
+  await writeRandomFile(tmp, file.size, rand);
+  await Deno.rename(tmp, file.path);
+  return performance.now();
+}
+
+async function latency(cfg: Config, server: Server, work: string): Promise<LatencyResult> {
+  const root = `${work}/latency`;
+  const rand = seeded(3);
+  const steadyTables = await makeTables(`${root}/steady`, 6, rand);
+  const burstTables = await makeTables(`${root}/burst`, 10, rand);
+  const prefix = "lat/";
+  const keyOf = (path: string) => `${prefix}${NAME}:${path}`;
+  await using watcher = background(
+    Deno.execPath(),
+    tablesnapArgs(server, prefix, ["-r", server.bucket, root]),
+    { env: childEnv(), cwd: REPO },
+  );
+  await watcher.waitFor("tablesnap started");
+  await sleep(500);
+
+  // Steady: one file every 1/rate s, half written in place, half renamed in.
+  const steadyFiles = sstableFiles(
+    steadyTables,
+    cfg.latencyFiles,
+    () => Math.round(Math.exp(Math.log(16 * 1024) + rand() * Math.log(64))),
+    rand,
+    1,
+  );
+  const steady: (number | null)[] = [];
+  const pollers: Promise<void>[] = [];
+  const started = performance.now();
+  for (const [i, file] of steadyFiles.entries()) {
+    const due = started + (i * 1000) / cfg.rate;
+    const wait = due - performance.now();
+    if (wait > 0) await sleep(wait);
+    const t0 = await placeFile(file, i % 2 === 1, rand);
+    pollers.push(
+      visibleAfter(objectUrl(server, keyOf(file.path)), t0, 30_000).then((ms) => {
+        steady[i] = ms;
+      }),
+    );
+  }
+  await Promise.all(pollers);
+  log(`latency steady: ${steadyFiles.length} files`);
+
+  // Burst: all at once, then list until every key is there (or 60 s pass).
+  const burstFiles = sstableFiles(
+    burstTables,
+    cfg.burst,
+    () => Math.round(Math.exp(Math.log(4 * 1024) + rand() * Math.log(16))),
+    rand,
+    100_000,
+  );
+  const t0s: number[] = [];
+  const burstStart = performance.now();
+  for (const [i, file] of burstFiles.entries()) t0s.push(await placeFile(file, i % 2 === 1, rand));
+  const seen = new Map<string, number>();
+  const want = new Set(burstFiles.map((f) => keyOf(f.path)));
+  const pollMs = 200;
+  const deadline = performance.now() + 60_000;
+  while (seen.size < want.size && performance.now() < deadline) {
+    for (const table of burstTables) {
+      for (const key of await listKeys(server, keyOf(table + "/"))) {
+        if (want.has(key) && !seen.has(key)) seen.set(key, performance.now());
+      }
+    }
+    if (seen.size < want.size) await sleep(pollMs);
+  }
+  const burst = burstFiles.map((f, i) => {
+    const at = seen.get(keyOf(f.path));
+    return at === undefined ? null : at - t0s[i]!;
+  });
+  const lastSeen = Math.max(...seen.values());
+  await watcher.stop("SIGTERM");
+  log(`latency burst: ${seen.size} of ${want.size} visible`);
+
+  // Baseline: the same steady load, each file PUT by the bench itself at once
+  // (read whole, one unsigned PUT), measured the same way: the server's floor.
+  const directTables = await makeTables(`${work}/latency-direct`, 6, rand);
+  const directFiles = sstableFiles(
+    directTables,
+    cfg.latencyFiles,
+    () => Math.round(Math.exp(Math.log(16 * 1024) + rand() * Math.log(64))),
+    rand,
+    1,
+  );
+  const direct: (number | null)[] = [];
+  const directPollers: Promise<void>[] = [];
+  const directStart = performance.now();
+  for (const [i, file] of directFiles.entries()) {
+    const due = directStart + (i * 1000) / cfg.rate;
+    const wait = due - performance.now();
+    if (wait > 0) await sleep(wait);
+    const t0 = await placeFile(file, i % 2 === 1, rand);
+    const url = objectUrl(server, `direct${file.path}`);
+    directPollers.push((async () => {
+      const put = fetch(url, {
+        method: "PUT",
+        body: await Deno.readFile(file.path),
+        signal: AbortSignal.timeout(30_000),
+      }).then((res) => {
+        if (!res.ok) throw new Error(`PUT '${url}' got HTTP ${res.status}`);
+        return res.body?.cancel();
+      });
+      direct[i] = await visibleAfter(url, t0, 30_000);
+      await put;
+    })());
+  }
+  await Promise.all(directPollers);
+  await dropS3rverPrefix(server, "direct/");
+  return {
+    direct: latencyStats(direct),
+    steady: latencyStats(steady),
+    burst: latencyStats(burst),
+    burstDrainS: (lastSeen - burstStart) / 1000,
+    watcherRssMB: watcher.peakRssMB(),
+    burstPollMs: pollMs,
+  };
+}
+
+// ---------------------------------------------------------------- step 3
+
+interface MemoryRun {
+  label: string;
+  threads: number;
+  files: number;
+  bytes: number;
+  stats: RunStats;
+}
+
+async function memory(cfg: Config, server: Server, work: string): Promise<MemoryRun[]> {
+  const rand = seeded(5);
+  // The large Data.db comes with its seven small companions (a Data.db
+  // without its TOC.txt makes the index wait for them).
+  const bigRoot = `${work}/mem-big`;
+  const [bigTable] = await makeTables(bigRoot, 1, rand);
+  const bigFiles = components(cfg.memBig, rand).map(([component, size]) => ({
+    path: `${bigTable}/nb-1-big-${component}`,
+    size: component === "Data.db" ? size : Math.min(size, 8192),
+  }));
+  for (const f of bigFiles) await writeRandomFile(f.path, f.size, rand);
+  const smallRoot = `${work}/mem-small`;
+  const smallTables = await makeTables(smallRoot, Math.max(1, Math.ceil(cfg.memSmall / 100)), rand);
+  const smallFiles = sstableFiles(
+    smallTables,
+    cfg.memSmall,
+    () => 4096 + Math.floor(rand() * 28 * 1024),
+    rand,
+    1,
+  );
+  for (const f of smallFiles) await writeRandomFile(f.path, f.size, rand);
+  const cases = [
+    {
+      label: `one ${fmtBytes(cfg.memBig)} Data.db (+ 7 small components)`,
+      root: bigRoot,
+      files: bigFiles.length,
+      bytes: bigFiles.reduce((a, f) => a + f.size, 0),
+    },
+    {
+      label: `${cfg.memSmall.toLocaleString("en-US")} small files`,
+      root: smallRoot,
+      files: smallFiles.length,
+      bytes: smallFiles.reduce((a, f) => a + f.size, 0),
+    },
+  ];
+  const runs: MemoryRun[] = [];
+  for (const c of cases) {
+    for (const threads of cfg.threads) {
+      const prefix = `mem-${threads}/`;
+      const stats = await measure(
+        Deno.execPath(),
+        tablesnapArgs(server, prefix, ["--once", "-B", "-r", "-t", String(threads)])
+          .concat([server.bucket, c.root]),
+        { env: childEnv(), cwd: REPO, forceProc: cfg.forceProc },
+      );
+      failIfBad(`memory case '${c.label}' -t ${threads}`, stats);
+      await dropS3rverPrefix(server, prefix);
+      log(`memory ${c.label} -t ${threads}: ${fmt(stats.peakRssMB)} MB`);
+      runs.push({ label: c.label, threads, files: c.files, bytes: c.bytes, stats });
+    }
+  }
+  await Deno.remove(bigRoot, { recursive: true });
+  await Deno.remove(smallRoot, { recursive: true });
+  return runs;
+}
+
+// ---------------------------------------------------------------- step 4
+
+interface ReconcileResult {
+  server: string;
+  localFiles: number;
+  objectsPresent: number;
+  newFiles: number;
+  populate: RunStats;
+  run: RunStats;
+  counts: Record<string, number>;
+  uploads: number;
+  other: number;
+  allowed: number;
+}
+
+const UPLOAD_OPS = [
+  "PutObject",
+  "UploadPart",
+  "CreateMultipartUpload",
+  "CompleteMultipartUpload",
+];
+
+async function reconcile(cfg: Config, work: string): Promise<ReconcileResult> {
+  const hasMoto = (await commandOutput("sh", ["-c", "command -v moto_server"])) !== "";
+  if (!hasMoto && cfg.filesAtStart > 800) {
+    throw new Error("moto_server is needed for more than 800 objects (s3rver cannot list >1,000)");
+  }
+  await using server = await startServer(hasMoto ? "moto" : "s3rver", BUCKET);
+  const rand = seeded(9);
+  const root = `${work}/reconcile`;
+  const tables = await makeTables(root, Math.max(1, Math.ceil(cfg.filesAtStart / 200)), rand);
+  const files = sstableFiles(tables, cfg.filesAtStart, () => 256, rand, 1);
+  for (const f of files) await writeRandomFile(f.path, f.size, rand);
+  const prefix = "rec/";
+  const args = (extra: string[]) =>
+    tablesnapArgs(server, prefix, ["--once", "-B", "-r", ...extra, server.bucket, root]);
+  log(`reconcile: uploading ${files.length} files to ${server.kind}`);
+  const populate = await measure(Deno.execPath(), args(["-t", "32"]), {
+    env: childEnv(),
+    cwd: REPO,
+    forceProc: cfg.forceProc,
+  });
+  failIfBad("reconcile populate", populate);
+  let objectsPresent = 0;
+  for (let token = "";;) {
+    const res = await fetch(
+      `${server.endpoint}/${server.bucket}?list-type=2&prefix=${prefix}${
+        token ? `&continuation-token=${encodeURIComponent(token)}` : ""
+      }`,
+    );
+    const xml = await res.text();
+    objectsPresent += [...xml.matchAll(/<Key>/g)].length;
+    token = /<NextContinuationToken>([^<]*)</.exec(xml)?.[1] ?? "";
+    if (!token) break;
+  }
+  // One new SSTable generation: 8 uploads and its index.
+  const fresh = sstableFiles([tables[0]!], 8, () => 256, rand, 1_000_000);
+  for (const f of fresh) await writeRandomFile(f.path, f.size, rand);
+  await using proxy = startCountingProxy(server.endpoint);
+  const run = await measure(
+    Deno.execPath(),
+    ["run", "-A", MAIN, "-n", NAME, "-p", prefix, "--endpoint-url", proxy.endpoint]
+      .concat(["--once", "-B", "-r", server.bucket, root]),
+    { env: childEnv(), cwd: REPO, forceProc: cfg.forceProc },
+  );
+  failIfBad("reconcile run", run);
+  const counts = { ...proxy.counts };
+  const uploads = UPLOAD_OPS.reduce((a, op) => a + (counts[op] ?? 0), 0);
+  const total = Object.values(counts).reduce((a, b) => a + b, 0);
+  const result: ReconcileResult = {
+    server: server.kind,
+    localFiles: files.length,
+    objectsPresent,
+    newFiles: fresh.length,
+    populate,
+    run,
+    counts,
+    uploads,
+    other: total - uploads,
+    allowed: Math.ceil(objectsPresent / 1000),
+  };
+  log(`reconcile: ${JSON.stringify(counts)} in ${fmt(run.wallS)} s`);
+  return result;
+}
+
+// ---------------------------------------------------------------- report
+
+function fmtBytes(n: number): string {
+  if (n >= 1024 ** 3) return `${fmt(n / 1024 ** 3)} GiB`;
+  if (n >= 1024 ** 2) return `${fmt(n / 1024 ** 2)} MiB`;
+  return `${fmt(n / 1024)} KiB`;
+}
+
+interface Results {
+  cfg: Config;
+  tree?: Tree;
+  bulk?: ToolRun[];
+  limit?: LimitResult[];
+  latency?: LatencyResult;
+  memory?: MemoryRun[];
+  reconcile?: ReconcileResult;
+  machine: Record<string, string>;
+  errors: string[];
+}
+
+function report(r: Results): string {
+  const lines: string[] = [];
+  const m = r.machine;
+  lines.push(`### tablesnap ${VERSION} benchmark, ${m["date"]}`, "");
+  lines.push(
+    `Machine: ${m["cores"]} cores (${m["cpu"]}), ${m["memory"]} RAM, Linux ${m["kernel"]}. ` +
+      `Deno ${Deno.version.deno}; ${m["aws"] || "aws CLI not found"}. ` +
+      `Server: s3rver 3.7.1 on 127.0.0.1 (steps 1, 2, 3, 5); ` +
+      (r.reconcile
+        ? `${r.reconcile.server === "moto" ? `moto_server ${m["moto"]}` : "s3rver"} for step 4. `
+        : "") +
+      `Peak RSS and CPU: ${m["measure"]}. MB = 10^6 bytes.`,
+    "",
+  );
+  const summary: string[][] = [];
+  const tsRuns = r.bulk?.filter((x) => x.tool === "tablesnap") ?? [];
+  const awsRuns = r.bulk?.filter((x) => x.tool === "aws") ?? [];
+  const bytes = r.tree?.bytes ?? 0;
+  const files = r.tree?.files.length ?? 0;
+  const rate = (x: ToolRun) => bytes / MB / x.stats.wallS;
+  const limitMbps = r.limit ? Math.max(...r.limit.map((l) => l.mbps)) : undefined;
+  if (r.bulk) {
+    if (awsRuns.length > 0) {
+      const ratios = tsRuns.map((t) => {
+        const pair = awsRuns.find((a) => a.run === t.run)!;
+        return rate(t) / rate(pair);
+      });
+      const ratio = median(ratios);
+      summary.push([
+        "1. Bulk `--once -B -r`: throughput ÷ `aws s3 sync` (median of pairs)",
+        `${fmt(ratio, 2)}×`,
+        "≥ 2×",
+        verdictAtLeast(ratio, 2),
+      ]);
+    } else {
+      summary.push(["1. Bulk: throughput ÷ `aws s3 sync`", "aws CLI not found", "≥ 2×", "not run"]);
+    }
+    if (limitMbps !== undefined) {
+      const share = median(tsRuns.map(rate)) / limitMbps;
+      summary.push([
+        "1. Bulk: throughput ÷ server limit (step 5)",
+        `${fmt(share * 100, 0)}%`,
+        "≥ 80%",
+        verdictAtLeast(share, 0.8),
+      ]);
+    }
+    const perGB = (runs: ToolRun[]) => median(runs.map((x) => x.stats.cpuS)) / (bytes / 1e9);
+    if (awsRuns.length > 0) {
+      summary.push([
+        "1. Bulk: client CPU s per GB, tablesnap vs aws",
+        `${fmt(perGB(tsRuns), 2)} vs ${fmt(perGB(awsRuns), 2)}`,
+        "≤ aws",
+        verdictAtMost(perGB(tsRuns), perGB(awsRuns)),
+      ]);
+    }
+  }
+  if (r.latency) {
+    const s = r.latency.steady;
+    summary.push([
+      `2. Close/rename → visible at ${r.cfg.rate} files/s, p50`,
+      `${fmt(s.p50, 1)} ms`,
+      "≤ 15 ms",
+      verdictAtMost(s.p50, 15),
+    ]);
+    summary.push([
+      `2. Close/rename → visible at ${r.cfg.rate} files/s, p99`,
+      `${fmt(s.p99, 1)} ms`,
+      "≤ 50 ms",
+      verdictAtMost(s.p99, 50),
+    ]);
+    const missed = s.missed + r.latency.burst.missed;
+    summary.push([
+      `2. Files missed (steady + burst of ${r.cfg.burst.toLocaleString("en-US")})`,
+      String(missed),
+      "0",
+      missed === 0 ? "met" : `missed: ${missed} files`,
+    ]);
+  }
+  if (r.memory) {
+    const worst = r.memory.reduce((a, b) => (b.stats.peakRssMB > a.stats.peakRssMB ? b : a));
+    summary.push([
+      "3. Peak RSS, worst memory case",
+      `${fmt(worst.stats.peakRssMB)} MB (${worst.label}, -t ${worst.threads})`,
+      "≤ 150 MB",
+      verdictAtMost(worst.stats.peakRssMB, 150),
+    ]);
+  }
+  if (r.reconcile) {
+    const c = r.reconcile;
+    summary.push([
+      `4. Startup requests besides uploads, ${
+        c.objectsPresent.toLocaleString("en-US")
+      } objects present`,
+      `${c.other} (+ ${c.uploads} uploads)`,
+      `≤ ${c.allowed} (1 per 1,000)`,
+      verdictAtMost(c.other, c.allowed),
+    ]);
+  }
+  lines.push(markdownTable(["Measure", "Result", "Target", "Verdict"], summary), "");
+
+  if (r.tree && r.bulk) {
+    lines.push(
+      `**1. Bulk backup** of a ${files}-file, ${fmt(bytes / MB, 0)} MB Cassandra-shaped tree ` +
+        `(largest file ${fmt(Math.max(...r.tree.files.map((f) => f.size)) / MB, 0)} MB), ` +
+        `${r.cfg.runs} alternating run(s) each, default settings ` +
+        `(tablesnap \`--once -B -r\`, 4 threads; \`aws s3 sync --only-show-errors\`). Medians:`,
+      "",
+    );
+    const rows = [
+      ["tablesnap", tsRuns] as const,
+      ["aws s3 sync", awsRuns] as const,
+    ].filter(([, runs]) => runs.length > 0).map(([name, runs]) => [
+      name,
+      runs.map((x) => fmt(rate(x))).join(", "),
+      fmt(median(runs.map(rate))),
+      fmt(median(runs.map((x) => files / x.stats.wallS))),
+      fmt(median(runs.map((x) => x.stats.wallS)), 2),
+      fmt(median(runs.map((x) => x.stats.cpuS)), 2),
+      fmt(median(runs.map((x) => x.stats.cpuS)) / (bytes / 1e9), 2),
+      fmt(median(runs.map((x) => x.stats.peakRssMB))),
+      fmt(median(runs.map((x) => x.serverCpuS)) / (bytes / 1e9), 2),
+    ]);
+    lines.push(
+      markdownTable(
+        [
+          "Tool",
+          "MB/s per run",
+          "MB/s",
+          "files/s",
+          "wall s",
+          "CPU s",
+          "CPU s/GB",
+          "peak RSS MB",
+          "server CPU s/GB",
+        ],
+        rows,
+      ),
+      "",
+    );
+  }
+  if (r.limit) {
+    lines.push(
+      `**5. Server limit**: unsigned PUTs of the same ${fmt(bytes / MB, 0)} MB with curl ` +
+        `(limit = best: ${fmt(limitMbps!)} MB/s):`,
+      "",
+    );
+    const byLabel = new Map<string, LimitResult[]>();
+    for (const l of r.limit) byLabel.set(l.label, [...(byLabel.get(l.label) ?? []), l]);
+    lines.push(
+      markdownTable(
+        ["Client", "MB/s per run", "server CPU s per GB"],
+        [...byLabel].map(([label, ls]) => [
+          label,
+          ls.map((l) => fmt(l.mbps)).join(", "),
+          fmt(median(ls.map((l) => l.serverCpuS)) / (bytes / 1e9), 2),
+        ]),
+      ),
+      "",
+    );
+  }
+  if (r.latency) {
+    const l = r.latency;
+    lines.push(
+      `**2. Watch latency**: the watcher (\`-r\`, defaults) running; files closed in place or ` +
+        `renamed in (alternately); time from close/rename to the first successful HEAD ` +
+        `(steady; HEAD every 2 ms) or to the first listing showing the key (burst; listed every ` +
+        `${l.burstPollMs} ms, so ±${l.burstPollMs} ms). Watcher peak RSS ${
+          fmt(l.watcherRssMB)
+        } MB.`,
+      "",
+    );
+    const row = (name: string, s: LatencyStats) => [
+      name,
+      String(s.files),
+      fmt(s.p50, 1),
+      fmt(s.p95, 1),
+      fmt(s.p99, 1),
+      fmt(s.max, 1),
+      String(s.missed),
+    ];
+    lines.push(
+      markdownTable(["Case", "files", "p50 ms", "p95 ms", "p99 ms", "max ms", "missed"], [
+        row(`steady, ${r.cfg.rate}/s`, l.steady),
+        row(`baseline: the bench PUTs each file itself, ${r.cfg.rate}/s`, l.direct),
+        row(`burst (all visible ${fmt(l.burstDrainS, 2)} s after it began)`, l.burst),
+      ]),
+      "",
+    );
+  }
+  if (r.memory) {
+    lines.push("**3. Memory**: `--once -B -r` with default settings but `-t`:", "");
+    lines.push(
+      markdownTable(
+        ["Case", "-t", "files", "MB", "wall s", "MB/s", "CPU s", "peak RSS MB"],
+        r.memory.map((x) => [
+          x.label,
+          String(x.threads),
+          String(x.files),
+          fmt(x.bytes / MB, 0),
+          fmt(x.stats.wallS, 2),
+          fmt(x.bytes / MB / x.stats.wallS),
+          fmt(x.stats.cpuS, 2),
+          fmt(x.stats.peakRssMB),
+        ]),
+      ),
+      "",
+    );
+  }
+  if (r.reconcile) {
+    const c = r.reconcile;
+    lines.push(
+      `**4. Startup reconciliation** (${c.server}, requests counted by a proxy): ` +
+        `${c.localFiles.toLocaleString("en-US")} local files already uploaded ` +
+        `(${c.objectsPresent.toLocaleString("en-US")} objects with indexes; first upload took ` +
+        `${fmt(c.populate.wallS, 1)} s at \`-t 32\`), plus ${c.newFiles} new files; ` +
+        `\`--once -B -r\` until idle:`,
+      "",
+    );
+    lines.push(
+      markdownTable(
+        ["wall s", "CPU s", "peak RSS MB", "requests by operation", "uploads", "others", "allowed"],
+        [[
+          fmt(c.run.wallS, 2),
+          fmt(c.run.cpuS, 2),
+          fmt(c.run.peakRssMB),
+          Object.entries(c.counts).sort().map(([op, n]) => `${op} ${n}`).join(", "),
+          String(c.uploads),
+          String(c.other),
+          String(c.allowed),
+        ]],
+      ),
+      "",
+    );
+  }
+  for (const e of r.errors) lines.push(`**Error**: ${e}`, "");
+  lines.push(
+    `Reproduce: \`deno task bench\` (sizes: tree ${fmtBytes(r.cfg.size)}, ${r.cfg.runs} runs, ` +
+      `${r.cfg.latencyFiles} steady files, burst ${r.cfg.burst}, memory ${
+        fmtBytes(r.cfg.memBig)
+      } / ` +
+      `${r.cfg.memSmall} files at -t ${
+        r.cfg.threads.join(", ")
+      }, ${r.cfg.filesAtStart} files at start).`,
+  );
+  return lines.join("\n") + "\n";
+}
+
+async function machine(cfg: Config): Promise<Record<string, string>> {
+  const cpuinfo = await readProc("/proc/cpuinfo").catch(() => "");
+  const meminfo = await readProc("/proc/meminfo").catch(() => "");
+  const memKB = Number(/MemTotal:\s+(\d+)/.exec(meminfo)?.[1] ?? 0);
+  const moto = await commandOutput("sh", [
+    "-c",
+    "python3 -c 'import moto; print(moto.__version__)' 2>/dev/null || pip show moto 2>/dev/null | sed -n 's/^Version: //p'",
+  ]);
+  return {
+    date: new Date().toISOString().slice(0, 16).replace("T", " ") + " UTC",
+    cores: String(navigator.hardwareConcurrency),
+    cpu: /model name\s*:\s*(.*)/.exec(cpuinfo)?.[1]?.trim() ?? "unknown CPU",
+    memory: `${fmt(memKB / 1024 / 1024, 1)} GiB`,
+    kernel: Deno.osRelease(),
+    aws: (await commandOutput((await findAws()) ?? "aws", ["--version"])).split(" ")[0] ?? "",
+    moto,
+    measure: (!cfg.forceProc && await hasGnuTime())
+      ? "GNU time (rusage of the child)"
+      : "/proc (VmHWM polled every 100 ms, cutime+cstime)",
+  };
+}
+
+async function main(args: string[]): Promise<number> {
+  const cfg = parseConfig(args);
+  if (cfg.main) {
+    MAIN = await Deno.realPath(cfg.main);
+    REPO = MAIN.replace(/\/[^/]*$/, "/");
+  }
+  const work = cfg.tmp ?? await Deno.makeTempDir({ prefix: "tablesnap-bench-" });
+  await Deno.mkdir(work, { recursive: true });
+  const results: Results = { cfg, machine: await machine(cfg), errors: [] };
+  log(`data in ${work}; warming the module cache`);
+  const cache = await new Deno.Command(Deno.execPath(), {
+    args: ["cache", MAIN],
+    cwd: REPO,
+    stdout: "null",
+    stderr: "inherit",
+  }).output();
+  if (!cache.success) throw new Error("deno cache main.ts failed");
+  const aws = await findAws();
+  const step = async (name: Section, fn: () => Promise<void>) => {
+    if (!cfg.sections.has(name)) return;
+    try {
+      await fn();
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      log(`${name} failed: ${message}`);
+      results.errors.push(`${name}: ${message.split("\n").slice(0, 8).join(" / ")}`);
+    }
+  };
+  try {
+    if (["bulk", "limit", "latency", "memory"].some((s) => cfg.sections.has(s as Section))) {
+      await using server = await startServer("s3rver", BUCKET);
+      log(`s3rver at ${server.endpoint}`);
+      if (cfg.sections.has("bulk") || cfg.sections.has("limit")) {
+        const rand = seeded(1);
+        results.tree = await generateTree(`${work}/tree`, planTree(cfg.size, rand));
+        log(`tree: ${results.tree.files.length} files, ${fmt(results.tree.bytes / MB)} MB`);
+      }
+      await step("bulk", async () => {
+        results.bulk = await bulk(cfg, server, results.tree!, aws);
+      });
+      await step("limit", async () => {
+        results.limit = await serverLimit(cfg, server, results.tree!, work);
+      });
+      if (results.tree) await Deno.remove(results.tree.root, { recursive: true });
+      await step("latency", async () => {
+        results.latency = await latency(cfg, server, work);
+      });
+      await step("memory", async () => {
+        results.memory = await memory(cfg, server, work);
+      });
+    }
+    await step("reconcile", async () => {
+      results.reconcile = await reconcile(cfg, work);
+    });
+  } finally {
+    if (!cfg.keep) await Deno.remove(work, { recursive: true }).catch(() => {});
+  }
+  const text = report(results);
+  console.log(text);
+  await Deno.mkdir(cfg.out.replace(/\/[^/]*$/, "") || ".", { recursive: true });
+  await Deno.writeTextFile(cfg.out, text);
+  log(`report written to ${cfg.out}`);
+  return results.errors.length > 0 ? 1 : 0;
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
