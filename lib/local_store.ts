@@ -35,6 +35,7 @@ export class LocalStore implements Store {
   readonly url: string;
   readonly root: string;
   #tmpCounter = 0;
+  #prepared: Promise<void> | undefined;
 
   /** `root` is an absolute directory path; it must exist (like a bucket). */
   constructor(root: string) {
@@ -42,20 +43,34 @@ export class LocalStore implements Store {
     this.url = `file://${this.root}`;
   }
 
-  async check(): Promise<void> {
-    let info: Deno.FileInfo;
-    try {
-      info = await Deno.stat(this.root);
-    } catch (err) {
-      if (err instanceof Deno.errors.NotFound) {
-        throw new FatalError(`Local store directory '${this.root}' does not exist`);
+  check(): Promise<void> {
+    return this.#prepare();
+  }
+
+  /**
+   * Proves the directory exists (a missing one is never created: like a
+   * bucket, it must be made on purpose) and creates the subdirectories,
+   * once. Every operation goes through it, so check() is optional.
+   */
+  #prepare(): Promise<void> {
+    this.#prepared ??= (async () => {
+      let info: Deno.FileInfo;
+      try {
+        info = await Deno.stat(this.root);
+      } catch (err) {
+        if (err instanceof Deno.errors.NotFound) {
+          throw new FatalError(`Local store directory '${this.root}' does not exist`);
+        }
+        throw new FatalError(`Cannot open local store directory '${this.root}': ${err}`);
       }
-      throw new FatalError(`Cannot open local store directory '${this.root}': ${err}`);
-    }
-    if (!info.isDirectory) throw new FatalError(`Local store '${this.root}' is not a directory`);
-    for (const sub of ["data", "meta", "tmp"]) {
-      await Deno.mkdir(`${this.root}/${sub}`, { recursive: true });
-    }
+      if (!info.isDirectory) {
+        throw new FatalError(`Local store '${this.root}' is not a directory`);
+      }
+      for (const sub of ["data", "meta", "tmp"]) {
+        await Deno.mkdir(`${this.root}/${sub}`, { recursive: true });
+      }
+    })();
+    return this.#prepared;
   }
 
   /** The data file's path for a key (exported for tests that age objects). */
@@ -68,6 +83,7 @@ export class LocalStore implements Store {
   }
 
   async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    await this.#prepare();
     // Start at the deepest directory the prefix fully names, then filter.
     const segments = keyToSegments(prefix);
     const dirSegments = segments.slice(0, -1);
@@ -109,6 +125,7 @@ export class LocalStore implements Store {
     body: Uint8Array,
     options: { metadata?: Record<string, string>; contentType?: string },
   ): Promise<void> {
+    await this.#prepare();
     const tmp = this.#tmpPath();
     await Deno.writeFile(tmp, body);
     const etag = createHash("md5").update(body).digest("hex");
@@ -125,6 +142,7 @@ export class LocalStore implements Store {
     file: FileUpload,
     options: { signal?: AbortSignal; onBytes?: ByteCounter } = {},
   ): Promise<void> {
+    await this.#prepare();
     const tmp = this.#tmpPath();
     const hash = createHash("md5");
     let copied = 0;

@@ -80,9 +80,24 @@ Deno.test("rejected credentials exit 1 with one line (moto checks signatures)", 
 
 Deno.test("a missing local store directory exits 1 with one line", async () => {
   await using dir = await tempDir();
-  const { code, stderr } = await runCli(["-n", "h", `file://${dir.path}/nope`, dir.path]);
-  assertEquals(code, 1);
-  assertStringIncludes(stderr, `Local store directory '${dir.path}/nope' does not exist`);
+  for (const flags of [[], ["-B", "--once"]]) {
+    const { code, stderr } = await runCli([
+      "-n",
+      "h",
+      ...flags,
+      `file://${dir.path}/nope`,
+      dir.path,
+    ]);
+    assertEquals(code, 1, stderr);
+    assertStringIncludes(stderr, `Local store directory '${dir.path}/nope' does not exist`);
+  }
+  // Never created behind the operator's back.
+  await Deno.stat(`${dir.path}/nope`).then(
+    () => {
+      throw new Error("the missing store directory was created");
+    },
+    (err) => assert(err instanceof Deno.errors.NotFound),
+  );
 });
 
 Deno.test("--help and --version print to stdout and exit 0", async () => {
