@@ -21,15 +21,8 @@ import {
   parseCli,
 } from "./cli.ts";
 import { errorMessage, FatalError, UsageError } from "./errors.ts";
-import {
-  isIndexKey,
-  keyDirectory,
-  keyHead,
-  newer,
-  readIndex,
-  trimSlashes,
-} from "./index_reader.ts";
-import { fullyQualifiedHostname, type KeyNaming } from "./keys.ts";
+import { isIndexKey, keyDirectory, newer, readIndex, trimSlashes } from "./index_reader.ts";
+import { fullyQualifiedHostname, keyHead, type KeyNaming } from "./keys.ts";
 import { log } from "./log.ts";
 import { formatBytes } from "./slurp.ts";
 import type { ObjectInfo, Store } from "./storage.ts";

@@ -40,8 +40,6 @@ export interface IndexPublisherOptions {
   filter: PathFilter;
   /** Is this file in the bucket with this size? (the pipeline knows) */
   isStored(path: string, size?: number): boolean;
-  /** Is this file queued or uploading? */
-  isPending(path: string): boolean;
   waitMs: number;
   quietMs?: number;
   onPublished?: (dataPath: string, directory: string) => void;

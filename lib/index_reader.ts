@@ -9,7 +9,7 @@
  * path. Errors name the index key.
  */
 import { FatalError } from "./errors.ts";
-import { INDEX_SUFFIX, type KeyNaming } from "./keys.ts";
+import { INDEX_SUFFIX, keyHead, type KeyNaming } from "./keys.ts";
 import type { ObjectHead, ObjectInfo, Store } from "./storage.ts";
 
 /** What one index says: the directory it describes and the file names in it. */
@@ -24,11 +24,6 @@ export interface IndexListing {
 
 /** Index bodies are small (one name per SSTable component); refuse giant ones. */
 export const MAX_INDEX_BYTES = 64 * 1024 * 1024;
-
-/** The start of every key of one host: `<prefix><name><separator>`. */
-export function keyHead(naming: KeyNaming): string {
-  return `${naming.prefix}${naming.name}${naming.separator}`;
-}
 
 /**
  * The key prefix of the objects directly in `directory` (an absolute path):

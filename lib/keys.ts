@@ -12,9 +12,14 @@ export interface KeyNaming {
   separator: string;
 }
 
+/** The start of every key of one host: `<prefix><name><separator>`. */
+export function keyHead(naming: KeyNaming): string {
+  return `${naming.prefix}${naming.name}${naming.separator}`;
+}
+
 /** The key of a local file (absolute path). */
 export function objectKey(naming: KeyNaming, path: string): string {
-  return `${naming.prefix}${naming.name}${naming.separator}${path}`;
+  return keyHead(naming) + path;
 }
 
 /** The key of the index written for the Data.db at `path`. */
@@ -24,7 +29,7 @@ export function indexKey(naming: KeyNaming, path: string): string {
 
 /** The local path a key stands for, or null if the key is not this host's. */
 export function pathOfKey(naming: KeyNaming, key: string): string | null {
-  const head = `${naming.prefix}${naming.name}${naming.separator}`;
+  const head = keyHead(naming);
   return key.startsWith(head) ? key.slice(head.length) : null;
 }
 

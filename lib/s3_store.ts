@@ -48,9 +48,6 @@ export interface S3Options {
   onRequest?: (operation: string, seconds: number, failed: boolean) => void;
 }
 
-/** Request counts by operation, for the benchmark and metrics. */
-export const s3RequestCounts: Map<string, number> = new Map();
-
 /** How long a request's socket may stay silent before the request is retried. */
 const REQUEST_IDLE_TIMEOUT_MS = Number(Deno.env.get("TABLESNAP_REQUEST_TIMEOUT_MS") ?? 120_000);
 
@@ -102,7 +99,6 @@ export class S3Store implements Store {
     this.#client.middlewareStack.add(
       (next, context) => async (args) => {
         const operation = String(context.commandName ?? "unknown").replace(/Command$/, "");
-        s3RequestCounts.set(operation, (s3RequestCounts.get(operation) ?? 0) + 1);
         const started = performance.now();
         let failed = false;
         try {
@@ -397,16 +393,4 @@ export function httpStatus(err: unknown): number | undefined {
 
 function errName(err: unknown): string {
   return err instanceof Error ? err.name : "";
-}
-
-/**
- * True for errors that waiting will not fix: the bucket is gone, access is
- * denied, the credentials are wrong. The pipeline still retries them (an
- * expired role can come back), but logs them as errors, not warnings.
- */
-export function isPermanentS3Error(err: unknown): boolean {
-  const name = errName(err);
-  return ["NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"].includes(
-    name,
-  ) || httpStatus(err) === 403;
 }

@@ -91,9 +91,6 @@ export interface UploadPipelineOptions {
   rootOf?: (path: string) => string;
   /** Called after a file is confirmed in the bucket (uploaded or found there). */
   onStored?: (path: string, outcome: "uploaded" | "present") => void;
-  /** Delay before a failed file's next try-cycle; grows with each cycle. */
-  retryDelayMs?: (cycle: number) => number;
-  sleep?: (ms: number) => Promise<void>;
 }
 
 /** What the bucket is known to hold for one of our files. */
@@ -127,10 +124,12 @@ export class UploadPipeline {
   /** Files between failed try-cycles, with the time they became complete. */
   readonly #waiting = new Map<
     string,
-    { since: number; cycle: number; timer: ReturnType<typeof setTimeout> }
+    { since: number; timer: ReturnType<typeof setTimeout> }
   >();
   /** Sizes of pending files we have looked at (queued files are not stat'ed yet). */
   readonly #pendingBytes = new Map<string, number>();
+  /** Failed try-cycles per file so far: the wait before the next one doubles. */
+  readonly #failedCycles = new Map<string, number>();
   /** Files that arrived again while being uploaded: looked at once more after. */
   readonly #again = new Set<string>();
   /** What we know is in the bucket, by local path. */
@@ -274,11 +273,13 @@ export class UploadPipeline {
   }
 
   /** One try-cycle: up to 1 + retries attempts, with backoff between them. */
-  async #runCycle(path: string, since: number, cycle = 0): Promise<void> {
+  async #runCycle(path: string, since: number): Promise<void> {
+    const cycle = this.#failedCycles.get(path) ?? 0;
     const attempts = 1 + this.#o.retries;
     for (let attempt = 1; attempt <= attempts; attempt++) {
       try {
-        await this.#uploadOnce(path, since);
+        await this.#uploadOnce(path);
+        this.#failedCycles.delete(path);
         return;
       } catch (err) {
         if (this.#abort.signal.aborted) return;
@@ -294,12 +295,12 @@ export class UploadPipeline {
             attempt,
             retry_in: Math.round(ms) / 1000,
           });
-          await (this.#o.sleep ?? sleep)(ms);
+          await sleep(ms);
           continue;
         }
         this.#o.observer?.uploadFailed(reason);
         this.summary.failed++;
-        const wait = this.#o.retryDelayMs?.(cycle) ?? Math.min(300_000, 5_000 * 2 ** cycle);
+        const wait = jitter(Math.min(300_000, 5_000 * 2 ** cycle));
         log.error("upload failed, will try again", {
           key,
           reason,
@@ -311,15 +312,16 @@ export class UploadPipeline {
           const timer = setTimeout(() => {
             this.#waiting.delete(path);
             this.enqueue(path, since);
-          }, jitter(wait));
-          this.#waiting.set(path, { since, cycle: cycle + 1, timer });
+          }, wait);
+          this.#waiting.set(path, { since, timer });
+          this.#failedCycles.set(path, cycle + 1);
         }
         return;
       }
     }
   }
 
-  async #uploadOnce(path: string, _since: number): Promise<void> {
+  async #uploadOnce(path: string): Promise<void> {
     const o = this.#o;
     const info = await lstatOrNull(path);
     if (!info) {

@@ -14,13 +14,12 @@ import {
   expectedMd5,
   isIndexKey,
   keyDirectory,
-  keyHead,
   newer,
   readIndex,
   trimSlashes,
   unsafeNameReason,
 } from "./index_reader.ts";
-import { fullyQualifiedHostname, type KeyNaming } from "./keys.ts";
+import { fullyQualifiedHostname, keyHead, type KeyNaming } from "./keys.ts";
 import { log } from "./log.ts";
 import { formatBytes } from "./slurp.ts";
 import type { ObjectInfo, Store } from "./storage.ts";

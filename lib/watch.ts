@@ -18,7 +18,13 @@ import {
 } from "./cli.ts";
 import { errorMessage, FatalError, UsageError } from "./errors.ts";
 import { log, logOptionsFromEnv } from "./log.ts";
-import { fullyQualifiedHostname, INDEX_SUFFIX, type KeyNaming, objectKey } from "./keys.ts";
+import {
+  fullyQualifiedHostname,
+  INDEX_SUFFIX,
+  type KeyNaming,
+  objectKey,
+  pathOfKey,
+} from "./keys.ts";
 import { makePathFilter, type PathFilter } from "./filter.ts";
 import { type RemoteListing, UploadPipeline } from "./upload.ts";
 import { dirname, IndexPublisher, wantsIndex } from "./file_index.ts";
@@ -340,7 +346,6 @@ export async function runWatch(o: WatchOptions): Promise<number> {
       naming,
       filter: o.filter,
       isStored: (path, size) => pipeline.isStored(path, size),
-      isPending: (path) => pipeline.isPending(path),
       waitMs: o.indexWaitMs,
       onPublished(_dataPath, directory) {
         metrics.indexWritten(rootOf(`${directory}/x`));
@@ -516,11 +521,10 @@ async function listExisting(
 
 /** Data.db files the bucket holds without an index (-B writes those indexes). */
 function dataFilesWithoutIndex(listing: RemoteListing, naming: KeyNaming): Set<string> {
-  const head = `${naming.prefix}${naming.name}${naming.separator}`;
   const paths = new Set<string>();
   for (const key of listing.objects.keys()) {
-    if (!key.startsWith(head) || key.endsWith(INDEX_SUFFIX)) continue;
-    const path = key.slice(head.length);
+    const path = pathOfKey(naming, key);
+    if (path === null || key.endsWith(INDEX_SUFFIX)) continue;
     if (wantsIndex(path) && !listing.objects.has(key + INDEX_SUFFIX)) paths.add(path);
   }
   return paths;

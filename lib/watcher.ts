@@ -68,8 +68,6 @@ export class FileWatcher {
   #sweeping: Promise<void> | undefined;
   #sweepAgain = false;
   #loop: Promise<void> | undefined;
-  events = 0;
-  sweeps = 0;
 
   constructor(options: WatcherOptions) {
     this.#o = options;
@@ -137,7 +135,6 @@ export class FileWatcher {
         for (const root of this.#o.roots) {
           files += await this.#scanTree(root, immediate);
         }
-        this.sweeps++;
         log.debug("sweep done", {
           why,
           files,
@@ -199,7 +196,6 @@ export class FileWatcher {
 
   /** The event loop body: classification only, no I/O, no awaits. */
   #onEvent(event: Deno.FsEvent): void {
-    this.events++;
     if (event.flag === "rescan") {
       log.warn("file events were dropped by the watcher queue; rescanning the tree");
       this.sweep("rescan");
