@@ -22,7 +22,7 @@ import {
 } from "./cli.ts";
 import { errorMessage, FatalError, UsageError } from "./errors.ts";
 import { isIndexKey, keyDirectory, newer, readIndex, trimSlashes } from "./index_reader.ts";
-import { fullyQualifiedHostname, keyHead, type KeyNaming } from "./keys.ts";
+import { keyHead, type KeyNaming, namingFromFlags } from "./keys.ts";
 import { log } from "./log.ts";
 import { formatBytes } from "./slurp.ts";
 import type { ObjectInfo, Store } from "./storage.ts";
@@ -246,11 +246,7 @@ export async function chopMain(args: string[]): Promise<number> {
     await store.check();
     const options: ChopOptions = {
       store,
-      naming: {
-        prefix: values.prefix ?? "",
-        name: values.name ?? await fullyQualifiedHostname(),
-        separator: values["keyname-separator"] ?? ":",
-      },
+      naming: await namingFromFlags(values),
       path,
       ageDays,
       dryRun: (values.debug ?? false) || (values["dry-run"] ?? false),

@@ -12,6 +12,22 @@ export interface KeyNaming {
   separator: string;
 }
 
+/**
+ * Key naming from the `-p/--prefix`, `-n/--name` and `--keyname-separator`
+ * flags every job takes, with the original's defaults.
+ */
+export async function namingFromFlags(values: {
+  prefix?: string;
+  name?: string;
+  "keyname-separator"?: string;
+}): Promise<KeyNaming> {
+  return {
+    prefix: values.prefix ?? "",
+    name: values.name ?? await fullyQualifiedHostname(),
+    separator: values["keyname-separator"] ?? ":",
+  };
+}
+
 /** The start of every key of one host: `<prefix><name><separator>`. */
 export function keyHead(naming: KeyNaming): string {
   return `${naming.prefix}${naming.name}${naming.separator}`;

@@ -26,7 +26,7 @@ import {
   trimSlashes,
   unsafeNameReason,
 } from "./index_reader.ts";
-import { fullyQualifiedHostname, INDEX_SUFFIX, type KeyNaming } from "./keys.ts";
+import { INDEX_SUFFIX, type KeyNaming, namingFromFlags } from "./keys.ts";
 import { log } from "./log.ts";
 import type { ObjectInfo, Store } from "./storage.ts";
 
@@ -703,11 +703,7 @@ export async function slurpMain(args: string[]): Promise<number> {
     group = owners.group(values.group);
     if (group === undefined) throw new UsageError(`Unknown group '${values.group}'`);
   }
-  const naming: KeyNaming = {
-    prefix: values.prefix ?? "",
-    name: values.name ?? await fullyQualifiedHostname(),
-    separator: values["keyname-separator"] ?? ":",
-  };
+  const naming: KeyNaming = await namingFromFlags(values);
   const connection = { ...values };
   if (values.token !== undefined && values["aws-token"] === undefined) {
     connection["aws-token"] = values.token;

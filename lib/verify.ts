@@ -19,7 +19,7 @@ import {
   trimSlashes,
   unsafeNameReason,
 } from "./index_reader.ts";
-import { fullyQualifiedHostname, keyHead, type KeyNaming } from "./keys.ts";
+import { keyHead, type KeyNaming, namingFromFlags } from "./keys.ts";
 import { log } from "./log.ts";
 import { formatBytes } from "./slurp.ts";
 import type { ObjectInfo, Store } from "./storage.ts";
@@ -209,11 +209,7 @@ export async function verifyMain(args: string[]): Promise<number> {
     await store.check();
     const result = await verify({
       store,
-      naming: {
-        prefix: values.prefix ?? "",
-        name: values.name ?? await fullyQualifiedHostname(),
-        separator: values["keyname-separator"] ?? ":",
-      },
+      naming: await namingFromFlags(values),
       path,
       all: values.all ?? false,
       md5: values.md5 ?? false,

@@ -18,13 +18,7 @@ import {
 } from "./cli.ts";
 import { errorMessage, FatalError, UsageError } from "./errors.ts";
 import { log, logOptionsFromEnv } from "./log.ts";
-import {
-  fullyQualifiedHostname,
-  INDEX_SUFFIX,
-  type KeyNaming,
-  objectKey,
-  pathOfKey,
-} from "./keys.ts";
+import { INDEX_SUFFIX, type KeyNaming, namingFromFlags, objectKey, pathOfKey } from "./keys.ts";
 import { makePathFilter, type PathFilter } from "./filter.ts";
 import { type RemoteListing, UploadPipeline } from "./upload.ts";
 import { dirname, IndexPublisher, wantsIndex } from "./file_index.ts";
@@ -196,7 +190,6 @@ export async function parseWatchArgs(args: string[]): Promise<WatchOptions | "he
   const indexWait = numberOption(values["index-wait"], "--index-wait", 60);
   const grace = numberOption(values["shutdown-grace"], "--shutdown-grace", 30);
   const metricsListen = values["metrics-listen"];
-  const separator = values["keyname-separator"] ?? ":";
   const roots = [...new Set(paths.map((p) => normalizeRoot(p)))];
   const metrics = new Metrics();
   const store = openStore(bucket, values, {
@@ -210,11 +203,7 @@ export async function parseWatchArgs(args: string[]): Promise<WatchOptions | "he
   return {
     store,
     roots,
-    naming: {
-      prefix: values.prefix ?? "",
-      name: values.name ?? await fullyQualifiedHostname(),
-      separator,
-    },
+    naming: await namingFromFlags(values),
     filter,
     recursive: values.recursive ?? false,
     autoAdd: values["auto-add"] ?? false,
