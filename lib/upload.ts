@@ -49,18 +49,23 @@ class ByteBudget {
   }
 }
 
-/** Reads `size` bytes of a file; a different length means the file changed. */
-async function readExactly(path: string, size: number): Promise<Uint8Array> {
-  using file = await Deno.open(path, { read: true });
-  const buffer = new Uint8Array(size);
+/**
+ * Reads `size` bytes of a small file; a different length means the file
+ * changed. Synchronous like `lstatOrNull`: at most 4 MiB from a local disk,
+ * and one call instead of four async file operations per small file.
+ */
+function readExactly(path: string, size: number): Uint8Array {
+  using file = Deno.openSync(path, { read: true });
+  const buffer = new Uint8Array(size + 1);
   let filled = 0;
-  while (filled < size) {
-    const n = await file.read(buffer.subarray(filled));
-    if (n === null) throw new FileChangedError(path);
+  for (;;) {
+    const n = file.readSync(buffer.subarray(filled));
+    if (n === null || n === 0) break;
     filled += n;
+    if (filled > size) throw new FileChangedError(path);
   }
-  if ((await file.read(new Uint8Array(1))) !== null) throw new FileChangedError(path);
-  return buffer;
+  if (filled !== size) throw new FileChangedError(path);
+  return buffer.subarray(0, size);
 }
 
 /** What the pipeline reports, for metrics. `Metrics` implements it. */
@@ -323,7 +328,7 @@ export class UploadPipeline {
 
   async #uploadOnce(path: string): Promise<void> {
     const o = this.#o;
-    const info = await lstatOrNull(path);
+    const info = lstatOrNull(path);
     if (!info) {
       log.debug("skipped: file vanished before upload", { path });
       return;
@@ -353,7 +358,7 @@ export class UploadPipeline {
       let body: Uint8Array | undefined;
       let digests: { md5: string; size: number; partMd5s?: string[] };
       if (buffered) {
-        body = await readExactly(path, info.size);
+        body = readExactly(path, info.size);
         digests = { md5: createHash("md5").update(body).digest("hex"), size: body.byteLength };
       } else {
         digests = await digestFile(path, info.size, partSize);
@@ -372,7 +377,7 @@ export class UploadPipeline {
         ...(limiter ? { onBytes: (n: number) => limiter.take(n) } : {}),
       });
     } catch (err) {
-      if (!(await lstatOrNull(path))) {
+      if (!lstatOrNull(path)) {
         log.debug("skipped: file vanished during upload", { path });
         return;
       }
@@ -380,7 +385,7 @@ export class UploadPipeline {
     } finally {
       if (buffered) this.#smallFileBudget.give(info.size);
     }
-    const after = await lstatOrNull(path);
+    const after = lstatOrNull(path);
     if (!after) {
       // Deleted after we read it whole: the object is complete and correct.
       log.debug("file vanished after upload", { path });

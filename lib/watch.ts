@@ -380,6 +380,7 @@ export async function runWatch(o: WatchOptions): Promise<number> {
       log.debug("memory", {
         rss_mb: mb(m.rss),
         heap_mb: mb(m.heapUsed),
+        heap_total_mb: mb(m.heapTotal),
         external_mb: mb(m.external),
         pending: files,
       });

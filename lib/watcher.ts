@@ -260,7 +260,7 @@ export class FileWatcher {
 
   /** Decides what an event path is: a complete file, a new directory, or nothing yet. */
   async #classify(path: string, kind: string): Promise<void> {
-    const info = await lstatOrNull(path);
+    const info = lstatOrNull(path);
     if (!info) return; // vanished (compaction): nothing to do
     if (info.isDirectory) {
       if (!this.#isWatchedDir(path)) return;
@@ -315,7 +315,7 @@ export class FileWatcher {
         continue;
       }
       if (!entry.isFile || !this.#o.filter.accepts(path)) continue;
-      const info = await lstatOrNull(path);
+      const info = lstatOrNull(path);
       if (!info || !info.isFile) continue;
       count++;
       if (this.#o.isHandled(path, info)) continue;
@@ -355,7 +355,7 @@ export class FileWatcher {
     this.#settleTimer = setTimeout(async () => {
       this.#settleTimer = undefined;
       for (const [path, seen] of [...this.#candidates]) {
-        const info = await lstatOrNull(path);
+        const info = lstatOrNull(path);
         if (!info || !info.isFile) {
           this.#candidates.delete(path);
           continue;

@@ -107,7 +107,14 @@ async function contract(t: Deno.TestContext, store: Store, scratch: string) {
   });
 
   await t.step("keys with dots, double slashes and percent signs are kept apart", async () => {
-    const odd = ["h:/x/../y", "h:/x//y", "h:/x/%2e%2e", "h:/x/./y"];
+    const odd = [
+      "h:/x/../y",
+      "h:/x//y",
+      "h:/x/%2e%2e",
+      "h:/x/./y",
+      "h:/x/a b+c=d&e",
+      "h:/x/ü(1)!*",
+    ];
     for (const [i, key] of odd.entries()) await store.putBytes(key, new Uint8Array([i]), {});
     for (const [i, key] of odd.entries()) {
       const got = await store.get(key);

@@ -1,0 +1,340 @@
+/**
+ * Signed S3 requests without the SDK's middleware stack, for the two calls
+ * a watcher makes per small file: HEAD of the key, then PUT of a body held
+ * in memory. Through `S3Client.send` each costs about 1 ms of CPU and 2-3 ms
+ * of latency more than the request itself (serialisation, endpoint rules,
+ * retries, logging, parsing: measured against a local server), which was
+ * most of the CPU of 10,000 small files and most of close->visible latency.
+ *
+ * Everything that is not small and hot stays on the SDK: listing, GET,
+ * multipart, deletes and streamed PUTs. The pieces that must be right are
+ * still the SDK's: the same client's credential chain (refreshing instance
+ * roles, profiles...), its endpoint rules (resolved once per bucket), and
+ * AWS's `SignatureV4` signer. The body is covered by Content-MD5, so the
+ * payload itself is sent as UNSIGNED-PAYLOAD (as the SDK does over HTTPS).
+ */
+import type { S3Client } from "@aws-sdk/client-s3";
+import { SignatureV4 } from "@smithy/signature-v4";
+import { Agent as HttpAgent, type IncomingMessage, request as httpRequest } from "node:http";
+import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
+import { createHash, createHmac, type Hash, type Hmac } from "node:crypto";
+import { Buffer } from "node:buffer";
+
+/** The subset of a HEAD response the store uses. */
+export interface DirectHead {
+  size: number;
+  etag: string;
+  lastModified: Date;
+  metadata: Record<string, string>;
+  contentType?: string;
+}
+
+/** An S3 error answer, shaped like the SDK's so callers classify both alike. */
+export class S3ResponseError extends Error {
+  readonly $metadata: { httpStatusCode: number };
+  readonly $retryable?: { throttling: boolean };
+  constructor(name: string, status: number, message: string) {
+    super(message);
+    this.name = name;
+    this.$metadata = { httpStatusCode: status };
+    if (status === 429 || status === 503 || name === "SlowDown") {
+      this.$retryable = { throttling: true };
+    }
+  }
+}
+
+/** SHA-256 and HMAC-SHA-256 in the shape `SignatureV4` expects. */
+class Sha256 {
+  readonly #secret?: Uint8Array | string;
+  #hash: Hash | Hmac;
+  constructor(secret?: Uint8Array | string | ArrayBuffer | ArrayBufferView) {
+    this.#secret = bytes(secret);
+    this.#hash = this.#secret === undefined
+      ? createHash("sha256")
+      : createHmac("sha256", this.#secret);
+  }
+  update(data: Uint8Array | string | ArrayBuffer | ArrayBufferView): void {
+    this.#hash.update(bytes(data)!);
+  }
+  digest(): Promise<Uint8Array> {
+    return Promise.resolve(new Uint8Array(this.#hash.digest()));
+  }
+  reset(): void {
+    this.#hash = this.#secret === undefined
+      ? createHash("sha256")
+      : createHmac("sha256", this.#secret);
+  }
+}
+
+function bytes(
+  data: Uint8Array | string | ArrayBuffer | ArrayBufferView | undefined,
+): Uint8Array | string | undefined {
+  if (data === undefined || typeof data === "string" || data instanceof Uint8Array) return data;
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+}
+
+/** Where the bucket's objects live and how requests to it are signed. */
+interface BucketEndpoint {
+  url: URL;
+  signingRegion: string;
+}
+
+const ATTEMPTS = 3;
+const NETWORK_CODES = new Set([
+  "ECONNRESET",
+  "ECONNREFUSED",
+  "EPIPE",
+  "ETIMEDOUT",
+  "EAI_AGAIN",
+  "ENOTFOUND",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+]);
+
+export class DirectS3 {
+  readonly #client: S3Client;
+  readonly #bucket: string;
+  readonly #idleTimeoutMs: number;
+  readonly #onRequest?: (operation: string, seconds: number, failed: boolean) => void;
+  #endpoint?: Promise<BucketEndpoint | null>;
+  #signer?: SignatureV4;
+  readonly #httpAgent = new HttpAgent({ keepAlive: true });
+  readonly #httpsAgent = new HttpsAgent({ keepAlive: true });
+
+  constructor(options: {
+    client: S3Client;
+    bucket: string;
+    idleTimeoutMs: number;
+    onRequest?: (operation: string, seconds: number, failed: boolean) => void;
+  }) {
+    this.#client = options.client;
+    this.#bucket = options.bucket;
+    this.#idleTimeoutMs = options.idleTimeoutMs;
+    this.#onRequest = options.onRequest;
+  }
+
+  /**
+   * False when the bucket's endpoint needs anything but plain SigV4 (S3
+   * Express, access points...): the caller then uses the SDK for everything.
+   */
+  async usable(): Promise<boolean> {
+    return (await this.#resolve()) !== null;
+  }
+
+  /** HEAD of a key: null when there is no such object. */
+  async head(key: string, signal?: AbortSignal): Promise<DirectHead | null> {
+    const res = await this.#send("HeadObject", "HEAD", key, {}, undefined, signal);
+    if (res.status === 404) return null;
+    const h = res.headers;
+    const metadata: Record<string, string> = {};
+    for (const [name, value] of Object.entries(h)) {
+      if (name.startsWith("x-amz-meta-") && typeof value === "string") {
+        metadata[name.slice("x-amz-meta-".length)] = value;
+      }
+    }
+    return {
+      size: Number(h["content-length"] ?? 0),
+      etag: String(h["etag"] ?? "").replace(/^"|"$/g, ""),
+      lastModified: h["last-modified"] ? new Date(String(h["last-modified"])) : new Date(0),
+      metadata,
+      ...(h["content-type"] ? { contentType: String(h["content-type"]) } : {}),
+    };
+  }
+
+  /** PUT of a body held in memory; `headers` carry Content-MD5, metadata and the like. */
+  async put(
+    key: string,
+    body: Uint8Array,
+    headers: Record<string, string>,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    await this.#send("PutObject", "PUT", key, headers, body, signal);
+  }
+
+  close(): void {
+    this.#httpAgent.destroy();
+    this.#httpsAgent.destroy();
+  }
+
+  #resolve(): Promise<BucketEndpoint | null> {
+    this.#endpoint ??= (async () => {
+      const config = this.#client.config;
+      const region = await config.region();
+      const endpoint = await config.endpointProvider({
+        Bucket: this.#bucket,
+        Region: region,
+        UseFIPS: await config.useFipsEndpoint(),
+        UseDualStack: await config.useDualstackEndpoint(),
+        ForcePathStyle: config.forcePathStyle ?? false,
+        Accelerate: config.useAccelerateEndpoint ?? false,
+        ...(config.endpoint ? { Endpoint: endpointUrl(await config.endpoint()) } : {}),
+      });
+      const schemes = (endpoint.properties?.authSchemes ?? []) as {
+        name?: string;
+        signingRegion?: string;
+      }[];
+      const scheme = schemes[0];
+      if (scheme && scheme.name !== "sigv4") return null;
+      this.#signer = new SignatureV4({
+        service: "s3",
+        region,
+        credentials: config.credentials,
+        sha256: Sha256,
+        uriEscapePath: false,
+        applyChecksum: false,
+      });
+      return { url: endpoint.url, signingRegion: scheme?.signingRegion ?? region };
+    })();
+    return this.#endpoint;
+  }
+
+  async #send(
+    operation: string,
+    method: string,
+    key: string,
+    extraHeaders: Record<string, string>,
+    body: Uint8Array | undefined,
+    signal?: AbortSignal,
+  ): Promise<{ status: number; headers: IncomingMessage["headers"] }> {
+    const endpoint = await this.#resolve();
+    if (!endpoint) throw new Error("direct S3 requests are not usable for this endpoint");
+    const base = endpoint.url;
+    const path = `${base.pathname.replace(/\/$/, "")}/${escapeKey(key)}`;
+    for (let attempt = 1;; attempt++) {
+      const started = performance.now();
+      try {
+        const signed = await this.#signer!.sign({
+          method,
+          protocol: base.protocol,
+          hostname: base.hostname,
+          ...(base.port ? { port: Number(base.port) } : {}),
+          path,
+          query: {},
+          headers: {
+            host: base.host,
+            "x-amz-content-sha256": "UNSIGNED-PAYLOAD",
+            ...(body ? { "content-length": String(body.byteLength) } : {}),
+            ...extraHeaders,
+          },
+        }, { signingRegion: endpoint.signingRegion });
+        const res = await this.#exchange(base, method, path, signed.headers, body, signal);
+        const failed = res.status >= 300 && !(method === "HEAD" && res.status === 404);
+        this.#onRequest?.(operation, (performance.now() - started) / 1000, failed);
+        if (!failed) return res;
+        const error = responseError(res.status, res.body, method);
+        if (attempt < ATTEMPTS && (res.status >= 500 || res.status === 429)) {
+          await backoff(attempt, signal);
+          continue;
+        }
+        throw error;
+      } catch (err) {
+        if (err instanceof S3ResponseError) throw err;
+        this.#onRequest?.(operation, (performance.now() - started) / 1000, true);
+        const code = (err as { code?: string }).code ?? "";
+        if (attempt < ATTEMPTS && !signal?.aborted && NETWORK_CODES.has(code)) {
+          await backoff(attempt, signal);
+          continue;
+        }
+        throw err;
+      }
+    }
+  }
+
+  /** One HTTP exchange; resolves with the status, headers and (error) body. */
+  #exchange(
+    base: URL,
+    method: string,
+    path: string,
+    headers: Record<string, string>,
+    body: Uint8Array | undefined,
+    signal?: AbortSignal,
+  ): Promise<{ status: number; headers: IncomingMessage["headers"]; body: string }> {
+    const https = base.protocol === "https:";
+    return new Promise((resolve, reject) => {
+      const req = (https ? httpsRequest : httpRequest)({
+        method,
+        hostname: base.hostname,
+        port: base.port || (https ? 443 : 80),
+        path,
+        headers,
+        agent: https ? this.#httpsAgent : this.#httpAgent,
+        ...(signal ? { signal } : {}),
+      }, (res) => {
+        const status = res.statusCode ?? 0;
+        const chunks: Buffer[] = [];
+        // Only error answers have a body worth reading (a short XML document).
+        res.on("data", (chunk: Buffer) => {
+          if (status >= 300) chunks.push(chunk);
+        });
+        res.on(
+          "end",
+          () =>
+            resolve({ status, headers: res.headers, body: Buffer.concat(chunks).toString("utf8") }),
+        );
+        res.on("error", reject);
+      });
+      req.setNoDelay(true);
+      // A socket silent this long is treated as a network error (retried).
+      req.setTimeout(this.#idleTimeoutMs, () => {
+        req.destroy(Object.assign(new Error("S3 request timed out"), { code: "ETIMEDOUT" }));
+      });
+      req.on("error", reject);
+      req.end(body);
+    });
+  }
+}
+
+/** S3 keys keep their slashes; everything else is percent-encoded (RFC 3986). */
+function escapeKey(key: string): string {
+  return key.split("/").map((segment) =>
+    encodeURIComponent(segment).replace(
+      /[!'()*]/g,
+      (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`,
+    )
+  ).join("/");
+}
+
+function endpointUrl(
+  endpoint: { protocol: string; hostname: string; port?: number; path: string },
+) {
+  const port = endpoint.port ? `:${endpoint.port}` : "";
+  const protocol = endpoint.protocol.endsWith(":") ? endpoint.protocol : `${endpoint.protocol}:`;
+  return `${protocol}//${endpoint.hostname}${port}${endpoint.path}`;
+}
+
+/** The SDK's error names for bodiless answers (HEAD), else S3's own `<Code>`. */
+function responseError(status: number, body: string, method: string): S3ResponseError {
+  const code = /<Code>([^<]*)<\/Code>/.exec(body)?.[1];
+  const message = /<Message>([^<]*)<\/Message>/.exec(body)?.[1];
+  const name = code ?? (
+    status === 403
+      ? "Forbidden"
+      : status === 404
+      ? "NotFound"
+      : status === 301
+      ? "PermanentRedirect"
+      : status === 503
+      ? "SlowDown"
+      : status >= 500
+      ? "InternalError"
+      : `Http${status}`
+  );
+  return new S3ResponseError(
+    name,
+    status,
+    message ?? `${method} answered HTTP ${status} (${name})`,
+  );
+}
+
+/** The SDK's standard backoff: 100 ms doubling, full jitter. */
+function backoff(attempt: number, signal?: AbortSignal): Promise<void> {
+  const ms = Math.random() * 100 * 2 ** attempt;
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener("abort", () => {
+      clearTimeout(timer);
+      resolve();
+    }, { once: true });
+  });
+}
