@@ -352,7 +352,7 @@ export class FileWatcher {
 
   #scheduleSettle(): void {
     if (this.#settleTimer !== undefined || this.#closed) return;
-    this.#settleTimer = setTimeout(async () => {
+    this.#settleTimer = setTimeout(() => {
       this.#settleTimer = undefined;
       for (const [path, seen] of [...this.#candidates]) {
         const info = lstatOrNull(path);
