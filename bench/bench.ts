@@ -168,8 +168,30 @@ function childEnv(extra: Record<string, string> = {}): Record<string, string> {
 }
 
 function tablesnapArgs(server: { endpoint: string }, prefix: string, extra: string[] = []) {
-  return ["run", "-A", MAIN, "-n", NAME, "-p", prefix, "--endpoint-url", server.endpoint]
+  return [
+    "run",
+    "-A",
+    ...V8_FLAGS,
+    MAIN,
+    "-n",
+    NAME,
+    "-p",
+    prefix,
+    "--endpoint-url",
+    server.endpoint,
+  ]
     .concat(extra);
+}
+
+/**
+ * The runtime flags the released binary is compiled with (deno.json's
+ * `compile` task): tablesnap is measured as it ships.
+ */
+let V8_FLAGS: string[] = [];
+async function loadV8Flags(): Promise<void> {
+  const config = JSON.parse(await Deno.readTextFile(`${REPO}deno.json`).catch(() => "{}"));
+  const compile: string = config?.tasks?.compile ?? "";
+  V8_FLAGS = compile.split(/\s+/).filter((w) => w.startsWith("--v8-flags="));
 }
 
 /** The `aws` program itself (not a pyenv shim, whose start-up would be measured). */
@@ -665,7 +687,7 @@ async function reconcile(cfg: Config, work: string): Promise<ReconcileResult> {
   await using proxy = startCountingProxy(server.endpoint);
   const run = await measure(
     Deno.execPath(),
-    ["run", "-A", MAIN, "-n", NAME, "-p", prefix, "--endpoint-url", proxy.endpoint]
+    ["run", "-A", ...V8_FLAGS, MAIN, "-n", NAME, "-p", prefix, "--endpoint-url", proxy.endpoint]
       .concat(["--once", "-B", "-r", server.bucket, root]),
     { env: childEnv(), cwd: REPO, forceProc: cfg.forceProc },
   );
@@ -720,6 +742,9 @@ function report(r: Results): string {
       (r.reconcile
         ? `${r.reconcile.server === "moto" ? `moto_server ${m["moto"]}` : "s3rver"} for step 4. `
         : "") +
+      `tablesnap runs as \`deno run ${
+        V8_FLAGS.join(" ")
+      }\` (the binary's runtime flags, from deno.json's compile task). ` +
       `Peak RSS and CPU: ${m["measure"]}. MB = 10^6 bytes.`,
     "",
   );
@@ -984,6 +1009,7 @@ async function main(args: string[]): Promise<number> {
     MAIN = await Deno.realPath(cfg.main);
     REPO = MAIN.replace(/\/[^/]*$/, "/");
   }
+  await loadV8Flags();
   const work = cfg.tmp ?? await Deno.makeTempDir({ prefix: "tablesnap-bench-" });
   await Deno.mkdir(work, { recursive: true });
   const results: Results = { cfg, machine: await machine(cfg), errors: [] };

@@ -249,8 +249,10 @@ export class S3Store implements Store {
   ): Promise<void> {
     const { signal, onBytes } = options;
     if (file.body) await onBytes?.(file.body.byteLength);
-    if (!file.parts && (file.body || file.size === 0) && await this.#direct.usable()) {
-      await this.#direct.put(key, file.body ?? new Uint8Array(0), {
+    if (!file.parts && await this.#direct.usable()) {
+      const body = file.body ??
+        { path: file.path, start: 0, length: file.size, ...(onBytes ? { onBytes } : {}) };
+      await this.#direct.put(key, body, {
         ...this.#objectHeaders(file.metadata, file.contentType),
         "content-md5": hexToBase64(file.md5),
       }, signal);

@@ -54,6 +54,10 @@ function runSmoke(binary: string): Promise<Deno.CommandOutput> {
   }).output();
 }
 
+function v8Flags(flags: string[]): string[] {
+  return flags.filter((f) => f.startsWith("--v8-flags="));
+}
+
 function text(bytes: Uint8Array): string {
   return new TextDecoder().decode(bytes);
 }
@@ -71,6 +75,10 @@ Deno.test("the compile task bakes in exactly the permissions the program needs",
     "--allow-run=logger", // TABLESNAP_SYSLOG
   ]);
   assert(!flags.includes("-A") && !flags.includes("--allow-all"), "no --allow-all");
+  // The memory bound (150 MB) relies on a small young generation; `deno task
+  // start` must run the program the way the binary does.
+  assertEquals(v8Flags(flags), ["--v8-flags=--max-semi-space-size=2"]);
+  assert(config.tasks.start.includes(v8Flags(flags)[0]!), "start task must use the same V8 flags");
   // The lockfile also holds test-only packages (s3rver): keep them out of the binary.
   assert(flags.includes("--exclude-unused-npm"), "compile task must pass --exclude-unused-npm");
 });
@@ -110,7 +118,13 @@ Deno.test("the compile task's permissions suffice for an end-to-end run (deno ru
   const { flags, entry } = compileTask();
   const wrapper = `${dir.path}/tablesnap`;
   const quote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
-  const command = [Deno.execPath(), "run", ...permissionFlags(flags), `${REPO}${entry}`];
+  const command = [
+    Deno.execPath(),
+    "run",
+    ...v8Flags(flags),
+    ...permissionFlags(flags),
+    `${REPO}${entry}`,
+  ];
   await Deno.writeTextFile(wrapper, `#!/bin/sh\nexec ${command.map(quote).join(" ")} "$@"\n`);
   await Deno.chmod(wrapper, 0o755);
   const smoke = await runSmoke(wrapper);
