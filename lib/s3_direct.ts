@@ -141,9 +141,14 @@ export class DirectS3 {
     return (await this.#resolve()) !== null;
   }
 
+  /** The URL objects of the bucket live under, or null when direct requests are not used. */
+  async baseUrl(): Promise<string | null> {
+    return (await this.#resolve())?.url.href ?? null;
+  }
+
   /** HEAD of a key: null when there is no such object. */
   async head(key: string, signal?: AbortSignal): Promise<DirectHead | null> {
-    const res = await this.#send("HeadObject", "HEAD", key, {}, undefined, signal);
+    const res = await this.#send("HeadObject", "HEAD", key, {}, {}, undefined, signal);
     if (res.status === 404) return null;
     const h = res.headers;
     const metadata: Record<string, string> = {};
@@ -171,7 +176,21 @@ export class DirectS3 {
     headers: Record<string, string>,
     signal?: AbortSignal,
   ): Promise<void> {
-    await this.#send("PutObject", "PUT", key, headers, body, signal);
+    await this.#send("PutObject", "PUT", key, {}, headers, body, signal);
+  }
+
+  /** One part of a multipart upload; returns the part's ETag for the completion. */
+  async uploadPart(
+    key: string,
+    uploadId: string,
+    partNumber: number,
+    body: Body,
+    headers: Record<string, string>,
+    signal?: AbortSignal,
+  ): Promise<string> {
+    const query = { partNumber: String(partNumber), uploadId };
+    const res = await this.#send("UploadPart", "PUT", key, query, headers, body, signal);
+    return String(res.headers["etag"] ?? "");
   }
 
   close(): void {
@@ -215,6 +234,7 @@ export class DirectS3 {
     operation: string,
     method: string,
     key: string,
+    query: Record<string, string>,
     extraHeaders: Record<string, string>,
     body: Body | undefined,
     signal?: AbortSignal,
@@ -223,6 +243,10 @@ export class DirectS3 {
     if (!endpoint) throw new Error("direct S3 requests are not usable for this endpoint");
     const base = endpoint.url;
     const path = `${base.pathname.replace(/\/$/, "")}/${escapeKey(key)}`;
+    // Sent encoded as the signer encodes it for the canonical request (RFC 3986).
+    const search = Object.keys(query).sort().map((name) =>
+      `${escapeComponent(name)}=${escapeComponent(query[name]!)}`
+    ).join("&");
     for (let attempt = 1;; attempt++) {
       const started = performance.now();
       try {
@@ -232,7 +256,7 @@ export class DirectS3 {
           hostname: base.hostname,
           ...(base.port ? { port: Number(base.port) } : {}),
           path,
-          query: {},
+          query,
           headers: {
             host: base.host,
             "x-amz-content-sha256": "UNSIGNED-PAYLOAD",
@@ -240,7 +264,8 @@ export class DirectS3 {
             ...extraHeaders,
           },
         }, { signingRegion: endpoint.signingRegion });
-        const res = await this.#exchange(base, method, path, signed.headers, body, signal);
+        const target = search ? `${path}?${search}` : path;
+        const res = await this.#exchange(base, method, target, signed.headers, body, signal);
         const failed = res.status >= 300 && !(method === "HEAD" && res.status === 404);
         this.#onRequest?.(operation, (performance.now() - started) / 1000, failed);
         if (!failed) return res;
@@ -348,12 +373,14 @@ async function sendFileRange(req: ClientRequest, range: FileRange): Promise<void
 
 /** S3 keys keep their slashes; everything else is percent-encoded (RFC 3986). */
 function escapeKey(key: string): string {
-  return key.split("/").map((segment) =>
-    encodeURIComponent(segment).replace(
-      /[!'()*]/g,
-      (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`,
-    )
-  ).join("/");
+  return key.split("/").map(escapeComponent).join("/");
+}
+
+function escapeComponent(text: string): string {
+  return encodeURIComponent(text).replace(
+    /[!'()*]/g,
+    (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`,
+  );
 }
 
 function endpointUrl(

@@ -282,19 +282,29 @@ export class S3Store implements Store {
       for (let i = 0; i < md5s.length; i++) {
         const start = i * partSize;
         const length = Math.min(partSize, file.size - start);
-        const out = await this.#client.send(
-          new UploadPartCommand({
-            Bucket: this.#bucket,
-            Key: key,
-            UploadId: uploadId,
-            PartNumber: i + 1,
-            Body: rangeStream(file.path, start, length, onBytes),
-            ContentLength: length,
-            ContentMD5: hexToBase64(md5s[i]!),
-          }),
-          { abortSignal: signal },
-        );
-        completed.push({ ETag: out.ETag!, PartNumber: i + 1 });
+        const contentMd5 = hexToBase64(md5s[i]!);
+        let etag: string;
+        if (await this.#direct.usable()) {
+          const range = { path: file.path, start, length, ...(onBytes ? { onBytes } : {}) };
+          etag = await this.#direct.uploadPart(key, uploadId, i + 1, range, {
+            "content-md5": contentMd5,
+          }, signal);
+        } else {
+          const out = await this.#client.send(
+            new UploadPartCommand({
+              Bucket: this.#bucket,
+              Key: key,
+              UploadId: uploadId,
+              PartNumber: i + 1,
+              Body: rangeStream(file.path, start, length, onBytes),
+              ContentLength: length,
+              ContentMD5: contentMd5,
+            }),
+            { abortSignal: signal },
+          );
+          etag = out.ETag!;
+        }
+        completed.push({ ETag: etag, PartNumber: i + 1 });
       }
       await this.#client.send(
         new CompleteMultipartUploadCommand({

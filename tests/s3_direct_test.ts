@@ -1,0 +1,41 @@
+/**
+ * Where direct requests go (lib/s3_direct.ts): the SDK's own endpoint rules,
+ * resolved once per bucket, so AWS buckets get the same URLs the SDK uses.
+ * No server needed: resolving an endpoint sends nothing.
+ */
+import { S3Client } from "@aws-sdk/client-s3";
+import { assertEquals } from "./_assert.ts";
+import { DirectS3 } from "../lib/s3_direct.ts";
+
+const credentials = { accessKeyId: "AKIDEXAMPLE", secretAccessKey: "secret" };
+
+async function baseUrl(bucket: string, config: ConstructorParameters<typeof S3Client>[0]) {
+  const client = new S3Client({ credentials, ...config });
+  const direct = new DirectS3({ client, bucket, idleTimeoutMs: 1000 });
+  try {
+    return await direct.baseUrl();
+  } finally {
+    direct.close();
+    client.destroy();
+  }
+}
+
+Deno.test("direct requests use the SDK's endpoint for the bucket", async () => {
+  assertEquals(
+    await baseUrl("backups", { region: "eu-west-1" }),
+    "https://backups.s3.eu-west-1.amazonaws.com/",
+  );
+  // Dots do not fit a TLS wildcard certificate: path style, as the SDK does.
+  assertEquals(
+    await baseUrl("my.backups", { region: "us-west-2" }),
+    "https://s3.us-west-2.amazonaws.com/my.backups",
+  );
+  assertEquals(
+    await baseUrl("backups", {
+      region: "us-east-1",
+      endpoint: "http://127.0.0.1:9000",
+      forcePathStyle: true,
+    }),
+    "http://127.0.0.1:9000/backups",
+  );
+});
