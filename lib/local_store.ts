@@ -82,7 +82,7 @@ export class LocalStore implements Store {
     return `${this.root}/meta/${keyToSegments(key).join("/")}`;
   }
 
-  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+  async *list(prefix: string, options: { delimiter?: string } = {}): AsyncIterable<ObjectInfo> {
     await this.#prepare();
     // Start at the deepest directory the prefix fully names, then filter.
     const segments = keyToSegments(prefix);
@@ -92,6 +92,7 @@ export class LocalStore implements Store {
     keys.sort(compareKeys);
     for (const key of keys) {
       if (!key.startsWith(prefix)) continue;
+      if (options.delimiter && key.slice(prefix.length).includes(options.delimiter)) continue;
       const head = await this.head(key);
       if (head) yield { key, size: head.size, etag: head.etag, lastModified: head.lastModified };
     }

@@ -362,10 +362,17 @@ async function sendFileRange(req: ClientRequest, range: FileRange): Promise<void
       filled += n;
     }
     await range.onBytes?.(filled);
+    // Aborted (shutdown) or failed meanwhile: stop reading; the request's
+    // own error is what the caller sees.
+    if (req.destroyed) return;
     sent += filled;
-    flushed[i] = new Promise((resolve, reject) =>
+    const written = new Promise<void>((resolve, reject) =>
       req.write(buffer.subarray(0, filled), (err) => err ? reject(err) : resolve())
     );
+    // Awaited on the buffer's next turn or at the end; never left unhandled
+    // if the request fails before that.
+    written.catch(() => {});
+    flushed[i] = written;
   }
   await Promise.all(flushed);
   req.end();

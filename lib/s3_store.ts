@@ -175,13 +175,14 @@ export class S3Store implements Store {
     return null;
   }
 
-  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+  async *list(prefix: string, options: { delimiter?: string } = {}): AsyncIterable<ObjectInfo> {
     let token: string | undefined;
     do {
       const page = await this.#client.send(
         new ListObjectsV2Command({
           Bucket: this.#bucket,
           Prefix: prefix,
+          ...(options.delimiter ? { Delimiter: options.delimiter } : {}),
           ContinuationToken: token,
           MaxKeys: 1000,
         }),

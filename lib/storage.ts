@@ -51,8 +51,12 @@ export interface Store {
    */
   check(): Promise<void>;
 
-  /** Every object whose key starts with `prefix`, in key order, paginated. */
-  list(prefix: string): AsyncIterable<ObjectInfo>;
+  /**
+   * Every object whose key starts with `prefix`, in key order, paginated.
+   * With `delimiter`, only the keys with no delimiter after the prefix (one
+   * "directory" of keys, not the ones below it).
+   */
+  list(prefix: string, options?: { delimiter?: string }): AsyncIterable<ObjectInfo>;
 
   /** The object's facts, or `null` when there is no such key. */
   head(key: string): Promise<ObjectHead | null>;

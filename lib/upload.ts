@@ -1,16 +1,18 @@
 /**
  * The upload pipeline: takes "this file is complete" facts and makes them
  * objects in the bucket. It owns the bounded pool (`-t` uploads at once),
- * retries with backoff, the skip rules, and memory: files are hashed and
- * sent as streams of 1 MiB reads, so memory is about `threads` x 2 MiB
- * whatever the file sizes and the part size.
+ * retries with backoff, the skip rules, and memory: files up to 4 MiB are
+ * read once within a 16 MiB budget; larger ones are hashed through a 1 MiB
+ * buffer and sent by the store through two reused 256 KiB buffers, so memory
+ * is about `threads` x 1.5 MiB whatever the file sizes and the part size.
  *
  * One upload of a file:
  *   1. lstat (gone: skipped quietly; not a regular file: skipped);
  *   2. already uploaded by us with this size and mtime: a duplicate, skipped;
- *   3. the bucket already has the key (startup listing, else HEAD): equal
- *      size (and MD5 with --md5-on-start) means done; another size is left
- *      alone with a warning, as the original did;
+ *   3. the bucket already has the key (the startup listing, else one listing
+ *      of the key's directory, else HEAD): equal size (and MD5 with
+ *      --md5-on-start) means done; another size is left alone with a
+ *      warning, as the original did;
  *   4. MD5 of the whole file (and of each part) in one streamed pass;
  *   5. put, with `stat` and `md5sum` metadata (Content-MD5 on every request);
  *   6. lstat again: if the file changed meanwhile, the object is deleted and
@@ -142,6 +144,9 @@ export class UploadPipeline {
   /** Keys whose object has another size: warned once, left alone. */
   readonly #conflicts = new Set<string>();
   #listing: RemoteListing | undefined;
+  /** Directories of keys listed instead of one HEAD per new file; most recent last. */
+  readonly #dirListings = new Map<string, DirListing>();
+  #listingDenied = false;
   #abort = new AbortController();
   #accepting = true;
   #idleWaiters: (() => void)[] = [];
@@ -391,10 +396,12 @@ export class UploadPipeline {
       log.debug("file vanished after upload", { path });
     } else if (after.size !== info.size || after.mtime?.getTime() !== mtimeMs) {
       await o.store.deleteMany([key]);
+      this.#dirListings.get(keyDirectory(key))?.keys?.delete(key);
       throw new FileChangedError(path);
     }
     const seconds = (performance.now() - started) / 1000;
     this.#stored.set(path, { size: info.size, mtimeMs });
+    this.#dirListings.get(keyDirectory(key))?.keys?.add(key);
     this.summary.uploaded++;
     this.summary.uploadedBytes += info.size;
     o.observer?.fileUploaded(o.rootOf?.(path) ?? path, info.size, seconds);
@@ -405,6 +412,54 @@ export class UploadPipeline {
       ...(partSize ? { parts: Math.ceil(info.size / partSize) } : {}),
     });
     o.onStored?.(path, "uploaded");
+  }
+
+  /**
+   * True when a listing of the key's "directory" shows no such key. A new
+   * file would otherwise cost a HEAD (a round trip before every upload, most
+   * of the close->visible latency); one listing per directory answers for all
+   * of its files. Trusted like the -B listing: this host's keys are written
+   * only by this host's tablesnap, and every upload and delete of ours updates
+   * the listing. A key that is listed is still HEADed, for its metadata.
+   */
+  async #absentFromDirectory(key: string): Promise<boolean> {
+    const directory = keyDirectory(key);
+    let entry = this.#dirListings.get(directory);
+    if (entry) {
+      this.#dirListings.delete(directory); // most recently used goes last
+    } else {
+      entry = { keys: null, ready: this.#listDirectory(directory) };
+      entry.ready.then((keys) => entry!.keys = keys, () => this.#dirListings.delete(directory));
+    }
+    this.#dirListings.set(directory, entry);
+    for (const [old] of this.#dirListings) {
+      if (this.#dirListings.size <= DIR_LISTINGS_KEPT) break;
+      this.#dirListings.delete(old);
+    }
+    const keys = await entry.ready;
+    return keys !== null && !keys.has(key);
+  }
+
+  /** The keys of one directory, or null when it has too many to keep. */
+  async #listDirectory(directory: string): Promise<Set<string> | null> {
+    if (this.#listingDenied) return null;
+    const keys = new Set<string>();
+    try {
+      for await (const item of this.#o.store.list(directory, { delimiter: "/" })) {
+        if (keys.size >= DIR_LISTING_MAX_KEYS) return null;
+        keys.add(item.key);
+      }
+    } catch (err) {
+      const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+      if (status !== 403 && (err as Error)?.name !== "AccessDenied") throw err;
+      // A policy without s3:ListBucket: one HEAD per file, as before.
+      this.#listingDenied = true;
+      log.warn("listing the bucket is denied (s3:ListBucket): checking each new file with a HEAD", {
+        error: errorMessage(err),
+      });
+      return null;
+    }
+    return keys;
   }
 
   /** Step 3: is the object already there? Marks it stored when it is. */
@@ -419,6 +474,8 @@ export class UploadPipeline {
     const listing = this.#listing;
     if (listing && listing.prefixes.some((p) => key.startsWith(p))) {
       remote = listing.objects.get(key) ?? null;
+    } else if (await this.#absentFromDirectory(key)) {
+      remote = null;
     } else {
       const head = await this.#o.store.head(key);
       remote = head && { size: head.size, etag: head.etag, md5sum: head.metadata["md5sum"] };
@@ -452,6 +509,21 @@ export class UploadPipeline {
     this.#o.onStored?.(path, "present");
     return true;
   }
+}
+
+/** A listing of one directory of keys (`keys` is null while loading or when too large). */
+interface DirListing {
+  keys: Set<string> | null;
+  ready: Promise<Set<string> | null>;
+}
+
+/** Directory listings kept at once, and the most keys one may hold (else HEAD per file). */
+const DIR_LISTINGS_KEPT = 16;
+const DIR_LISTING_MAX_KEYS = 5_000;
+
+/** The key up to and including its last slash. */
+function keyDirectory(key: string): string {
+  return key.slice(0, key.lastIndexOf("/") + 1);
 }
 
 /** The file's size or mtime moved during the upload. */

@@ -97,6 +97,21 @@ async function contract(t: Deno.TestContext, store: Store, scratch: string) {
     for await (const item of store.list("h:/d/")) assert(item.lastModified instanceof Date);
   });
 
+  await t.step(
+    "list with a delimiter gives one directory of keys, not the ones below",
+    async () => {
+      for (const key of ["h:/dl/a", "h:/dl/b", "h:/dl/sub/c", "h:/dl/sub/d/e", "h:/dlx"]) {
+        await store.putBytes(key, new Uint8Array([1]), {});
+      }
+      const keys: string[] = [];
+      for await (const item of store.list("h:/dl/", { delimiter: "/" })) keys.push(item.key);
+      assertEquals(keys, ["h:/dl/a", "h:/dl/b"]);
+      const all: string[] = [];
+      for await (const item of store.list("h:/dl/")) all.push(item.key);
+      assertEquals(all, ["h:/dl/a", "h:/dl/b", "h:/dl/sub/c", "h:/dl/sub/d/e"]);
+    },
+  );
+
   await t.step("deleteMany removes keys in batches and ignores missing ones", async () => {
     const keys = [];
     for await (const item of store.list("h:/many/")) keys.push(item.key);

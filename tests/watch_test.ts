@@ -551,3 +551,41 @@ Deno.test("a file that changes during its upload is never left in the bucket hal
   assertEquals(countMatches(watcher.stderr(), `uploaded key=${key} `), 1, watcher.stderr());
   assertEquals(await watcher.stop(), 0);
 });
+
+Deno.test("new files are checked against one listing of their directory: existing keys are still respected", async () => {
+  await using s3 = await startS3Server();
+  await using dir = await tempDir();
+  const table = `${dir.path}/ks/t1`;
+  await Deno.mkdir(table, { recursive: true });
+  const key = (name: string) => `${HOST}:${table}/${name}`;
+  const put = (name: string, body: string) =>
+    s3.client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: key(name), Body: body }));
+  await put("nb-1-big-Data.db", "short");
+  await put("nb-2-big-Data.db", "same size!");
+  // A key one level down must not count as a file of this directory.
+  await put("snapshots/s1/nb-3-big-Data.db", "below");
+
+  await using watcher = spawnCli(["-r", "-n", HOST, "--without-index", s3.bucket, dir.path], {
+    env: { ...s3.env, TDEBUG: "1" },
+  });
+  await watcher.waitForLog("tablesnap started");
+  await writeFile(`${table}/nb-1-big-Data.db`, "a longer local version");
+  await writeFile(`${table}/nb-2-big-Data.db`, "same size?");
+  await writeFile(`${table}/nb-3-big-Data.db`, "new file");
+  await watcher.waitForLog(`uploaded key=${key("nb-3-big-Data.db")}`);
+  await watcher.waitForLog("object exists with a different size");
+  await watcher.waitForLog(`skipped: already in bucket key=${key("nb-2-big-Data.db")}`);
+  // Rewritten after its upload with another size: the key is ours now, and
+  // still left alone rather than overwritten.
+  await writeFile(`${table}/nb-3-big-Data.db`, "new file, rewritten longer");
+  await waitFor(
+    "second conflict",
+    () => countMatches(watcher.stderr(), "object exists with a different size") === 2,
+  );
+  assertEquals(await watcher.stop(), 0);
+  const keys = await listKeys(s3);
+  assertEquals(keys.get(key("nb-1-big-Data.db")), 5, "different-size object left alone");
+  assertEquals(await getText(s3, key("nb-2-big-Data.db")), "same size!");
+  assertEquals(await getText(s3, key("nb-3-big-Data.db")), "new file");
+  assertEquals(countMatches(watcher.stderr(), "INFO uploaded "), 1, watcher.stderr());
+});
