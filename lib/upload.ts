@@ -96,6 +96,8 @@ export interface UploadPipelineOptions {
   reasonOf?: (err: unknown) => string;
   /** The watched root a path belongs to (a metrics label). */
   rootOf?: (path: string) => string;
+  /** Stored files remembered before deleted ones are first pruned (default 10,000). */
+  pruneStoredAfter?: number;
   /** Called after a file is confirmed in the bucket (uploaded or found there). */
   onStored?: (path: string, outcome: "uploaded" | "present") => void;
 }
@@ -139,8 +141,14 @@ export class UploadPipeline {
   readonly #failedCycles = new Map<string, number>();
   /** Files that arrived again while being uploaded: looked at once more after. */
   readonly #again = new Set<string>();
-  /** What we know is in the bucket, by local path. */
+  /**
+   * What we know is in the bucket, by local path. Compaction deletes files
+   * all day long: entries whose file is gone are dropped each time the map
+   * has doubled, so a watcher running for months does not grow without end.
+   */
   readonly #stored = new Map<string, Stored>();
+  #pruneStoredAt: number;
+  #pruning = false;
   /** Keys whose object has another size: warned once, left alone. */
   readonly #conflicts = new Set<string>();
   #listing: RemoteListing | undefined;
@@ -154,6 +162,7 @@ export class UploadPipeline {
 
   constructor(options: UploadPipelineOptions) {
     this.#o = options;
+    this.#pruneStoredAt = options.pruneStoredAfter ?? STORED_PRUNE_MIN;
   }
 
   /** Uses a startup listing instead of one HEAD per file. */
@@ -163,7 +172,39 @@ export class UploadPipeline {
 
   /** Marks a file as in the bucket without uploading it (found by listing). */
   markStored(path: string, size: number, mtimeMs: number): void {
+    this.#remember(path, size, mtimeMs);
+  }
+
+  #remember(path: string, size: number, mtimeMs: number): void {
     this.#stored.set(path, { size, mtimeMs });
+    if (this.#stored.size >= this.#pruneStoredAt && !this.#pruning) void this.#pruneStored();
+  }
+
+  /** Forgets stored files that no longer exist, a slice at a time (it stats each one). */
+  async #pruneStored(): Promise<void> {
+    this.#pruning = true;
+    try {
+      let looked = 0;
+      for (const path of [...this.#stored.keys()]) {
+        try {
+          if (!lstatOrNull(path)) this.#stored.delete(path);
+        } catch {
+          // unreadable now (permissions): keep it, look again next time
+        }
+        if (++looked % 1000 === 0) await new Promise((resolve) => setTimeout(resolve, 0));
+      }
+    } finally {
+      this.#pruneStoredAt = Math.max(
+        this.#o.pruneStoredAfter ?? STORED_PRUNE_MIN,
+        this.#stored.size * 2,
+      );
+      this.#pruning = false;
+    }
+  }
+
+  /** How many files are remembered as stored (after pruning). */
+  storedCount(): number {
+    return this.#stored.size;
   }
 
   /** True when `path` with this size is known to be in the bucket. */
@@ -400,7 +441,7 @@ export class UploadPipeline {
       throw new FileChangedError(path);
     }
     const seconds = (performance.now() - started) / 1000;
-    this.#stored.set(path, { size: info.size, mtimeMs });
+    this.#remember(path, info.size, mtimeMs);
     this.#dirListings.get(keyDirectory(key))?.keys?.add(key);
     this.summary.uploaded++;
     this.summary.uploadedBytes += info.size;
@@ -503,7 +544,7 @@ export class UploadPipeline {
         return false;
       }
     }
-    this.#stored.set(path, { size: info.size, mtimeMs });
+    this.#remember(path, info.size, mtimeMs);
     this.summary.skipped++;
     log.debug("skipped: already in bucket", { key });
     this.#o.onStored?.(path, "present");
@@ -516,6 +557,9 @@ interface DirListing {
   keys: Set<string> | null;
   ready: Promise<Set<string> | null>;
 }
+
+/** Remembered stored files before the first pruning of deleted ones. */
+const STORED_PRUNE_MIN = 10_000;
 
 /** Directory listings kept at once, and the most keys one may hold (else HEAD per file). */
 const DIR_LISTINGS_KEPT = 16;

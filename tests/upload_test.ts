@@ -1,0 +1,40 @@
+/**
+ * The upload pipeline on its own, with the local-directory store and real
+ * files: what it remembers about stored files must not grow without end in
+ * a watcher that runs for months while compaction deletes files.
+ */
+import { assert, assertEquals } from "./_assert.ts";
+import { tempDir, waitFor } from "./_helpers.ts";
+import { LocalStore } from "../lib/local_store.ts";
+import { UploadPipeline } from "../lib/upload.ts";
+
+Deno.test("stored files that were deleted locally are forgotten as new ones arrive", async () => {
+  await using store = await tempDir("tablesnap-store-");
+  await using data = await tempDir();
+  const pipeline = new UploadPipeline({
+    store: new LocalStore(store.path),
+    naming: { prefix: "", name: "h", separator: ":" },
+    threads: 4,
+    retries: 0,
+    multipartThreshold: 5 * 1024 ** 3,
+    partSize: 256 * 1024 ** 2,
+    md5OnStart: false,
+    pruneStoredAfter: 20,
+  });
+  const upload = async (from: number, to: number) => {
+    for (let i = from; i < to; i++) {
+      await Deno.writeTextFile(`${data.path}/f${i}`, `file ${i}`);
+      pipeline.enqueue(`${data.path}/f${i}`);
+    }
+    await pipeline.idle();
+  };
+  // Compaction: the first 15 files are replaced by newer ones.
+  await upload(0, 15);
+  for (let i = 0; i < 15; i++) await Deno.remove(`${data.path}/f${i}`);
+  await upload(15, 25);
+  await waitFor("pruning", () => pipeline.storedCount() < 25);
+  assertEquals(pipeline.storedCount(), 10, "only the files still on disk are remembered");
+  assertEquals(pipeline.summary.uploaded, 25);
+  for (let i = 15; i < 25; i++) assert(pipeline.isStored(`${data.path}/f${i}`), `f${i}`);
+  assert(!pipeline.isStored(`${data.path}/f0`));
+});
