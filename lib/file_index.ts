@@ -138,6 +138,9 @@ export class IndexPublisher {
     let names = this.#deletedByUs.get(directory);
     if (!names) this.#deletedByUs.set(directory, names = new Set());
     names.add(basename(path));
+    // It may be the component an index was waiting for (deleted between its
+    // upload and the check that found it missing): it counts as stored.
+    this.fileStored(path);
   }
 
   pendingCount(): number {
@@ -155,8 +158,10 @@ export class IndexPublisher {
     const now = this.#now();
     const every = this.#o.quietMs ?? 2_000;
     for (const [dataPath, entry] of this.#pending) {
-      if (now >= entry.deadline) this.#evaluate(dataPath);
-      else if (now - entry.checkedAt >= every && !entry.awaiting?.size) this.#evaluate(dataPath);
+      // Waiting for named components, the stored-file notices drive the
+      // checks; the timer then only looks now and then, in case one was missed.
+      const interval = entry.awaiting?.size ? every * 5 : every;
+      if (now >= entry.deadline || now - entry.checkedAt >= interval) this.#evaluate(dataPath);
     }
   }
 

@@ -24,6 +24,8 @@ import {
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import { createHash, createHmac, type Hash, type Hmac } from "node:crypto";
 import { Buffer } from "node:buffer";
+import { errorMessage } from "./errors.ts";
+import { log } from "./log.ts";
 
 /** The subset of a HEAD response the store uses. */
 export interface DirectHead {
@@ -226,7 +228,12 @@ export class DirectS3 {
         applyChecksum: false,
       });
       return { url: endpoint.url, signingRegion: scheme?.signingRegion ?? region };
-    })();
+    })().catch((err) => {
+      // The SDK path reports whatever is wrong (a bucket name its rules
+      // refuse, say) in its own words; direct requests just stand aside.
+      log.debug("direct S3 requests not used", { error: errorMessage(err) });
+      return null;
+    });
     return this.#endpoint;
   }
 

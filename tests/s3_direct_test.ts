@@ -38,4 +38,13 @@ Deno.test("direct requests use the SDK's endpoint for the bucket", async () => {
     }),
     "http://127.0.0.1:9000/backups",
   );
+  // Buckets that need more than plain SigV4 stay entirely on the SDK.
+  assertEquals(
+    await baseUrl("arn:aws:s3::123456789012:accesspoint/mfzwi23gnjvgw.mrap", {
+      region: "us-east-1",
+    }),
+    null,
+    "multi-region access point (SigV4a)",
+  );
+  assertEquals(await baseUrl("b--use1-az4--x-s3", { region: "us-east-1" }), null, "S3 Express");
 });
