@@ -15,6 +15,7 @@ import { assert, assertEquals, assertMatch, assertStringIncludes } from "./_asse
 import {
   delay,
   freePort,
+  runCli,
   type S3Server,
   spawnCli,
   startS3Server,
@@ -588,4 +589,30 @@ Deno.test("new files are checked against one listing of their directory: existin
   assertEquals(await getText(s3, key("nb-2-big-Data.db")), "same size!");
   assertEquals(await getText(s3, key("nb-3-big-Data.db")), "new file");
   assertEquals(countMatches(watcher.stderr(), "INFO uploaded "), 1, watcher.stderr());
+});
+
+Deno.test("--max-bandwidth holds all uploads together to the rate, within 10%", async () => {
+  await using s3 = await startS3Server();
+  await using dir = await tempDir();
+  const MiB = 1024 * 1024;
+  for (const name of ["a-Data.db", "b-Index.db"]) {
+    await writeFile(`${dir.path}/${name}`, new Uint8Array(6 * MiB).map((_, i) => i % 253));
+  }
+  const seconds = async (flags: string[]) => {
+    const run = await runCli(
+      ["-B", "--once", "--without-index", "-t", "2", "-n", HOST, ...flags, s3.bucket, dir.path],
+      { env: s3.env },
+    );
+    assertEquals(run.code, 0, run.stderr);
+    assertEquals(countMatches(run.stderr, "INFO uploaded "), 2, run.stderr);
+    // Both files upload at once; the last to finish took the whole transfer.
+    return Math.max(
+      ...[...run.stderr.matchAll(/INFO uploaded .* seconds=([\d.]+)/g)].map((m) => Number(m[1])),
+    );
+  };
+  const free = await seconds(["-p", "free/"]);
+  const limited = await seconds(["-p", "limited/", "--max-bandwidth", "3M"]);
+  // 12 MiB at 3 MiB/s: 4 s, where the server alone takes well under that.
+  assert(free < 2, `unlimited upload took ${free} s: the server is too slow for this test`);
+  assert(limited >= 3.6 && limited <= 4.4, `12 MiB at 3 MiB/s took ${limited} s, not 4 s ±10%`);
 });
