@@ -138,6 +138,8 @@ export function openStore(
     ...tuning,
   };
   if (endpoint) options.endpoint = endpoint;
+  // An escape hatch: every request through the SDK, should a server dislike ours.
+  if (env("TABLESNAP_DIRECT_REQUESTS") === "0") options.directRequests = false;
   if (accessKeyId && secretAccessKey) {
     options.accessKeyId = accessKeyId;
     options.secretAccessKey = secretAccessKey;

@@ -1,13 +1,15 @@
 /**
- * Signed S3 requests without the SDK's middleware stack, for the two calls
- * a watcher makes per small file: HEAD of the key, then PUT of a body held
- * in memory. Through `S3Client.send` each costs about 1 ms of CPU and 2-3 ms
- * of latency more than the request itself (serialisation, endpoint rules,
- * retries, logging, parsing: measured against a local server), which was
- * most of the CPU of 10,000 small files and most of close->visible latency.
+ * Signed S3 requests without the SDK's middleware stack, for the calls an
+ * upload makes: PUT (a body in memory, a file streamed from disk, or one
+ * multipart part) and HEAD. Through `S3Client.send` each costs about 1 ms of
+ * CPU and 2-3 ms of latency more than the request itself (serialisation,
+ * endpoint rules, retries, logging, parsing: measured against a local
+ * server), which was most of the CPU of 10,000 small files and most of
+ * close->visible latency; and the SDK's stream handling allocates a new
+ * buffer per chunk, which the two reused buffers here avoid.
  *
- * Everything that is not small and hot stays on the SDK: listing, GET,
- * multipart, deletes and streamed PUTs. The pieces that must be right are
+ * Everything else stays on the SDK: listing, GET, creating, completing and
+ * aborting multipart uploads, deletes. The pieces that must be right are
  * still the SDK's: the same client's credential chain (refreshing instance
  * roles, profiles...), its endpoint rules (resolved once per bucket), and
  * AWS's `SignatureV4` signer. The body is covered by Content-MD5, so the

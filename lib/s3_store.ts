@@ -46,6 +46,12 @@ export interface S3Options {
   sessionToken?: string;
   reducedRedundancy?: boolean;
   serverSideEncryption?: boolean;
+  /**
+   * Send PUT and HEAD signed by ourselves (lib/s3_direct.ts) rather than
+   * through the SDK's middleware; default on. Off: everything goes through
+   * the SDK (`TABLESNAP_DIRECT_REQUESTS=0` does this for the CLI).
+   */
+  directRequests?: boolean;
   /** Observes every S3 request: operation name, seconds, error or not. */
   onRequest?: (operation: string, seconds: number, failed: boolean) => void;
 }
@@ -70,7 +76,7 @@ export class S3Store implements Store {
   readonly #client: S3Client;
   readonly #options: S3Options;
   /** HEAD and in-memory PUT without the SDK's per-request overhead (see s3_direct.ts). */
-  readonly #direct: DirectS3;
+  readonly #directRequests: DirectS3 | null;
 
   constructor(options: S3Options) {
     this.#options = options;
@@ -131,7 +137,7 @@ export class S3Store implements Store {
     // Its only job would be an info() call with a filtered copy of every
     // request and response, which we discard anyway.
     this.#client.middlewareStack.remove("loggerMiddleware");
-    this.#direct = new DirectS3({
+    this.#directRequests = options.directRequests === false ? null : new DirectS3({
       client: this.#client,
       bucket: this.#bucket,
       idleTimeoutMs: REQUEST_IDLE_TIMEOUT_MS,
@@ -204,8 +210,9 @@ export class S3Store implements Store {
   }
 
   async head(key: string): Promise<ObjectHead | null> {
-    if (await this.#direct.usable()) {
-      const head = await this.#direct.head(key);
+    const direct = await this.#direct();
+    if (direct) {
+      const head = await direct.head(key);
       return head && { key, ...head, metadata: lowerKeys(head.metadata) };
     }
     try {
@@ -226,8 +233,9 @@ export class S3Store implements Store {
   ): Promise<void> {
     const md5 = md5Base64(body);
     const metadata = options.metadata ?? {};
-    if (await this.#direct.usable()) {
-      await this.#direct.put(key, body, {
+    const direct = await this.#direct();
+    if (direct) {
+      await direct.put(key, body, {
         ...this.#objectHeaders(metadata, options.contentType),
         "content-md5": md5,
       });
@@ -250,10 +258,11 @@ export class S3Store implements Store {
   ): Promise<void> {
     const { signal, onBytes } = options;
     if (file.body) await onBytes?.(file.body.byteLength);
-    if (!file.parts && await this.#direct.usable()) {
+    const direct = await this.#direct();
+    if (!file.parts && direct) {
       const body = file.body ??
         { path: file.path, start: 0, length: file.size, ...(onBytes ? { onBytes } : {}) };
-      await this.#direct.put(key, body, {
+      await direct.put(key, body, {
         ...this.#objectHeaders(file.metadata, file.contentType),
         "content-md5": hexToBase64(file.md5),
       }, signal);
@@ -285,9 +294,9 @@ export class S3Store implements Store {
         const length = Math.min(partSize, file.size - start);
         const contentMd5 = hexToBase64(md5s[i]!);
         let etag: string;
-        if (await this.#direct.usable()) {
+        if (direct) {
           const range = { path: file.path, start, length, ...(onBytes ? { onBytes } : {}) };
-          etag = await this.#direct.uploadPart(key, uploadId, i + 1, range, {
+          etag = await direct.uploadPart(key, uploadId, i + 1, range, {
             "content-md5": contentMd5,
           }, signal);
         } else {
@@ -367,8 +376,14 @@ export class S3Store implements Store {
     }
   }
 
+  /** The direct request path, when enabled and usable for this bucket. */
+  async #direct(): Promise<DirectS3 | null> {
+    const direct = this.#directRequests;
+    return direct && await direct.usable() ? direct : null;
+  }
+
   close(): void {
-    this.#direct.close();
+    this.#directRequests?.close();
     this.#client.destroy();
   }
 

@@ -147,6 +147,24 @@ Deno.test("S3Store meets the storage contract (moto server)", async (t) => {
     accessKeyId: "S3RVER",
     secretAccessKey: "S3RVER",
   });
+  // Everything through the SDK (TABLESNAP_DIRECT_REQUESTS=0, and buckets
+  // direct requests cannot serve): the same contract, in another bucket.
+  const sdkOnly = new S3Store({
+    bucket: "sdk-only",
+    endpoint: s3.endpoint,
+    accessKeyId: "S3RVER",
+    secretAccessKey: "S3RVER",
+    directRequests: false,
+  });
+  try {
+    const created = await fetch(`${s3.endpoint}/sdk-only`, { method: "PUT" });
+    await created.body?.cancel();
+    await t.step("with every request through the SDK", async (t) => {
+      await contract(t, sdkOnly, scratch.path);
+    });
+  } finally {
+    sdkOnly.close();
+  }
   try {
     await contract(t, store, scratch.path);
     const missing = new S3Store({
