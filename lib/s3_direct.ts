@@ -28,15 +28,8 @@ import { createHash, createHmac, type Hash, type Hmac } from "node:crypto";
 import { Buffer } from "node:buffer";
 import { errorMessage } from "./errors.ts";
 import { log } from "./log.ts";
-
-/** The subset of a HEAD response the store uses. */
-export interface DirectHead {
-  size: number;
-  etag: string;
-  lastModified: Date;
-  metadata: Record<string, string>;
-  contentType?: string;
-}
+import { failureReason } from "./metrics.ts";
+import type { ObjectHead } from "./storage.ts";
 
 /** An S3 error answer, shaped like the SDK's so callers classify both alike. */
 export class S3ResponseError extends Error {
@@ -104,16 +97,8 @@ interface BucketEndpoint {
 }
 
 const ATTEMPTS = 3;
-const NETWORK_CODES = new Set([
-  "ECONNRESET",
-  "ECONNREFUSED",
-  "EPIPE",
-  "ETIMEDOUT",
-  "EAI_AGAIN",
-  "ENOTFOUND",
-  "EHOSTUNREACH",
-  "ENETUNREACH",
-]);
+/** Failure reasons (lib/metrics.ts) that another attempt may cure. */
+const RETRYABLE = new Set(["network", "throttled", "server_error"]);
 
 export class DirectS3 {
   readonly #client: S3Client;
@@ -151,7 +136,7 @@ export class DirectS3 {
   }
 
   /** HEAD of a key: null when there is no such object. */
-  async head(key: string, signal?: AbortSignal): Promise<DirectHead | null> {
+  async head(key: string, signal?: AbortSignal): Promise<ObjectHead | null> {
     const res = await this.#send("HeadObject", "HEAD", key, {}, {}, undefined, signal);
     if (res.status === 404) return null;
     const h = res.headers;
@@ -161,7 +146,9 @@ export class DirectS3 {
         metadata[name.slice("x-amz-meta-".length)] = value;
       }
     }
+    // Node gives header names in lower case, as `ObjectHead.metadata` wants them.
     return {
+      key,
       size: Number(h["content-length"] ?? 0),
       etag: String(h["etag"] ?? "").replace(/^"|"$/g, ""),
       lastModified: h["last-modified"] ? new Date(String(h["last-modified"])) : new Date(0),
@@ -256,44 +243,42 @@ export class DirectS3 {
     const search = Object.keys(query).sort().map((name) =>
       `${escapeComponent(name)}=${escapeComponent(query[name]!)}`
     ).join("&");
+    const target = search ? `${path}?${search}` : path;
+    const request = {
+      method,
+      protocol: base.protocol,
+      hostname: base.hostname,
+      ...(base.port ? { port: Number(base.port) } : {}),
+      path,
+      query,
+      headers: {
+        host: base.host,
+        "x-amz-content-sha256": "UNSIGNED-PAYLOAD",
+        ...(body ? { "content-length": String(bodyLength(body)) } : {}),
+        ...extraHeaders,
+      },
+    };
     for (let attempt = 1;; attempt++) {
       const started = performance.now();
+      let error: unknown;
       try {
-        const signed = await this.#signer!.sign({
-          method,
-          protocol: base.protocol,
-          hostname: base.hostname,
-          ...(base.port ? { port: Number(base.port) } : {}),
-          path,
-          query,
-          headers: {
-            host: base.host,
-            "x-amz-content-sha256": "UNSIGNED-PAYLOAD",
-            ...(body ? { "content-length": String(bodyLength(body)) } : {}),
-            ...extraHeaders,
-          },
-        }, { signingRegion: endpoint.signingRegion });
-        const target = search ? `${path}?${search}` : path;
+        // Signed again on every attempt: the signature covers the time.
+        const signed = await this.#signer!.sign(request, {
+          signingRegion: endpoint.signingRegion,
+        });
         const res = await this.#exchange(base, method, target, signed.headers, body, signal);
         const failed = res.status >= 300 && !(method === "HEAD" && res.status === 404);
         this.#onRequest?.(operation, (performance.now() - started) / 1000, failed);
         if (!failed) return res;
-        const error = responseError(res.status, res.body, method);
-        if (attempt < ATTEMPTS && (res.status >= 500 || res.status === 429)) {
-          await backoff(attempt, signal);
-          continue;
-        }
-        throw error;
+        error = responseError(res.status, res.body, method);
       } catch (err) {
-        if (err instanceof S3ResponseError) throw err;
         this.#onRequest?.(operation, (performance.now() - started) / 1000, true);
-        const code = (err as { code?: string }).code ?? "";
-        if (attempt < ATTEMPTS && !signal?.aborted && NETWORK_CODES.has(code)) {
-          await backoff(attempt, signal);
-          continue;
-        }
-        throw err;
+        error = err;
       }
+      // The same classification the metrics use decides what is worth retrying.
+      const retryable = RETRYABLE.has(failureReason(error));
+      if (attempt >= ATTEMPTS || signal?.aborted || !retryable) throw error;
+      await backoff(attempt, signal);
     }
   }
 

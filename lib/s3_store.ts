@@ -59,7 +59,7 @@ export interface S3Options {
 /** How long a request's socket may stay silent before the request is retried. */
 const REQUEST_IDLE_TIMEOUT_MS = Number(Deno.env.get("TABLESNAP_REQUEST_TIMEOUT_MS") ?? 120_000);
 
-/** 64 KiB reads measured slower than 1 MiB for hashing; same for sending. */
+/** Read size of the SDK path (`directRequests` off), which streams files itself. */
 const READ_CHUNK = 256 * 1024;
 
 const USER_AGENT: [string, string?][] = [
@@ -211,10 +211,7 @@ export class S3Store implements Store {
 
   async head(key: string): Promise<ObjectHead | null> {
     const direct = await this.#direct();
-    if (direct) {
-      const head = await direct.head(key);
-      return head && { key, ...head, metadata: lowerKeys(head.metadata) };
-    }
+    if (direct) return await direct.head(key);
     try {
       const out = await this.#client.send(
         new HeadObjectCommand({ Bucket: this.#bucket, Key: key }),
