@@ -566,14 +566,23 @@ Deno.test("new files are checked against one listing of their directory: existin
   // A key one level down must not count as a file of this directory.
   await put("snapshots/s1/nb-3-big-Data.db", "below");
 
-  await using watcher = spawnCli(["-r", "-n", HOST, "--without-index", s3.bucket, dir.path], {
-    env: { ...s3.env, TDEBUG: "1" },
-  });
+  const port = freePort();
+  await using watcher = spawnCli([
+    "-r",
+    "-n",
+    HOST,
+    "--without-index",
+    "--metrics-listen",
+    `127.0.0.1:${port}`,
+    s3.bucket,
+    dir.path,
+  ], { env: { ...s3.env, TDEBUG: "1" } });
   await watcher.waitForLog("tablesnap started");
   await writeFile(`${table}/nb-1-big-Data.db`, "a longer local version");
   await writeFile(`${table}/nb-2-big-Data.db`, "same size?");
-  await writeFile(`${table}/nb-3-big-Data.db`, "new file");
-  await watcher.waitForLog(`uploaded key=${key("nb-3-big-Data.db")}`);
+  const fresh = ["nb-3-big-Data.db", "nb-4-big-Index.db", "nb-5-big-Filter.db", "nb-6-big-TOC.txt"];
+  for (const name of fresh) await writeFile(`${table}/${name}`, `new file ${name}`);
+  for (const name of fresh) await watcher.waitForLog(`uploaded key=${key(name)}`);
   await watcher.waitForLog("object exists with a different size");
   await watcher.waitForLog(`skipped: already in bucket key=${key("nb-2-big-Data.db")}`);
   // Rewritten after its upload with another size: the key is ours now, and
@@ -583,12 +592,24 @@ Deno.test("new files are checked against one listing of their directory: existin
     "second conflict",
     () => countMatches(watcher.stderr(), "object exists with a different size") === 2,
   );
+  // One listing answered for the whole directory: HEADs went only to the
+  // keys it showed (nb-1, nb-2, and nb-3 once it was ours), none to the 4 new files.
+  const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const requests = (operation: string) =>
+    Number(
+      new RegExp(
+        `^tablesnap_s3_request_duration_seconds_count\\{operation="${operation}"\\} (\\d+)$`,
+        "m",
+      ).exec(metrics)?.[1] ?? 0,
+    );
+  assertEquals(requests("ListObjectsV2"), 1, metrics);
+  assertEquals(requests("HeadObject"), 3, metrics);
   assertEquals(await watcher.stop(), 0);
   const keys = await listKeys(s3);
   assertEquals(keys.get(key("nb-1-big-Data.db")), 5, "different-size object left alone");
   assertEquals(await getText(s3, key("nb-2-big-Data.db")), "same size!");
-  assertEquals(await getText(s3, key("nb-3-big-Data.db")), "new file");
-  assertEquals(countMatches(watcher.stderr(), "INFO uploaded "), 1, watcher.stderr());
+  assertEquals(await getText(s3, key("nb-3-big-Data.db")), "new file nb-3-big-Data.db");
+  assertEquals(countMatches(watcher.stderr(), "INFO uploaded "), fresh.length, watcher.stderr());
 });
 
 Deno.test("--max-bandwidth holds all uploads together to the rate, within 10%", async () => {
