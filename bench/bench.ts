@@ -687,8 +687,7 @@ async function reconcile(cfg: Config, work: string): Promise<ReconcileResult> {
   await using proxy = startCountingProxy(server.endpoint);
   const run = await measure(
     Deno.execPath(),
-    ["run", "-A", ...V8_FLAGS, MAIN, "-n", NAME, "-p", prefix, "--endpoint-url", proxy.endpoint]
-      .concat(["--once", "-B", "-r", server.bucket, root]),
+    tablesnapArgs(proxy, prefix, ["--once", "-B", "-r", server.bucket, root]),
     { env: childEnv(), cwd: REPO, forceProc: cfg.forceProc },
   );
   failIfBad("reconcile run", run);

@@ -172,10 +172,8 @@ export function newer(a: ObjectInfo | undefined, b: ObjectInfo): ObjectInfo {
 /** The newest index directly under `dirPrefix` (a key prefix ending in "/"), or null. */
 export async function newestIndexIn(store: Store, dirPrefix: string): Promise<ObjectInfo | null> {
   let best: ObjectInfo | undefined;
-  for await (const info of store.list(dirPrefix)) {
-    const rest = info.key.slice(dirPrefix.length);
-    if (rest.includes("/") || !isIndexKey(rest)) continue;
-    best = newer(best, info);
+  for await (const info of store.list(dirPrefix, { delimiter: "/" })) {
+    if (isIndexKey(info.key)) best = newer(best, info);
   }
   return best ?? null;
 }

@@ -40,7 +40,7 @@ export function objectKey(naming: KeyNaming, path: string): string {
 
 /** The key of the index written for the Data.db at `path`. */
 export function indexKey(naming: KeyNaming, path: string): string {
-  return `${objectKey(naming, path)}-listdir.json`;
+  return objectKey(naming, path) + INDEX_SUFFIX;
 }
 
 /** The local path a key stands for, or null if the key is not this host's. */

@@ -26,7 +26,7 @@ import {
   trimSlashes,
   unsafeNameReason,
 } from "./index_reader.ts";
-import { INDEX_SUFFIX, type KeyNaming, namingFromFlags } from "./keys.ts";
+import { indexKey, type KeyNaming, namingFromFlags } from "./keys.ts";
 import { log } from "./log.ts";
 import type { ObjectInfo, Store } from "./storage.ts";
 
@@ -286,7 +286,7 @@ async function resolveSources(
           `Option '--file' needs a bare file name such as nb-1-big-Data.db, got '${options.file}'`,
         );
       }
-      const key = originPrefix + options.file + INDEX_SUFFIX;
+      const key = indexKey(naming, `${origin}/${options.file}`);
       info = await store.head(key);
       if (info === null) throw new FatalError(`No index '${key}' in ${store.url}`);
     } else {
@@ -344,7 +344,7 @@ async function sizeSources(
   });
   const dirs = new Set(sources.map((s) => `${keyDirectory(s.key)}/`));
   for (const dir of dirs) {
-    for await (const info of store.list(dir)) {
+    for await (const info of store.list(dir, { delimiter: "/" })) {
       const planned = byKey.get(info.key);
       if (planned) planned.size = info.size;
     }

@@ -24,6 +24,7 @@ import { digestFile, lstatOrNull, OwnerNames, statMetadata } from "./file_meta.t
 import { errorMessage } from "./errors.ts";
 import { createHash } from "node:crypto";
 import { log } from "./log.ts";
+import { keyDirectory } from "./index_reader.ts";
 import type { RateLimiter } from "./rate_limit.ts";
 
 /** S3 refuses more parts than this. */
@@ -437,12 +438,12 @@ export class UploadPipeline {
       log.debug("file vanished after upload", { path });
     } else if (after.size !== info.size || after.mtime?.getTime() !== mtimeMs) {
       await o.store.deleteMany([key]);
-      this.#dirListings.get(keyDirectory(key))?.keys?.delete(key);
+      this.#dirListings.get(dirPrefixOf(key))?.keys?.delete(key);
       throw new FileChangedError(path);
     }
     const seconds = (performance.now() - started) / 1000;
     this.#remember(path, info.size, mtimeMs);
-    this.#dirListings.get(keyDirectory(key))?.keys?.add(key);
+    this.#dirListings.get(dirPrefixOf(key))?.keys?.add(key);
     this.summary.uploaded++;
     this.summary.uploadedBytes += info.size;
     o.observer?.fileUploaded(o.rootOf?.(path) ?? path, info.size, seconds);
@@ -464,7 +465,7 @@ export class UploadPipeline {
    * the listing. A key that is listed is still HEADed, for its metadata.
    */
   async #absentFromDirectory(key: string): Promise<boolean> {
-    const directory = keyDirectory(key);
+    const directory = dirPrefixOf(key);
     let entry = this.#dirListings.get(directory);
     if (entry) {
       this.#dirListings.delete(directory); // most recently used goes last
@@ -558,17 +559,17 @@ interface DirListing {
   ready: Promise<Set<string> | null>;
 }
 
+/** The key's "directory" as a listing prefix (ending in "/"). */
+function dirPrefixOf(key: string): string {
+  return `${keyDirectory(key)}/`;
+}
+
 /** Remembered stored files before the first pruning of deleted ones. */
 const STORED_PRUNE_MIN = 10_000;
 
 /** Directory listings kept at once, and the most keys one may hold (else HEAD per file). */
 const DIR_LISTINGS_KEPT = 16;
 const DIR_LISTING_MAX_KEYS = 5_000;
-
-/** The key up to and including its last slash. */
-function keyDirectory(key: string): string {
-  return key.slice(0, key.lastIndexOf("/") + 1);
-}
 
 /** The file's size or mtime moved during the upload. */
 export class FileChangedError extends Error {
