@@ -8,7 +8,7 @@
  *   tablesnap verify ...                 check a bucket   (lib/verify.ts)
  */
 import { errorMessage, FatalError, UsageError } from "./lib/errors.ts";
-import { log } from "./lib/log.ts";
+import { log, logOptionsFromEnv } from "./lib/log.ts";
 import { watchMain } from "./lib/watch.ts";
 import { slurpMain } from "./lib/slurp.ts";
 import { chopMain } from "./lib/chop.ts";
@@ -23,6 +23,8 @@ const JOBS: Record<string, (args: string[]) => Promise<number>> = {
 async function main(args: string[]): Promise<number> {
   const [first, ...rest] = args;
   const job = first !== undefined ? JOBS[first] : undefined;
+  // TDEBUG and TABLESNAP_SYSLOG apply to every job, not only the watcher.
+  log.configure(logOptionsFromEnv());
   try {
     return job ? await job(rest) : await watchMain(args);
   } catch (err) {
@@ -31,7 +33,7 @@ async function main(args: string[]): Promise<number> {
       console.error(`error: ${err.message}\nRun '${command} --help' for usage.`);
       return 2;
     }
-    if (!(err instanceof FatalError) && Deno.env.get("TDEBUG")) console.error(err);
+    if (!(err instanceof FatalError) && log.debugEnabled) console.error(err);
     const message = err instanceof FatalError ? err.message : errorMessage(err);
     console.error(`error: ${message}`);
     if (log.toSyslog) log.error(message);

@@ -72,13 +72,17 @@ class Logger {
   #format: "plain" | "json" = "plain";
   #debug = false;
   #syslog = false;
+  #syslogTried = false;
   /** Under systemd, journald stamps every line already. */
   readonly #journald = Deno.env.get("JOURNAL_STREAM") !== undefined;
 
   configure(options: LogOptions): void {
     this.#format = options.format ?? "plain";
     this.#debug = options.debug ?? false;
-    if (options.syslog && !this.#syslog) {
+    // Tried once per process: a job may refine the options (the watcher's
+    // --log-format) after main() applied the environment.
+    if (options.syslog && !this.#syslogTried) {
+      this.#syslogTried = true;
       const socket = syslogSocket();
       try {
         Deno.statSync(socket);

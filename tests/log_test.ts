@@ -54,14 +54,29 @@ Deno.test("TABLESNAP_SYSLOG sends lines to syslog as daemon.* tagged tablesnap",
 Deno.test("TABLESNAP_SYSLOG without a syslog socket keeps logging to stderr, with a warning", async () => {
   await using dir = await tempDir();
   await using store = await tempDir("tablesnap-store-");
-  await Deno.writeTextFile(`${dir.path}/f1`, "x");
+  await Deno.writeTextFile(`${dir.path}/nb-1-big-Data.db`, "x");
   const { code, stderr } = await runCli(
-    ["-B", "--once", "-n", "h", `file://${store.path}`, dir.path],
+    ["-B", "--once", "--index-wait", "0", "-n", "h", `file://${store.path}`, dir.path],
     { env: { TABLESNAP_SYSLOG: "1", TABLESNAP_SYSLOG_SOCKET: `${dir.path}/missing.sock` } },
   );
   assertEquals(code, 0, stderr);
   assertStringIncludes(stderr, "syslog socket is missing; logging to stderr");
+  assertEquals(stderr.split("syslog socket is missing").length, 2, "warned once");
   assert(stderr.includes("uploaded key=h:"), stderr);
+  // The other jobs read the same environment (TDEBUG too: verify's debug line).
+  const verify = await runCli(
+    ["verify", "-n", "h", `file://${store.path}`, dir.path],
+    {
+      env: {
+        TABLESNAP_SYSLOG: "1",
+        TABLESNAP_SYSLOG_SOCKET: `${dir.path}/missing.sock`,
+        TDEBUG: "1",
+      },
+    },
+  );
+  assertEquals(verify.code, 0, verify.stderr);
+  assertStringIncludes(verify.stderr, "syslog socket is missing; logging to stderr");
+  assertStringIncludes(verify.stderr, "DEBUG index verified");
 });
 
 Deno.test("--log-format json writes one JSON object per line with numeric fields", async () => {
