@@ -111,7 +111,7 @@ interface Stored {
 
 /** A bucket listing taken at startup: absent from it means absent. */
 export interface RemoteListing {
-  objects: Map<string, { size: number; etag: string }>;
+  objects: Map<string, RemoteObject>;
   /** Key prefixes the listing covered completely. */
   prefixes: string[];
 }
@@ -155,7 +155,8 @@ export class UploadPipeline {
   #listing: RemoteListing | undefined;
   /** Directories of keys listed instead of one HEAD per new file; most recent last. */
   readonly #dirListings = new Map<string, DirListing>();
-  #listingDenied = false;
+  /** Directories with more keys than a listing may hold: HEAD per file there. */
+  readonly #tooLarge = new Set<string>();
   #abort = new AbortController();
   #accepting = true;
   #idleWaiters: (() => void)[] = [];
@@ -169,11 +170,6 @@ export class UploadPipeline {
   /** Uses a startup listing instead of one HEAD per file. */
   setListing(listing: RemoteListing | undefined): void {
     this.#listing = listing;
-  }
-
-  /** Marks a file as in the bucket without uploading it (found by listing). */
-  markStored(path: string, size: number, mtimeMs: number): void {
-    this.#remember(path, size, mtimeMs);
   }
 
   #remember(path: string, size: number, mtimeMs: number): void {
@@ -401,6 +397,7 @@ export class UploadPipeline {
     const buffered = !multipart && info.size <= SMALL_FILE_BYTES &&
       this.#smallFileBudget.tryTake(info.size);
     const limiter = o.limiter;
+    let md5 = "";
     try {
       let body: Uint8Array | undefined;
       let digests: { md5: string; size: number; partMd5s?: string[] };
@@ -411,6 +408,7 @@ export class UploadPipeline {
         digests = await digestFile(path, info.size, partSize);
       }
       if (digests.size !== info.size) throw new FileChangedError(path);
+      md5 = digests.md5;
       const upload: FileUpload = {
         path,
         size: info.size,
@@ -438,12 +436,12 @@ export class UploadPipeline {
       log.debug("file vanished after upload", { path });
     } else if (after.size !== info.size || after.mtime?.getTime() !== mtimeMs) {
       await o.store.deleteMany([key]);
-      this.#dirListings.get(dirPrefixOf(key))?.keys?.delete(key);
+      this.#updateListing(key, null);
       throw new FileChangedError(path);
     }
     const seconds = (performance.now() - started) / 1000;
     this.#remember(path, info.size, mtimeMs);
-    this.#dirListings.get(dirPrefixOf(key))?.keys?.add(key);
+    this.#updateListing(key, { size: info.size, etag: md5, md5sum: md5 });
     this.summary.uploaded++;
     this.summary.uploadedBytes += info.size;
     o.observer?.fileUploaded(o.rootOf?.(path) ?? path, info.size, seconds);
@@ -457,51 +455,62 @@ export class UploadPipeline {
   }
 
   /**
-   * True when a listing of the key's "directory" shows no such key. A new
-   * file would otherwise cost a HEAD (a round trip before every upload, most
-   * of the close->visible latency); one listing per directory answers for all
-   * of its files. Trusted like the -B listing: this host's keys are written
-   * only by this host's tablesnap, and every upload and delete of ours updates
-   * the listing. A key that is listed is still HEADed, for its metadata.
+   * What a listing of the key's "directory" says of it, like the -B listing
+   * (null: absent), or undefined when the directory has too many keys to
+   * keep (ask with a HEAD). A new file would otherwise cost a HEAD, a round
+   * trip before every upload and most of the close->visible latency; one
+   * listing answers for all the files of a directory. Trusted like the -B
+   * listing: this host's keys are written only by this host's tablesnap,
+   * and our own uploads and deletes are applied to it.
    */
-  async #absentFromDirectory(key: string): Promise<boolean> {
+  async #fromDirectoryListing(
+    key: string,
+  ): Promise<RemoteObject | null | undefined> {
     const directory = dirPrefixOf(key);
+    if (this.#tooLarge.has(directory)) return undefined;
     let entry = this.#dirListings.get(directory);
     if (entry) {
       this.#dirListings.delete(directory); // most recently used goes last
     } else {
-      entry = { keys: null, ready: this.#listDirectory(directory) };
-      entry.ready.then((keys) => entry!.keys = keys, () => this.#dirListings.delete(directory));
+      const created: DirListing = { ready: this.#listDirectory(directory) };
+      created.ready.catch(() => {
+        // A failed listing is not kept (the upload fails and is retried).
+        if (this.#dirListings.get(directory) === created) this.#dirListings.delete(directory);
+      });
+      entry = created;
     }
     this.#dirListings.set(directory, entry);
     for (const [old] of this.#dirListings) {
       if (this.#dirListings.size <= DIR_LISTINGS_KEPT) break;
       this.#dirListings.delete(old);
     }
-    const keys = await entry.ready;
-    return keys !== null && !keys.has(key);
+    const objects = await entry.ready;
+    if (!objects) return undefined;
+    return objects.get(key) ?? null;
   }
 
-  /** The keys of one directory, or null when it has too many to keep. */
-  async #listDirectory(directory: string): Promise<Set<string> | null> {
-    if (this.#listingDenied) return null;
-    const keys = new Set<string>();
-    try {
-      for await (const item of this.#o.store.list(directory, { delimiter: "/" })) {
-        if (keys.size >= DIR_LISTING_MAX_KEYS) return null;
-        keys.add(item.key);
+  /**
+   * Applies our own upload (or delete) to the key's directory listing, after
+   * the listing has loaded, so it is never lost to one still in flight.
+   */
+  #updateListing(key: string, object: RemoteObject | null): void {
+    this.#dirListings.get(dirPrefixOf(key))?.ready.then((objects) => {
+      if (object) objects?.set(key, object);
+      else objects?.delete(key);
+    }, () => {});
+  }
+
+  /** The objects of one key directory, or null when it has too many to keep. */
+  async #listDirectory(directory: string): Promise<DirObjects | null> {
+    const objects: DirObjects = new Map();
+    for await (const item of this.#o.store.list(directory, { delimiter: "/" })) {
+      if (objects.size >= DIR_LISTING_MAX_KEYS) {
+        this.#tooLarge.add(directory);
+        return null;
       }
-    } catch (err) {
-      const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
-      if (status !== 403 && (err as Error)?.name !== "AccessDenied") throw err;
-      // A policy without s3:ListBucket: one HEAD per file, as before.
-      this.#listingDenied = true;
-      log.warn("listing the bucket is denied (s3:ListBucket): checking each new file with a HEAD", {
-        error: errorMessage(err),
-      });
-      return null;
+      objects.set(item.key, { size: item.size, etag: item.etag });
     }
-    return keys;
+    return objects;
   }
 
   /** Step 3: is the object already there? Marks it stored when it is. */
@@ -512,15 +521,18 @@ export class UploadPipeline {
     mtimeMs: number,
   ): Promise<boolean> {
     if (this.#conflicts.has(key)) return true;
-    let remote: { size: number; etag: string; md5sum?: string } | null;
+    let remote: RemoteObject | null;
     const listing = this.#listing;
     if (listing && listing.prefixes.some((p) => key.startsWith(p))) {
       remote = listing.objects.get(key) ?? null;
-    } else if (await this.#absentFromDirectory(key)) {
-      remote = null;
     } else {
-      const head = await this.#o.store.head(key);
-      remote = head && { size: head.size, etag: head.etag, md5sum: head.metadata["md5sum"] };
+      const listed = await this.#fromDirectoryListing(key);
+      if (listed !== undefined) {
+        remote = listed;
+      } else {
+        const head = await this.#o.store.head(key);
+        remote = head && { size: head.size, etag: head.etag, md5sum: head.metadata["md5sum"] };
+      }
     }
     if (!remote) return false;
     if (remote.size !== info.size) {
@@ -553,10 +565,20 @@ export class UploadPipeline {
   }
 }
 
-/** A listing of one directory of keys (`keys` is null while loading or when too large). */
+/** What the bucket holds under a key, as far as a skip decision needs. */
+interface RemoteObject {
+  size: number;
+  etag: string;
+  /** The `md5sum` metadata, when known (HEAD, or our own upload). */
+  md5sum?: string;
+}
+
+/** What a listing of one key directory found, by key. */
+type DirObjects = Map<string, RemoteObject>;
+
+/** A listing of one key directory: null when it had too many keys to keep. */
 interface DirListing {
-  keys: Set<string> | null;
-  ready: Promise<Set<string> | null>;
+  ready: Promise<DirObjects | null>;
 }
 
 /** The key's "directory" as a listing prefix (ending in "/"). */
