@@ -24,7 +24,6 @@ import {
   request as httpRequest,
 } from "node:http";
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
-import { createHash, createHmac, type Hash, type Hmac } from "node:crypto";
 import { Buffer } from "node:buffer";
 import { errorMessage } from "./errors.ts";
 import { log } from "./log.ts";
@@ -43,37 +42,6 @@ export class S3ResponseError extends Error {
       this.$retryable = { throttling: true };
     }
   }
-}
-
-/** SHA-256 and HMAC-SHA-256 in the shape `SignatureV4` expects. */
-class Sha256 {
-  readonly #secret?: Uint8Array | string;
-  #hash: Hash | Hmac;
-  constructor(secret?: Uint8Array | string | ArrayBuffer | ArrayBufferView) {
-    this.#secret = bytes(secret);
-    this.#hash = this.#secret === undefined
-      ? createHash("sha256")
-      : createHmac("sha256", this.#secret);
-  }
-  update(data: Uint8Array | string | ArrayBuffer | ArrayBufferView): void {
-    this.#hash.update(bytes(data)!);
-  }
-  digest(): Promise<Uint8Array> {
-    return Promise.resolve(new Uint8Array(this.#hash.digest()));
-  }
-  reset(): void {
-    this.#hash = this.#secret === undefined
-      ? createHash("sha256")
-      : createHmac("sha256", this.#secret);
-  }
-}
-
-function bytes(
-  data: Uint8Array | string | ArrayBuffer | ArrayBufferView | undefined,
-): Uint8Array | string | undefined {
-  if (data === undefined || typeof data === "string" || data instanceof Uint8Array) return data;
-  if (data instanceof ArrayBuffer) return new Uint8Array(data);
-  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
 }
 
 /** A byte range of a file, sent straight from disk through two reused buffers. */
@@ -212,7 +180,8 @@ export class DirectS3 {
         service: "s3",
         region,
         credentials: config.credentials,
-        sha256: Sha256,
+        // The client's own hash constructor (node:crypto SHA-256 and HMAC).
+        sha256: config.sha256,
         uriEscapePath: false,
         applyChecksum: false,
       });
@@ -308,11 +277,11 @@ export class DirectS3 {
         res.on("data", (chunk: Buffer) => {
           if (status >= 300) chunks.push(chunk);
         });
-        res.on(
-          "end",
-          () =>
-            resolve({ status, headers: res.headers, body: Buffer.concat(chunks).toString("utf8") }),
-        );
+        res.on("end", () => {
+          // S3 may refuse a body before it has all been sent: stop sending it.
+          if (status >= 300 && !req.writableFinished) req.destroy();
+          resolve({ status, headers: res.headers, body: Buffer.concat(chunks).toString("utf8") });
+        });
         res.on("error", reject);
       });
       req.setNoDelay(true);

@@ -373,6 +373,11 @@ export class S3Store implements Store {
     }
   }
 
+  /** True when PUT and HEAD go out as direct requests (tests check it). */
+  async usesDirectRequests(): Promise<boolean> {
+    return (await this.#direct()) !== null;
+  }
+
   /** The direct request path, when enabled and usable for this bucket. */
   async #direct(): Promise<DirectS3 | null> {
     const direct = this.#directRequests;

@@ -64,6 +64,7 @@ Deno.test("S3Store's requests carry valid signatures (moto verifying SigV4)", as
       secretAccessKey: secretAccessKey!,
     });
     try {
+      assertEquals(await store.usesDirectRequests(), true, "the direct path is under test");
       await t.step("direct requests are accepted exactly where the SDK's are", async () => {
         // moto itself refuses many encoded characters (':', '+', '%',
         // non-ASCII... even from the SDK, while AWS accepts them): what must hold is that our
@@ -147,6 +148,12 @@ Deno.test("S3Store's requests carry valid signatures (moto verifying SigV4)", as
             403,
           );
           await assertRejects(() => wrong.putBytes("host/nope", new Uint8Array(1), {}));
+          // A streamed body refused by the server: the request ends, it does not hang.
+          const path = `${scratch.path}/f`;
+          const size = (await Deno.stat(path)).size;
+          await assertRejects(() =>
+            wrong.putFile("host/nope", { path, size, md5: "00", metadata: {} })
+          );
           await assertRejects(() => wrong.check());
         } finally {
           wrong.close();

@@ -156,6 +156,10 @@ Deno.test("S3Store meets the storage contract (moto server)", async (t) => {
     secretAccessKey: "S3RVER",
     directRequests: false,
   });
+  // Both paths really are taken: a broken direct path would otherwise fall
+  // back to the SDK quietly and this test would run the SDK twice.
+  assertEquals(await store.usesDirectRequests(), true);
+  assertEquals(await sdkOnly.usesDirectRequests(), false);
   try {
     const created = await fetch(`${s3.endpoint}/sdk-only`, { method: "PUT" });
     await created.body?.cancel();
