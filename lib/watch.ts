@@ -30,7 +30,7 @@ import type { Store } from "./storage.ts";
 
 const MB = 1024 * 1024;
 
-const WATCH_OPTIONS = {
+export const WATCH_OPTIONS = {
   ...CONNECTION_OPTIONS,
   recursive: { type: "boolean", short: "r" },
   "auto-add": { type: "boolean", short: "a" },

@@ -226,7 +226,8 @@ function throwsOn(text: string): boolean {
 
 Deno.test("the exposition parser rejects what the format forbids", () => {
   const bad = [
-    'x_total{a="b\\t"} 1\n', // unknown escape, and no TYPE
+    '# HELP x_total h\n# TYPE x_total counter\nx_total{a="b\\t"} 1\n', // unknown escape
+    'x_total{a="b"} 1\n', // no HELP and TYPE
     "# HELP x h\n# TYPE x gauge\nx 1", // no final newline
     "# HELP x h\n# TYPE x counter\nx 1\n", // counter without _total
     "# HELP x h\n# TYPE x gauge\nx one\n",
