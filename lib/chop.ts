@@ -21,7 +21,13 @@ import {
   parseCli,
 } from "./cli.ts";
 import { errorMessage, FatalError, UsageError } from "./errors.ts";
-import { isIndexKey, keyDirectory, newer, readIndex, trimSlashes } from "./index_reader.ts";
+import {
+  isIndexKey,
+  keyDirectory,
+  newestIndexPerDirectory,
+  readIndex,
+  trimSlashes,
+} from "./index_reader.ts";
 import { keyHead, type KeyNaming, namingFromFlags } from "./keys.ts";
 import { log } from "./log.ts";
 import { formatBytes } from "./slurp.ts";
@@ -117,13 +123,11 @@ export async function chop(options: ChopOptions): Promise<ChopResult> {
 
   // Pass 1: the indexes only.
   const indexes = new Map<string, ObjectInfo>();
-  const newestPerDir = new Map<string, ObjectInfo>();
-  for await (const info of store.list(prefix)) {
-    if (!isIndexKey(info.key)) continue;
-    indexes.set(info.key, info);
-    const dir = keyDirectory(info.key);
-    newestPerDir.set(dir, newer(newestPerDir.get(dir), info));
-  }
+  const newestPerDir = await newestIndexPerDirectory(
+    store,
+    prefix,
+    (info) => indexes.set(info.key, info),
+  );
   if (indexes.size === 0) {
     throw new FatalError(
       `No index under '${prefix}' in ${store.url}: nothing to base retention on, nothing deleted`,

@@ -186,10 +186,13 @@ export async function newestIndexIn(store: Store, dirPrefix: string): Promise<Ob
 export async function newestIndexPerDirectory(
   store: Store,
   prefix: string,
+  /** Sees every index on the way (chop and `verify --all` need them all). */
+  eachIndex?: (info: ObjectInfo) => void,
 ): Promise<Map<string, ObjectInfo>> {
   const newest = new Map<string, ObjectInfo>();
   for await (const info of store.list(prefix)) {
     if (!isIndexKey(info.key)) continue;
+    eachIndex?.(info);
     const dir = keyDirectory(info.key);
     newest.set(dir, newer(newest.get(dir), info));
   }

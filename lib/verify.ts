@@ -12,9 +12,8 @@ import { errorMessage, UsageError } from "./errors.ts";
 import {
   directoryPrefix,
   expectedMd5,
-  isIndexKey,
   keyDirectory,
-  newer,
+  newestIndexPerDirectory,
   readIndex,
   trimSlashes,
   unsafeNameReason,
@@ -98,16 +97,12 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
   };
 
   const selected: ObjectInfo[] = [];
-  const newestPerDir = new Map<string, ObjectInfo>();
-  for await (const info of store.list(prefix)) {
-    if (!isIndexKey(info.key)) continue;
-    if (options.all) selected.push(info);
-    else {newestPerDir.set(
-        keyDirectory(info.key),
-        newer(newestPerDir.get(keyDirectory(info.key)), info),
-      );}
-  }
-  selected.push(...newestPerDir.values());
+  const newestPerDir = await newestIndexPerDirectory(
+    store,
+    prefix,
+    options.all ? (info) => selected.push(info) : undefined,
+  );
+  if (!options.all) selected.push(...newestPerDir.values());
   if (selected.length === 0) problem(prefix, "no index under this prefix");
 
   const checked = new Set<string>();
