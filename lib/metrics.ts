@@ -55,6 +55,16 @@ class Histogram {
  * The watcher's metrics. Methods record events; `render()` writes the
  * Prometheus text format. No method needs a permission.
  */
+/**
+ * What is not in the bucket yet. `oldestSince`: since when (epoch ms) the
+ * oldest of those files has been complete; `null` when nothing is pending.
+ */
+export interface PendingWork {
+  files: number;
+  bytes: number;
+  oldestSince: number | null;
+}
+
 export class Metrics {
   readonly #now: () => number;
   readonly #startedMs: number;
@@ -63,9 +73,7 @@ export class Metrics {
   readonly #uploadDuration = new Histogram(UPLOAD_BUCKETS);
   readonly #failures = new Map<string, number>(REASONS.map((r) => [r, 0]));
   readonly #retries = new Map<string, number>(REASONS.map((r) => [r, 0]));
-  #pendingFiles = 0;
-  #pendingBytes = 0;
-  #oldestSinceMs: number | null = null;
+  #pending: () => PendingWork = () => ({ files: 0, bytes: 0, oldestSince: null });
   readonly #lastUpload = new Map<string, number>();
   readonly #lastIndex = new Map<string, number>();
   readonly #s3Duration = new Map<string, Histogram>();
@@ -97,13 +105,11 @@ export class Metrics {
   }
 
   /**
-   * What is not in the bucket yet. `oldestSinceMs`: since when (epoch ms) the
-   * oldest of those files has been complete; `null` when nothing is pending.
+   * Where to read what is not in the bucket yet, when scraped (walking the
+   * pipeline's queues costs time proportional to the backlog: only on demand).
    */
-  setPending(files: number, bytes: number, oldestSinceMs: number | null): void {
-    this.#pendingFiles = files;
-    this.#pendingBytes = bytes;
-    this.#oldestSinceMs = oldestSinceMs;
+  pendingFrom(source: () => PendingWork): void {
+    this.#pending = source;
   }
 
   /** An index was published for a directory under the watched path `root`. */
@@ -175,13 +181,14 @@ export class Metrics {
       "Failed upload attempts that were tried again, by reason",
       labelled(this.#retries, "reason"),
     );
+    const pending = this.#pending();
     w.metric("tablesnap_pending_files", "gauge", "Files complete but not yet in the bucket", [
-      [{}, this.#pendingFiles],
+      [{}, pending.files],
     ]);
     w.metric("tablesnap_pending_bytes", "gauge", "Bytes of files not yet in the bucket", [
-      [{}, this.#pendingBytes],
+      [{}, pending.bytes],
     ]);
-    const age = this.#oldestSinceMs === null ? 0 : Math.max(0, now - this.#oldestSinceMs) / 1000;
+    const age = pending.oldestSince === null ? 0 : Math.max(0, now - pending.oldestSince) / 1000;
     w.metric(
       "tablesnap_oldest_pending_age_seconds",
       "gauge",

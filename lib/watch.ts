@@ -371,10 +371,12 @@ export async function runWatch(o: WatchOptions): Promise<number> {
     onWatching: (ok) => metrics.setWatching(ok),
   });
 
-  const reportPending = setInterval(() => {
-    const { files, bytes, oldestSince } = pipeline.pending();
-    metrics.setPending(files + watcher.candidates(), bytes, oldestSince);
-    if (log.debugEnabled) {
+  metrics.pendingFrom(() => {
+    const pending = pipeline.pending();
+    return { ...pending, files: pending.files + watcher.candidates() };
+  });
+  const reportMemory = log.debugEnabled
+    ? setInterval(() => {
       const m = Deno.memoryUsage();
       const mb = (n: number) => Math.round(n / 1024 / 1024);
       log.debug("memory", {
@@ -382,10 +384,10 @@ export async function runWatch(o: WatchOptions): Promise<number> {
         heap_mb: mb(m.heapUsed),
         heap_total_mb: mb(m.heapTotal),
         external_mb: mb(m.external),
-        pending: files,
+        pending: pipeline.pending().files,
       });
-    }
-  }, 1000);
+    }, 1000)
+    : undefined;
 
   // Signals: stop taking work, drain within the grace period, exit 0.
   let stopping: ((signal: string) => void) | undefined;
@@ -451,7 +453,7 @@ export async function runWatch(o: WatchOptions): Promise<number> {
     }
   } finally {
     for (const [signal, handler] of handlers) Deno.removeSignalListener(signal, handler);
-    clearInterval(reportPending);
+    clearInterval(reportMemory);
     await watcher.close();
     const notUploaded = await pipeline.shutdown(o.shutdownGraceMs);
     publisher?.stop();

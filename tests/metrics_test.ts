@@ -155,7 +155,8 @@ Deno.test("render() writes valid exposition format with every metric", () => {
   metrics.s3Request("PutObject", 0.03, false);
   metrics.s3Request("PutObject", 7, true);
   metrics.s3Request("HeadObject", 0.001, false);
-  metrics.setPending(3, 4096, now - 5000);
+  const since = now - 5000;
+  metrics.pendingFrom(() => ({ files: 3, bytes: 4096, oldestSince: since }));
 
   const families = parseExposition(metrics.render());
   assertEquals(value(families, "tablesnap_uploaded_files_total"), 2);
@@ -260,7 +261,8 @@ Deno.test({
     metrics.fileUploaded("/data", 1, 0.1);
     metrics.indexWritten("/data");
     metrics.s3Request("PutObject", 0.1, true);
-    metrics.setPending(1, 1, Date.now() - 1000);
+    const since = Date.now() - 1000;
+    metrics.pendingFrom(() => ({ files: 1, bytes: 1, oldestSince: since }));
     const child = new Deno.Command(PROMTOOL!, {
       args: ["check", "metrics"],
       stdin: "piped",
@@ -283,13 +285,15 @@ Deno.test("oldest pending age is computed from the clock at scrape time", () => 
   const age = () =>
     value(parseExposition(metrics.render()), "tablesnap_oldest_pending_age_seconds");
   assertEquals(age(), 0);
-  metrics.setPending(1, 10, now - 2500);
+  const since = now - 2500; // fixed when the file became complete
+  metrics.pendingFrom(() => ({ files: 1, bytes: 10, oldestSince: since }));
   assertEquals(age(), 2.5);
   now += 60_000; // nothing calls in: the age still grows
   assertEquals(age(), 62.5);
-  metrics.setPending(0, 0, null);
+  metrics.pendingFrom(() => ({ files: 0, bytes: 0, oldestSince: null }));
   assertEquals(age(), 0);
-  metrics.setPending(1, 10, now + 5000); // a clock step backwards never gives a negative age
+  const future = now + 5000; // a clock step backwards never gives a negative age
+  metrics.pendingFrom(() => ({ files: 1, bytes: 10, oldestSince: future }));
   assertEquals(age(), 0);
 });
 
