@@ -24,7 +24,6 @@ export interface RunStats {
   peakRssMB: number;
   /** The last few KB of the child's stderr and stdout, for error reports. */
   tail: string;
-  method: "time" | "proc";
 }
 
 export interface RunOptions {
@@ -102,7 +101,6 @@ export async function measure(cmd: string, args: string[], options: RunOptions =
     cpuS,
     peakRssMB: peakKB / 1024,
     tail: tail.text(),
-    method: useTime ? "time" : "proc",
   };
   return result;
 }
@@ -110,8 +108,6 @@ export async function measure(cmd: string, args: string[], options: RunOptions =
 /** A long-running child whose output is read and discarded (a kept tail). */
 export interface Background extends AsyncDisposable {
   child: Deno.ChildProcess;
-  /** All output so far (only the last 64 KB). */
-  output(): string;
   /** Resolves when the output contains `text`; rejects after `timeoutMs`. */
   waitFor(text: string, timeoutMs?: number): Promise<void>;
   /** Highest VmHWM of the process tree seen so far, sampled every 100 ms. */
@@ -160,7 +156,6 @@ export function background(
   };
   return {
     child,
-    output: () => tail.text(),
     async waitFor(text, timeoutMs = 60_000) {
       const deadline = Date.now() + timeoutMs;
       while (!tail.text().includes(text)) {

@@ -13,7 +13,6 @@ export interface Server extends AsyncDisposable {
   bucket: string;
   /** Where s3rver keeps objects (`<dir>/<bucket>/<key>...`); empty for moto. */
   dir: string;
-  pid: number;
   /** CPU seconds the server has used so far. */
   cpu(): Promise<number>;
   stop(): Promise<void>;
@@ -72,7 +71,6 @@ export async function startServer(kind: "s3rver" | "moto", bucket: string): Prom
     endpoint,
     bucket,
     dir,
-    pid: proc.child.pid,
     cpu: () => processCpu(proc.child.pid),
     stop,
     [Symbol.asyncDispose]: stop,
@@ -92,7 +90,6 @@ export type RequestCounts = Record<string, number>;
 export interface CountingProxy extends AsyncDisposable {
   endpoint: string;
   counts: RequestCounts;
-  reset(): void;
   stop(): Promise<void>;
 }
 
@@ -159,9 +156,6 @@ export function startCountingProxy(upstream: string): CountingProxy {
   return {
     endpoint: `http://127.0.0.1:${port}`,
     counts,
-    reset() {
-      for (const key of Object.keys(counts)) delete counts[key];
-    },
     stop,
     [Symbol.asyncDispose]: stop,
   };
