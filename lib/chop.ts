@@ -21,6 +21,7 @@ import {
   parseCli,
 } from "./cli.ts";
 import { errorMessage, FatalError, UsageError } from "./errors.ts";
+import { forEachLimited } from "./pool.ts";
 import {
   isIndexKey,
   keyDirectory,
@@ -159,12 +160,7 @@ export async function chop(options: ChopOptions): Promise<ChopResult> {
     const dirs = new Set([`${head}${trimSlashes(listing.directory)}/`, `${keyDirectory(key)}/`]);
     for (const name of listing.names) for (const dir of dirs) keepFiles.add(dir + name);
   };
-  const queue = [...keptIndexes];
-  await Promise.all(
-    Array.from({ length: Math.max(1, options.parallel ?? 5) }, async () => {
-      for (let key = queue.shift(); key !== undefined; key = queue.shift()) await keepNamesOf(key);
-    }),
-  );
+  await forEachLimited([...keptIndexes], options.parallel ?? 5, keepNamesOf);
 
   // Pass 2: stream the listing again and delete in batches as we go.
   const result: ChopResult = {

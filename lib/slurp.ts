@@ -14,6 +14,7 @@
 import { createHash } from "node:crypto";
 import { CONNECTION_HELP, CONNECTION_OPTIONS, intOption, openStore, parseCli } from "./cli.ts";
 import { errorMessage, FatalError, UsageError } from "./errors.ts";
+import { forEachLimited } from "./pool.ts";
 import {
   checkFileName,
   directoryPrefix,
@@ -185,31 +186,27 @@ export async function slurp(options: SlurpOptions): Promise<SlurpResult> {
   );
   const owners = new OwnerResolver();
   const dirs = new SafeDirectories();
-  let next = 0;
-  const worker = async () => {
-    while (next < files.length) {
-      const { source, planned } = files[next++]!;
-      try {
-        if (planned.size === undefined) {
-          throw new FatalError(`Object '${source.key}' is missing from ${options.store.url}`);
-        }
-        const dir = await dirs.ensure(source.root, source.segments);
-        const outcome = await restoreFile(options, source, dir, planned.size, owners, progress);
-        if (outcome === "skipped") result.skipped++;
-        else result.downloaded++;
-      } catch (err) {
-        const reason = err instanceof FatalError || err instanceof MissingObjectError
-          ? err.message
-          : errorMessage(err);
-        log.error("file not restored", { path: planned.path, key: source.key, reason });
-        result.failed.push({ path: planned.path, key: source.key, reason });
-        progress.fileDone(0);
+  const restoreOne = async ({ source, planned }: (typeof files)[number]) => {
+    try {
+      if (planned.size === undefined) {
+        throw new FatalError(`Object '${source.key}' is missing from ${options.store.url}`);
       }
+      const dir = await dirs.ensure(source.root, source.segments);
+      const outcome = await restoreFile(options, source, dir, planned.size, owners, progress);
+      if (outcome === "skipped") result.skipped++;
+      else result.downloaded++;
+    } catch (err) {
+      const reason = err instanceof FatalError || err instanceof MissingObjectError
+        ? err.message
+        : errorMessage(err);
+      log.error("file not restored", { path: planned.path, key: source.key, reason });
+      result.failed.push({ path: planned.path, key: source.key, reason });
+      progress.fileDone(0);
     }
   };
   progress.start();
   try {
-    await Promise.all(Array.from({ length: Math.max(1, options.threads ?? 4) }, worker));
+    await forEachLimited(files, options.threads ?? 4, restoreOne);
   } finally {
     progress.stop();
   }

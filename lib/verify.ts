@@ -9,6 +9,7 @@
 import { createHash } from "node:crypto";
 import { CONNECTION_HELP, CONNECTION_OPTIONS, intOption, openStore, parseCli } from "./cli.ts";
 import { errorMessage, UsageError } from "./errors.ts";
+import { forEachLimited } from "./pool.ts";
 import {
   directoryPrefix,
   expectedMd5,
@@ -133,18 +134,14 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
         keys.push(key);
       }
     }
-    await Promise.all(
-      Array.from({ length: Math.max(1, options.parallel ?? 8) }, async () => {
-        for (let key = keys.shift(); key !== undefined; key = keys.shift()) {
-          try {
-            const text = await checkObject(store, key, options.md5 ?? false, result);
-            if (text !== null) problem(key, `${text} (named by '${index.key}')`);
-          } catch (err) {
-            problem(key, `cannot check: ${errorMessage(err)}`);
-          }
-        }
-      }),
-    );
+    await forEachLimited(keys, options.parallel ?? 8, async (key) => {
+      try {
+        const text = await checkObject(store, key, options.md5 ?? false, result);
+        if (text !== null) problem(key, `${text} (named by '${index.key}')`);
+      } catch (err) {
+        problem(key, `cannot check: ${errorMessage(err)}`);
+      }
+    });
     log.debug("index verified", { key: index.key, files: names.length });
   }
   print(
