@@ -197,8 +197,9 @@ export class IndexPublisher {
       this.#pending.delete(dataPath);
       return;
     }
-    const accepted = [...files].filter((n) => this.#o.filter.accepts(`${directory}/${n}`));
-    const generation = accepted.filter((n) => n.startsWith(prefix));
+    const accepts = (name: string) => this.#o.filter.accepts(`${directory}/${name}`);
+    // Until it publishes, a check only needs the Data.db's own generation.
+    const generation = [...files].filter((n) => n.startsWith(prefix) && accepts(n));
     const sizes = sizesOf(directory, generation);
     for (const name of generation) {
       if (!entry.seen.has(name)) {
@@ -233,7 +234,9 @@ export class IndexPublisher {
     }
     const names = [
       ...new Set([
-        ...accepted.filter((n) => this.#o.isStored(`${directory}/${n}`, sizes.get(n))),
+        ...[...files].filter((n) =>
+          accepts(n) && this.#o.isStored(`${directory}/${n}`, sizes.get(n))
+        ),
         ...deleted,
       ]),
     ].sort();
