@@ -7,12 +7,12 @@
  *   tablesnap chop ...                   retention        (lib/chop.ts)
  *   tablesnap verify ...                 check a bucket   (lib/verify.ts)
  */
-import { errorMessage, FatalError, UsageError } from "./lib/errors.ts";
-import { log, logOptionsFromEnv } from "./lib/log.ts";
-import { watchMain } from "./lib/watch.ts";
-import { slurpMain } from "./lib/slurp.ts";
-import { chopMain } from "./lib/chop.ts";
-import { verifyMain } from "./lib/verify.ts";
+import { errorMessage, FatalError, UsageError } from "./lib/common/errors.ts";
+import { log, logOptionsFromEnv } from "./lib/common/log.ts";
+import { watchMain } from "./lib/watch/run_watch.ts";
+import { slurpMain } from "./lib/restore/slurp.ts";
+import { chopMain } from "./lib/maintenance/chop.ts";
+import { verifyMain } from "./lib/maintenance/verify.ts";
 
 const JOBS: Record<string, (args: string[]) => Promise<number>> = {
   slurp: slurpMain,

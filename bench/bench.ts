@@ -15,7 +15,7 @@
  * (each is reported as skipped without them).
  */
 import { parseArgs } from "node:util";
-import { VERSION } from "../lib/version.ts";
+import { VERSION } from "../lib/common/version.ts";
 import { background, hasGnuTime, measure, readProc, type RunStats, sleep } from "./_proc.ts";
 import {
   components,

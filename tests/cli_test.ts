@@ -4,8 +4,8 @@
  */
 import { assert, assertEquals, assertStringIncludes } from "./_assert.ts";
 import { runCli, startS3Server, tempDir } from "./_helpers.ts";
-import { parseWatchArgs, WATCH_OPTIONS } from "../lib/watch.ts";
-import { VERSION } from "../lib/version.ts";
+import { parseWatchArgs, WATCH_OPTIONS } from "../lib/watch/run_watch.ts";
+import { VERSION } from "../lib/common/version.ts";
 
 function assertOneLineError(stderr: string, includes: string) {
   const lines = stderr.trim().split("\n");

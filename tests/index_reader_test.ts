@@ -1,4 +1,4 @@
-import { FatalError } from "../lib/errors.ts";
+import { FatalError } from "../lib/common/errors.ts";
 import {
   checkFileName,
   compareIndexes,
@@ -10,8 +10,8 @@ import {
   parseStatMetadata,
   readIndex,
   unsafeNameReason,
-} from "../lib/index_reader.ts";
-import type { ObjectInfo } from "../lib/storage.ts";
+} from "../lib/bucket/index_reader.ts";
+import type { ObjectInfo } from "../lib/store/store.ts";
 import { assertEquals, assertRejects, assertThrows } from "./_assert.ts";
 import { DAY, localStore, localWriter, NAMING, putIndex } from "./_bucket_fixture.ts";
 import { tempDir } from "./_helpers.ts";

@@ -1,13 +1,13 @@
 /**
- * lib/metrics.ts: the text exposition format (parsed by a strict reader
+ * lib/watch/metrics.ts: the text exposition format (parsed by a strict reader
  * written from the format's rules), the scrape-time age from an injected
  * clock, the failure classification, and /metrics + /healthz over real HTTP.
  */
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
-import { failureReason, Metrics, serveMetrics } from "../lib/metrics.ts";
-import { FatalError, UsageError } from "../lib/errors.ts";
-import { log } from "../lib/log.ts";
-import { VERSION } from "../lib/version.ts";
+import { failureReason, Metrics, serveMetrics } from "../lib/watch/metrics.ts";
+import { FatalError, UsageError } from "../lib/common/errors.ts";
+import { log } from "../lib/common/log.ts";
+import { VERSION } from "../lib/common/version.ts";
 
 interface Sample {
   name: string;

@@ -1,11 +1,11 @@
 import { assertEquals, assertThrows } from "./_assert.ts";
-import { indexKey, objectKey, pathOfKey } from "../lib/keys.ts";
-import { generationPrefix, indexBody, wantsIndex } from "../lib/file_index.ts";
-import { pythonJson, statMetadata } from "../lib/file_meta.ts";
-import { makePathFilter } from "../lib/filter.ts";
-import { UsageError } from "../lib/errors.ts";
-import { keyToSegments, segmentsToKey } from "../lib/local_store.ts";
-import { parseRate } from "../lib/rate_limit.ts";
+import { indexKey, objectKey, pathOfKey } from "../lib/bucket/keys.ts";
+import { generationPrefix, indexBody, wantsIndex } from "../lib/watch/index_publisher.ts";
+import { pythonJson, statMetadata } from "../lib/bucket/object_meta.ts";
+import { makePathFilter } from "../lib/watch/path_filter.ts";
+import { UsageError } from "../lib/common/errors.ts";
+import { keyToSegments, segmentsToKey } from "../lib/store/local_store.ts";
+import { parseRate } from "../lib/store/rate_limit.ts";
 
 const naming = { prefix: "", name: "cass1.example.com", separator: ":" };
 

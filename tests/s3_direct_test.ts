@@ -1,11 +1,11 @@
 /**
- * Where direct requests go (lib/s3_direct.ts): the SDK's own endpoint rules,
+ * Where direct requests go (lib/store/s3/direct_requests.ts): the SDK's own endpoint rules,
  * resolved once per bucket, so AWS buckets get the same URLs the SDK uses.
  * No server needed: resolving an endpoint sends nothing.
  */
 import { S3Client } from "@aws-sdk/client-s3";
 import { assertEquals } from "./_assert.ts";
-import { DirectS3 } from "../lib/s3_direct.ts";
+import { DirectS3 } from "../lib/store/s3/direct_requests.ts";
 
 const credentials = { accessKeyId: "AKIDEXAMPLE", secretAccessKey: "secret" };
 

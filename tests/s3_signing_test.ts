@@ -1,6 +1,6 @@
 /**
  * Signatures, checked by a server that verifies them. s3rver does not, so a
- * mistake in how `S3Store` signs its direct HEAD/PUT requests (lib/s3_direct.ts)
+ * mistake in how `S3Store` signs its direct HEAD/PUT requests (lib/store/s3/direct_requests.ts)
  * or its SDK requests would pass every other test. moto does when told to:
  * its first few requests are let through unauthenticated (to create an IAM
  * user with an access key and an S3 policy, and the bucket, via boto3), and
@@ -9,9 +9,9 @@
 import { createHash } from "node:crypto";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { delay, freePort, tempDir } from "./_helpers.ts";
-import { S3Store } from "../lib/s3_store.ts";
+import { S3Store } from "../lib/store/s3/s3_store.ts";
 import { PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
-import { digestFile } from "../lib/file_meta.ts";
+import { digestFile } from "../lib/bucket/object_meta.ts";
 
 const SETUP = `
 import boto3, json, sys

@@ -1,6 +1,6 @@
 import { DeleteObjectCommand } from "@aws-sdk/client-s3";
-import { FatalError } from "../lib/errors.ts";
-import { slurp } from "../lib/slurp.ts";
+import { FatalError } from "../lib/common/errors.ts";
+import { slurp } from "../lib/restore/slurp.ts";
 import {
   assert,
   assertEquals,

@@ -4,7 +4,7 @@ import {
   PutObjectCommand,
   UploadPartCommand,
 } from "@aws-sdk/client-s3";
-import { verify } from "../lib/verify.ts";
+import { verify } from "../lib/maintenance/verify.ts";
 import { assertEquals, assertStringIncludes } from "./_assert.ts";
 import {
   contentOf,

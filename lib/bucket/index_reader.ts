@@ -8,9 +8,9 @@
  * strictly and every file name it gives is checked before it is used as a
  * path. Errors name the index key.
  */
-import { FatalError } from "./errors.ts";
+import { FatalError } from "../common/errors.ts";
 import { INDEX_SUFFIX, keyHead, type KeyNaming } from "./keys.ts";
-import type { ObjectHead, ObjectInfo, Store } from "./storage.ts";
+import type { ObjectHead, ObjectInfo, Store } from "../store/store.ts";
 
 /** What one index says: the directory it describes and the file names in it. */
 export interface IndexListing {

@@ -18,14 +18,14 @@
  *   6. lstat again: if the file changed meanwhile, the object is deleted and
  *      the file is tried again later, so no key holds a half-written file.
  */
-import type { FileUpload, Store } from "./storage.ts";
-import { type KeyNaming, objectKey } from "./keys.ts";
-import { digestFile, lstatOrNull, OwnerNames, statMetadata } from "./file_meta.ts";
-import { errorMessage } from "./errors.ts";
+import type { FileUpload, Store } from "../store/store.ts";
+import { type KeyNaming, objectKey } from "../bucket/keys.ts";
+import { digestFile, lstatOrNull, OwnerNames, statMetadata } from "../bucket/object_meta.ts";
+import { errorMessage } from "../common/errors.ts";
 import { createHash } from "node:crypto";
-import { log } from "./log.ts";
-import { keyDirectory } from "./index_reader.ts";
-import type { RateLimiter } from "./rate_limit.ts";
+import { log } from "../common/log.ts";
+import { keyDirectory } from "../bucket/index_reader.ts";
+import type { RateLimiter } from "../store/rate_limit.ts";
 
 /** S3 refuses more parts than this. */
 const MAX_PARTS = 10_000;

@@ -12,7 +12,7 @@
  * LastModified is its data file's mtime, which tests may set.
  */
 import { createHash } from "node:crypto";
-import { FatalError } from "./errors.ts";
+import { FatalError } from "../common/errors.ts";
 import {
   type ByteCounter,
   DigestMismatchError,
@@ -20,7 +20,7 @@ import {
   type ObjectHead,
   type ObjectInfo,
   type Store,
-} from "./storage.ts";
+} from "./store.ts";
 
 interface Sidecar {
   size: number;

@@ -1,7 +1,7 @@
 /**
  * Runs `work` on every item with at most `limit` at once, in order of the
  * list. The one bounded pool of the restore, retention and verify jobs (the
- * watcher's upload pool also owns retries and memory: lib/upload.ts).
+ * watcher's upload pool also owns retries and memory: lib/watch/pipeline.ts).
  */
 export async function forEachLimited<T>(
   items: readonly T[],

@@ -1,7 +1,7 @@
 /**
  * The one narrow interface every job uses to reach a bucket. Two stores
- * implement it: `S3Store` (lib/s3_store.ts) and `LocalStore`
- * (lib/local_store.ts, the embedded default: `file:///some/dir`). Both keep
+ * implement it: `S3Store` (lib/store/s3/s3_store.ts) and `LocalStore`
+ * (lib/store/local_store.ts, the embedded default: `file:///some/dir`). Both keep
  * the same keys, bodies and metadata, and pass the same contract tests.
  */
 

@@ -16,11 +16,11 @@
  * The event loop does no I/O: it pushes paths to a queue drained by one
  * async worker, so Deno's 1,024-event queue never fills because of us.
  */
-import { log } from "./log.ts";
-import { errorMessage, UsageError } from "./errors.ts";
-import type { PathFilter } from "./filter.ts";
-import { dirname } from "./file_index.ts";
-import { lstatOrNull } from "./file_meta.ts";
+import { log } from "../common/log.ts";
+import { errorMessage, UsageError } from "../common/errors.ts";
+import type { PathFilter } from "./path_filter.ts";
+import { dirname } from "./index_publisher.ts";
+import { lstatOrNull } from "../bucket/object_meta.ts";
 
 /** When a new directory is scanned again after its first scan. */
 const NEW_DIR_RESCANS_MS = [250, 2_000];

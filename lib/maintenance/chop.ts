@@ -19,20 +19,20 @@ import {
   numberOption,
   openStore,
   parseCli,
-} from "./cli.ts";
-import { errorMessage, FatalError, UsageError } from "./errors.ts";
-import { forEachLimited } from "./pool.ts";
+} from "../cli/options.ts";
+import { errorMessage, FatalError, UsageError } from "../common/errors.ts";
+import { forEachLimited } from "../common/pool.ts";
 import {
   isIndexKey,
   keyDirectory,
   newestIndexPerDirectory,
   readIndex,
   trimSlashes,
-} from "./index_reader.ts";
-import { keyHead, type KeyNaming, namingFromFlags } from "./keys.ts";
-import { log } from "./log.ts";
-import { formatBytes } from "./slurp.ts";
-import type { ObjectInfo, Store } from "./storage.ts";
+} from "../bucket/index_reader.ts";
+import { keyHead, type KeyNaming, namingFromFlags } from "../bucket/keys.ts";
+import { log } from "../common/log.ts";
+import { formatBytes } from "../restore/slurp.ts";
+import type { ObjectInfo, Store } from "../store/store.ts";
 
 export const CHOP_HELP = `Usage: tablesnap chop [options] BUCKET PATH AGE_DAYS
 

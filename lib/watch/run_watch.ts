@@ -15,18 +15,24 @@ import {
   numberOption,
   openStore,
   parseCli,
-} from "./cli.ts";
-import { errorMessage, FatalError, UsageError } from "./errors.ts";
-import { log, logOptionsFromEnv } from "./log.ts";
-import { INDEX_SUFFIX, type KeyNaming, namingFromFlags, objectKey, pathOfKey } from "./keys.ts";
-import { makePathFilter, type PathFilter } from "./filter.ts";
-import { type RemoteListing, UploadPipeline } from "./upload.ts";
-import { dirname, IndexPublisher, wantsIndex } from "./file_index.ts";
-import { checkRoot, FileWatcher, type ListenEvent } from "./watcher.ts";
-import { parseRate, RateLimiter } from "./rate_limit.ts";
+} from "../cli/options.ts";
+import { errorMessage, FatalError, UsageError } from "../common/errors.ts";
+import { log, logOptionsFromEnv } from "../common/log.ts";
+import {
+  INDEX_SUFFIX,
+  type KeyNaming,
+  namingFromFlags,
+  objectKey,
+  pathOfKey,
+} from "../bucket/keys.ts";
+import { makePathFilter, type PathFilter } from "./path_filter.ts";
+import { type RemoteListing, UploadPipeline } from "./pipeline.ts";
+import { dirname, IndexPublisher, wantsIndex } from "./index_publisher.ts";
+import { checkRoot, FileWatcher, type ListenEvent } from "./file_watcher.ts";
+import { parseRate, RateLimiter } from "../store/rate_limit.ts";
 import { failureReason, Metrics, serveMetrics } from "./metrics.ts";
-import { VERSION } from "./version.ts";
-import type { Store } from "./storage.ts";
+import { VERSION } from "../common/version.ts";
+import type { Store } from "../store/store.ts";
 
 const MB = 1024 * 1024;
 

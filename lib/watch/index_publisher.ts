@@ -11,12 +11,12 @@
  * there, for every component it lists; without one, until the generation's
  * files have stopped appearing for `quietMs`.
  */
-import type { Store } from "./storage.ts";
-import { indexKey, type KeyNaming } from "./keys.ts";
-import type { PathFilter } from "./filter.ts";
-import { pythonJson } from "./file_meta.ts";
-import { errorMessage } from "./errors.ts";
-import { log } from "./log.ts";
+import type { Store } from "../store/store.ts";
+import { indexKey, type KeyNaming } from "../bucket/keys.ts";
+import type { PathFilter } from "./path_filter.ts";
+import { pythonJson } from "../bucket/object_meta.ts";
+import { errorMessage } from "../common/errors.ts";
+import { log } from "../common/log.ts";
 
 /** The index body, byte for byte as Python's `json.dumps({dir: names})` wrote it. */
 export function indexBody(directory: string, names: string[]): string {

@@ -7,9 +7,15 @@
  * MD5 checked.
  */
 import { createHash } from "node:crypto";
-import { CONNECTION_HELP, CONNECTION_OPTIONS, intOption, openStore, parseCli } from "./cli.ts";
-import { errorMessage, UsageError } from "./errors.ts";
-import { forEachLimited } from "./pool.ts";
+import {
+  CONNECTION_HELP,
+  CONNECTION_OPTIONS,
+  intOption,
+  openStore,
+  parseCli,
+} from "../cli/options.ts";
+import { errorMessage, UsageError } from "../common/errors.ts";
+import { forEachLimited } from "../common/pool.ts";
 import {
   directoryPrefix,
   expectedMd5,
@@ -18,11 +24,11 @@ import {
   readIndex,
   trimSlashes,
   unsafeNameReason,
-} from "./index_reader.ts";
-import { keyHead, type KeyNaming, namingFromFlags } from "./keys.ts";
-import { log } from "./log.ts";
-import { formatBytes } from "./slurp.ts";
-import type { ObjectInfo, Store } from "./storage.ts";
+} from "../bucket/index_reader.ts";
+import { keyHead, type KeyNaming, namingFromFlags } from "../bucket/keys.ts";
+import { log } from "../common/log.ts";
+import { formatBytes } from "../restore/slurp.ts";
+import type { ObjectInfo, Store } from "../store/store.ts";
 
 export const VERIFY_HELP = `Usage: tablesnap verify [options] BUCKET PATH
 

@@ -12,9 +12,15 @@
  * - a re-run skips files already present with the right size and MD5.
  */
 import { createHash } from "node:crypto";
-import { CONNECTION_HELP, CONNECTION_OPTIONS, intOption, openStore, parseCli } from "./cli.ts";
-import { errorMessage, FatalError, UsageError } from "./errors.ts";
-import { forEachLimited } from "./pool.ts";
+import {
+  CONNECTION_HELP,
+  CONNECTION_OPTIONS,
+  intOption,
+  openStore,
+  parseCli,
+} from "../cli/options.ts";
+import { errorMessage, FatalError, UsageError } from "../common/errors.ts";
+import { forEachLimited } from "../common/pool.ts";
 import {
   checkFileName,
   directoryPrefix,
@@ -26,10 +32,10 @@ import {
   readIndex,
   trimSlashes,
   unsafeNameReason,
-} from "./index_reader.ts";
-import { indexKey, type KeyNaming, namingFromFlags } from "./keys.ts";
-import { log } from "./log.ts";
-import type { ObjectInfo, Store } from "./storage.ts";
+} from "../bucket/index_reader.ts";
+import { indexKey, type KeyNaming, namingFromFlags } from "../bucket/keys.ts";
+import { log } from "../common/log.ts";
+import type { ObjectInfo, Store } from "../store/store.ts";
 
 export const SLURP_HELP = `Usage: tablesnap slurp [options] BUCKET ORIGIN TARGET
 

@@ -4,7 +4,7 @@
  * path); with neither, any path containing `-tmp` is skipped, because
  * Cassandra writes in-progress SSTables under `-tmp` names.
  */
-import { UsageError } from "./errors.ts";
+import { UsageError } from "../common/errors.ts";
 
 export interface PathFilter {
   /** True when `path` (absolute) should be uploaded. */

@@ -25,10 +25,10 @@ import {
 } from "node:http";
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import { Buffer } from "node:buffer";
-import { errorMessage } from "./errors.ts";
-import { log } from "./log.ts";
-import { failureReason } from "./metrics.ts";
-import type { ObjectHead } from "./storage.ts";
+import { errorMessage } from "../../common/errors.ts";
+import { log } from "../../common/log.ts";
+import { failureReason } from "../../watch/metrics.ts";
+import type { ObjectHead } from "../store.ts";
 
 /** An S3 error answer, shaped like the SDK's so callers classify both alike. */
 export class S3ResponseError extends Error {
@@ -65,7 +65,7 @@ interface BucketEndpoint {
 }
 
 const ATTEMPTS = 3;
-/** Failure reasons (lib/metrics.ts) that another attempt may cure. */
+/** Failure reasons (lib/store/failure.ts) that another attempt may cure. */
 const RETRYABLE = new Set(["network", "throttled", "server_error"]);
 
 export class DirectS3 {

@@ -30,11 +30,11 @@ import { createReadStream } from "node:fs";
 import { Transform } from "node:stream";
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
-import { errorMessage, FatalError } from "./errors.ts";
-import { log } from "./log.ts";
-import { VERSION } from "./version.ts";
-import { DirectS3 } from "./s3_direct.ts";
-import type { ByteCounter, FileUpload, ObjectHead, ObjectInfo, Store } from "./storage.ts";
+import { errorMessage, FatalError } from "../../common/errors.ts";
+import { log } from "../../common/log.ts";
+import { VERSION } from "../../common/version.ts";
+import { DirectS3 } from "./direct_requests.ts";
+import type { ByteCounter, FileUpload, ObjectHead, ObjectInfo, Store } from "../store.ts";
 
 /** How to reach S3; every field optional, the SDK's default chain fills in. */
 export interface S3Options {
@@ -47,7 +47,7 @@ export interface S3Options {
   reducedRedundancy?: boolean;
   serverSideEncryption?: boolean;
   /**
-   * Send PUT and HEAD signed by ourselves (lib/s3_direct.ts) rather than
+   * Send PUT and HEAD signed by ourselves (direct_requests.ts) rather than
    * through the SDK's middleware; default on. Off: everything goes through
    * the SDK (`TABLESNAP_DIRECT_REQUESTS=0` does this for the CLI).
    */
@@ -75,7 +75,7 @@ export class S3Store implements Store {
   readonly #bucket: string;
   readonly #client: S3Client;
   readonly #options: S3Options;
-  /** HEAD and in-memory PUT without the SDK's per-request overhead (see s3_direct.ts). */
+  /** HEAD and in-memory PUT without the SDK's per-request overhead (see direct_requests.ts). */
   readonly #directRequests: DirectS3 | null;
 
   constructor(options: S3Options) {

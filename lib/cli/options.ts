@@ -4,10 +4,10 @@
  * usage errors, numeric options, and the connection flags every job takes.
  */
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { UsageError } from "./errors.ts";
-import { LocalStore } from "./local_store.ts";
-import { type S3Options, S3Store } from "./s3_store.ts";
-import type { Store } from "./storage.ts";
+import { UsageError } from "../common/errors.ts";
+import { LocalStore } from "../store/local_store.ts";
+import { type S3Options, S3Store } from "../store/s3/s3_store.ts";
+import type { Store } from "../store/store.ts";
 
 export type OptionSpecs = NonNullable<ParseArgsConfig["options"]>;
 

@@ -13,9 +13,9 @@
  * computed at scrape time from the injected clock, so a stalled watcher shows
  * a growing age even if nothing calls into this module any more.
  */
-import { errorMessage, FatalError, UsageError } from "./errors.ts";
-import { log } from "./log.ts";
-import { VERSION } from "./version.ts";
+import { errorMessage, FatalError, UsageError } from "../common/errors.ts";
+import { log } from "../common/log.ts";
+import { VERSION } from "../common/version.ts";
 
 /** Options for `Metrics`. */
 export interface MetricsOptions {
