@@ -2,17 +2,17 @@
  * tablesnap: one binary, four jobs. This file only picks the job and turns
  * failures into one-line errors and exit codes (2: usage, 1: anything else).
  *
- *   tablesnap [options] BUCKET PATH...   watch and upload (lib/watch.ts)
- *   tablesnap slurp ...                  restore          (lib/slurp.ts)
- *   tablesnap chop ...                   retention        (lib/chop.ts)
- *   tablesnap verify ...                 check a bucket   (lib/verify.ts)
+ *   tablesnap [options] BUCKET PATH...   watch and upload (lib/cli/watch.ts)
+ *   tablesnap slurp ...                  restore          (lib/cli/slurp.ts)
+ *   tablesnap chop ...                   retention        (lib/cli/chop.ts)
+ *   tablesnap verify ...                 check a bucket   (lib/cli/verify.ts)
  */
 import { errorMessage, FatalError, UsageError } from "./lib/common/errors.ts";
 import { log, logOptionsFromEnv } from "./lib/common/log.ts";
-import { watchMain } from "./lib/watch/run_watch.ts";
-import { slurpMain } from "./lib/restore/slurp.ts";
-import { chopMain } from "./lib/maintenance/chop.ts";
-import { verifyMain } from "./lib/maintenance/verify.ts";
+import { chopMain } from "./lib/cli/chop.ts";
+import { slurpMain } from "./lib/cli/slurp.ts";
+import { verifyMain } from "./lib/cli/verify.ts";
+import { watchMain } from "./lib/cli/watch.ts";
 
 const JOBS: Record<string, (args: string[]) => Promise<number>> = {
   slurp: slurpMain,

@@ -7,8 +7,8 @@
  */
 import { PutObjectCommand } from "@aws-sdk/client-s3";
 import { createHash } from "node:crypto";
-import { LocalStore } from "../lib/store/local_store.ts";
 import type { KeyNaming } from "../lib/bucket/keys.ts";
+import { LocalStore } from "../lib/store/local_store.ts";
 import type { S3Server } from "./_helpers.ts";
 
 export const NAMING: KeyNaming = { prefix: "", name: "cass1.example.com", separator: ":" };

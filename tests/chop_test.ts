@@ -1,7 +1,7 @@
 import { ListObjectsV2Command } from "@aws-sdk/client-s3";
+import { chop } from "../lib/maintenance/chop.ts";
 import type { LocalStore } from "../lib/store/local_store.ts";
 import type { Store } from "../lib/store/store.ts";
-import { chop } from "../lib/maintenance/chop.ts";
 import { assertEquals, assertStringIncludes } from "./_assert.ts";
 import {
   contentOf,

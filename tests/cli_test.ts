@@ -4,7 +4,7 @@
  */
 import { assert, assertEquals, assertStringIncludes } from "./_assert.ts";
 import { runCli, startS3Server, tempDir } from "./_helpers.ts";
-import { parseWatchArgs, WATCH_OPTIONS } from "../lib/watch/run_watch.ts";
+import { parseWatchArgs, WATCH_OPTIONS } from "../lib/cli/watch.ts";
 import { VERSION } from "../lib/common/version.ts";
 
 function assertOneLineError(stderr: string, includes: string) {
@@ -116,7 +116,7 @@ Deno.test("--help and --version print to stdout and exit 0", async () => {
 
 Deno.test("parseWatchArgs() keeps the original defaults", async () => {
   await using dir = await tempDir();
-  const o = await parseWatchArgs(["-n", "h", "file:///tmp", dir.path + "/"]);
+  const o = parseWatchArgs(["-n", "h", "file:///tmp", dir.path + "/"]);
   if (typeof o === "string") throw new Error("unexpected");
   assertEquals(o.threads, 4);
   assertEquals(o.retries, 0);
@@ -126,5 +126,12 @@ Deno.test("parseWatchArgs() keeps the original defaults", async () => {
   assertEquals(o.naming, { prefix: "", name: "h", separator: ":" });
   assertEquals(o.roots, [dir.path]);
   assertEquals(o.recursive || o.autoAdd || o.backup || o.withoutIndex || o.deleteOnBackup, false);
-  o.store.close();
+  assertEquals(o.bucket, "file:///tmp");
+  assertEquals(o.maxBandwidth, undefined);
+  assertEquals([o.sweepIntervalMs, o.settleMs, o.indexWaitMs, o.shutdownGraceMs], [
+    300_000,
+    10_000,
+    60_000,
+    30_000,
+  ]);
 });

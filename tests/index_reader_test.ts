@@ -1,16 +1,13 @@
-import { FatalError } from "../lib/common/errors.ts";
+import { checkFileName, parseIndex, unsafeNameReason } from "../lib/bucket/index_body.ts";
 import {
-  checkFileName,
   compareIndexes,
-  directoryPrefix,
-  expectedMd5,
   newestIndexIn,
   newestIndexPerDirectory,
-  parseIndex,
-  parseStatMetadata,
   readIndex,
-  unsafeNameReason,
 } from "../lib/bucket/index_reader.ts";
+import { directoryPrefix } from "../lib/bucket/keys.ts";
+import { expectedMd5, parseStatMetadata } from "../lib/bucket/object_meta.ts";
+import { FatalError } from "../lib/common/errors.ts";
 import type { ObjectInfo } from "../lib/store/store.ts";
 import { assertEquals, assertRejects, assertThrows } from "./_assert.ts";
 import { DAY, localStore, localWriter, NAMING, putIndex } from "./_bucket_fixture.ts";

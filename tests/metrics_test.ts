@@ -4,10 +4,12 @@
  * clock, the failure classification, and /metrics + /healthz over real HTTP.
  */
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
-import { failureReason, Metrics, serveMetrics } from "../lib/watch/metrics.ts";
 import { FatalError, UsageError } from "../lib/common/errors.ts";
 import { log } from "../lib/common/log.ts";
 import { VERSION } from "../lib/common/version.ts";
+import { failureReason } from "../lib/store/failure.ts";
+import { Metrics } from "../lib/watch/metrics.ts";
+import { serveMetrics } from "../lib/watch/metrics_server.ts";
 
 interface Sample {
   name: string;

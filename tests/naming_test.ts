@@ -1,11 +1,12 @@
 import { assertEquals, assertThrows } from "./_assert.ts";
+import { indexBody } from "../lib/bucket/index_body.ts";
 import { indexKey, objectKey, pathOfKey } from "../lib/bucket/keys.ts";
-import { generationPrefix, indexBody, wantsIndex } from "../lib/watch/index_publisher.ts";
 import { pythonJson, statMetadata } from "../lib/bucket/object_meta.ts";
-import { makePathFilter } from "../lib/watch/path_filter.ts";
+import { generationPrefix, wantsIndex } from "../lib/bucket/sstable.ts";
 import { UsageError } from "../lib/common/errors.ts";
+import { parseRate } from "../lib/common/format.ts";
 import { keyToSegments, segmentsToKey } from "../lib/store/local_store.ts";
-import { parseRate } from "../lib/store/rate_limit.ts";
+import { makePathFilter } from "../lib/watch/path_filter.ts";
 
 const naming = { prefix: "", name: "cass1.example.com", separator: ":" };
 
@@ -47,9 +48,12 @@ Deno.test("generationPrefix() finds the SSTable generation in both namings", () 
 
 Deno.test("statMetadata() writes uid, gid, full st_mode and names like the original", () => {
   const info = { uid: 0, gid: 0, mode: 0o100644 } as Deno.FileInfo;
-  const names = { user: (id: number) => id === 0 ? "root" : undefined, group: () => undefined };
+  const names = {
+    userName: (id: number) => id === 0 ? "root" : undefined,
+    groupName: () => undefined,
+  };
   assertEquals(
-    statMetadata(info, names as never),
+    statMetadata(info, names),
     '{"uid": 0, "gid": 0, "mode": 33188, "user": "root"}',
   );
 });

@@ -9,9 +9,9 @@
 import { createHash } from "node:crypto";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { delay, freePort, tempDir } from "./_helpers.ts";
+import { digestFile } from "../lib/common/digest.ts";
 import { S3Store } from "../lib/store/s3/s3_store.ts";
 import { PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
-import { digestFile } from "../lib/bucket/object_meta.ts";
 
 const SETUP = `
 import boto3, json, sys

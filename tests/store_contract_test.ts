@@ -6,11 +6,11 @@
 import { createHash } from "node:crypto";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { startS3Server, tempDir } from "./_helpers.ts";
-import { S3Store } from "../lib/store/s3/s3_store.ts";
-import { LocalStore } from "../lib/store/local_store.ts";
+import { digestFile } from "../lib/common/digest.ts";
 import { FatalError } from "../lib/common/errors.ts";
+import { LocalStore } from "../lib/store/local_store.ts";
+import { S3Store } from "../lib/store/s3/s3_store.ts";
 import type { Store } from "../lib/store/store.ts";
-import { digestFile } from "../lib/bucket/object_meta.ts";
 
 async function contract(t: Deno.TestContext, store: Store, scratch: string) {
   await store.check();

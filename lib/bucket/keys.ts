@@ -1,31 +1,15 @@
 /**
  * Object key naming, exactly as the Python tablesnap wrote it:
  * `<prefix><name><separator><absolute path>`, and the index of a Data.db at
- * `<that key>-listdir.json`.
+ * `<that key>-listdir.json`. Pure: the host name is resolved by the jobs'
+ * runners (lib/common/hostname.ts).
  */
-import { lookup, lookupService } from "node:dns/promises";
 
 /** How keys are formed for one host. */
 export interface KeyNaming {
   prefix: string;
   name: string;
   separator: string;
-}
-
-/**
- * Key naming from the `-p/--prefix`, `-n/--name` and `--keyname-separator`
- * flags every job takes, with the original's defaults.
- */
-export async function namingFromFlags(values: {
-  prefix?: string;
-  name?: string;
-  "keyname-separator"?: string;
-}): Promise<KeyNaming> {
-  return {
-    prefix: values.prefix ?? "",
-    name: values.name ?? await fullyQualifiedHostname(),
-    separator: values["keyname-separator"] ?? ":",
-  };
 }
 
 /** The start of every key of one host: `<prefix><name><separator>`. */
@@ -53,18 +37,28 @@ export function pathOfKey(naming: KeyNaming, key: string): string | null {
 export const INDEX_SUFFIX = "-listdir.json";
 
 /**
- * The fully qualified host name, as Python's `socket.getfqdn()` gives it:
- * resolve the short name, then reverse-resolve the address; fall back to the
- * short name when either step fails or yields nothing better.
+ * The key prefix of the objects directly in `directory` (an absolute path):
+ * `<head><directory>/`. Trailing slashes of `directory` are ignored.
  */
-export async function fullyQualifiedHostname(): Promise<string> {
-  const short = Deno.hostname();
-  try {
-    const { address } = await lookup(short);
-    const { hostname } = await lookupService(address, 0);
-    if (hostname && hostname.includes(".") && hostname !== "localhost") return hostname;
-  } catch {
-    // No resolver or no entry: the short name is what getfqdn() returns too.
-  }
-  return short;
+export function directoryPrefix(naming: KeyNaming, directory: string): string {
+  return `${keyHead(naming)}${trimSlashes(directory)}/`;
+}
+
+/** `directory` without trailing slashes ("/" stays empty: keys are `<head>/file`). */
+export function trimSlashes(directory: string): string {
+  return directory.replace(/\/+$/, "");
+}
+
+/** True for an index key. */
+export function isIndexKey(key: string): boolean {
+  return key.endsWith(INDEX_SUFFIX);
+}
+
+/**
+ * The key without its last `/` segment: the "directory" of a key. Unlike a
+ * path's dirname, a key with no "/" has the empty directory.
+ */
+export function keyDirectory(key: string): string {
+  const slash = key.lastIndexOf("/");
+  return slash < 0 ? "" : key.slice(0, slash);
 }

@@ -1,20 +1,25 @@
 /**
  * What is stored beside a file's bytes: the `stat` metadata (uid, gid, mode
- * and, when resolvable, user and group names) and digests (the whole file's
- * MD5 for `md5sum`, each multipart part's MD5 for Content-MD5).
+ * and, when resolvable, user and group names, with Python's `json.dumps`
+ * spacing) and the `md5sum` of the whole file, written and read back.
  */
-import { createHash } from "node:crypto";
+import type { Accounts } from "../common/accounts.ts";
+import { isMd5Hex } from "../common/digest.ts";
+import type { ObjectHead } from "../store/store.ts";
 
 /** The `stat` metadata, with Python's `json.dumps` spacing, as the original wrote it. */
-export function statMetadata(info: Deno.FileInfo, names: OwnerNames): string {
+export function statMetadata(
+  info: Deno.FileInfo,
+  names: Pick<Accounts, "userName" | "groupName">,
+): string {
   const uid = info.uid ?? 0;
   const gid = info.gid ?? 0;
   const fields: [string, string | number][] = [["uid", uid], ["gid", gid], [
     "mode",
     info.mode ?? 0,
   ]];
-  const user = names.user(uid);
-  const group = names.group(gid);
+  const user = names.userName(uid);
+  const group = names.groupName(gid);
   if (user !== undefined) fields.push(["user", user]);
   if (group !== undefined) fields.push(["group", group]);
   return pythonJsonObject(fields);
@@ -37,106 +42,47 @@ export function pythonJson(value: unknown): string {
   );
 }
 
-/** Resolves uids and gids to names from /etc/passwd and /etc/group, cached. */
-export class OwnerNames {
-  #users: Map<number, string> | undefined;
-  #groups: Map<number, string> | undefined;
-
-  user(uid: number): string | undefined {
-    this.#users ??= readIdFile("/etc/passwd");
-    return this.#users.get(uid);
-  }
-
-  group(gid: number): string | undefined {
-    this.#groups ??= readIdFile("/etc/group");
-    return this.#groups.get(gid);
-  }
-}
-
-function readIdFile(path: string): Map<number, string> {
-  const map = new Map<number, string>();
-  let text = "";
-  try {
-    text = Deno.readTextFileSync(path);
-  } catch {
-    return map; // no names: the metadata then carries ids only, as Python did
-  }
-  for (const line of text.split("\n")) {
-    const [name, , id] = line.split(":");
-    if (name && id !== undefined && /^\d+$/.test(id) && !map.has(Number(id))) {
-      map.set(Number(id), name);
-    }
-  }
-  return map;
-}
-
-export interface FileDigests {
-  /** Lowercase hex MD5 of the whole file. */
-  md5: string;
-  /** Bytes read: the size the digests describe. */
-  size: number;
-  /** With `partSize`: each part's MD5 (hex). */
-  partMd5s?: string[];
-}
-
-const READ_CHUNK = 1024 * 1024;
-
 /**
- * Streams a file once, computing its MD5 and, when `partSize` is given,
- * every part's MD5 in the same pass. Reads at most `size` bytes (the size
- * stat reported): a file growing meanwhile is caught by the caller's
- * re-stat, not by reading further. Memory: one 1 MiB buffer.
+ * The MD5 (lowercase hex) an object's bytes must have: the `md5sum`
+ * metadata, else the ETag of a single-part upload (a multipart ETag, with
+ * "-N", is not an MD5). `null` when neither is available.
  */
-export async function digestFile(
-  path: string,
-  size: number,
-  partSize?: number,
-  onBytes?: (n: number) => Promise<void> | void,
-): Promise<FileDigests> {
-  using file = await Deno.open(path, { read: true });
-  const whole = createHash("md5");
-  const parts: string[] = [];
-  let part = partSize ? createHash("md5") : undefined;
-  let inPart = 0;
-  let total = 0;
-  const buffer = new Uint8Array(Math.max(1, Math.min(READ_CHUNK, size)));
-  while (total < size) {
-    let want = Math.min(READ_CHUNK, size - total);
-    if (partSize) want = Math.min(want, partSize - inPart);
-    const n = await file.read(buffer.subarray(0, want));
-    if (n === null) break;
-    const chunk = buffer.subarray(0, n);
-    whole.update(chunk);
-    total += n;
-    if (part && partSize) {
-      part.update(chunk);
-      inPart += n;
-      if (inPart === partSize) {
-        parts.push(part.digest("hex"));
-        part = createHash("md5");
-        inPart = 0;
-      }
-    }
-    await onBytes?.(n);
-  }
-  if (part && inPart > 0) parts.push(part.digest("hex"));
-  return { md5: whole.digest("hex"), size: total, ...(partSize ? { partMd5s: parts } : {}) };
+export function expectedMd5(head: Pick<ObjectHead, "etag" | "metadata">): string | null {
+  const meta = head.metadata["md5sum"]?.trim().toLowerCase();
+  if (meta !== undefined && isMd5Hex(meta)) return meta;
+  const etag = head.etag.toLowerCase();
+  return isMd5Hex(etag) ? etag : null;
 }
 
-/**
- * `Deno.lstatSync`, or null when the path (or a parent) is gone: files vanish
- * under compaction. Synchronous on purpose: a local lstat takes microseconds,
- * while the async form costs about 10x the CPU (a hop through Deno's
- * blocking-thread pool), which showed up as the largest item when profiling
- * 10,000 small files.
- */
-export function lstatOrNull(path: string): Deno.FileInfo | null {
+/** The `stat` metadata of an object, as far as it could be read. */
+export interface StatMetadata {
+  uid?: number;
+  gid?: number;
+  mode?: number;
+  user?: string;
+  group?: string;
+}
+
+/** Parses the `stat` metadata; fields of the wrong type are dropped, bad JSON gives null. */
+export function parseStatMetadata(text: string | undefined): StatMetadata | null {
+  if (text === undefined) return null;
+  let data: unknown;
   try {
-    return Deno.lstatSync(path);
+    data = JSON.parse(text);
   } catch (err) {
-    if (err instanceof Deno.errors.NotFound || err instanceof Deno.errors.NotADirectory) {
-      return null;
-    }
+    if (err instanceof SyntaxError) return null;
     throw err;
   }
+  if (typeof data !== "object" || data === null) return null;
+  const record = data as Record<string, unknown>;
+  const out: StatMetadata = {};
+  for (const field of ["uid", "gid", "mode"] as const) {
+    const value = record[field];
+    if (typeof value === "number" && Number.isInteger(value) && value >= 0) out[field] = value;
+  }
+  for (const field of ["user", "group"] as const) {
+    const value = record[field];
+    if (typeof value === "string" && value !== "") out[field] = value;
+  }
+  return out;
 }

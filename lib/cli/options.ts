@@ -1,73 +1,112 @@
 /**
- * Command-line plumbing shared by every job: parsing with `node:util`'s
- * `parseArgs` (the JSR `@std/cli` cannot be reached from our build hosts),
- * usage errors, numeric options, and the connection flags every job takes.
+ * Option tables: each job declares its options once, as data (spelling,
+ * value kind, default, --help text, section), and this module makes the
+ * parser, the typed values and the --help text from that one table, so the
+ * three cannot drift apart. Parsing is pure: no I/O, no logging.
+ *
+ * Underneath is `node:util`'s `parseArgs` (the JSR `@std/cli` cannot be
+ * reached from our build hosts); its messages are reworded into one-line
+ * usage errors.
  */
-import { parseArgs, type ParseArgsConfig } from "node:util";
+import { parseArgs } from "node:util";
 import { UsageError } from "../common/errors.ts";
-import { LocalStore } from "../store/local_store.ts";
-import { type S3Options, S3Store } from "../store/s3/s3_store.ts";
-import type { Store } from "../store/store.ts";
 
-export type OptionSpecs = NonNullable<ParseArgsConfig["options"]>;
+/** One option. The table's key is its long name (`threads` for `--threads`). */
+export interface OptionSpec {
+  /** The --help section it is listed in; sections appear in table order. */
+  readonly group: string;
+  /**
+   * flag: present or not; text: one string; texts: repeatable;
+   * count: a whole number (at least `min`); seconds: a non-negative number.
+   */
+  readonly kind: "flag" | "text" | "texts" | "count" | "seconds";
+  readonly short?: string | undefined;
+  /** Other long names that mean the same (the original tools' spellings). */
+  readonly aliases?: readonly string[];
+  /** The value's placeholder in --help (`N`, `SEC`, `REGEX`). */
+  readonly arg?: string;
+  /** One line, or several joined by "\n"; "(default ...)" is added from `default`. */
+  readonly help: string;
+  readonly default?: number | string | readonly string[];
+  /** The smallest value a count takes (default 0). */
+  readonly min?: number;
+}
 
-/** The flags that say how to reach the bucket, the same for every job. */
-export const CONNECTION_OPTIONS = {
-  "aws-key": { type: "string", short: "k" },
-  "aws-secret": { type: "string", short: "s" },
-  "aws-token": { type: "string" },
-  "aws-region": { type: "string" },
-  "endpoint-url": { type: "string" },
-} as const satisfies OptionSpecs;
+export type OptionTable = Readonly<Record<string, OptionSpec>>;
 
-export const CONNECTION_HELP = `Connection:
-  -k, --aws-key KEY        AWS access key id (default: AWS_ACCESS_KEY_ID, else the SDK chain)
-  -s, --aws-secret SECRET  AWS secret key (default: AWS_SECRET_ACCESS_KEY); prefer the
-                           environment: flags are visible in process listings
-  --aws-token TOKEN        session token (default: AWS_SESSION_TOKEN or AWS_SECURITY_TOKEN)
-  --aws-region REGION      region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)
-  --endpoint-url URL       S3-compatible endpoint, path-style addressing
-                           (default: AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL)
-BUCKET may be file:///some/dir to use a local directory instead of S3.`;
+type ValueOf<S extends OptionSpec> = S["kind"] extends "flag" ? boolean
+  : S["kind"] extends "texts" ? string[]
+  : S["kind"] extends "count" | "seconds" ? (S extends { default: number } ? number
+      : number | undefined)
+  : S extends { default: string } ? string
+  : string | undefined;
+
+/** The parsed values of a table, one typed field per option. */
+export type OptionValues<T extends OptionTable> = { -readonly [K in keyof T]: ValueOf<T[K]> };
+
+export interface ParsedArgs<T extends OptionTable> {
+  values: OptionValues<T>;
+  positionals: string[];
+}
 
 /**
- * Parses `args` strictly; any mistake becomes a `UsageError` naming it.
- * `parseArgs` messages are long and mention internals, so they are reworded.
+ * Parses `args` strictly against `table`; any mistake is a `UsageError`
+ * naming it. Aliases fill their option when it was not given itself.
  */
-export function parseCli<T extends OptionSpecs>(args: string[], options: T) {
+export function parseOptions<T extends OptionTable>(args: string[], table: T): ParsedArgs<T> {
+  type Config = { type: "string" | "boolean"; short?: string; multiple?: boolean };
+  const config: Record<string, Config> = {};
+  for (const [name, spec] of Object.entries(table)) {
+    const type = spec.kind === "flag" ? "boolean" : "string";
+    const entry: Config = { type };
+    if (spec.short) entry.short = spec.short;
+    if (spec.kind === "texts") entry.multiple = true;
+    config[name] = entry;
+    for (const alias of spec.aliases ?? []) {
+      config[alias] = spec.kind === "texts" ? { type, multiple: true } : { type };
+    }
+  }
+  let raw: Record<string, string | boolean | (string | boolean)[] | undefined>;
+  let positionals: string[];
   try {
-    return parseArgs({ args, options, allowPositionals: true, strict: true });
+    ({ values: raw, positionals } = parseArgs({
+      args,
+      options: config,
+      allowPositionals: true,
+      strict: true,
+    }));
   } catch (err) {
-    const message = err instanceof Error ? err.message : String(err);
-    const unknown = message.match(/Unknown option '([^']+)'/);
-    if (unknown) throw new UsageError(`Unknown option '${unknown[1]}'`);
-    const missing = message.match(/Option '([^']+)' argument missing/);
-    if (missing) {
-      const flag = missing[1]!.replace(/ <value>$/, "");
-      throw new UsageError(`Option '${flag}' needs a value`);
-    }
-    const ambiguous = message.match(/Option '([^']+)' argument is ambiguous/);
-    if (ambiguous) {
-      throw new UsageError(
-        `Option '${
-          ambiguous[1]
-        }' is followed by a value starting with '-': write it as --option=VALUE`,
-      );
-    }
-    const positional = message.match(/Unexpected argument '([^']+)'/);
-    if (positional) throw new UsageError(`Unexpected argument '${positional[1]}'`);
-    throw new UsageError(message.split("\n")[0] ?? message);
+    throw usageErrorOf(err);
+  }
+  const values: Record<string, unknown> = {};
+  for (const [name, spec] of Object.entries(table)) {
+    let given = raw[name];
+    for (const alias of spec.aliases ?? []) given ??= raw[alias];
+    values[name] = valueOf(name, spec, given);
+  }
+  return { values: values as OptionValues<T>, positionals };
+}
+
+function valueOf(name: string, spec: OptionSpec, given: unknown): unknown {
+  const flag = `--${name}`;
+  switch (spec.kind) {
+    case "flag":
+      return given === true;
+    case "texts":
+      return Array.isArray(given) ? given : [...(spec.default as readonly string[] ?? [])];
+    case "text":
+      return typeof given === "string" ? given : spec.default;
+    case "count":
+      if (typeof given !== "string") return spec.default;
+      return wholeNumber(given, flag, spec.min ?? 0);
+    case "seconds":
+      if (typeof given !== "string") return spec.default;
+      return nonNegativeNumber(given, flag);
   }
 }
 
-/** Reads a whole-number option, refusing anything else with a usage error. */
-export function intOption(
-  value: string | undefined,
-  flag: string,
-  fallback: number,
-  min = 0,
-): number {
-  if (value === undefined) return fallback;
+/** A whole number of at least `min`, or a usage error naming the option and the value. */
+export function wholeNumber(value: string, flag: string, min = 0): number {
   if (!/^\d+$/.test(value.trim())) {
     throw new UsageError(`Option '${flag}' needs a whole number, got '${value}'`);
   }
@@ -76,9 +115,8 @@ export function intOption(
   return n;
 }
 
-/** Reads a non-negative decimal option (seconds and the like). */
-export function numberOption(value: string | undefined, flag: string, fallback: number): number {
-  if (value === undefined) return fallback;
+/** A non-negative decimal (seconds, days), or a usage error naming the option and the value. */
+export function nonNegativeNumber(value: string, flag: string): number {
   const n = Number(value);
   if (value.trim() === "" || !Number.isFinite(n) || n < 0) {
     throw new UsageError(`Option '${flag}' needs a non-negative number, got '${value}'`);
@@ -86,65 +124,73 @@ export function numberOption(value: string | undefined, flag: string, fallback: 
   return n;
 }
 
-/** Connection flags as parsed by `parseCli` with `CONNECTION_OPTIONS`. */
-export interface ConnectionValues {
-  "aws-key"?: string;
-  "aws-secret"?: string;
-  "aws-token"?: string;
-  "aws-region"?: string;
-  "endpoint-url"?: string;
+/** `parseArgs` messages are long and mention internals: reworded to one line. */
+function usageErrorOf(err: unknown): UsageError {
+  const message = err instanceof Error ? err.message : String(err);
+  const unknown = message.match(/Unknown option '([^']+)'/);
+  if (unknown) return new UsageError(`Unknown option '${unknown[1]}'`);
+  const missing = message.match(/Option '([^']+)' argument missing/);
+  if (missing) {
+    return new UsageError(`Option '${missing[1]!.replace(/ <value>$/, "")}' needs a value`);
+  }
+  const ambiguous = message.match(/Option '([^']+)' argument is ambiguous/);
+  if (ambiguous) {
+    return new UsageError(
+      `Option '${
+        ambiguous[1]
+      }' is followed by a value starting with '-': write it as --option=VALUE`,
+    );
+  }
+  const positional = message.match(/Unexpected argument '([^']+)'/);
+  if (positional) return new UsageError(`Unexpected argument '${positional[1]}'`);
+  return new UsageError(message.split("\n")[0] ?? message);
 }
 
-/** Extra S3 behaviour only the watcher sets. */
-export type UploadTuning = Pick<
-  S3Options,
-  "reducedRedundancy" | "serverSideEncryption" | "onRequest"
->;
+/** Where option descriptions start in --help. */
+const HELP_COLUMN = 30;
 
 /**
- * Opens the store a BUCKET argument names: `file:///dir` is a `LocalStore`,
- * anything else an S3 bucket. Credentials: flags, then AWS_* variables
- * (including the original's AWS_SECURITY_TOKEN), then the SDK's default chain
- * (profiles, SSO, instance roles through IMDSv2).
+ * The --help text: `usage`, `description`, then every option of the table
+ * under its section, then `epilogue`.
  */
-export function openStore(
-  bucket: string,
-  values: ConnectionValues,
-  tuning: UploadTuning = {},
-): Store {
-  if (bucket.startsWith("file://")) {
-    const path = decodeURIComponent(bucket.slice("file://".length));
-    if (!path.startsWith("/")) {
-      throw new UsageError(`Local store URL '${bucket}' needs an absolute path (file:///dir)`);
-    }
-    return new LocalStore(path);
+export function helpText(
+  table: OptionTable,
+  text: { usage: string; description: string; epilogue?: string },
+): string {
+  const groups = new Map<string, string[]>();
+  for (const [name, spec] of Object.entries(table)) {
+    let lines = groups.get(spec.group);
+    if (!lines) groups.set(spec.group, lines = []);
+    lines.push(...optionLines(name, spec));
   }
-  if (bucket === "" || bucket.includes("/")) {
-    throw new UsageError(`Invalid bucket name '${bucket}' (use file:///dir for a local store)`);
-  }
-  const env = (name: string) => Deno.env.get(name) || undefined;
-  const accessKeyId = values["aws-key"] ?? env("AWS_ACCESS_KEY_ID");
-  const secretAccessKey = values["aws-secret"] ?? env("AWS_SECRET_ACCESS_KEY");
-  if ((values["aws-key"] === undefined) !== (values["aws-secret"] === undefined)) {
-    throw new UsageError("Options '--aws-key' and '--aws-secret' go together");
-  }
-  const endpoint = values["endpoint-url"] ?? env("AWS_ENDPOINT_URL_S3") ?? env("AWS_ENDPOINT_URL");
-  if (endpoint !== undefined && !URL.canParse(endpoint)) {
-    throw new UsageError(`Invalid endpoint URL '${endpoint}'`);
-  }
-  const options: S3Options = {
-    bucket,
-    region: values["aws-region"] ?? env("AWS_REGION") ?? env("AWS_DEFAULT_REGION") ?? "us-east-1",
-    ...tuning,
-  };
-  if (endpoint) options.endpoint = endpoint;
-  // An escape hatch: every request through the SDK, should a server dislike ours.
-  if (env("TABLESNAP_DIRECT_REQUESTS") === "0") options.directRequests = false;
-  if (accessKeyId && secretAccessKey) {
-    options.accessKeyId = accessKeyId;
-    options.secretAccessKey = secretAccessKey;
-    const token = values["aws-token"] ?? env("AWS_SESSION_TOKEN") ?? env("AWS_SECURITY_TOKEN");
-    if (token) options.sessionToken = token;
-  }
-  return new S3Store(options);
+  const sections = [...groups].map(([group, lines]) => `${group}:\n${lines.join("\n")}`);
+  return [
+    `Usage: ${text.usage}`,
+    text.description,
+    ...sections,
+    ...(text.epilogue ? [text.epilogue] : []),
+  ]
+    .join("\n\n");
+}
+
+function optionLines(name: string, spec: OptionSpec): string[] {
+  const names = [name, ...(spec.aliases ?? [])].map((n) => `--${n}`).join(", ");
+  const label = `  ${spec.short ? `-${spec.short}, ` : "    "}${names}${
+    spec.arg ? ` ${spec.arg}` : ""
+  }`;
+  const help = spec.help.split("\n");
+  const shown = defaultShown(spec);
+  if (shown !== undefined) help[help.length - 1] += ` (default ${shown})`;
+  const pad = " ".repeat(HELP_COLUMN);
+  const first = label.length < HELP_COLUMN - 1
+    ? label.padEnd(HELP_COLUMN) + help[0]
+    : `${label}  ${help[0]}`;
+  return [first, ...help.slice(1).map((line) => pad + line)];
+}
+
+function defaultShown(spec: OptionSpec): string | undefined {
+  const value = spec.default;
+  if (value === undefined || value === "") return undefined;
+  if (Array.isArray(value)) return value.length > 0 ? value.join(" and ") : undefined;
+  return typeof value === "string" ? `"${value}"` : String(value);
 }

@@ -12,68 +12,13 @@
  * Memory: the listing is streamed twice; only index keys, the names of kept
  * indexes and one delete batch are held, never the whole listing.
  */
-import {
-  CONNECTION_HELP,
-  CONNECTION_OPTIONS,
-  intOption,
-  numberOption,
-  openStore,
-  parseCli,
-} from "../cli/options.ts";
-import { errorMessage, FatalError, UsageError } from "../common/errors.ts";
-import { forEachLimited } from "../common/pool.ts";
-import {
-  isIndexKey,
-  keyDirectory,
-  newestIndexPerDirectory,
-  readIndex,
-  trimSlashes,
-} from "../bucket/index_reader.ts";
-import { keyHead, type KeyNaming, namingFromFlags } from "../bucket/keys.ts";
+import { newestIndexPerDirectory, readIndex } from "../bucket/index_reader.ts";
+import { isIndexKey, keyDirectory, keyHead, type KeyNaming, trimSlashes } from "../bucket/keys.ts";
+import { errorMessage, FatalError } from "../common/errors.ts";
+import { formatBytes } from "../common/format.ts";
 import { log } from "../common/log.ts";
-import { formatBytes } from "../restore/slurp.ts";
+import { forEachLimited } from "../common/pool.ts";
 import type { ObjectInfo, Store } from "../store/store.ts";
-
-export const CHOP_HELP = `Usage: tablesnap chop [options] BUCKET PATH AGE_DAYS
-
-Delete old backups under <name>:<PATH>. Kept: every index younger than
-AGE_DAYS days, the newest index of every directory whatever its age, every
-file a kept index names, and every object younger than AGE_DAYS days.
-Everything else under the prefix is deleted (DeleteObjects, 1,000 keys a request).
-Nothing is deleted if an index that must be kept cannot be read or parsed,
-or if there is no index under the prefix at all.
-
-Options:
-  -d, --debug, --dry-run     dry run: delete nothing, report what would be deleted
-  -l, --list-deletes         print every key deleted (or that would be)
-  -j, --parallel N           concurrent index reads (default 5)
-  -n, --name NAME            host name in the keys (default: this host's FQDN)
-  -p, --prefix PREFIX        key prefix the watcher was run with (default: none)
-  --keyname-separator SEP    separator between name and path (default ':')
-  --now TIME                 pretend the time is TIME (ISO 8601): for tests and what-ifs
-  -h, --help                 show this help
-
-PATH is used verbatim as a key prefix, as the original did: /data/ks also
-matches /data/ks2 (whose indexes then protect their own files the same way).
-Exit status: 0 done, 1 aborted or a delete failed, 2 usage error.
-
-${CONNECTION_HELP}
-  --key KEY, --secret SECRET  same as --aws-key/--aws-secret (the original tablechop's names)`;
-
-const CHOP_OPTIONS = {
-  ...CONNECTION_OPTIONS,
-  key: { type: "string" },
-  secret: { type: "string" },
-  debug: { type: "boolean", short: "d" },
-  "dry-run": { type: "boolean" },
-  "list-deletes": { type: "boolean", short: "l" },
-  parallel: { type: "string", short: "j" },
-  name: { type: "string", short: "n" },
-  prefix: { type: "string", short: "p" },
-  "keyname-separator": { type: "string" },
-  now: { type: "string" },
-  help: { type: "boolean", short: "h" },
-} as const;
 
 /** What to chop and how. */
 export interface ChopOptions {
@@ -217,46 +162,4 @@ export async function chop(options: ChopOptions): Promise<ChopResult> {
       `${verb} ${result.deleted} objects (${formatBytes(result.deletedBytes)})`,
   );
   return result;
-}
-
-/** `tablesnap chop ARGS`: parses the command line, chops, returns the exit code. */
-export async function chopMain(args: string[]): Promise<number> {
-  const { values, positionals } = parseCli(args, CHOP_OPTIONS);
-  if (values.help) {
-    console.log(CHOP_HELP);
-    return 0;
-  }
-  if (positionals.length !== 3) {
-    throw new UsageError(`Expected BUCKET PATH AGE_DAYS, got ${positionals.length} arguments`);
-  }
-  const [bucket, path, age] = positionals as [string, string, string];
-  const ageDays = numberOption(age, "AGE_DAYS", 0);
-  let now: Date | undefined;
-  if (values.now !== undefined) {
-    now = new Date(values.now);
-    if (Number.isNaN(now.getTime())) {
-      throw new UsageError(`Option '--now' needs an ISO 8601 time, got '${values.now}'`);
-    }
-  }
-  const connection = { ...values };
-  if (values.key !== undefined) connection["aws-key"] ??= values.key;
-  if (values.secret !== undefined) connection["aws-secret"] ??= values.secret;
-  const store = openStore(bucket, connection);
-  try {
-    await store.check();
-    const options: ChopOptions = {
-      store,
-      naming: await namingFromFlags(values),
-      path,
-      ageDays,
-      dryRun: (values.debug ?? false) || (values["dry-run"] ?? false),
-      listDeletes: values["list-deletes"] ?? false,
-      parallel: intOption(values.parallel, "--parallel", 5, 1),
-    };
-    if (now !== undefined) options.now = now;
-    await chop(options);
-    return 0;
-  } finally {
-    store.close();
-  }
 }

@@ -6,60 +6,22 @@
  * `--md5` every object is downloaded (streamed, not stored) and its size and
  * MD5 checked.
  */
-import { createHash } from "node:crypto";
-import {
-  CONNECTION_HELP,
-  CONNECTION_OPTIONS,
-  intOption,
-  openStore,
-  parseCli,
-} from "../cli/options.ts";
-import { errorMessage, UsageError } from "../common/errors.ts";
-import { forEachLimited } from "../common/pool.ts";
+import { unsafeNameReason } from "../bucket/index_body.ts";
+import { newestIndexPerDirectory, readIndex } from "../bucket/index_reader.ts";
 import {
   directoryPrefix,
-  expectedMd5,
   keyDirectory,
-  newestIndexPerDirectory,
-  readIndex,
+  keyHead,
+  type KeyNaming,
   trimSlashes,
-  unsafeNameReason,
-} from "../bucket/index_reader.ts";
-import { keyHead, type KeyNaming, namingFromFlags } from "../bucket/keys.ts";
+} from "../bucket/keys.ts";
+import { expectedMd5 } from "../bucket/object_meta.ts";
+import { isMd5Hex, newMd5 } from "../common/digest.ts";
+import { errorMessage } from "../common/errors.ts";
+import { formatBytes } from "../common/format.ts";
 import { log } from "../common/log.ts";
-import { formatBytes } from "../restore/slurp.ts";
+import { forEachLimited } from "../common/pool.ts";
 import type { ObjectInfo, Store } from "../store/store.ts";
-
-export const VERIFY_HELP = `Usage: tablesnap verify [options] BUCKET PATH
-
-Check the backups under <name>:<PATH>/: for the newest index of every
-directory (every index with --all), each file it names must exist and its
-md5sum metadata must agree with the object's ETag (single-part uploads);
-with --md5, each object is downloaded and its size and MD5 checked.
-
-Options:
-  --all                      check every index, not only the newest per directory
-  --md5                      download every object and check its size and MD5
-  -j, --parallel N           concurrent checks (default 8)
-  -n, --name NAME            host name in the keys (default: this host's FQDN)
-  -p, --prefix PREFIX        key prefix the watcher was run with (default: none)
-  --keyname-separator SEP    separator between name and path (default ':')
-  -h, --help                 show this help
-
-Exit status: 0 no problem, 1 a problem (each printed as 'PROBLEM key: what'), 2 usage error.
-
-${CONNECTION_HELP}`;
-
-const VERIFY_OPTIONS = {
-  ...CONNECTION_OPTIONS,
-  all: { type: "boolean" },
-  md5: { type: "boolean" },
-  parallel: { type: "string", short: "j" },
-  name: { type: "string", short: "n" },
-  prefix: { type: "string", short: "p" },
-  "keyname-separator": { type: "string" },
-  help: { type: "boolean", short: "h" },
-} as const;
 
 /** What to verify. */
 export interface VerifyOptions {
@@ -171,13 +133,13 @@ async function checkObject(
   result.bytes += head.size;
   const metaMd5 = head.metadata["md5sum"]?.trim().toLowerCase();
   const etag = head.etag.toLowerCase();
-  if (metaMd5 && /^[0-9a-f]{32}$/.test(etag) && etag !== metaMd5) {
+  if (metaMd5 && isMd5Hex(etag) && etag !== metaMd5) {
     return `ETag ${etag} differs from md5sum ${metaMd5}: the object is not the file uploaded`;
   }
   if (!md5) return null;
   const object = await store.get(key);
   if (object === null) return "missing";
-  const hash = createHash("md5");
+  const hash = newMd5();
   let bytes = 0;
   for await (const chunk of object.body) {
     hash.update(chunk);
@@ -188,33 +150,4 @@ async function checkObject(
   const actual = hash.digest("hex");
   if (expected !== null && actual !== expected) return `MD5 ${actual}, expected ${expected}`;
   return null;
-}
-
-/** `tablesnap verify ARGS`: parses the command line, verifies, returns the exit code. */
-export async function verifyMain(args: string[]): Promise<number> {
-  const { values, positionals } = parseCli(args, VERIFY_OPTIONS);
-  if (values.help) {
-    console.log(VERIFY_HELP);
-    return 0;
-  }
-  if (positionals.length !== 2) {
-    throw new UsageError(`Expected BUCKET PATH, got ${positionals.length} arguments`);
-  }
-  const [bucket, path] = positionals as [string, string];
-  const parallel = intOption(values.parallel, "--parallel", 8, 1);
-  const store = openStore(bucket, values);
-  try {
-    await store.check();
-    const result = await verify({
-      store,
-      naming: await namingFromFlags(values),
-      path,
-      all: values.all ?? false,
-      md5: values.md5 ?? false,
-      parallel,
-    });
-    return result.problems.length > 0 ? 1 : 0;
-  } finally {
-    store.close();
-  }
 }

@@ -11,8 +11,10 @@
  * are renamed into place, so a reader never sees half an object. An object's
  * LastModified is its data file's mtime, which tests may set.
  */
-import { createHash } from "node:crypto";
+import { md5Hex, multipartEtag, newMd5 } from "../common/digest.ts";
 import { FatalError } from "../common/errors.ts";
+import { isGone } from "../common/fs.ts";
+import { dirname } from "../common/paths.ts";
 import {
   type ByteCounter,
   DigestMismatchError,
@@ -105,9 +107,7 @@ export class LocalStore implements Store {
       sidecar = JSON.parse(await Deno.readTextFile(this.#metaPath(key)));
       stat = await Deno.stat(this.dataPath(key));
     } catch (err) {
-      if (err instanceof Deno.errors.NotFound || err instanceof Deno.errors.NotADirectory) {
-        return null;
-      }
+      if (isGone(err)) return null;
       throw err;
     }
     if (!stat.isFile) return null;
@@ -129,7 +129,7 @@ export class LocalStore implements Store {
     await this.#prepare();
     const tmp = this.#tmpPath();
     await Deno.writeFile(tmp, body);
-    const etag = createHash("md5").update(body).digest("hex");
+    const etag = md5Hex(body);
     await this.#commit(key, tmp, {
       size: body.byteLength,
       etag,
@@ -145,14 +145,14 @@ export class LocalStore implements Store {
   ): Promise<void> {
     await this.#prepare();
     const tmp = this.#tmpPath();
-    const hash = createHash("md5");
+    const hash = newMd5();
     let copied = 0;
     if (file.body) {
       await options.onBytes?.(file.body.byteLength);
       await Deno.writeFile(tmp, file.body);
       await this.#commit(key, tmp, {
         size: file.body.byteLength,
-        etag: createHash("md5").update(file.body).digest("hex"),
+        etag: md5Hex(file.body),
         metadata: file.metadata,
         ...(file.contentType ? { contentType: file.contentType } : {}),
       });
@@ -181,12 +181,7 @@ export class LocalStore implements Store {
         );
       }
       // A multipart upload's ETag is the MD5 of the part MD5s, "-N": keep S3's shape.
-      const etag = file.parts
-        ? createHash("md5").update(new Uint8Array(file.parts.md5s.flatMap(hexBytes))).digest(
-          "hex",
-        ) +
-          `-${file.parts.md5s.length}`
-        : md5;
+      const etag = file.parts ? multipartEtag(file.parts.md5s) : md5;
       await this.#commit(key, tmp, {
         size: copied,
         etag,
@@ -269,7 +264,7 @@ async function collectKeys(metaRoot: string, segments: string[], out: string[]):
   try {
     entries = await Array.fromAsync(Deno.readDir(dir));
   } catch (err) {
-    if (err instanceof Deno.errors.NotFound || err instanceof Deno.errors.NotADirectory) return;
+    if (isGone(err)) return;
     throw err;
   }
   for (const entry of entries) {
@@ -286,14 +281,4 @@ function compareKeys(a: string, b: string): number {
   const n = Math.min(ea.length, eb.length);
   for (let i = 0; i < n; i++) if (ea[i] !== eb[i]) return ea[i]! - eb[i]!;
   return ea.length - eb.length;
-}
-
-function hexBytes(hex: string): number[] {
-  const out: number[] = [];
-  for (let i = 0; i < hex.length; i += 2) out.push(parseInt(hex.slice(i, i + 2), 16));
-  return out;
-}
-
-function dirname(path: string): string {
-  return path.slice(0, path.lastIndexOf("/")) || "/";
 }

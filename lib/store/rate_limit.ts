@@ -1,23 +1,34 @@
 /**
- * A token bucket shared by every upload, for `--max-bandwidth`: a backup
- * must never saturate the database host's network. Tokens are bytes; the
- * bucket holds at most one second's worth, so bursts stay short.
+ * `--max-bandwidth`: a backup must never saturate the database host's
+ * network. `RateLimitedStore` wraps any store and holds every byte its file
+ * uploads send to one shared token bucket.
+ */
+import { sleep as realSleep } from "../common/retry.ts";
+import type { ByteCounter, FileUpload, ObjectHead, ObjectInfo, Store } from "./store.ts";
+
+/**
+ * A token bucket. Tokens are bytes; the bucket holds at most one second's
+ * worth, so bursts stay short. Callers are served in order.
  */
 export class RateLimiter {
   readonly bytesPerSecond: number;
-  #tokens: number;
+  #tokens = 0;
   #last: number;
   #queue: Promise<void> = Promise.resolve();
   readonly #now: () => number;
+  readonly #sleep: (ms: number) => Promise<void>;
 
-  constructor(bytesPerSecond: number, now: () => number = () => performance.now()) {
+  constructor(
+    bytesPerSecond: number,
+    clock: { now?: () => number; sleep?: (ms: number) => Promise<void> } = {},
+  ) {
     this.bytesPerSecond = bytesPerSecond;
-    this.#now = now;
-    this.#tokens = 0;
-    this.#last = now();
+    this.#now = clock.now ?? (() => performance.now());
+    this.#sleep = clock.sleep ?? realSleep;
+    this.#last = this.#now();
   }
 
-  /** Resolves once `bytes` may be sent. Callers are served in order. */
+  /** Resolves once `bytes` may be sent. */
   take(bytes: number): Promise<void> {
     const turn = this.#queue.then(() => this.#wait(bytes));
     this.#queue = turn;
@@ -25,29 +36,74 @@ export class RateLimiter {
   }
 
   async #wait(bytes: number): Promise<void> {
-    this.#refill();
-    this.#tokens -= bytes;
-    if (this.#tokens < 0) {
-      const ms = (-this.#tokens / this.bytesPerSecond) * 1000;
-      await new Promise((resolve) => setTimeout(resolve, ms));
-    }
-  }
-
-  #refill(): void {
     const now = this.#now();
     const elapsed = (now - this.#last) / 1000;
     this.#last = now;
     this.#tokens = Math.min(this.bytesPerSecond, this.#tokens + elapsed * this.bytesPerSecond);
+    this.#tokens -= bytes;
+    if (this.#tokens < 0) await this.#sleep((-this.#tokens / this.bytesPerSecond) * 1000);
   }
 }
 
-/** Parses "500K", "10M", "1.5G", "1048576" (bytes per second, powers of 1024). */
-export function parseRate(text: string): number | null {
-  const match = /^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?(?:\/s)?\s*$/i.exec(text);
-  if (!match) return null;
-  const unit = { "": 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 }[
-    match[2]!.toUpperCase() as "" | "K" | "M" | "G" | "T"
-  ];
-  const rate = Number(match[1]) * unit;
-  return rate >= 1 ? Math.floor(rate) : null;
+/** A store whose file uploads share one `RateLimiter`; everything else passes through. */
+export class RateLimitedStore implements Store {
+  readonly #inner: Store;
+  readonly #limiter: RateLimiter;
+
+  constructor(inner: Store, limiter: RateLimiter) {
+    this.#inner = inner;
+    this.#limiter = limiter;
+  }
+
+  get url(): string {
+    return this.#inner.url;
+  }
+
+  check(): Promise<void> {
+    return this.#inner.check();
+  }
+
+  list(prefix: string, options?: { delimiter?: string }): AsyncIterable<ObjectInfo> {
+    return this.#inner.list(prefix, options);
+  }
+
+  head(key: string): Promise<ObjectHead | null> {
+    return this.#inner.head(key);
+  }
+
+  putBytes(
+    key: string,
+    body: Uint8Array,
+    options: { metadata?: Record<string, string>; contentType?: string },
+  ): Promise<void> {
+    return this.#inner.putBytes(key, body, options);
+  }
+
+  putFile(
+    key: string,
+    file: FileUpload,
+    options: { signal?: AbortSignal; onBytes?: ByteCounter } = {},
+  ): Promise<void> {
+    const outer = options.onBytes;
+    const onBytes: ByteCounter = async (bytes) => {
+      await this.#limiter.take(bytes);
+      await outer?.(bytes);
+    };
+    return this.#inner.putFile(key, file, { ...options, onBytes });
+  }
+
+  get(
+    key: string,
+    options?: { signal?: AbortSignal },
+  ): Promise<{ head: ObjectHead; body: ReadableStream<Uint8Array> } | null> {
+    return this.#inner.get(key, options);
+  }
+
+  deleteMany(keys: string[]): Promise<void> {
+    return this.#inner.deleteMany(keys);
+  }
+
+  close(): void {
+    this.#inner.close();
+  }
 }

@@ -1,7 +1,7 @@
 /**
  * The watcher turns raw file-system events into one fact, "this file is
  * complete", and nothing else. Events are hints (inotify drops them, see
- * shared notes on Deno.watchFs), so three paths lead to that fact:
+ * docs/design.md), so three paths lead to that fact:
  *
  * - events: close-after-write (`access`), the last path of a `rename`, and
  *   a `create` that is a hard link (a link is complete the moment it
@@ -15,17 +15,26 @@
  *
  * The event loop does no I/O: it pushes paths to a queue drained by one
  * async worker, so Deno's 1,024-event queue never fills because of us.
+ * What each event means is decided by the pure rules of watch_rules.ts.
  */
-import { log } from "../common/log.ts";
 import { errorMessage, UsageError } from "../common/errors.ts";
+import { secondsSince } from "../common/format.ts";
+import { lstatOrNull } from "../common/fs.ts";
+import { log } from "../common/log.ts";
+import { dirname } from "../common/paths.ts";
 import type { PathFilter } from "./path_filter.ts";
-import { dirname } from "./index_publisher.ts";
-import { lstatOrNull } from "../bucket/object_meta.ts";
+import {
+  existedBeforeStart,
+  fileVerdict,
+  isWatchedDir,
+  type ListenEvent,
+  type ProbeKind,
+  probeKindOf,
+  strongerProbe,
+} from "./watch_rules.ts";
 
 /** When a new directory is scanned again after its first scan. */
 const NEW_DIR_RESCANS_MS = [250, 2_000];
-
-export type ListenEvent = "IN_MOVED_TO" | "IN_CLOSE_WRITE" | "IN_CREATE";
 
 export interface WatcherOptions {
   roots: string[];
@@ -46,6 +55,12 @@ export interface WatcherOptions {
   now?: () => number;
 }
 
+/** A path to look at, and what its event said. */
+interface Probe {
+  path: string;
+  kind: ProbeKind;
+}
+
 /** A file seen by a scan, waiting to stop changing. */
 interface Candidate {
   size: number;
@@ -59,8 +74,8 @@ export class FileWatcher {
   #startDirs = new Set<string>();
   #fsWatcher: Deno.FsWatcher | undefined;
   #closed = false;
-  #probeQueue: { path: string; kind: string }[] = [];
-  #probeQueued = new Map<string, { path: string; kind: string }>();
+  #probeQueue: Probe[] = [];
+  #probeQueued = new Map<string, Probe>();
   #probing = false;
   #candidates = new Map<string, Candidate>();
   #settleTimer: ReturnType<typeof setTimeout> | undefined;
@@ -135,11 +150,7 @@ export class FileWatcher {
         for (const root of this.#o.roots) {
           files += await this.#scanTree(root, immediate);
         }
-        log.debug("sweep done", {
-          why,
-          files,
-          seconds: ((performance.now() - started) / 1000).toFixed(3),
-        });
+        log.debug("sweep done", { why, files, seconds: secondsSince(started) });
       } while (this.#sweepAgain && !this.#closed);
     })().catch((err) => log.error("sweep failed", { error: errorMessage(err) }))
       .finally(() => this.#sweeping = undefined);
@@ -203,36 +214,27 @@ export class FileWatcher {
     }
     const path = event.paths[event.paths.length - 1];
     if (path === undefined) return;
-    switch (event.kind) {
-      case "access": // IN_CLOSE_WRITE on Linux
-        if (this.#o.listen.has("IN_CLOSE_WRITE")) this.#probe(path, "close-write");
-        break;
-      case "rename":
-        this.#probe(path, this.#o.listen.has("IN_MOVED_TO") ? "moved-to" : "moved-dir");
-        break;
-      case "create":
-        this.#probe(path, "create");
-        break;
-      case "remove":
-        this.#candidates.delete(path);
-        if (this.#o.roots.includes(path)) {
-          log.error("watched path was removed; waiting for it to come back", { path });
-          try {
-            this.#fsWatcher?.close();
-          } catch {
-            // already closed
-          }
-        }
-        break;
+    const kind = probeKindOf(event.kind, this.#o.listen);
+    if (kind !== null) {
+      this.#probe(path, kind);
+      return;
+    }
+    if (event.kind !== "remove") return;
+    this.#candidates.delete(path);
+    if (this.#o.roots.includes(path)) {
+      log.error("watched path was removed; waiting for it to come back", { path });
+      try {
+        this.#fsWatcher?.close();
+      } catch {
+        // already closed
+      }
     }
   }
 
-  #probe(path: string, kind: string): void {
+  #probe(path: string, kind: ProbeKind): void {
     const queued = this.#probeQueued.get(path);
     if (queued) {
-      // Same path twice before we looked (create then close-write, or the
-      // doubled rename): keep one probe, with the event that proves most.
-      if (queued.kind === "create" || queued.kind === "moved-dir") queued.kind = kind;
+      queued.kind = strongerProbe(queued.kind, kind);
       return;
     }
     const probe = { path, kind };
@@ -259,7 +261,7 @@ export class FileWatcher {
   }
 
   /** Decides what an event path is: a complete file, a new directory, or nothing yet. */
-  async #classify(path: string, kind: string): Promise<void> {
+  async #classify(path: string, kind: ProbeKind): Promise<void> {
     const info = lstatOrNull(path);
     if (!info) return; // vanished (compaction): nothing to do
     if (info.isDirectory) {
@@ -284,15 +286,11 @@ export class FileWatcher {
       log.debug("skipped: filtered out", { path, reason: this.#o.filter.describe() });
       return;
     }
-    const hardLink = (info.nlink ?? 1) > 1;
-    const complete = kind === "close-write" || kind === "moved-to" || hardLink ||
-      (kind === "create" && this.#o.listen.has("IN_CREATE"));
-    if (complete) {
+    const verdict = fileVerdict(kind, (info.nlink ?? 1) > 1, this.#o.listen);
+    if (verdict.complete) {
       this.#candidates.delete(path);
-      this.#o.onComplete(path, hardLink && kind === "create" ? "hard-link" : kind);
-    } else if (kind === "create" && this.#o.listen.has("IN_CLOSE_WRITE")) {
-      // A plain new file: its close-write normally follows; the candidate
-      // list is the safety net if that event is lost.
+      this.#o.onComplete(path, verdict.how);
+    } else if (verdict.candidate) {
       this.#addCandidate(path, info);
     }
   }
@@ -319,7 +317,7 @@ export class FileWatcher {
       if (!info || !info.isFile) continue;
       count++;
       if (this.#o.isHandled(path, info)) continue;
-      if (!this.#o.includeExisting && this.#existedBeforeStart(info)) continue;
+      if (!this.#o.includeExisting && existedBeforeStart(info, this.#startedAt)) continue;
       if (immediate || (info.nlink ?? 1) > 1) {
         this.#o.onComplete(path, immediate ? "existing" : "hard-link");
       } else {
@@ -327,16 +325,6 @@ export class FileWatcher {
       }
     }
     return count;
-  }
-
-  /**
-   * Without -B, files that were there before we started are not ours to
-   * upload. ctime (changed by writes, renames and new links) tells; Deno
-   * reports it in whole seconds, so the start second itself counts as after.
-   */
-  #existedBeforeStart(info: Deno.FileInfo): boolean {
-    const ctime = info.ctime?.getTime() ?? info.mtime?.getTime() ?? 0;
-    return ctime < Math.floor(this.#startedAt / 1000) * 1000;
   }
 
   #addCandidate(path: string, info: Deno.FileInfo): void {
@@ -375,24 +363,13 @@ export class FileWatcher {
     }, Math.max(100, Math.min(this.#o.settleMs / 2, 5_000)));
   }
 
-  /**
-   * Whether events and scans in `dir` count, following the original's
-   * flags: the roots always; with -r every directory that existed at
-   * start; with -a directories created after start; with both, all.
-   */
   #isWatchedDir(dir: string): boolean {
-    const root = this.#o.roots.find((r) => dir === r || dir.startsWith(r + "/"));
-    if (root === undefined) return false;
-    if (dir === root) return true;
-    const { recursive, autoAdd } = this.#o;
-    if (recursive && autoAdd) return true;
-    if (recursive) return this.#startDirs.has(dir);
-    if (autoAdd) {
-      // A new directory anywhere below a root: its top-level ancestor is new too.
-      const top = root + "/" + dir.slice(root.length + 1).split("/")[0];
-      return !this.#startDirs.has(top);
-    }
-    return false;
+    return isWatchedDir(dir, {
+      roots: this.#o.roots,
+      recursive: this.#o.recursive,
+      autoAdd: this.#o.autoAdd,
+      startDirs: this.#startDirs,
+    });
   }
 }
 

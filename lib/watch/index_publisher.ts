@@ -11,28 +11,19 @@
  * there, for every component it lists; without one, until the generation's
  * files have stopped appearing for `quietMs`.
  */
-import type { Store } from "../store/store.ts";
+import { indexBody } from "../bucket/index_body.ts";
 import { indexKey, type KeyNaming } from "../bucket/keys.ts";
-import type { PathFilter } from "./path_filter.ts";
-import { pythonJson } from "../bucket/object_meta.ts";
+import { generationPrefix, parseToc, wantsIndex } from "../bucket/sstable.ts";
 import { errorMessage } from "../common/errors.ts";
+import { fileNamesOrNull, lstatOrNull, readTextOrNull } from "../common/fs.ts";
 import { log } from "../common/log.ts";
+import { basename, dirname } from "../common/paths.ts";
+import { type Backoff, backoffMs } from "../common/retry.ts";
+import type { Store } from "../store/store.ts";
+import type { PathFilter } from "./path_filter.ts";
 
-/** The index body, byte for byte as Python's `json.dumps({dir: names})` wrote it. */
-export function indexBody(directory: string, names: string[]): string {
-  return `{${pythonJson(directory)}: ${pythonJson(names)}}`;
-}
-
-/** `nb-7-big-` for `nb-7-big-Data.db`; null for a name that is not a Data.db. */
-export function generationPrefix(name: string): string | null {
-  const at = name.lastIndexOf("Data.db");
-  return at >= 0 ? name.slice(0, at) : null;
-}
-
-/** True for files that get an index when uploaded (the original's rule). */
-export function wantsIndex(path: string): boolean {
-  return basename(path).includes("Data.db");
-}
+/** Between failed uploads of one index. */
+const INDEX_PUT_BACKOFF: Backoff = { firstMs: 2_000, maxMs: 60_000, jitter: "none" };
 
 export interface IndexPublisherOptions {
   store: Store;
@@ -42,7 +33,6 @@ export interface IndexPublisherOptions {
   isStored(path: string, size?: number): boolean;
   waitMs: number;
   quietMs?: number;
-  onPublished?: (dataPath: string, directory: string) => void;
   now?: () => number;
 }
 
@@ -74,8 +64,12 @@ export class IndexPublisher {
   readonly #again = new Set<string>();
   /** Names we deleted locally after upload (--delete-on-backup), per directory. */
   readonly #deletedByUs = new Map<string, Set<string>>();
+  /** Data.db files found in the bucket at start without their index. */
+  #unindexed = new Set<string>();
   #timer: ReturnType<typeof setInterval> | undefined;
   #idleWaiters: (() => void)[] = [];
+  #settledWaiters: (() => void)[] = [];
+  readonly #publishedListeners: ((dataPath: string, directory: string) => void)[] = [];
   published = 0;
 
   constructor(options: IndexPublisherOptions) {
@@ -86,9 +80,14 @@ export class IndexPublisher {
     return this.#o.now?.() ?? Date.now();
   }
 
+  /** Calls `listener` after each index is written. */
+  onPublished(listener: (dataPath: string, directory: string) => void): void {
+    this.#publishedListeners.push(listener);
+  }
+
   /** Starts the timer that re-checks waiting indexes. */
   start(intervalMs = 500): void {
-    this.#timer ??= setInterval(() => this.#evaluateAll(), intervalMs);
+    this.#timer ??= setInterval(() => this.checkDue(), intervalMs);
   }
 
   stop(): void {
@@ -112,6 +111,23 @@ export class IndexPublisher {
       awaiting: null,
     });
     this.#evaluate(dataPath);
+  }
+
+  /**
+   * A file reached the bucket (uploaded now, or found there). An uploaded
+   * Data.db asks for its index; so does one found without an index at start
+   * (see `expectIndexes`). Other files may complete a waiting index.
+   */
+  stored(path: string, outcome: "uploaded" | "present"): void {
+    this.fileStored(path);
+    if (wantsIndex(path) && (outcome === "uploaded" || this.#unindexed.delete(path))) {
+      this.request(path);
+    }
+  }
+
+  /** Data.db files the bucket holds without their index (-B writes those indexes). */
+  expectIndexes(dataPaths: Set<string>): void {
+    this.#unindexed = dataPaths;
   }
 
   /** A file reached the bucket: the index of its own generation may be ready. */
@@ -153,8 +169,12 @@ export class IndexPublisher {
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 
-  /** The timer: catches quiet periods and deadlines, each index at most every `quietMs`. */
-  #evaluateAll(): void {
+  /**
+   * The timer's work, callable with a fake clock: catches quiet periods and
+   * deadlines, each index at most every `quietMs`. Resolves when the checks
+   * it started are done.
+   */
+  checkDue(): Promise<void> {
     const now = this.#now();
     const every = this.#o.quietMs ?? 2_000;
     for (const [dataPath, entry] of this.#pending) {
@@ -163,6 +183,13 @@ export class IndexPublisher {
       const interval = entry.awaiting?.size ? every * 5 : every;
       if (now >= entry.deadline || now - entry.checkedAt >= interval) this.#evaluate(dataPath);
     }
+    return this.settled();
+  }
+
+  /** Resolves when no check is running (tests: after `request` or `fileStored`). */
+  settled(): Promise<void> {
+    if (this.#busy.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#settledWaiters.push(resolve));
   }
 
   #evaluate(dataPath: string): void {
@@ -179,6 +206,9 @@ export class IndexPublisher {
         if (this.#pending.size === 0) {
           for (const resolve of this.#idleWaiters.splice(0)) resolve();
         }
+        if (this.#busy.size === 0) {
+          for (const resolve of this.#settledWaiters.splice(0)) resolve();
+        }
       });
   }
 
@@ -190,7 +220,7 @@ export class IndexPublisher {
     entry.checkedAt = now;
     const directory = dirname(dataPath);
     const prefix = entry.prefix;
-    const files = listFiles(directory);
+    const files = fileNamesOrNull(directory);
     if (files === null) {
       // The directory is gone (table dropped): nothing consistent to publish.
       log.warn("index not written: directory vanished", { path: dataPath });
@@ -212,7 +242,8 @@ export class IndexPublisher {
     );
     // Components we uploaded and then deleted (--delete-on-backup) are safe.
     const deleted = this.#deletedByUs.get(directory) ?? new Set<string>();
-    const toc = readToc(`${directory}/${prefix}TOC.txt`);
+    const tocText = readTextOrNull(`${directory}/${prefix}TOC.txt`);
+    const toc = tocText === null ? null : parseToc(tocText);
     if (toc) {
       for (const component of toc) {
         const name = `${prefix}${component}`;
@@ -254,63 +285,27 @@ export class IndexPublisher {
       });
     } catch (err) {
       entry.failures++;
-      entry.notBefore = now + Math.min(60_000, 1_000 * 2 ** entry.failures);
+      entry.notBefore = now + backoffMs(INDEX_PUT_BACKOFF, entry.failures);
       log.warn("index upload failed, will retry", { key, error: errorMessage(err) });
       return;
     }
     this.#pending.delete(dataPath);
     this.published++;
     log.info("index written", { key, files: names.length });
-    this.#o.onPublished?.(dataPath, directory);
+    for (const listener of this.#publishedListeners) listener(dataPath, directory);
   }
 }
 
-// The directory reads below are synchronous: an index check reads one
-// local directory and a few inodes, microseconds each, and the async forms
-// cost several times the CPU per call (measured with 10,000 small files).
-
-/** Names of the regular files in a directory; null if it is gone. */
-function listFiles(directory: string): Set<string> | null {
-  const names = new Set<string>();
-  try {
-    for (const entry of Deno.readDirSync(directory)) if (entry.isFile) names.add(entry.name);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound || err instanceof Deno.errors.NotADirectory) {
-      return null;
-    }
-    throw err;
-  }
-  return names;
-}
-
-/** Sizes of the named files (only a generation's few files are stat'ed). */
+/**
+ * Sizes of the named files (only a generation's few files are stat'ed).
+ * Synchronous, like every local read of a check: microseconds each, where
+ * the async forms cost several times the CPU (measured with 10,000 files).
+ */
 function sizesOf(directory: string, names: string[]): Map<string, number> {
   const sizes = new Map<string, number>();
   for (const name of names) {
-    try {
-      sizes.set(name, Deno.lstatSync(`${directory}/${name}`).size);
-    } catch (err) {
-      if (!(err instanceof Deno.errors.NotFound)) throw err;
-    }
+    const info = lstatOrNull(`${directory}/${name}`);
+    if (info) sizes.set(name, info.size);
   }
   return sizes;
-}
-
-/** The component names a TOC.txt lists, or null when there is none. */
-function readToc(path: string): string[] | null {
-  try {
-    const text = Deno.readTextFileSync(path);
-    return text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l.length > 0 && !l.includes("/"));
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return null;
-    throw err;
-  }
-}
-
-export function dirname(path: string): string {
-  return path.slice(0, path.lastIndexOf("/")) || "/";
-}
-
-export function basename(path: string): string {
-  return path.slice(path.lastIndexOf("/") + 1);
 }

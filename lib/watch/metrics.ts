@@ -1,7 +1,6 @@
 /**
- * Prometheus metrics for the watcher, and the small HTTP server that exposes
- * them (`--metrics-listen`): `/metrics` in the text exposition format 0.0.4,
- * `/healthz` for liveness checks.
+ * Prometheus metrics for the watcher, rendered in the text exposition format
+ * 0.0.4 (served by metrics_server.ts).
  *
  * The writer is our own, about a hundred lines: prom-client (npm) runs under
  * Deno, but its registry renders asynchronously and pulls in four packages,
@@ -13,18 +12,14 @@
  * computed at scrape time from the injected clock, so a stalled watcher shows
  * a growing age even if nothing calls into this module any more.
  */
-import { errorMessage, FatalError, UsageError } from "../common/errors.ts";
-import { log } from "../common/log.ts";
 import { VERSION } from "../common/version.ts";
+import { FAILURE_REASONS } from "../store/failure.ts";
 
 /** Options for `Metrics`. */
 export interface MetricsOptions {
   /** Milliseconds since the epoch; injectable for tests. Default `Date.now`. */
   now?: () => number;
 }
-
-/** The failure reasons `failureReason()` returns; exported at 0 from the start. */
-const REASONS = ["network", "throttled", "server_error", "access_denied", "changed", "other"];
 
 /** S3 request latency: fast HEADs to multi-minute 256 MB parts. */
 const S3_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
@@ -52,10 +47,6 @@ class Histogram {
 }
 
 /**
- * The watcher's metrics. Methods record events; `render()` writes the
- * Prometheus text format. No method needs a permission.
- */
-/**
  * What is not in the bucket yet. `oldestSince`: since when (epoch ms) the
  * oldest of those files has been complete; `null` when nothing is pending.
  */
@@ -65,14 +56,18 @@ export interface PendingWork {
   oldestSince: number | null;
 }
 
+/**
+ * The watcher's metrics. Methods record events; `render()` writes the
+ * Prometheus text format. No method needs a permission.
+ */
 export class Metrics {
   readonly #now: () => number;
   readonly #startedMs: number;
   #uploadedFiles = 0;
   #uploadedBytes = 0;
   readonly #uploadDuration = new Histogram(UPLOAD_BUCKETS);
-  readonly #failures = new Map<string, number>(REASONS.map((r) => [r, 0]));
-  readonly #retries = new Map<string, number>(REASONS.map((r) => [r, 0]));
+  readonly #failures = new Map<string, number>(FAILURE_REASONS.map((r) => [r, 0]));
+  readonly #retries = new Map<string, number>(FAILURE_REASONS.map((r) => [r, 0]));
   #pending: () => PendingWork = () => ({ files: 0, bytes: 0, oldestSince: null });
   readonly #lastUpload = new Map<string, number>();
   readonly #lastIndex = new Map<string, number>();
@@ -88,6 +83,7 @@ export class Metrics {
 
   /** A file under the watched path `root` was uploaded in `seconds`. */
   fileUploaded(root: string, bytes: number, seconds: number): void {
+    this.#s3Reachable = true;
     this.#uploadedFiles += 1;
     this.#uploadedBytes += bytes;
     this.#uploadDuration.observe(seconds);
@@ -96,6 +92,9 @@ export class Metrics {
 
   /** An upload gave up (after its retries), for `reason` (see `failureReason`). */
   uploadFailed(reason: string): void {
+    // Given up on for one of these reasons, S3 counts as out of reach until
+    // a request succeeds again.
+    if (reason === "network" || reason === "access_denied") this.#s3Reachable = false;
     increment(this.#failures, reason);
   }
 
@@ -127,6 +126,7 @@ export class Metrics {
     }
     histogram.observe(seconds);
     if (failed) increment(this.#s3Failures, operation);
+    else this.#s3Reachable = true;
   }
 
   /** Whether the file system watches are in place. */
@@ -134,7 +134,10 @@ export class Metrics {
     this.#watching = ok;
   }
 
-  /** Whether the last contact with S3 succeeded. */
+  /**
+   * Whether S3 can be reached, as the start-up check found; later every
+   * request and upload updates it.
+   */
   setS3Reachable(ok: boolean): void {
     this.#s3Reachable = ok;
   }
@@ -296,160 +299,4 @@ function formatValue(value: number): string {
   if (value === Infinity) return "+Inf";
   if (value === -Infinity) return "-Inf";
   return String(value);
-}
-
-const CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
-
-/**
- * Serves `/metrics` and `/healthz` on `listen` (`HOST:PORT`, `:PORT` for all
- * IPv4 interfaces, `[IPv6]:PORT`). Throws `UsageError` on a malformed value
- * and `FatalError` when the address cannot be bound. Requires `--allow-net`.
- */
-export function serveMetrics(
-  metrics: Metrics,
-  listen: string,
-): { port: number; shutdown(): Promise<void> } {
-  const { hostname, port } = parseListen(listen);
-  let server: Deno.HttpServer<Deno.NetAddr>;
-  try {
-    server = Deno.serve({ hostname, port, onListen: () => {} }, (request) => {
-      return respond(metrics, request);
-    });
-  } catch (err) {
-    if (err instanceof Deno.errors.AddrInUse || err instanceof Deno.errors.AddrNotAvailable) {
-      throw new FatalError(`Cannot listen on '${listen}' for metrics: ${errorMessage(err)}`);
-    }
-    if (err instanceof Deno.errors.PermissionDenied) {
-      throw new FatalError(`Cannot listen on '${listen}' for metrics: permission denied`);
-    }
-    throw err;
-  }
-  const address = server.addr;
-  const host = address.hostname.includes(":") ? `[${address.hostname}]` : address.hostname;
-  log.info("serving metrics", { address: `${host}:${address.port}` });
-  return {
-    port: address.port,
-    async shutdown() {
-      await server.shutdown();
-    },
-  };
-}
-
-function respond(metrics: Metrics, request: Request): Response {
-  const { pathname } = new URL(request.url);
-  if (pathname !== "/metrics" && pathname !== "/healthz") {
-    return new Response("Not found: try /metrics or /healthz\n", { status: 404 });
-  }
-  if (request.method !== "GET" && request.method !== "HEAD") {
-    return new Response("Method not allowed\n", { status: 405, headers: { allow: "GET, HEAD" } });
-  }
-  if (pathname === "/metrics") {
-    return new Response(metrics.render(), { headers: { "content-type": CONTENT_TYPE } });
-  }
-  const ok = metrics.healthy();
-  return new Response(ok ? "ok\n" : "unhealthy\n", {
-    status: ok ? 200 : 503,
-    headers: { "content-type": "text/plain; charset=utf-8" },
-  });
-}
-
-/** Parses `HOST:PORT`, `:PORT` or `[IPV6]:PORT`. */
-function parseListen(listen: string): { hostname: string; port: number } {
-  const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]*)):(\d{1,5})$/.exec(listen);
-  const port = Number(match?.[3]);
-  if (!match || !(port <= 65535)) {
-    throw new UsageError(
-      `Option '--metrics-listen' takes HOST:PORT, :PORT or [IPV6]:PORT, got '${listen}'`,
-    );
-  }
-  const hostname = match[1] ?? (match[2] || "0.0.0.0");
-  return { hostname, port };
-}
-
-const NETWORK_CODES = new Set([
-  "ECONNREFUSED",
-  "ECONNRESET",
-  "ECONNABORTED",
-  "ETIMEDOUT",
-  "ESOCKETTIMEDOUT",
-  "EPIPE",
-  "ENOTFOUND",
-  "EAI_AGAIN",
-  "EHOSTUNREACH",
-  "ENETUNREACH",
-  "ENETDOWN",
-]);
-const NETWORK_NAMES = new Set([
-  "TimeoutError",
-  "RequestTimeout",
-  "RequestTimeoutException",
-  "ConnectionRefused",
-  "ConnectionReset",
-  "ConnectionAborted",
-  "TimedOut",
-  "NetworkingError",
-]);
-const THROTTLED_NAMES = new Set([
-  "SlowDown",
-  "Throttling",
-  "ThrottlingException",
-  "TooManyRequests",
-  "TooManyRequestsException",
-  "RequestLimitExceeded",
-  "ServiceUnavailable",
-]);
-const ACCESS_NAMES = new Set([
-  "AccessDenied",
-  "InvalidAccessKeyId",
-  "SignatureDoesNotMatch",
-  "ExpiredToken",
-  "InvalidToken",
-  "TokenRefreshRequired",
-  "AllAccessDisabled",
-  "CredentialsProviderError",
-]);
-const CHANGED_NAMES = new Set(["FileChangedError", "DigestMismatchError", "BadDigest"]);
-
-/**
- * Classifies an upload error into a short reason label: "network",
- * "throttled", "server_error", "access_denied", "changed" (the file changed
- * during its upload) or "other". Reads the AWS SDK's `name` and
- * `$metadata.httpStatusCode`, Node-style `code`s and Deno's error classes,
- * following `cause` chains.
- */
-export function failureReason(err: unknown): string {
-  const seen = new Set<unknown>();
-  for (let e = err; typeof e === "object" && e !== null && !seen.has(e); e = causeOf(e)) {
-    seen.add(e);
-    const reason = reasonOf(e);
-    if (reason) return reason;
-  }
-  return "other";
-}
-
-function reasonOf(e: object): string | undefined {
-  const name = stringField(e, "name");
-  const code = stringField(e, "code");
-  const metadata = (e as { $metadata?: { httpStatusCode?: unknown } }).$metadata;
-  const status = typeof metadata?.httpStatusCode === "number" ? metadata.httpStatusCode : 0;
-  if (NETWORK_CODES.has(code) || NETWORK_NAMES.has(name) || NETWORK_NAMES.has(code)) {
-    return "network";
-  }
-  if (CHANGED_NAMES.has(name) || CHANGED_NAMES.has(code)) return "changed";
-  const throttling = (e as { $retryable?: { throttling?: unknown } }).$retryable?.throttling;
-  if (status === 503 || status === 429 || THROTTLED_NAMES.has(name) || throttling === true) {
-    return "throttled";
-  }
-  if (status === 403 || ACCESS_NAMES.has(name) || ACCESS_NAMES.has(code)) return "access_denied";
-  if (status >= 500 || name === "InternalError") return "server_error";
-  return undefined;
-}
-
-function causeOf(e: object): unknown {
-  return (e as { cause?: unknown }).cause;
-}
-
-function stringField(e: object, field: string): string {
-  const value = (e as Record<string, unknown>)[field];
-  return typeof value === "string" ? value : "";
 }

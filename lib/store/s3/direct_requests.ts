@@ -27,31 +27,11 @@ import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import { Buffer } from "node:buffer";
 import { errorMessage } from "../../common/errors.ts";
 import { log } from "../../common/log.ts";
-import { failureReason } from "../../watch/metrics.ts";
+import { type Backoff, retry } from "../../common/retry.ts";
+import { isTransient } from "../failure.ts";
 import type { ObjectHead } from "../store.ts";
-
-/** An S3 error answer, shaped like the SDK's so callers classify both alike. */
-export class S3ResponseError extends Error {
-  readonly $metadata: { httpStatusCode: number };
-  readonly $retryable?: { throttling: boolean };
-  constructor(name: string, status: number, message: string) {
-    super(message);
-    this.name = name;
-    this.$metadata = { httpStatusCode: status };
-    if (status === 429 || status === 503 || name === "SlowDown") {
-      this.$retryable = { throttling: true };
-    }
-  }
-}
-
-/** A byte range of a file, sent straight from disk through two reused buffers. */
-export interface FileRange {
-  path: string;
-  start: number;
-  length: number;
-  /** Told of every chunk before it is sent (rate limit, progress). */
-  onBytes?: (bytes: number) => Promise<void> | void;
-}
+import { responseError, unquote } from "./errors.ts";
+import type { FileRange } from "./file_range.ts";
 
 type Body = Uint8Array | FileRange;
 
@@ -64,15 +44,15 @@ interface BucketEndpoint {
   signingRegion: string;
 }
 
+/** As the SDK's standard retry mode: 3 tries, 200 ms doubling, full jitter. */
 const ATTEMPTS = 3;
-/** Failure reasons (lib/store/failure.ts) that another attempt may cure. */
-const RETRYABLE = new Set(["network", "throttled", "server_error"]);
+const REQUEST_BACKOFF: Backoff = { firstMs: 200, maxMs: 20_000, jitter: "full" };
 
 export class DirectS3 {
   readonly #client: S3Client;
   readonly #bucket: string;
   readonly #idleTimeoutMs: number;
-  readonly #onRequest?: (operation: string, seconds: number, failed: boolean) => void;
+  readonly #onRequest: ((operation: string, seconds: number, failed: boolean) => void) | undefined;
   #endpoint?: Promise<BucketEndpoint | null>;
   #signer?: SignatureV4;
   readonly #httpAgent = new HttpAgent({ keepAlive: true });
@@ -118,7 +98,7 @@ export class DirectS3 {
     return {
       key,
       size: Number(h["content-length"] ?? 0),
-      etag: String(h["etag"] ?? "").replace(/^"|"$/g, ""),
+      etag: unquote(h["etag"] === undefined ? undefined : String(h["etag"])),
       lastModified: h["last-modified"] ? new Date(String(h["last-modified"])) : new Date(0),
       metadata,
       ...(h["content-type"] ? { contentType: String(h["content-type"]) } : {}),
@@ -227,28 +207,29 @@ export class DirectS3 {
         ...extraHeaders,
       },
     };
-    for (let attempt = 1;; attempt++) {
+    return await retry(async () => {
       const started = performance.now();
-      let error: unknown;
+      let res;
       try {
         // Signed again on every attempt: the signature covers the time.
         const signed = await this.#signer!.sign(request, {
           signingRegion: endpoint.signingRegion,
         });
-        const res = await this.#exchange(base, method, target, signed.headers, body, signal);
-        const failed = res.status >= 300 && !(method === "HEAD" && res.status === 404);
-        this.#onRequest?.(operation, (performance.now() - started) / 1000, failed);
-        if (!failed) return res;
-        error = responseError(res.status, res.body, method);
+        res = await this.#exchange(base, method, target, signed.headers, body, signal);
       } catch (err) {
         this.#onRequest?.(operation, (performance.now() - started) / 1000, true);
-        error = err;
+        throw err;
       }
-      // The same classification the metrics use decides what is worth retrying.
-      const retryable = RETRYABLE.has(failureReason(error));
-      if (attempt >= ATTEMPTS || signal?.aborted || !retryable) throw error;
-      await backoff(attempt, signal);
-    }
+      const failed = res.status >= 300 && !(method === "HEAD" && res.status === 404);
+      this.#onRequest?.(operation, (performance.now() - started) / 1000, failed);
+      if (failed) throw responseError(res.status, res.body, method);
+      return res;
+    }, {
+      attempts: ATTEMPTS,
+      backoff: REQUEST_BACKOFF,
+      isRetryable: isTransient,
+      ...(signal ? { signal } : {}),
+    });
   }
 
   /** One HTTP exchange; resolves with the status, headers and (error) body. */
@@ -359,40 +340,4 @@ function endpointUrl(
   const port = endpoint.port ? `:${endpoint.port}` : "";
   const protocol = endpoint.protocol.endsWith(":") ? endpoint.protocol : `${endpoint.protocol}:`;
   return `${protocol}//${endpoint.hostname}${port}${endpoint.path}`;
-}
-
-/** The SDK's error names for bodiless answers (HEAD), else S3's own `<Code>`. */
-function responseError(status: number, body: string, method: string): S3ResponseError {
-  const code = /<Code>([^<]*)<\/Code>/.exec(body)?.[1];
-  const message = /<Message>([^<]*)<\/Message>/.exec(body)?.[1];
-  const name = code ?? (
-    status === 403
-      ? "Forbidden"
-      : status === 404
-      ? "NotFound"
-      : status === 301
-      ? "PermanentRedirect"
-      : status === 503
-      ? "SlowDown"
-      : status >= 500
-      ? "InternalError"
-      : `Http${status}`
-  );
-  return new S3ResponseError(
-    name,
-    status,
-    message ?? `${method} answered HTTP ${status} (${name})`,
-  );
-}
-
-/** The SDK's standard backoff: 100 ms doubling, full jitter. */
-function backoff(attempt: number, signal?: AbortSignal): Promise<void> {
-  const ms = Math.random() * 100 * 2 ** attempt;
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener("abort", () => {
-      clearTimeout(timer);
-      resolve();
-    }, { once: true });
-  });
 }

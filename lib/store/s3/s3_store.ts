@@ -2,19 +2,15 @@
  * The S3 implementation of `Store`, on `@aws-sdk/client-s3`.
  *
  * Files are streamed from disk: a single PUT below the multipart threshold,
- * otherwise our own multipart loop where each part is a file-range stream.
- * `@aws-sdk/lib-storage`'s `Upload` is not used for files because it buffers
- * every part in memory (partSize x queueSize: 1 GiB with the contract's
- * 256 MB parts and 4 uploads), which breaks the memory bound; streaming
- * parts keeps memory independent of part size and file size.
+ * otherwise our own multipart loop (multipart.ts). PUT and HEAD go out as
+ * direct signed requests (direct_requests.ts) unless `directRequests` is
+ * off or the bucket needs more than plain SigV4; everything else goes
+ * through the SDK.
  *
  * Every request carries Content-MD5, so S3 itself rejects bytes that differ
  * from the digest computed before the upload (a file changed mid-upload).
  */
 import {
-  AbortMultipartUploadCommand,
-  CompleteMultipartUploadCommand,
-  CreateMultipartUploadCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
   HeadBucketCommand,
@@ -24,51 +20,56 @@ import {
   S3Client,
   type S3ClientConfig,
   type StorageClass,
-  UploadPartCommand,
 } from "@aws-sdk/client-s3";
-import { createReadStream } from "node:fs";
-import { Transform } from "node:stream";
-import { Buffer } from "node:buffer";
-import { createHash } from "node:crypto";
-import { errorMessage, FatalError } from "../../common/errors.ts";
+import { hexToBase64, md5Base64 } from "../../common/digest.ts";
+import { errorMessage } from "../../common/errors.ts";
 import { log } from "../../common/log.ts";
 import { VERSION } from "../../common/version.ts";
-import { DirectS3 } from "./direct_requests.ts";
 import type { ByteCounter, FileUpload, ObjectHead, ObjectInfo, Store } from "../store.ts";
+import { DirectS3 } from "./direct_requests.ts";
+import { isNoSuchKey, permanentError, unquote } from "./errors.ts";
+import { rangeStream } from "./file_range.ts";
+import { putMultipart } from "./multipart.ts";
 
 /** How to reach S3; every field optional, the SDK's default chain fills in. */
 export interface S3Options {
   bucket: string;
-  region?: string;
-  endpoint?: string;
-  accessKeyId?: string;
-  secretAccessKey?: string;
-  sessionToken?: string;
-  reducedRedundancy?: boolean;
-  serverSideEncryption?: boolean;
+  region?: string | undefined;
+  endpoint?: string | undefined;
+  accessKeyId?: string | undefined;
+  secretAccessKey?: string | undefined;
+  sessionToken?: string | undefined;
+  reducedRedundancy?: boolean | undefined;
+  serverSideEncryption?: boolean | undefined;
   /**
    * Send PUT and HEAD signed by ourselves (direct_requests.ts) rather than
    * through the SDK's middleware; default on. Off: everything goes through
    * the SDK (`TABLESNAP_DIRECT_REQUESTS=0` does this for the CLI).
    */
-  directRequests?: boolean;
+  directRequests?: boolean | undefined;
   /** Observes every S3 request: operation name, seconds, error or not. */
-  onRequest?: (operation: string, seconds: number, failed: boolean) => void;
+  onRequest?: ((operation: string, seconds: number, failed: boolean) => void) | undefined;
+  /**
+   * How long a request's socket may stay silent before the request is
+   * retried (a half-open connection, a stuck proxy). Default 120 s.
+   */
+  requestTimeoutMs?: number | undefined;
 }
 
-/** How long a request's socket may stay silent before the request is retried. */
-const REQUEST_IDLE_TIMEOUT_MS = Number(Deno.env.get("TABLESNAP_REQUEST_TIMEOUT_MS") ?? 120_000);
-
-/** Read size of the SDK path (`directRequests` off), which streams files itself. */
-const READ_CHUNK = 256 * 1024;
-
-const USER_AGENT: [string, string?][] = [
-  ["tablesnap", VERSION],
-  ["ua", "2.1"],
-  [`os/${Deno.build.os}`, Deno.osRelease()],
-  ["lang/js"],
-  ["md/deno", Deno.version.deno],
-];
+/**
+ * The user agent, computed once per client: the SDK's default builds it for
+ * every request and asks the OS for its release each time (about 40 us per
+ * request in Deno, measurable with many small files).
+ */
+function userAgent(): [string, string?][] {
+  return [
+    ["tablesnap", VERSION],
+    ["ua", "2.1"],
+    [`os/${Deno.build.os}`, Deno.osRelease()],
+    ["lang/js"],
+    ["md/deno", Deno.version.deno],
+  ];
+}
 
 export class S3Store implements Store {
   readonly url: string;
@@ -82,6 +83,8 @@ export class S3Store implements Store {
     this.#options = options;
     this.#bucket = options.bucket;
     this.url = `s3://${options.bucket}`;
+    const requestTimeoutMs = options.requestTimeoutMs ?? 120_000;
+    const agent = userAgent();
     const config: S3ClientConfig = {
       region: options.region ?? "us-east-1",
       // Many S3-compatible servers reject the SDK's default CRC32 trailers;
@@ -89,13 +92,8 @@ export class S3Store implements Store {
       requestChecksumCalculation: "WHEN_REQUIRED",
       responseChecksumValidation: "WHEN_REQUIRED",
       maxAttempts: 3,
-      // The SDK's default builds its user agent for every request and asks
-      // the OS for its release each time (about 40 us per request in Deno,
-      // measurable with many small files): compute it once.
-      defaultUserAgentProvider: () => Promise.resolve(USER_AGENT),
-      // A request whose socket stays silent this long is retried rather than
-      // holding an upload slot forever (a half-open connection, a stuck proxy).
-      requestHandler: { connectionTimeout: 10_000, requestTimeout: REQUEST_IDLE_TIMEOUT_MS },
+      defaultUserAgentProvider: () => Promise.resolve(agent),
+      requestHandler: { connectionTimeout: 10_000, requestTimeout: requestTimeoutMs },
       // The SDK would print some warnings with console.warn, breaking our
       // one-line log format: route them to debug logs instead.
       logger: {
@@ -140,7 +138,7 @@ export class S3Store implements Store {
     this.#directRequests = options.directRequests === false ? null : new DirectS3({
       client: this.#client,
       bucket: this.#bucket,
-      idleTimeoutMs: REQUEST_IDLE_TIMEOUT_MS,
+      idleTimeoutMs: requestTimeoutMs,
       ...(options.onRequest ? { onRequest: options.onRequest } : {}),
     });
   }
@@ -153,32 +151,8 @@ export class S3Store implements Store {
     }
   }
 
-  /** The one-line `FatalError` for errors that waiting will not fix, else null. */
-  #permanentError(err: unknown): FatalError | null {
-    const status = httpStatus(err);
-    const name = errName(err);
-    if (status === 404 || name === "NoSuchBucket" || name === "NotFound") {
-      return new FatalError(`Bucket '${this.#bucket}' does not exist`);
-    }
-    if (name === "InvalidAccessKeyId" || name === "SignatureDoesNotMatch") {
-      return new FatalError(`S3 rejected the credentials for bucket '${this.#bucket}': ${name}`);
-    }
-    if (status === 403 || name === "AccessDenied") {
-      return new FatalError(
-        `Access to bucket '${this.#bucket}' denied (HTTP 403): check the credentials and the bucket policy`,
-      );
-    }
-    if (status === 301 || name === "PermanentRedirect") {
-      return new FatalError(
-        `Bucket '${this.#bucket}' is in another region than '${this.#options.region}': set --aws-region`,
-      );
-    }
-    if (name === "CredentialsProviderError") {
-      return new FatalError(
-        "No AWS credentials found: pass -k/-s, set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or run with an instance role",
-      );
-    }
-    return null;
+  #permanentError(err: unknown) {
+    return permanentError(err, this.#bucket, this.#options.region ?? "us-east-1");
   }
 
   async *list(prefix: string, options: { delimiter?: string } = {}): AsyncIterable<ObjectInfo> {
@@ -218,7 +192,7 @@ export class S3Store implements Store {
       );
       return objectHead(key, out);
     } catch (err) {
-      if (httpStatus(err) === 404 || errName(err) === "NotFound") return null;
+      if (isNoSuchKey(err)) return null;
       throw err;
     }
   }
@@ -266,71 +240,33 @@ export class S3Store implements Store {
       return;
     }
     if (!file.parts) {
+      const body = file.body ??
+        (file.size === 0 ? new Uint8Array(0) : rangeStream({
+          path: file.path,
+          start: 0,
+          length: file.size,
+          ...(onBytes ? { onBytes } : {}),
+        }));
       await this.#client.send(
         new PutObjectCommand({
           ...this.#objectParams(key, file.metadata, file.contentType),
-          Body: file.body ??
-            (file.size === 0 ? new Uint8Array(0) : rangeStream(file.path, 0, file.size, onBytes)),
+          Body: body,
           ContentLength: file.size,
           ContentMD5: hexToBase64(file.md5),
         }),
-        { abortSignal: signal },
+        signal ? { abortSignal: signal } : {},
       );
       return;
     }
-    const created = await this.#client.send(
-      new CreateMultipartUploadCommand(this.#objectParams(key, file.metadata, file.contentType)),
-      { abortSignal: signal },
+    await putMultipart(
+      {
+        client: this.#client,
+        direct,
+        object: this.#objectParams(key, file.metadata, file.contentType),
+      },
+      { ...file, parts: file.parts },
+      { signal, onBytes },
     );
-    const uploadId = created.UploadId!;
-    try {
-      const completed: { ETag: string; PartNumber: number }[] = [];
-      const { partSize, md5s } = file.parts;
-      for (let i = 0; i < md5s.length; i++) {
-        const start = i * partSize;
-        const length = Math.min(partSize, file.size - start);
-        const contentMd5 = hexToBase64(md5s[i]!);
-        let etag: string;
-        if (direct) {
-          const range = { path: file.path, start, length, ...(onBytes ? { onBytes } : {}) };
-          etag = await direct.uploadPart(key, uploadId, i + 1, range, {
-            "content-md5": contentMd5,
-          }, signal);
-        } else {
-          const out = await this.#client.send(
-            new UploadPartCommand({
-              Bucket: this.#bucket,
-              Key: key,
-              UploadId: uploadId,
-              PartNumber: i + 1,
-              Body: rangeStream(file.path, start, length, onBytes),
-              ContentLength: length,
-              ContentMD5: contentMd5,
-            }),
-            { abortSignal: signal },
-          );
-          etag = out.ETag!;
-        }
-        completed.push({ ETag: etag, PartNumber: i + 1 });
-      }
-      await this.#client.send(
-        new CompleteMultipartUploadCommand({
-          Bucket: this.#bucket,
-          Key: key,
-          UploadId: uploadId,
-          MultipartUpload: { Parts: completed },
-        }),
-        { abortSignal: signal },
-      );
-    } catch (err) {
-      // Never leave an orphaned multipart upload (it is billed and invisible).
-      await this.#client
-        .send(
-          new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key: key, UploadId: uploadId }),
-        )
-        .catch(() => {});
-      throw err;
-    }
   }
 
   async get(
@@ -340,14 +276,14 @@ export class S3Store implements Store {
     try {
       const out = await this.#client.send(
         new GetObjectCommand({ Bucket: this.#bucket, Key: key }),
-        { abortSignal: options.signal },
+        options.signal ? { abortSignal: options.signal } : {},
       );
       return {
         head: objectHead(key, out),
         body: out.Body!.transformToWebStream() as ReadableStream<Uint8Array>,
       };
     } catch (err) {
-      if (httpStatus(err) === 404 || errName(err) === "NoSuchKey") return null;
+      if (isNoSuchKey(err)) return null;
       throw err;
     }
   }
@@ -415,23 +351,6 @@ export class S3Store implements Store {
   }
 }
 
-/** A stream of `length` bytes of a file from `start`, counted as it is read. */
-function rangeStream(path: string, start: number, length: number, onBytes?: ByteCounter) {
-  const source = createReadStream(path, {
-    start,
-    end: start + length - 1,
-    highWaterMark: READ_CHUNK,
-  });
-  if (!onBytes) return source;
-  const counter = new Transform({
-    transform(chunk: Buffer, _encoding, callback) {
-      Promise.resolve(onBytes(chunk.byteLength)).then(() => callback(null, chunk), callback);
-    },
-  });
-  source.on("error", (err) => counter.destroy(err));
-  return source.pipe(counter);
-}
-
 function sdkText(args: unknown[]): string {
   return args.map((a) => typeof a === "string" ? a : errorMessage(a)).join(" ");
 }
@@ -440,11 +359,11 @@ function sdkText(args: unknown[]): string {
 function objectHead(
   key: string,
   out: {
-    ContentLength?: number;
-    ETag?: string;
-    LastModified?: Date;
-    Metadata?: Record<string, string>;
-    ContentType?: string;
+    ContentLength?: number | undefined;
+    ETag?: string | undefined;
+    LastModified?: Date | undefined;
+    Metadata?: Record<string, string> | undefined;
+    ContentType?: string | undefined;
   },
 ): ObjectHead {
   return {
@@ -457,27 +376,6 @@ function objectHead(
   };
 }
 
-function unquote(etag: string | undefined): string {
-  return (etag ?? "").replace(/^"|"$/g, "");
-}
-
 function lowerKeys(record: Record<string, string>): Record<string, string> {
   return Object.fromEntries(Object.entries(record).map(([k, v]) => [k.toLowerCase(), v]));
-}
-
-function hexToBase64(hex: string): string {
-  return Buffer.from(hex, "hex").toString("base64");
-}
-
-function md5Base64(body: Uint8Array): string {
-  return createHash("md5").update(body).digest("base64");
-}
-
-/** The HTTP status of an SDK error, if it has one. */
-export function httpStatus(err: unknown): number | undefined {
-  return (err as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;
-}
-
-function errName(err: unknown): string {
-  return err instanceof Error ? err.name : "";
 }

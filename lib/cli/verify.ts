@@ -1,0 +1,89 @@
+/** `tablesnap verify [options] BUCKET PATH`: check that the backups would restore. */
+import { UsageError } from "../common/errors.ts";
+import { checkBucketArgument } from "../store/open_store.ts";
+import { verify, type VerifyOptions } from "../maintenance/verify.ts";
+import { helpText, type OptionTable, parseOptions } from "./options.ts";
+import { withStore } from "./run_job.ts";
+import {
+  BUCKET_NOTE,
+  CONNECTION_OPTIONS,
+  connectionOf,
+  type NamingFlags,
+  namingOf,
+  namingOptions,
+  resolveNaming,
+} from "./shared_options.ts";
+
+const OPTIONS = "Options";
+
+export const VERIFY_OPTIONS = {
+  all: {
+    group: OPTIONS,
+    kind: "flag",
+    help: "check every index, not only the newest per directory",
+  },
+  md5: { group: OPTIONS, kind: "flag", help: "download every object and check its size and MD5" },
+  parallel: {
+    group: OPTIONS,
+    kind: "count",
+    short: "j",
+    arg: "N",
+    help: "concurrent checks",
+    default: 8,
+    min: 1,
+  },
+  ...namingOptions(OPTIONS),
+  help: { group: OPTIONS, kind: "flag", short: "h", help: "show this help" },
+  ...CONNECTION_OPTIONS,
+} as const satisfies OptionTable;
+
+export const VERIFY_HELP = helpText(VERIFY_OPTIONS, {
+  usage: "tablesnap verify [options] BUCKET PATH",
+  description: "Check the backups under <name>:<PATH>/: for the newest index of every\n" +
+    "directory (every index with --all), each file it names must exist and its\n" +
+    "md5sum metadata must agree with the object's ETag (single-part uploads);\n" +
+    "with --md5, each object is downloaded and its size and MD5 checked.\n" + BUCKET_NOTE,
+  epilogue:
+    "Exit status: 0 no problem, 1 a problem (each printed as 'PROBLEM key: what'), 2 usage error.",
+});
+
+/** A verification as the command line asks for it, before the store is opened. */
+export type VerifyFlags = Omit<VerifyOptions, "store" | "naming"> & {
+  bucket: string;
+  connection: ReturnType<typeof connectionOf>;
+  naming: NamingFlags;
+};
+
+/** Parses verify's command line (pure). */
+export function parseVerifyArgs(args: string[]): VerifyFlags | "help" {
+  const { values, positionals } = parseOptions(args, VERIFY_OPTIONS);
+  if (values.help) return "help";
+  if (positionals.length !== 2) {
+    throw new UsageError(`Expected BUCKET PATH, got ${positionals.length} arguments`);
+  }
+  const [bucket, path] = positionals as [string, string];
+  checkBucketArgument(bucket);
+  return {
+    bucket,
+    connection: connectionOf(values),
+    naming: namingOf(values),
+    path,
+    all: values.all,
+    md5: values.md5,
+    parallel: values.parallel,
+  };
+}
+
+/** `tablesnap verify ARGS`: returns the exit code (1 when any problem was found). */
+export async function verifyMain(args: string[]): Promise<number> {
+  const flags = parseVerifyArgs(args);
+  if (flags === "help") {
+    console.log(VERIFY_HELP);
+    return 0;
+  }
+  const naming = await resolveNaming(flags.naming);
+  return await withStore(flags.bucket, flags.connection, async (store) => {
+    const result = await verify({ ...flags, store, naming });
+    return result.problems.length > 0 ? 1 : 0;
+  });
+}

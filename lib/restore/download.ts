@@ -1,0 +1,140 @@
+/**
+ * One file of a restore: skipped when already present with the right size
+ * and MD5; else downloaded to `.<name>.tablesnap-partial` (created with
+ * O_EXCL, so an existing symlink is never followed), checked against the
+ * object's size and MD5, fsynced, given its mode and owner, and only then
+ * renamed into place. A failed attempt is tried again (5 attempts by
+ * default); a missing object is not.
+ */
+import { expectedMd5, parseStatMetadata } from "../bucket/object_meta.ts";
+import type { Accounts } from "../common/accounts.ts";
+import { md5OfFile, newMd5 } from "../common/digest.ts";
+import { errorMessage, FatalError } from "../common/errors.ts";
+import { removeIfPresent } from "../common/fs.ts";
+import { log } from "../common/log.ts";
+import { type Backoff, retry } from "../common/retry.ts";
+import type { Source } from "./plan.ts";
+import type { Progress } from "./progress.ts";
+import type { SlurpOptions } from "./slurp.ts";
+
+const PARTIAL_SUFFIX = ".tablesnap-partial";
+
+/** Downloads one file into `dir` (already checked), or skips it when present and verified. */
+export async function restoreFile(
+  options: SlurpOptions,
+  source: Source,
+  dir: string,
+  size: number,
+  owners: Accounts,
+  progress: Progress,
+): Promise<"downloaded" | "skipped"> {
+  const path = `${dir}/${source.name}`;
+  let existing: Deno.FileInfo | null = null;
+  try {
+    existing = await Deno.lstat(path);
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  }
+  if (existing?.isDirectory) throw new FatalError(`'${path}' exists and is a directory`);
+  if (existing?.isFile && existing.size === size && !options.force) {
+    const head = await options.store.head(source.key);
+    const md5 = head && expectedMd5(head);
+    if (head && head.size === size && (md5 === null || await md5OfFile(path) === md5)) {
+      log.debug("already restored", { path });
+      progress.fileDone(size);
+      return "skipped";
+    }
+  }
+  const attempts = Math.max(1, options.attempts ?? 5);
+  const backoff: Backoff = { firstMs: options.retryDelayMs ?? 1000, maxMs: 30_000, jitter: "half" };
+  await retry(() => downloadOnce(options, source, dir, path, owners, progress), {
+    attempts,
+    backoff,
+    // A missing object will not appear by waiting; anything else (a reset
+    // connection, a digest mismatch from a corrupt transfer) may pass next time.
+    isRetryable: (err) => !(err instanceof MissingObjectError),
+    onRetry: (err, attempt) =>
+      log.warn("download failed, retrying", {
+        key: source.key,
+        attempt,
+        of: attempts,
+        reason: errorMessage(err),
+      }),
+  });
+  progress.fileDone(0);
+  return "downloaded";
+}
+
+export class MissingObjectError extends Error {
+  override name = "MissingObjectError";
+}
+
+/** One download attempt: temp file, hash while writing, check, fsync, mode, owner, rename. */
+async function downloadOnce(
+  options: SlurpOptions,
+  source: Source,
+  dir: string,
+  path: string,
+  owners: Accounts,
+  progress: Progress,
+): Promise<void> {
+  const temp = `${dir}/.${source.name}${PARTIAL_SUFFIX}`;
+  await removeIfPresent(temp);
+  const object = await options.store.get(source.key);
+  if (object === null) {
+    throw new MissingObjectError(`Object '${source.key}' is missing from ${options.store.url}`);
+  }
+  let written = 0;
+  try {
+    const hash = newMd5();
+    {
+      using file = await Deno.open(temp, { write: true, createNew: true, mode: 0o600 });
+      for await (const chunk of object.body) {
+        hash.update(chunk);
+        let offset = 0;
+        while (offset < chunk.byteLength) offset += await file.write(chunk.subarray(offset));
+        written += chunk.byteLength;
+        progress.addBytes(chunk.byteLength);
+      }
+      await file.sync();
+    }
+    const { head } = object;
+    if (written !== head.size) {
+      throw new Error(`Got ${written} bytes of '${source.key}', expected ${head.size}`);
+    }
+    const md5 = expectedMd5(head);
+    const actual = hash.digest("hex");
+    if (md5 !== null && actual !== md5) {
+      throw new Error(`MD5 of '${source.key}' is ${actual}, expected ${md5}`);
+    }
+    const stat = parseStatMetadata(head.metadata["stat"]);
+    await Deno.chmod(temp, stat?.mode !== undefined ? stat.mode & 0o7777 : 0o644);
+    const [uid, gid] = ownerOf(options, stat, owners, source.key);
+    if (uid !== null || gid !== null) await Deno.chown(temp, uid, gid);
+    await Deno.rename(temp, path);
+    log.debug("restored", { path, bytes: written });
+  } catch (err) {
+    progress.addBytes(-written);
+    await removeIfPresent(temp).catch(() => {});
+    throw err;
+  }
+}
+
+function ownerOf(
+  options: SlurpOptions,
+  stat: ReturnType<typeof parseStatMetadata>,
+  owners: Accounts,
+  key: string,
+): [number | null, number | null] {
+  if (options.preserve) {
+    if (stat === null) {
+      log.warn("no stat metadata, owner not preserved", { key });
+      return [null, null];
+    }
+    const uid = (stat.user !== undefined ? owners.uid(stat.user) : undefined) ?? stat.uid ?? null;
+    const gid = (stat.group !== undefined ? owners.gid(stat.group) : undefined) ?? stat.gid ??
+      null;
+    return [uid, gid];
+  }
+  return [options.owner ?? null, options.group ?? null];
+}

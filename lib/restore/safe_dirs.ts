@@ -1,0 +1,60 @@
+/**
+ * Restore directories that cannot be redirected: created below a root one
+ * level at a time, refusing any component that is a symlink or not a
+ * directory, and checked to resolve inside the root.
+ */
+import { FatalError } from "../common/errors.ts";
+
+/**
+ * Creates directories below a root one level at a time, refusing any
+ * component that is a symlink or not a directory, so a restore can never be
+ * redirected outside its root. Each directory is checked once per run.
+ */
+export class SafeDirectories {
+  #done = new Map<string, Promise<string>>();
+
+  ensure(root: string, segments: string[]): Promise<string> {
+    const path = [root, ...segments].join("/");
+    let pending = this.#done.get(path);
+    if (!pending) {
+      pending = this.#create(root, segments);
+      this.#done.set(path, pending);
+    }
+    return pending;
+  }
+
+  async #create(root: string, segments: string[]): Promise<string> {
+    await Deno.mkdir(root, { recursive: true });
+    const realRoot = await Deno.realPath(root);
+    let path = realRoot;
+    for (const segment of segments) {
+      path = `${path}/${segment}`;
+      let info: Deno.FileInfo | null = null;
+      try {
+        info = await Deno.lstat(path);
+      } catch (err) {
+        if (!(err instanceof Deno.errors.NotFound)) throw err;
+      }
+      if (info === null) {
+        try {
+          await Deno.mkdir(path);
+        } catch (err) {
+          if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
+        }
+        info = await Deno.lstat(path);
+      }
+      if (info.isSymlink || !info.isDirectory) {
+        throw new FatalError(
+          `Refusing to restore into '${path}': it is ${
+            info.isSymlink ? "a symlink" : "not a directory"
+          }`,
+        );
+      }
+    }
+    const real = await Deno.realPath(path);
+    if (real !== realRoot && !real.startsWith(`${realRoot}/`)) {
+      throw new FatalError(`Refusing to restore into '${path}': it resolves outside '${realRoot}'`);
+    }
+    return real;
+  }
+}

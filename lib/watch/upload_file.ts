@@ -1,0 +1,245 @@
+/**
+ * One upload of one file, the steps in order:
+ *   1. lstat (gone: skipped quietly; not a regular file: skipped);
+ *   2. already uploaded by us with this size and mtime: a duplicate, skipped;
+ *   3. the bucket already has the key (see BucketView): equal size (and MD5
+ *      with --md5-on-start) means done; another size is left alone with a
+ *      warning, as the original did;
+ *   4. MD5 of the whole file (and of each part) in one streamed pass;
+ *   5. put, with `stat` and `md5sum` metadata (Content-MD5 on every request);
+ *   6. lstat again: if the file changed meanwhile, the object is deleted and
+ *      the upload fails (the pipeline tries again later), so no key holds a
+ *      half-written file.
+ *
+ * Memory: files up to 4 MiB are read once within a 16 MiB budget shared by
+ * all uploads; larger ones are hashed through a 1 MiB buffer and sent by the
+ * store through two reused 256 KiB buffers, so memory is about
+ * `threads` x 1.5 MiB whatever the file sizes and the part size.
+ */
+import { Accounts } from "../common/accounts.ts";
+import { digestFile, type FileDigests, md5Hex } from "../common/digest.ts";
+import { lstatOrNull } from "../common/fs.ts";
+import { log } from "../common/log.ts";
+import { type KeyNaming, objectKey } from "../bucket/keys.ts";
+import { statMetadata } from "../bucket/object_meta.ts";
+import type { FileUpload, Store } from "../store/store.ts";
+import type { BucketView } from "./bucket_view.ts";
+import type { StoredVersion } from "./file_record.ts";
+
+/** S3 refuses more parts than this. */
+const MAX_PARTS = 10_000;
+
+/** Files up to this size are read into memory once instead of streamed twice. */
+const SMALL_FILE_BYTES = 4 * 1024 * 1024;
+
+/** Memory all buffered small files may hold at once; past it, files stream. */
+const SMALL_FILE_BUDGET_BYTES = 16 * 1024 * 1024;
+
+export interface UploaderOptions {
+  store: Store;
+  naming: KeyNaming;
+  bucket: BucketView;
+  /** Files larger than this many bytes go multipart (`--max-upload-size`). */
+  multipartThreshold: number;
+  /** Part size in bytes (`--multipart-chunk-size`). */
+  partSize: number;
+  /** Compare MD5s, not only sizes, with objects found in the bucket. */
+  md5OnStart: boolean;
+  /** Aborts every upload in flight (shutdown past its grace period). */
+  signal: AbortSignal;
+}
+
+/** What one upload found or did. */
+export type UploadOutcome =
+  | { kind: "uploaded"; version: StoredVersion; seconds: number; parts: number | undefined }
+  /** The bucket already has it (same size, and MD5 with --md5-on-start). */
+  | { kind: "present"; version: StoredVersion }
+  /** The bucket has another size under its key: left alone, with a warning. */
+  | { kind: "conflict" }
+  /** Nothing to do: gone, not a regular file, or uploaded by us unchanged. */
+  | { kind: "skipped" };
+
+export class FileUploader {
+  readonly #o: UploaderOptions;
+  readonly #accounts = new Accounts();
+  readonly #smallFileBudget = new ByteBudget(SMALL_FILE_BUDGET_BYTES);
+  /** Keys whose object has another size: warned once, left alone. */
+  readonly #conflicts = new Set<string>();
+
+  constructor(options: UploaderOptions) {
+    this.#o = options;
+  }
+
+  /**
+   * Uploads `path` unless the bucket has it. `stored` is what the bucket is
+   * known to hold for it; `onSized` learns the size as soon as it is known.
+   * Throws when the upload failed (the file is then worth another try).
+   */
+  async upload(
+    path: string,
+    stored: StoredVersion | undefined,
+    onSized: (bytes: number) => void,
+  ): Promise<UploadOutcome> {
+    const o = this.#o;
+    const info = lstatOrNull(path);
+    if (!info) {
+      log.debug("skipped: file vanished before upload", { path });
+      return { kind: "skipped" };
+    }
+    if (!info.isFile) {
+      log.debug("skipped: not a regular file", { path });
+      return { kind: "skipped" };
+    }
+    const version = { size: info.size, mtimeMs: info.mtime?.getTime() ?? 0 };
+    onSized(info.size);
+    if (stored && stored.size === version.size && stored.mtimeMs === version.mtimeMs) {
+      log.debug("skipped: already uploaded", { path });
+      return { kind: "skipped" };
+    }
+    const key = objectKey(o.naming, path);
+    const existing = await this.#inBucket(key, path, version.size);
+    if (existing !== "absent") {
+      return existing === "present" ? { kind: existing, version } : { kind: existing };
+    }
+
+    const started = performance.now();
+    const multipart = info.size > o.multipartThreshold;
+    const partSize = multipart ? Math.max(o.partSize, Math.ceil(info.size / MAX_PARTS)) : undefined;
+    let md5: string;
+    try {
+      md5 = await this.#send(key, path, info, partSize);
+    } catch (err) {
+      if (!lstatOrNull(path)) {
+        log.debug("skipped: file vanished during upload", { path });
+        return { kind: "skipped" };
+      }
+      throw err;
+    }
+    const after = lstatOrNull(path);
+    if (!after) {
+      // Deleted after we read it whole: the object is complete and correct.
+      log.debug("file vanished after upload", { path });
+    } else if (after.size !== version.size || after.mtime?.getTime() !== version.mtimeMs) {
+      await o.store.deleteMany([key]);
+      o.bucket.record(key, null);
+      throw new FileChangedError(path);
+    }
+    o.bucket.record(key, { size: info.size, etag: md5, md5sum: md5 });
+    const seconds = (performance.now() - started) / 1000;
+    const parts = partSize ? Math.ceil(info.size / partSize) : undefined;
+    return { kind: "uploaded", version, seconds, parts };
+  }
+
+  /** Digests and puts the file; returns its MD5. */
+  async #send(
+    key: string,
+    path: string,
+    info: Deno.FileInfo,
+    partSize: number | undefined,
+  ): Promise<string> {
+    // Small files are read once into memory (within a global budget) and
+    // hashed and sent from there; the rest are hashed and sent as streams.
+    const buffered = partSize === undefined && info.size <= SMALL_FILE_BYTES &&
+      this.#smallFileBudget.tryTake(info.size);
+    try {
+      let body: Uint8Array | undefined;
+      let digests: FileDigests;
+      if (buffered) {
+        body = readExactly(path, info.size);
+        digests = { md5: md5Hex(body), size: body.byteLength };
+      } else {
+        digests = await digestFile(path, info.size, partSize);
+      }
+      if (digests.size !== info.size) throw new FileChangedError(path);
+      const upload: FileUpload = {
+        path,
+        size: info.size,
+        md5: digests.md5,
+        metadata: { stat: statMetadata(info, this.#accounts), md5sum: digests.md5 },
+      };
+      if (partSize) upload.parts = { partSize, md5s: digests.partMd5s! };
+      if (body) upload.body = body;
+      await this.#o.store.putFile(key, upload, { signal: this.#o.signal });
+      return digests.md5;
+    } finally {
+      if (buffered) this.#smallFileBudget.give(info.size);
+    }
+  }
+
+  /** Step 3: does the bucket already hold the key? */
+  async #inBucket(
+    key: string,
+    path: string,
+    size: number,
+  ): Promise<"present" | "conflict" | "absent"> {
+    if (this.#conflicts.has(key)) return "conflict";
+    const remote = await this.#o.bucket.lookup(key);
+    if (!remote) return "absent";
+    if (remote.size !== size) {
+      this.#conflicts.add(key);
+      log.warn("skipped: object exists with a different size; local file left alone", {
+        key,
+        local_bytes: size,
+        remote_bytes: remote.size,
+      });
+      return "conflict";
+    }
+    if (this.#o.md5OnStart) {
+      let remoteMd5 = remote.md5sum;
+      if (remoteMd5 === undefined && remote.etag.includes("-")) {
+        remoteMd5 = (await this.#o.bucket.headOf(key))?.md5sum;
+      }
+      remoteMd5 ??= remote.etag;
+      const local = await digestFile(path, size);
+      if (local.md5 !== remoteMd5) {
+        log.warn("object exists with the same size but another MD5: uploading again", { key });
+        return "absent";
+      }
+    }
+    log.debug("skipped: already in bucket", { key });
+    return "present";
+  }
+}
+
+/** The file's size or mtime moved during the upload. */
+export class FileChangedError extends Error {
+  override name = "FileChangedError";
+  constructor(path: string) {
+    super(`File '${path}' changed while it was being uploaded`);
+  }
+}
+
+/** A count of bytes that callers take and give back, never waiting. */
+class ByteBudget {
+  #left: number;
+  constructor(bytes: number) {
+    this.#left = bytes;
+  }
+  tryTake(bytes: number): boolean {
+    if (bytes > this.#left) return false;
+    this.#left -= bytes;
+    return true;
+  }
+  give(bytes: number): void {
+    this.#left += bytes;
+  }
+}
+
+/**
+ * Reads `size` bytes of a small file; a different length means the file
+ * changed. Synchronous like `lstatOrNull`: at most 4 MiB from a local disk,
+ * and one call instead of four async file operations per small file.
+ */
+function readExactly(path: string, size: number): Uint8Array {
+  using file = Deno.openSync(path, { read: true });
+  const buffer = new Uint8Array(size + 1);
+  let filled = 0;
+  for (;;) {
+    const n = file.readSync(buffer.subarray(filled));
+    if (n === null || n === 0) break;
+    filled += n;
+    if (filled > size) throw new FileChangedError(path);
+  }
+  if (filled !== size) throw new FileChangedError(path);
+  return buffer.subarray(0, size);
+}
