@@ -1,0 +1,157 @@
+/**
+ * The index publisher's waits (lib/watch/index_publisher.ts) on a fake
+ * clock, with real files and a real local store: the TOC, the quiet period
+ * without one, the deadline, and retries of a failed index upload.
+ */
+import { assert, assertEquals } from "./_assert.ts";
+import { tempDir } from "./_helpers.ts";
+import { indexKey } from "../lib/bucket/keys.ts";
+import { LocalStore } from "../lib/store/local_store.ts";
+import type { Store } from "../lib/store/store.ts";
+import { IndexPublisher } from "../lib/watch/index_publisher.ts";
+import { makePathFilter } from "../lib/watch/path_filter.ts";
+
+const NAMING = { prefix: "", name: "h", separator: ":" };
+
+/** A publisher over `dir`, with a clock the test moves and a stored set it fills. */
+async function setup(dir: string, store: Store, waitMs = 60_000) {
+  await Deno.mkdir(`${dir}/t`, { recursive: true });
+  const clock = { now: 1_000_000 };
+  const stored = new Set<string>();
+  const publisher = new IndexPublisher({
+    store,
+    naming: NAMING,
+    filter: makePathFilter({}),
+    isStored: (path) => stored.has(path),
+    waitMs,
+    quietMs: 2_000,
+    now: () => clock.now,
+  });
+  const write = (name: string, text = name) => Deno.writeTextFile(`${dir}/t/${name}`, text);
+  const store1 = async (name: string) => {
+    stored.add(`${dir}/t/${name}`);
+    publisher.fileStored(`${dir}/t/${name}`);
+    await publisher.settled();
+  };
+  const index = async (data: string) => {
+    const object = await store.get(indexKey(NAMING, `${dir}/t/${data}`));
+    if (!object) return null;
+    return JSON.parse(await new Response(object.body).text())[`${dir}/t`] as string[];
+  };
+  const tick = async (ms: number) => {
+    clock.now += ms;
+    await publisher.checkDue();
+  };
+  return { publisher, clock, stored, write, store: store1, index, tick };
+}
+
+Deno.test("IndexPublisher with a TOC waits for every component it lists, then publishes", async () => {
+  await using data = await tempDir();
+  await using bucket = await tempDir("tablesnap-store-");
+  const t = await setup(data.path, new LocalStore(bucket.path));
+  await t.write("nb-1-big-TOC.txt", "Data.db\nIndex.db\nTOC.txt\n");
+  await t.write("nb-1-big-Data.db");
+  await t.store("nb-1-big-TOC.txt");
+  await t.store("nb-1-big-Data.db");
+  t.publisher.request(`${data.path}/t/nb-1-big-Data.db`);
+  await t.publisher.settled();
+  await t.tick(30_000);
+  assertEquals(
+    await t.index("nb-1-big-Data.db"),
+    null,
+    "Index.db is named by the TOC: wait for it",
+  );
+  await t.write("nb-1-big-Index.db");
+  await t.store("nb-1-big-Index.db");
+  assertEquals(await t.index("nb-1-big-Data.db"), [
+    "nb-1-big-Data.db",
+    "nb-1-big-Index.db",
+    "nb-1-big-TOC.txt",
+  ]);
+  assertEquals(t.publisher.pendingCount(), 0);
+});
+
+Deno.test("IndexPublisher without a TOC publishes once the generation has been quiet", async () => {
+  await using data = await tempDir();
+  await using bucket = await tempDir("tablesnap-store-");
+  const t = await setup(data.path, new LocalStore(bucket.path));
+  await t.write("nb-1-big-Data.db");
+  await t.store("nb-1-big-Data.db");
+  t.publisher.request(`${data.path}/t/nb-1-big-Data.db`);
+  await t.publisher.settled();
+  await t.tick(1_500);
+  await t.write("nb-1-big-Index.db");
+  await t.store("nb-1-big-Index.db");
+  await t.tick(1_500);
+  assertEquals(await t.index("nb-1-big-Data.db"), null, "a new component 1.5 s ago: not quiet yet");
+  await t.tick(2_000);
+  assertEquals(await t.index("nb-1-big-Data.db"), ["nb-1-big-Data.db", "nb-1-big-Index.db"]);
+});
+
+Deno.test("IndexPublisher publishes at the deadline with what is stored, never naming the rest", async () => {
+  await using data = await tempDir();
+  await using bucket = await tempDir("tablesnap-store-");
+  const t = await setup(data.path, new LocalStore(bucket.path), 10_000);
+  await t.write("nb-1-big-TOC.txt", "Data.db\nFilter.db\nTOC.txt\n");
+  await t.write("nb-1-big-Data.db");
+  await t.write("nb-1-big-Filter.db"); // on disk, never uploaded
+  await t.store("nb-1-big-TOC.txt");
+  await t.store("nb-1-big-Data.db");
+  t.publisher.request(`${data.path}/t/nb-1-big-Data.db`);
+  await t.publisher.settled();
+  await t.tick(9_000);
+  assertEquals(await t.index("nb-1-big-Data.db"), null);
+  await t.tick(1_000);
+  assertEquals(await t.index("nb-1-big-Data.db"), ["nb-1-big-Data.db", "nb-1-big-TOC.txt"]);
+});
+
+Deno.test("IndexPublisher counts a component deleted after its upload (--delete-on-backup) as stored", async () => {
+  await using data = await tempDir();
+  await using bucket = await tempDir("tablesnap-store-");
+  const t = await setup(data.path, new LocalStore(bucket.path));
+  await t.write("nb-1-big-TOC.txt", "Data.db\nIndex.db\nTOC.txt\n");
+  await t.write("nb-1-big-Data.db");
+  await t.store("nb-1-big-TOC.txt");
+  await t.store("nb-1-big-Data.db");
+  t.publisher.request(`${data.path}/t/nb-1-big-Data.db`);
+  await t.publisher.settled();
+  // Index.db was uploaded and deleted locally before the check saw it.
+  t.stored.add(`${data.path}/t/nb-1-big-Index.db`);
+  t.publisher.deletedByUs(`${data.path}/t/nb-1-big-Index.db`);
+  await t.publisher.settled();
+  assertEquals(await t.index("nb-1-big-Data.db"), [
+    "nb-1-big-Data.db",
+    "nb-1-big-Index.db",
+    "nb-1-big-TOC.txt",
+  ]);
+});
+
+Deno.test("IndexPublisher retries a failed index upload after a doubling wait", async () => {
+  await using data = await tempDir();
+  await using bucket = await tempDir("tablesnap-store-");
+  let failures = 2;
+  // The store's other calls stay real; only the index uploads fail, twice.
+  class FlakyStore extends LocalStore {
+    override putBytes(...args: Parameters<Store["putBytes"]>) {
+      if (failures-- > 0) return Promise.reject(new Error("connection reset"));
+      return super.putBytes(...args);
+    }
+  }
+  const flaky = new FlakyStore(bucket.path);
+  const t = await setup(data.path, flaky);
+  await t.write("nb-1-big-TOC.txt", "Data.db\nTOC.txt\n");
+  await t.write("nb-1-big-Data.db");
+  await t.store("nb-1-big-TOC.txt");
+  await t.store("nb-1-big-Data.db");
+  t.publisher.request(`${data.path}/t/nb-1-big-Data.db`); // first failure: wait 2 s
+  await t.publisher.settled();
+  await t.tick(1_900);
+  assertEquals(failures, 1, "not retried before its wait");
+  await t.tick(200); // second failure: wait 4 s
+  assertEquals(failures, 0);
+  await t.tick(3_000);
+  assertEquals(await t.index("nb-1-big-Data.db"), null);
+  await t.tick(2_000);
+  assert(await t.index("nb-1-big-Data.db"), "published on the third try");
+  assertEquals(t.publisher.published, 1);
+});
