@@ -1,6 +1,7 @@
 /**
  * Test helpers: a real S3 wire-protocol server (s3rver, from npm) on
- * 127.0.0.1, the real CLI as a child process, and polling. Every helper that
+ * 127.0.0.1, the real CLI as a child process (the watcher with its /metrics
+ * scraped), promtool, and polling. Every helper that
  * starts something returns an `AsyncDisposable`, so `await using` stops it
  * even when the test fails.
  */
@@ -187,10 +188,8 @@ export async function runCli(
 
 export interface RunningCli extends AsyncDisposable {
   child: Deno.ChildProcess;
-  /** Everything written to stderr so far. */
+  /** Everything written to stderr so far (for failure messages, not for assertions). */
   stderr(): string;
-  /** Resolves when stderr contains `text`. */
-  waitForLog(text: string | RegExp, timeoutMs?: number): Promise<void>;
   /** Sends a signal and waits for the exit; returns the exit code. */
   stop(signal?: Deno.Signal): Promise<number>;
 }
@@ -230,19 +229,109 @@ export function spawnCli(
   return {
     child,
     stderr: () => text,
-    waitForLog: async (pattern, timeoutMs = 20_000) => {
-      await waitFor(
-        `log ${pattern}`,
-        () => typeof pattern === "string" ? text.includes(pattern) : pattern.test(text),
-        timeoutMs,
-      ).catch((err) => {
-        throw new Error(`${err.message}\n--- stderr ---\n${text}`);
-      });
-    },
     stop,
     [Symbol.asyncDispose]: async () => {
       await stop("SIGKILL");
     },
+  };
+}
+
+/** One scrape of a watcher's `/metrics` (Prometheus text format). */
+export interface Scrape {
+  text: string;
+  /** The sample with exactly these labels, or undefined if there is none. */
+  get(name: string, labels?: Record<string, string>): number | undefined;
+  /** The sum over every sample of `name` (0 if there is none). */
+  sum(name: string): number;
+}
+
+/** Parses the text format's sample lines (what the tests read; metrics_test checks the format). */
+export function parseScrape(text: string): Scrape {
+  const samples: { name: string; labels: Record<string, string>; value: number }[] = [];
+  for (const line of text.split("\n")) {
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!m) continue;
+    const labels: Record<string, string> = {};
+    for (const [, k, v] of (m[2] ?? "").matchAll(/([a-zA-Z_]\w*)="((?:[^"\\]|\\.)*)"/g)) {
+      labels[k!] = v!.replace(/\\(.)/g, (_, c) => c === "n" ? "\n" : c);
+    }
+    samples.push({ name: m[1]!, labels, value: Number(m[3]) });
+  }
+  const same = (a: Record<string, string>, b: Record<string, string>) =>
+    Object.keys(a).length === Object.keys(b).length &&
+    Object.entries(b).every(([k, v]) => a[k] === v);
+  return {
+    text,
+    get: (name, labels = {}) =>
+      samples.find((s) => s.name === name && same(s.labels, labels))?.value,
+    sum: (name) => samples.filter((s) => s.name === name).reduce((n, s) => n + s.value, 0),
+  };
+}
+
+export interface RunningWatcher extends RunningCli {
+  /** The `--metrics-listen` port on 127.0.0.1. */
+  metricsPort: number;
+  /** Fetches and parses `/metrics` once. */
+  scrape(): Promise<Scrape>;
+  /** Scrapes until `ready` holds; returns that scrape. Fails early if the watcher exits. */
+  waitForMetrics(
+    what: string,
+    ready: (m: Scrape) => boolean,
+    timeoutMs?: number,
+  ): Promise<Scrape>;
+  /** Resolves once the file system watches are in place (`tablesnap_watching 1`). */
+  waitUntilWatching(): Promise<Scrape>;
+}
+
+/**
+ * Starts the watcher like `spawnCli`, with `--metrics-listen` on a free
+ * port, so that tests can wait for and assert on what it reports there
+ * rather than on the wording of its log lines.
+ */
+export function spawnWatcher(
+  args: string[],
+  options: { env?: Record<string, string> } = {},
+): RunningWatcher {
+  const metricsPort = freePort();
+  const cli = spawnCli(["--metrics-listen", `127.0.0.1:${metricsPort}`, ...args], options);
+  let exited: number | undefined;
+  cli.child.status.then((s) => exited = s.code);
+  const scrape = async () => {
+    const res = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
+    if (!res.ok) throw new Error(`/metrics answered ${res.status}`);
+    return parseScrape(await res.text());
+  };
+  const waitForMetrics = async (
+    what: string,
+    ready: (m: Scrape) => boolean,
+    timeoutMs = 20_000,
+  ) => {
+    let last: Scrape | undefined;
+    try {
+      return await waitFor(what, async () => {
+        if (exited !== undefined) throw new Error(`the watcher exited (code ${exited})`);
+        try {
+          last = await scrape();
+        } catch {
+          return undefined; // not listening yet
+        }
+        return ready(last) ? last : undefined;
+      }, timeoutMs);
+    } catch (err) {
+      throw new Error(
+        `${(err as Error).message} (waiting for ${what})\n--- last /metrics ---\n${
+          last?.text ?? "(none)"
+        }\n--- stderr ---\n${cli.stderr()}`,
+      );
+    }
+  };
+  return {
+    ...cli,
+    metricsPort,
+    scrape,
+    waitForMetrics,
+    waitUntilWatching: () =>
+      waitForMetrics("the watches in place", (m) => m.get("tablesnap_watching") === 1),
   };
 }
 
@@ -255,4 +344,43 @@ export async function tempDir(
     path,
     [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }).catch(() => {}),
   };
+}
+
+export interface ToolResult {
+  code: number;
+  /** stdout and stderr together. */
+  output: string;
+}
+
+/**
+ * Runs promtool (Debian package `prometheus`, which .ci/run installs) with
+ * `input` on its stdin. A hard requirement: without promtool this throws,
+ * saying how to install it; no test skips for want of it.
+ */
+export async function promtool(args: string[], input?: string): Promise<ToolResult> {
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command("promtool", {
+      args,
+      stdin: input === undefined ? "null" : "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) {
+      throw new Error(
+        "promtool not found: install it with " +
+          "'apt-get update && apt-get install -y prometheus' (Debian)",
+      );
+    }
+    throw err;
+  }
+  if (input !== undefined) {
+    const writer = child.stdin.getWriter();
+    await writer.write(new TextEncoder().encode(input));
+    await writer.close();
+  }
+  const out = await child.output();
+  const decoder = new TextDecoder();
+  return { code: out.code, output: decoder.decode(out.stdout) + decoder.decode(out.stderr) };
 }

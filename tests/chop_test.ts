@@ -86,18 +86,15 @@ Deno.test("chop keeps young indexes, each table's newest index, their files and 
   await t.step("-d deletes nothing and reports what it would delete", async () => {
     const out = await runCli(["chop", "-d", "-l", ...args.slice(1)]);
     assertEquals(out.code, 0, out.stderr);
+    // -l names exactly the keys a real run deletes; nothing is deleted.
     const listed = out.stdout.split("\n").filter((l) => l.startsWith("would delete "));
     assertEquals(listed.map((l) => l.slice("would delete ".length)).sort(), deleted);
-    assertStringIncludes(out.stdout, "Dry run:");
-    assertStringIncludes(out.stdout, "4 indexes (2 kept); kept 6 objects");
-    assertStringIncludes(out.stdout, "would delete 6 objects");
     assertEquals(await localKeys(store), before);
   });
 
   await t.step("a real run deletes exactly the rest", async () => {
     const out = await runCli([...args.slice(0, 1), "-l", ...args.slice(1)]);
     assertEquals(out.code, 0, out.stderr);
-    assertStringIncludes(out.stdout, "deleted 6 objects");
     assertEquals(await localKeys(store), kept);
   });
 
@@ -183,15 +180,14 @@ Deno.test("chop on S3: --now ages objects that the server dated today", async ()
   const base = ["chop", "-n", HOST, s3.bucket, "/var/lib/cassandra/data", "7"];
   const future = new Date(Date.now() + 30 * DAY).toISOString();
 
+  const all = await s3Keys(s3);
+  assertEquals(all.length, 46);
   const today = await runCli(base, { env: s3.env });
   assertEquals(today.code, 0, today.stderr);
-  assertStringIncludes(today.stdout, "deleted 0 objects");
-  assertEquals((await s3Keys(s3)).length, 46);
+  assertEquals(await s3Keys(s3), all, "nothing is old today");
 
   const out = await runCli(["chop", "--now", future, ...base.slice(1)], { env: s3.env });
   assertEquals(out.code, 0, out.stderr);
-  assertStringIncludes(out.stdout, "kept 6 objects");
-  assertStringIncludes(out.stdout, "deleted 40 objects");
   assertEquals(await s3Keys(s3), keep);
 });
 

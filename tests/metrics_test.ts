@@ -10,6 +10,7 @@ import { VERSION } from "../lib/common/version.ts";
 import { failureReason } from "../lib/store/failure.ts";
 import { Metrics } from "../lib/watch/metrics.ts";
 import { serveMetrics } from "../lib/watch/metrics_server.ts";
+import { promtool } from "./_helpers.ts";
 
 interface Sample {
   name: string;
@@ -245,40 +246,17 @@ Deno.test("the exposition parser rejects what the format forbids", () => {
   parseExposition('# HELP x a\\\\b\\n\n# TYPE x gauge\nx{a="\\"",b="\\\\"} +Inf\n');
 });
 
-/** promtool (Debian package `prometheus`) lints the format too, where installed. */
-const PROMTOOL = (Deno.env.get("PATH") ?? "").split(":").map((d) => `${d}/promtool`)
-  .find((p) => {
-    try {
-      return Deno.statSync(p).isFile;
-    } catch {
-      return false;
-    }
-  });
-
-Deno.test({
-  name: "render() passes promtool check metrics (where promtool is installed)",
-  ignore: PROMTOOL === undefined,
-  async fn() {
-    const metrics = new Metrics();
-    metrics.fileUploaded("/data", 1, 0.1);
-    metrics.indexWritten("/data");
-    metrics.s3Request("PutObject", 0.1, true);
-    const since = Date.now() - 1000;
-    metrics.pendingFrom(() => ({ files: 1, bytes: 1, oldestSince: since }));
-    const child = new Deno.Command(PROMTOOL!, {
-      args: ["check", "metrics"],
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const writer = child.stdin.getWriter();
-    await writer.write(new TextEncoder().encode(metrics.render()));
-    await writer.close();
-    const out = await child.output();
-    const report = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
-    assertEquals(out.code, 0, report);
-    assertEquals(report.trim(), "");
-  },
+/** promtool (Debian package `prometheus`; .ci/run installs it) lints the format too. */
+Deno.test("render() passes promtool check metrics", async () => {
+  const metrics = new Metrics();
+  metrics.fileUploaded("/data", 1, 0.1);
+  metrics.indexWritten("/data");
+  metrics.s3Request("PutObject", 0.1, true);
+  const since = Date.now() - 1000;
+  metrics.pendingFrom(() => ({ files: 1, bytes: 1, oldestSince: since }));
+  const { code, output } = await promtool(["check", "metrics"], metrics.render());
+  assertEquals(code, 0, output);
+  assertEquals(output.trim(), "");
 });
 
 Deno.test("oldest pending age is computed from the clock at scrape time", () => {

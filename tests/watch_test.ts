@@ -11,13 +11,14 @@ import {
   PutObjectCommand,
 } from "@aws-sdk/client-s3";
 import { createHash } from "node:crypto";
-import { assert, assertEquals, assertMatch, assertStringIncludes } from "./_assert.ts";
+import { assert, assertEquals, assertMatch } from "./_assert.ts";
+import { localStore } from "./_bucket_fixture.ts";
 import {
   delay,
-  freePort,
-  runCli,
   type S3Server,
+  type Scrape,
   spawnCli,
+  spawnWatcher,
   startS3Server,
   tempDir,
   waitFor,
@@ -55,10 +56,6 @@ async function getText(s3: S3Server, key: string): Promise<string> {
   return await out.Body!.transformToString();
 }
 
-function countMatches(text: string, needle: string): number {
-  return text.split(needle).length - 1;
-}
-
 /** Writes a file the way Cassandra 3+ does: directly under its final name. */
 async function writeFile(path: string, bytes: Uint8Array | string): Promise<Uint8Array> {
   const data = typeof bytes === "string" ? new TextEncoder().encode(bytes) : bytes;
@@ -72,7 +69,7 @@ Deno.test("watcher uploads close-written, renamed, hard-linked and new-directory
   const data = `${dir.path}/data`;
   const table = `${data}/ks/users-1b2c`;
   await Deno.mkdir(table, { recursive: true });
-  await using watcher = spawnCli(
+  await using watcher = spawnWatcher(
     [
       "-r",
       "-a",
@@ -89,7 +86,7 @@ Deno.test("watcher uploads close-written, renamed, hard-linked and new-directory
     ],
     { env: s3.env },
   );
-  await watcher.waitForLog("tablesnap started");
+  await watcher.waitUntilWatching();
   const key = (path: string) => `${HOST}:${path}`;
 
   // 1. An SSTable generation written directly under final names, TOC last.
@@ -175,23 +172,34 @@ Deno.test("watcher uploads close-written, renamed, hard-linked and new-directory
     await (await s3.client.send(new GetObjectCommand({ Bucket: s3.bucket, Key: bigKey })))
       .Body!.transformToByteArray();
   assertEquals(md5(bigBack), md5(big));
-  assertStringIncludes(watcher.stderr(), "parts=3");
+  // Every file has been dealt with: what /metrics says now is final.
+  const metrics = await watcher.waitForMetrics(
+    "nothing pending",
+    (m) => m.get("tablesnap_pending_files") === 0,
+  );
+  const requests = (operation: string) =>
+    metrics.get("tablesnap_s3_request_duration_seconds_count", { operation });
+  // 12 MiB in 5 MiB parts: one multipart upload of 3 parts.
+  assertEquals(requests("CreateMultipartUpload"), 1, metrics.text);
+  assertEquals(requests("UploadPart"), 3, metrics.text);
+  assertEquals(requests("CompleteMultipartUpload"), 1, metrics.text);
 
   // New directory content and hard link.
   assertEquals(keys.get(key(`${data}/ks/new_table-9f/sub/nb-3-big-Index.db`)), fresh.length);
   // The -tmp file and the short-lived file never became objects.
   assert(!keys.has(key(tmpPath)), "-tmp file not uploaded");
   assert(!keys.has(key(`${table}/nb-4-big-Index.db`)), "deleted file not uploaded");
-  // One upload per file even though Deno reports renames twice.
-  assertEquals(
-    countMatches(watcher.stderr(), `uploaded key=${key(`${table}/ks-users-ka-2-Data.db`)} `),
-    1,
-  );
+  // One upload per file (the 10 above; indexes are not counted), even
+  // though Deno reports renames twice.
+  assertEquals(metrics.get("tablesnap_uploaded_files_total"), 10, metrics.text);
+  // Nothing failed, nothing was retried, and the watcher is healthy.
+  assertEquals(metrics.sum("tablesnap_upload_failures_total"), 0, metrics.text);
+  assertEquals(metrics.sum("tablesnap_upload_retries_total"), 0, metrics.text);
+  assertEquals(metrics.sum("tablesnap_s3_request_failures_total"), 0, metrics.text);
+  assertEquals(metrics.get("tablesnap_healthy"), 1, metrics.text);
 
   const code = await watcher.stop("SIGTERM");
-  assertEquals(code, 0);
-  assertMatch(watcher.stderr(), /tablesnap stopped uploaded=\d+/);
-  assert(!watcher.stderr().includes("ERROR"), watcher.stderr());
+  assertEquals(code, 0, watcher.stderr());
 });
 
 Deno.test("-B uploads only what the bucket lacks, leaves a different-size object alone, and --once exits", async () => {
@@ -215,18 +223,28 @@ Deno.test("-B uploads only what the bucket lacks, leaves a different-size object
   await run.stop();
   const log = run.stderr();
   assertEquals(code, 0, log);
+  const key = (name: string) => `${HOST}:${table}/${name}`;
   const keys = await listKeys(s3);
-  assert(keys.has(`${HOST}:${table}/nb-1-big-Data.db`));
-  assert(keys.has(`${HOST}:${table}/nb-3-big-Filter.db`));
+  // The two missing files, and the index of the Data.db among them, were added; nothing else.
+  assertEquals([...keys.keys()].sort(), [
+    key("nb-1-big-Data.db"),
+    key("nb-1-big-Data.db-listdir.json"),
+    key("nb-1-big-Index.db"),
+    key("nb-2-big-Data.db"),
+    key("nb-3-big-Filter.db"),
+  ]);
+  for (const name of ["nb-1-big-Data.db", "nb-3-big-Filter.db"]) {
+    const bytes = await Deno.readFile(`${table}/${name}`);
+    assertEquals(await getText(s3, key(name)), new TextDecoder().decode(bytes), name);
+    assertEquals((await head(s3, key(name)))?.Metadata?.md5sum, md5(bytes), name);
+  }
+  // The objects the test put there (without tablesnap's metadata) are untouched.
+  assertEquals(keys.get(key("nb-2-big-Data.db")), 5, "different-size object left alone");
+  assertEquals(await getText(s3, key("nb-2-big-Data.db")), "short");
+  assertEquals((await head(s3, key("nb-2-big-Data.db")))?.Metadata?.md5sum, undefined);
   assertEquals(
-    keys.get(`${HOST}:${table}/nb-2-big-Data.db`),
-    5,
-    "different-size object left alone",
-  );
-  assertStringIncludes(log, "object exists with a different size");
-  assertEquals(countMatches(log, "INFO uploaded "), 2, log);
-  assert(
-    !log.includes(`uploaded key=${HOST}:${table}/nb-1-big-Index.db`),
+    (await head(s3, key("nb-1-big-Index.db")))?.Metadata?.md5sum,
+    undefined,
     "present file not uploaded again",
   );
   // The Data.db uploaded now got its index; the index names only stored files.
@@ -281,16 +299,32 @@ Deno.test("an S3 outage delays uploads but loses nothing", async () => {
   let s3: S3Server | undefined;
   try {
     s3 = await startS3Server("test-bucket", { port, dir: s3dir, keepDir: true });
-    await using watcher = spawnCli(["-n", HOST, "--retries", "1", s3.bucket, dir.path], {
+    await using watcher = spawnWatcher(["-n", HOST, "--retries", "1", s3.bucket, dir.path], {
       env: s3.env,
     });
-    await watcher.waitForLog("tablesnap started");
+    await watcher.waitUntilWatching();
     await s3.stop();
     await writeFile(`${dir.path}/during-outage`, "written while S3 was down");
-    await watcher.waitForLog("upload failed, will try again", 30_000);
-    s3 = await startS3Server("test-bucket", { port, dir: s3dir, keepDir: true });
-    await watcher.waitForLog(`uploaded key=${HOST}:${dir.path}/during-outage`, 30_000);
-    assert(await head(s3, `${HOST}:${dir.path}/during-outage`));
+    // The upload gives up for now, for a network reason; the file stays pending.
+    const down = await watcher.waitForMetrics(
+      "an upload given up",
+      (m) => (m.get("tablesnap_upload_failures_total", { reason: "network" }) ?? 0) >= 1,
+      30_000,
+    );
+    assertEquals(down.get("tablesnap_pending_files"), 1, down.text);
+    assertEquals(down.get("tablesnap_uploaded_files_total"), 0, down.text);
+    assertEquals(down.get("tablesnap_s3_reachable"), 0, down.text);
+    const back = await startS3Server("test-bucket", { port, dir: s3dir, keepDir: true });
+    s3 = back;
+    const key = `${HOST}:${dir.path}/during-outage`;
+    await waitFor("the object once S3 is back", () => head(back, key), 30_000);
+    assertEquals(await getText(back, key), "written while S3 was down");
+    const up = await watcher.waitForMetrics(
+      "nothing pending",
+      (m) => m.get("tablesnap_pending_files") === 0,
+    );
+    assertEquals(up.get("tablesnap_uploaded_files_total"), 1, up.text);
+    assertEquals(up.get("tablesnap_s3_reachable"), 1, up.text);
     assertEquals(await watcher.stop(), 0);
   } finally {
     await s3?.stop();
@@ -303,7 +337,7 @@ Deno.test("a burst of thousands of files loses none (local store)", async () => 
   await using store = await tempDir("tablesnap-store-");
   const data = `${dir.path}/data`;
   await Deno.mkdir(data);
-  await using watcher = spawnCli(
+  await using watcher = spawnWatcher(
     [
       "-r",
       "-a",
@@ -320,7 +354,7 @@ Deno.test("a burst of thousands of files loses none (local store)", async () => 
       data,
     ],
   );
-  await watcher.waitForLog("tablesnap started");
+  await watcher.waitUntilWatching();
   const count = 3000;
   const started = performance.now();
   for (let d = 0; d < 10; d++) {
@@ -355,17 +389,24 @@ Deno.test("a burst of thousands of files loses none (local store)", async () => 
     },
   );
   console.log(`burst: ${count} files written in ${writeSeconds.toFixed(2)} s, all ${count} stored`);
+  // Each of them uploaded once.
+  const metrics = await watcher.waitForMetrics(
+    "every upload counted, nothing pending",
+    (m) =>
+      m.get("tablesnap_pending_files") === 0 &&
+      (m.get("tablesnap_uploaded_files_total") ?? 0) >= count,
+  );
+  assertEquals(metrics.get("tablesnap_uploaded_files_total"), count, metrics.text);
   assertEquals(await watcher.stop(), 0);
-  assertEquals(countMatches(watcher.stderr(), "INFO uploaded "), count);
 });
 
 Deno.test("--delete-on-backup removes local files only after upload and index", async () => {
   await using s3 = await startS3Server();
   await using dir = await tempDir();
-  await using watcher = spawnCli(["-n", HOST, "--delete-on-backup", s3.bucket, dir.path], {
+  await using watcher = spawnWatcher(["-n", HOST, "--delete-on-backup", s3.bucket, dir.path], {
     env: s3.env,
   });
-  await watcher.waitForLog("tablesnap started");
+  await watcher.waitUntilWatching();
   await writeFile(`${dir.path}/nb-1-big-Index.db`, "index");
   await writeFile(`${dir.path}/nb-1-big-Data.db`, "data");
   await writeFile(`${dir.path}/nb-1-big-TOC.txt`, "Data.db\nIndex.db\nTOC.txt\n");
@@ -385,16 +426,15 @@ Deno.test("--delete-on-backup removes local files only after upload and index", 
   assertEquals(await watcher.stop(), 0);
 });
 
-Deno.test("SIGINT and SIGTERM stop the watcher cleanly with a summary", async () => {
+Deno.test("SIGINT and SIGTERM stop the watcher cleanly, with exit code 0", async () => {
   await using dir = await tempDir();
   await using store = await tempDir("tablesnap-store-");
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
-    await using watcher = spawnCli(["-n", HOST, `file://${store.path}`, dir.path]);
-    await watcher.waitForLog("tablesnap started");
+    await using watcher = spawnWatcher(["-n", HOST, `file://${store.path}`, dir.path]);
+    await watcher.waitUntilWatching();
     await delay(100);
-    assertEquals(await watcher.stop(signal), 0);
-    assertStringIncludes(watcher.stderr(), `signal received, stopping signal=${signal}`);
-    assertStringIncludes(watcher.stderr(), "tablesnap stopped");
+    // 0, not the 128+N of a process the signal killed.
+    assertEquals(await watcher.stop(signal), 0, watcher.stderr());
   }
 });
 
@@ -416,7 +456,7 @@ Deno.test("snapshot-style hard links into brand-new directories are all uploaded
     .map((c) => `nb-1-big-${c}`);
   for (const n of names) await Deno.writeTextFile(`${table}/${n}`, n);
   // Only the snapshots are of interest here.
-  await using watcher = spawnCli(
+  await using watcher = spawnWatcher(
     [
       "-r",
       "-a",
@@ -431,57 +471,64 @@ Deno.test("snapshot-style hard links into brand-new directories are all uploaded
       dir.path,
     ],
   );
-  await watcher.waitForLog("tablesnap started");
+  await watcher.waitUntilWatching();
   const snapshots = 30;
   for (let s = 0; s < snapshots; s++) {
     const snap = `${table}/snapshots/s${s}`;
     await Deno.mkdir(snap, { recursive: true });
     for (const n of names) await Deno.link(`${table}/${n}`, `${snap}/${n}`);
   }
-  const expected = snapshots * names.length;
+  const expected: string[] = [];
+  for (let s = 0; s < snapshots; s++) {
+    for (const n of names) expected.push(`${HOST}:${table}/snapshots/s${s}/${n}`);
+  }
+  const bucket = await localStore(store.path);
+  const missing = async () => {
+    const keys = new Set(
+      (await Array.fromAsync(bucket.list(`${HOST}:${table}/`))).map((o) => o.key),
+    );
+    return expected.filter((k) => !keys.has(k));
+  };
   await waitFor(
-    `${expected} snapshot links uploaded`,
-    () => countMatches(watcher.stderr(), "INFO uploaded ") === expected,
+    `${expected.length} snapshot links in the bucket`,
+    async () => (await missing()).length === 0,
     20_000,
-  )
-    .catch((err) => {
-      const missing = [];
-      for (let s = 0; s < snapshots; s++) {
-        for (const n of names) {
-          if (!watcher.stderr().includes(`/snapshots/s${s}/${n} `)) missing.push(`s${s}/${n}`);
-        }
-      }
-      throw new Error(`${err.message}: missing ${missing.join(" ")}`);
-    });
+  ).catch(async (err) => {
+    throw new Error(`${err.message}: missing ${(await missing()).join(" ")}`);
+  });
+  // Each link uploaded once.
+  const metrics = await watcher.waitForMetrics(
+    "nothing pending",
+    (m) => m.get("tablesnap_pending_files") === 0,
+  );
+  assertEquals(metrics.get("tablesnap_uploaded_files_total"), expected.length, metrics.text);
   assertEquals(await watcher.stop(), 0);
 });
 
 Deno.test("--metrics-listen serves /metrics and /healthz during a real run", async () => {
   await using s3 = await startS3Server();
   await using dir = await tempDir();
-  const port = freePort();
-  await using watcher = spawnCli(
-    ["-n", HOST, "--metrics-listen", `127.0.0.1:${port}`, s3.bucket, dir.path],
-    { env: s3.env },
-  );
-  await watcher.waitForLog("tablesnap started");
+  // spawnWatcher passes --metrics-listen 127.0.0.1:<watcher.metricsPort>.
+  await using watcher = spawnWatcher(["-n", HOST, s3.bucket, dir.path], { env: s3.env });
+  const port = watcher.metricsPort;
+  await watcher.waitUntilWatching();
   await writeFile(`${dir.path}/nb-1-big-Data.db`, "0123456789");
   await writeFile(`${dir.path}/nb-1-big-TOC.txt`, "Data.db\nTOC.txt\n");
-  await watcher.waitForLog("index written");
   const scrape = async () => await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-  // Pending gauges are refreshed every second.
-  await waitFor(
-    "pending back to 0",
-    async () => /^tablesnap_pending_files 0$/m.test(await scrape()),
+  const indexed = new RegExp(
+    `^tablesnap_last_index_timestamp_seconds\\{path="${dir.path}"\\} \\d+`,
+    "m",
   );
+  await watcher.waitForMetrics(
+    "the index written and nothing pending",
+    (m) => indexed.test(m.text) && m.get("tablesnap_pending_files") === 0,
+  );
+  assert(await head(s3, `${HOST}:${dir.path}/nb-1-big-Data.db-listdir.json`), "index in bucket");
   const text = await scrape();
   assertMatch(text, /^tablesnap_uploaded_files_total 2$/m);
   assertMatch(text, /^tablesnap_uploaded_bytes_total 26$/m);
   assertMatch(text, /^tablesnap_oldest_pending_age_seconds 0$/m);
-  assertMatch(
-    text,
-    new RegExp(`^tablesnap_last_index_timestamp_seconds\\{path="${dir.path}"\\} \\d+`, "m"),
-  );
+  assertMatch(text, indexed);
   assertMatch(text, /^tablesnap_s3_request_duration_seconds_count\{operation="PutObject"\} [1-9]/m);
   const health = await fetch(`http://127.0.0.1:${port}/healthz`);
   await health.body?.cancel();
@@ -493,7 +540,7 @@ Deno.test("SIGTERM aborts a multipart upload past the grace period and leaves no
   await using s3 = await startS3Server("test-bucket", { server: "moto" });
   await using dir = await tempDir();
   const big = new Uint8Array(12 * 1024 * 1024);
-  await using watcher = spawnCli(
+  await using watcher = spawnWatcher(
     [
       "-n",
       HOST,
@@ -510,7 +557,7 @@ Deno.test("SIGTERM aborts a multipart upload past the grace period and leaves no
     ],
     { env: s3.env },
   );
-  await watcher.waitForLog("tablesnap started");
+  await watcher.waitUntilWatching();
   await writeFile(`${dir.path}/big-Index.db`, big);
   // At 2 MiB/s the 12 MiB upload takes about 6 s: stop it half way.
   await waitFor("the multipart upload to start", async () => {
@@ -520,8 +567,7 @@ Deno.test("SIGTERM aborts a multipart upload past the grace period and leaves no
   await delay(1000);
   const code = await watcher.stop("SIGTERM");
   assertEquals(code, 0, watcher.stderr());
-  assertStringIncludes(watcher.stderr(), "aborting uploads still in progress");
-  assertMatch(watcher.stderr(), /tablesnap stopped .*not_uploaded=1/);
+  // Aborted, not completed: no parts left behind and no object.
   const left = await s3.client.send(new ListMultipartUploadsCommand({ Bucket: s3.bucket }));
   assertEquals(left.Uploads ?? [], [], "no multipart upload left behind");
   assertEquals(await head(s3, `${HOST}:${dir.path}/big-Index.db`), null);
@@ -530,11 +576,11 @@ Deno.test("SIGTERM aborts a multipart upload past the grace period and leaves no
 Deno.test("a file that changes during its upload is never left in the bucket half-written", async () => {
   await using s3 = await startS3Server();
   await using dir = await tempDir();
-  await using watcher = spawnCli(
+  await using watcher = spawnWatcher(
     ["-n", HOST, "--max-bandwidth", "1M", "--retries", "1", s3.bucket, dir.path],
     { env: s3.env },
   );
-  await watcher.waitForLog("tablesnap started");
+  await watcher.waitUntilWatching();
   const path = `${dir.path}/growing-Index.db`;
   const first = new Uint8Array(3 * 1024 * 1024).fill(1);
   await writeFile(path, first);
@@ -546,10 +592,25 @@ Deno.test("a file that changes during its upload is never left in the bucket hal
   file.close();
   const final = new Uint8Array([...first, ...more]);
   const key = `${HOST}:${path}`;
-  await watcher.waitForLog(`uploaded key=${key} bytes=${final.length}`, 40_000);
-  assertStringIncludes(watcher.stderr(), "changed while it was being uploaded");
-  assertEquals((await head(s3, key))?.Metadata?.md5sum, md5(final));
-  assertEquals(countMatches(watcher.stderr(), `uploaded key=${key} `), 1, watcher.stderr());
+  await waitFor("the final version in the bucket", async () => {
+    const object = await head(s3, key);
+    return object?.ContentLength === final.length && object.Metadata?.md5sum === md5(final);
+  }, 40_000).catch((err) => {
+    throw new Error(`${err.message}\n${watcher.stderr()}`);
+  });
+  const body = await (await s3.client.send(new GetObjectCommand({ Bucket: s3.bucket, Key: key })))
+    .Body!.transformToByteArray();
+  assertEquals(md5(body), md5(final));
+  const metrics = await watcher.waitForMetrics(
+    "nothing pending",
+    (m) => m.get("tablesnap_pending_files") === 0,
+  );
+  // The change was noticed (the attempt counted as failed for reason "changed"),
+  // and only the final version counts as uploaded.
+  const changed = (metrics.get("tablesnap_upload_retries_total", { reason: "changed" }) ?? 0) +
+    (metrics.get("tablesnap_upload_failures_total", { reason: "changed" }) ?? 0);
+  assert(changed >= 1, metrics.text);
+  assertEquals(metrics.get("tablesnap_uploaded_files_total"), 1, metrics.text);
   assertEquals(await watcher.stop(), 0);
 });
 
@@ -566,73 +627,87 @@ Deno.test("new files are checked against one listing of their directory: existin
   // A key one level down must not count as a file of this directory.
   await put("snapshots/s1/nb-3-big-Data.db", "below");
 
-  const port = freePort();
-  await using watcher = spawnCli([
+  await using watcher = spawnWatcher([
     "-r",
     "-n",
     HOST,
     "--without-index",
-    "--metrics-listen",
-    `127.0.0.1:${port}`,
     s3.bucket,
     dir.path,
-  ], { env: { ...s3.env, TDEBUG: "1" } });
-  await watcher.waitForLog("tablesnap started");
+  ], { env: s3.env });
+  await watcher.waitUntilWatching();
   await writeFile(`${table}/nb-1-big-Data.db`, "a longer local version");
   await writeFile(`${table}/nb-2-big-Data.db`, "same size?");
   const fresh = ["nb-3-big-Data.db", "nb-4-big-Index.db", "nb-5-big-Filter.db", "nb-6-big-TOC.txt"];
   for (const name of fresh) await writeFile(`${table}/${name}`, `new file ${name}`);
-  for (const name of fresh) await watcher.waitForLog(`uploaded key=${key(name)}`);
-  await watcher.waitForLog("object exists with a different size");
-  await watcher.waitForLog(`skipped: already in bucket key=${key("nb-2-big-Data.db")}`);
-  // Rewritten after its upload with another size: the key is ours now, and
-  // still left alone rather than overwritten.
-  await writeFile(`${table}/nb-3-big-Data.db`, "new file, rewritten longer");
-  await waitFor(
-    "second conflict",
-    () => countMatches(watcher.stderr(), "object exists with a different size") === 2,
+  // Files are taken in the order written: once the new ones are uploaded and
+  // nothing is pending, nb-1 and nb-2 have been decided too.
+  const uploaded = (n: number) => (m: Scrape) =>
+    (m.get("tablesnap_uploaded_files_total") ?? 0) >= n && m.get("tablesnap_pending_files") === 0;
+  const first = await watcher.waitForMetrics(
+    `${fresh.length} uploads, nothing pending`,
+    uploaded(fresh.length),
   );
+  assertEquals(first.get("tablesnap_uploaded_files_total"), fresh.length, first.text);
+  for (const name of fresh) assertEquals(await getText(s3, key(name)), `new file ${name}`);
+  assertEquals((await listKeys(s3)).get(key("nb-1-big-Data.db")), 5, "different size: left alone");
+  assertEquals(await getText(s3, key("nb-2-big-Data.db")), "same size!", "same size: skipped");
+  // Rewritten after its upload with another size: the key is ours now, and
+  // still left alone rather than overwritten. A file written after it shows
+  // when the rewrite has been decided.
+  await writeFile(`${table}/nb-3-big-Data.db`, "new file, rewritten longer");
+  await writeFile(`${table}/nb-7-big-Index.db`, "written last");
+  const metrics = await watcher.waitForMetrics(
+    "the file written last uploaded, nothing pending",
+    uploaded(fresh.length + 1),
+  );
+  assertEquals(metrics.get("tablesnap_uploaded_files_total"), fresh.length + 1, metrics.text);
+  assertEquals(await getText(s3, key("nb-7-big-Index.db")), "written last");
   // One listing answered for the whole directory, sizes included: no HEAD
-  // for the 4 new files, nor for the keys it showed (nb-1, nb-2, then nb-3 once ours).
-  const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  // for the 5 new files, nor for the keys it showed (nb-1, nb-2, then nb-3 once ours).
   const requests = (operation: string) =>
-    Number(
-      new RegExp(
-        `^tablesnap_s3_request_duration_seconds_count\\{operation="${operation}"\\} (\\d+)$`,
-        "m",
-      ).exec(metrics)?.[1] ?? 0,
-    );
-  assertEquals(requests("ListObjectsV2"), 1, metrics);
-  assertEquals(requests("HeadObject"), 0, metrics);
+    metrics.get("tablesnap_s3_request_duration_seconds_count", { operation }) ?? 0;
+  assertEquals(requests("ListObjectsV2"), 1, metrics.text);
+  assertEquals(requests("HeadObject"), 0, metrics.text);
   assertEquals(await watcher.stop(), 0);
   const keys = await listKeys(s3);
   assertEquals(keys.get(key("nb-1-big-Data.db")), 5, "different-size object left alone");
   assertEquals(await getText(s3, key("nb-2-big-Data.db")), "same size!");
   assertEquals(await getText(s3, key("nb-3-big-Data.db")), "new file nb-3-big-Data.db");
-  assertEquals(countMatches(watcher.stderr(), "INFO uploaded "), fresh.length, watcher.stderr());
 });
 
 Deno.test("--max-bandwidth holds all uploads together to the rate, within 10%", async () => {
   await using s3 = await startS3Server();
   await using dir = await tempDir();
   const MiB = 1024 * 1024;
-  for (const name of ["a-Data.db", "b-Index.db"]) {
-    await writeFile(`${dir.path}/${name}`, new Uint8Array(6 * MiB).map((_, i) => i % 253));
-  }
-  const seconds = async (flags: string[]) => {
-    const run = await runCli(
-      ["-B", "--once", "--without-index", "-t", "2", "-n", HOST, ...flags, s3.bucket, dir.path],
+  const bytes = new Uint8Array(6 * MiB).map((_, i) => i % 253);
+  /** Seconds from writing two 6 MiB files to the end of the last upload (the watcher's clock). */
+  const seconds = async (name: string, flags: string[]) => {
+    const root = `${dir.path}/${name}`;
+    await Deno.mkdir(root);
+    await using watcher = spawnWatcher(
+      ["--without-index", "-t", "2", "-n", HOST, ...flags, s3.bucket, root],
       { env: s3.env },
     );
-    assertEquals(run.code, 0, run.stderr);
-    assertEquals(countMatches(run.stderr, "INFO uploaded "), 2, run.stderr);
-    // Both files upload at once; the last to finish took the whole transfer.
-    return Math.max(
-      ...[...run.stderr.matchAll(/INFO uploaded .* seconds=([\d.]+)/g)].map((m) => Number(m[1])),
+    await watcher.waitUntilWatching();
+    const started = Date.now();
+    for (const file of ["a-Data.db", "b-Index.db"]) await writeFile(`${root}/${file}`, bytes);
+    // Both files upload at once: the last to finish ends the whole transfer.
+    const metrics = await watcher.waitForMetrics(
+      "both uploads",
+      (m) =>
+        m.get("tablesnap_uploaded_files_total") === 2 && m.get("tablesnap_pending_files") === 0,
     );
+    const finished = metrics.get("tablesnap_last_upload_timestamp_seconds", { path: root });
+    assert(finished !== undefined, metrics.text);
+    assertEquals(await watcher.stop(), 0, watcher.stderr());
+    for (const file of ["a-Data.db", "b-Index.db"]) {
+      assertEquals((await head(s3, `${HOST}:${root}/${file}`))?.ContentLength, bytes.length);
+    }
+    return (finished * 1000 - started) / 1000;
   };
-  const free = await seconds(["-p", "free/"]);
-  const limited = await seconds(["-p", "limited/", "--max-bandwidth", "3M"]);
+  const free = await seconds("free", []);
+  const limited = await seconds("limited", ["--max-bandwidth", "3M"]);
   // 12 MiB at 3 MiB/s: 4 s, where the server alone takes well under that.
   assert(free < 2, `unlimited upload took ${free} s: the server is too slow for this test`);
   assert(limited >= 3.6 && limited <= 4.4, `12 MiB at 3 MiB/s took ${limited} s, not 4 s ±10%`);
