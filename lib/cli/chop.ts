@@ -1,17 +1,14 @@
 /** `tablesnap chop [options] BUCKET PATH AGE_DAYS`: retention (the original tablechop). */
 import { UsageError } from "../common/errors.ts";
-import { checkBucketArgument } from "../store/open_store.ts";
 import { chop, type ChopOptions } from "../maintenance/chop.ts";
 import { helpText, nonNegativeNumber, type OptionTable, parseOptions } from "./options.ts";
-import { withStore } from "./run_job.ts";
+import { jobArguments, type JobFlags, runJob } from "./run_job.ts";
 import {
   BUCKET_NOTE,
   CONNECTION_OPTIONS,
   connectionOf,
-  type NamingFlags,
   namingOf,
   namingOptions,
-  resolveNaming,
 } from "./shared_options.ts";
 
 const OPTIONS = "Options";
@@ -67,21 +64,13 @@ export const CHOP_HELP = helpText(CHOP_OPTIONS, {
 });
 
 /** A chop as the command line asks for it, before the store is opened. */
-export type ChopFlags = Omit<ChopOptions, "store" | "naming"> & {
-  bucket: string;
-  connection: ReturnType<typeof connectionOf>;
-  naming: NamingFlags;
-};
+export type ChopFlags = JobFlags<ChopOptions>;
 
 /** Parses chop's command line (pure). */
 export function parseChopArgs(args: string[]): ChopFlags | "help" {
   const { values, positionals } = parseOptions(args, CHOP_OPTIONS);
   if (values.help) return "help";
-  if (positionals.length !== 3) {
-    throw new UsageError(`Expected BUCKET PATH AGE_DAYS, got ${positionals.length} arguments`);
-  }
-  const [bucket, path, age] = positionals as [string, string, string];
-  checkBucketArgument(bucket);
+  const [bucket, path, age] = jobArguments(positionals, ["BUCKET", "PATH", "AGE_DAYS"]);
   const flags: ChopFlags = {
     bucket,
     connection: connectionOf(values),
@@ -102,15 +91,9 @@ export function parseChopArgs(args: string[]): ChopFlags | "help" {
 }
 
 /** `tablesnap chop ARGS`: returns the exit code. */
-export async function chopMain(args: string[]): Promise<number> {
-  const flags = parseChopArgs(args);
-  if (flags === "help") {
-    console.log(CHOP_HELP);
-    return 0;
-  }
-  const naming = await resolveNaming(flags.naming);
-  return await withStore(flags.bucket, flags.connection, async (store) => {
-    await chop({ ...flags, store, naming });
+export function chopMain(args: string[]): Promise<number> {
+  return runJob(parseChopArgs(args), CHOP_HELP, async (options) => {
+    await chop(options);
     return 0;
   });
 }

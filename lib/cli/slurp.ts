@@ -1,18 +1,15 @@
 /** `tablesnap slurp [options] BUCKET ORIGIN TARGET`: restore (the original tableslurp). */
 import { Accounts } from "../common/accounts.ts";
 import { UsageError } from "../common/errors.ts";
-import { checkBucketArgument } from "../store/open_store.ts";
 import { slurp, type SlurpOptions } from "../restore/slurp.ts";
 import { helpText, type OptionTable, parseOptions } from "./options.ts";
-import { withStore } from "./run_job.ts";
+import { jobArguments, type JobFlags, runJob } from "./run_job.ts";
 import {
   BUCKET_NOTE,
   CONNECTION_OPTIONS,
   connectionOf,
-  type NamingFlags,
   namingOf,
   namingOptions,
-  resolveNaming,
 } from "./shared_options.ts";
 
 const OPTIONS = "Options";
@@ -101,21 +98,13 @@ export const SLURP_HELP = helpText(SLURP_OPTIONS, {
 });
 
 /** A restore as the command line asks for it, before the store is opened. */
-export type SlurpFlags = Omit<SlurpOptions, "store" | "naming"> & {
-  bucket: string;
-  connection: ReturnType<typeof connectionOf>;
-  naming: NamingFlags;
-};
+export type SlurpFlags = JobFlags<SlurpOptions>;
 
 /** Parses slurp's command line (pure but for reading /etc/passwd for -o/-g). */
 export function parseSlurpArgs(args: string[]): SlurpFlags | "help" {
   const { values, positionals } = parseOptions(args, SLURP_OPTIONS);
   if (values.help) return "help";
-  if (positionals.length !== 3) {
-    throw new UsageError(`Expected BUCKET ORIGIN TARGET, got ${positionals.length} arguments`);
-  }
-  const [bucket, origin, target] = positionals as [string, string, string];
-  checkBucketArgument(bucket);
+  const [bucket, origin, target] = jobArguments(positionals, ["BUCKET", "ORIGIN", "TARGET"]);
   const accounts = new Accounts();
   const flags: SlurpFlags = {
     bucket,
@@ -144,15 +133,9 @@ export function parseSlurpArgs(args: string[]): SlurpFlags | "help" {
 }
 
 /** `tablesnap slurp ARGS`: returns the exit code (1 when anything promised was not restored). */
-export async function slurpMain(args: string[]): Promise<number> {
-  const flags = parseSlurpArgs(args);
-  if (flags === "help") {
-    console.log(SLURP_HELP);
-    return 0;
-  }
-  const naming = await resolveNaming(flags.naming);
-  return await withStore(flags.bucket, flags.connection, async (store) => {
-    const result = await slurp({ ...flags, store, naming });
+export function slurpMain(args: string[]): Promise<number> {
+  return runJob(parseSlurpArgs(args), SLURP_HELP, async (options) => {
+    const result = await slurp(options);
     return result.missing.length > 0 || result.failed.length > 0 ? 1 : 0;
   });
 }

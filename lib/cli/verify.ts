@@ -1,17 +1,13 @@
 /** `tablesnap verify [options] BUCKET PATH`: check that the backups would restore. */
-import { UsageError } from "../common/errors.ts";
-import { checkBucketArgument } from "../store/open_store.ts";
 import { verify, type VerifyOptions } from "../maintenance/verify.ts";
 import { helpText, type OptionTable, parseOptions } from "./options.ts";
-import { withStore } from "./run_job.ts";
+import { jobArguments, type JobFlags, runJob } from "./run_job.ts";
 import {
   BUCKET_NOTE,
   CONNECTION_OPTIONS,
   connectionOf,
-  type NamingFlags,
   namingOf,
   namingOptions,
-  resolveNaming,
 } from "./shared_options.ts";
 
 const OPTIONS = "Options";
@@ -48,21 +44,13 @@ export const VERIFY_HELP = helpText(VERIFY_OPTIONS, {
 });
 
 /** A verification as the command line asks for it, before the store is opened. */
-export type VerifyFlags = Omit<VerifyOptions, "store" | "naming"> & {
-  bucket: string;
-  connection: ReturnType<typeof connectionOf>;
-  naming: NamingFlags;
-};
+export type VerifyFlags = JobFlags<VerifyOptions>;
 
 /** Parses verify's command line (pure). */
 export function parseVerifyArgs(args: string[]): VerifyFlags | "help" {
   const { values, positionals } = parseOptions(args, VERIFY_OPTIONS);
   if (values.help) return "help";
-  if (positionals.length !== 2) {
-    throw new UsageError(`Expected BUCKET PATH, got ${positionals.length} arguments`);
-  }
-  const [bucket, path] = positionals as [string, string];
-  checkBucketArgument(bucket);
+  const [bucket, path] = jobArguments(positionals, ["BUCKET", "PATH"]);
   return {
     bucket,
     connection: connectionOf(values),
@@ -75,15 +63,9 @@ export function parseVerifyArgs(args: string[]): VerifyFlags | "help" {
 }
 
 /** `tablesnap verify ARGS`: returns the exit code (1 when any problem was found). */
-export async function verifyMain(args: string[]): Promise<number> {
-  const flags = parseVerifyArgs(args);
-  if (flags === "help") {
-    console.log(VERIFY_HELP);
-    return 0;
-  }
-  const naming = await resolveNaming(flags.naming);
-  return await withStore(flags.bucket, flags.connection, async (store) => {
-    const result = await verify({ ...flags, store, naming });
+export function verifyMain(args: string[]): Promise<number> {
+  return runJob(parseVerifyArgs(args), VERIFY_HELP, async (options) => {
+    const result = await verify(options);
     return result.problems.length > 0 ? 1 : 0;
   });
 }
