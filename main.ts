@@ -1,15 +1,17 @@
 /**
- * tablesnap: one binary, four jobs. This file only picks the job and turns
+ * tablesnap: one binary, five jobs. This file only picks the job and turns
  * failures into one-line errors and exit codes (2: usage, 1: anything else).
  *
  *   tablesnap [options] BUCKET PATH...   watch and upload (lib/cli/watch.ts)
  *   tablesnap slurp ...                  restore          (lib/cli/slurp.ts)
  *   tablesnap chop ...                   retention        (lib/cli/chop.ts)
  *   tablesnap verify ...                 check a bucket   (lib/cli/verify.ts)
+ *   tablesnap list ...                   restore points   (lib/cli/list.ts)
  */
 import { errorMessage, FatalError, UsageError } from "./lib/common/errors.ts";
 import { log, logOptionsFromEnv } from "./lib/common/log.ts";
 import { chopMain } from "./lib/cli/chop.ts";
+import { listMain } from "./lib/cli/list.ts";
 import { slurpMain } from "./lib/cli/slurp.ts";
 import { verifyMain } from "./lib/cli/verify.ts";
 import { watchMain } from "./lib/cli/watch.ts";
@@ -18,6 +20,7 @@ const JOBS: Record<string, (args: string[]) => Promise<number>> = {
   slurp: slurpMain,
   chop: chopMain,
   verify: verifyMain,
+  list: listMain,
 };
 
 async function main(args: string[]): Promise<number> {

@@ -74,8 +74,15 @@ export function key(naming: KeyNaming, path: string): string {
   return `${naming.prefix}${naming.name}${naming.separator}${path}`;
 }
 
-/** Deterministic bytes for a file, different per name. */
-export function contentOf(name: string, size = 100 + name.length * 7): Uint8Array {
+/**
+ * Deterministic bytes for a file, different per name. A TOC.txt lists the
+ * components of `generation()`, as Cassandra's would.
+ */
+export function contentOf(name: string, size?: number): Uint8Array {
+  if (name.endsWith("TOC.txt") && size === undefined) {
+    return new TextEncoder().encode(COMPONENTS.join("\n") + "\n");
+  }
+  size ??= 100 + name.length * 7;
   const out = new Uint8Array(size);
   let x = 0;
   for (const c of name) x = (x * 31 + c.charCodeAt(0)) >>> 0;
@@ -128,11 +135,11 @@ export async function putIndex(
   return k;
 }
 
+const COMPONENTS = ["Data.db", "Index.db", "Filter.db", "Statistics.db", "TOC.txt"];
+
 /** The components of one SSTable generation. */
 export function generation(n: number): string[] {
-  return ["Data.db", "Index.db", "Filter.db", "Statistics.db", "TOC.txt"].map((c) =>
-    `nb-${n}-big-${c}`
-  );
+  return COMPONENTS.map((c) => `nb-${n}-big-${c}`);
 }
 
 /**

@@ -155,3 +155,36 @@ Deno.test("IndexPublisher retries a failed index upload after a doubling wait", 
   assert(await t.index("nb-1-big-Data.db"), "published on the third try");
   assertEquals(t.publisher.published, 1);
 });
+
+Deno.test("IndexPublisher names the directory's whole live set, and holds a -B backlog", async () => {
+  await using data = await tempDir();
+  await using bucket = await tempDir("tablesnap-store-");
+  const t = await setup(data.path, new LocalStore(bucket.path));
+  for (const gen of [1, 2]) {
+    await t.write(`nb-${gen}-big-TOC.txt`, "Data.db\nTOC.txt\n");
+    await t.write(`nb-${gen}-big-Data.db`);
+  }
+  await t.write("nb-3-big-TOC.txt", "Data.db\nIndex.db\nTOC.txt\n"); // still being written
+  await t.write("nb-3-big-Data.db");
+  t.publisher.beginBacklog();
+  await t.store("nb-2-big-TOC.txt");
+  await t.store("nb-2-big-Data.db");
+  t.publisher.request(`${data.path}/t/nb-2-big-Data.db`);
+  await t.publisher.settled();
+  await t.tick(120_000);
+  assertEquals(await t.index("nb-2-big-Data.db"), null, "held until the backlog is queued");
+  // Generation 1 was found by the start-up sweep and is stored last.
+  await t.store("nb-1-big-TOC.txt");
+  await t.store("nb-1-big-Data.db");
+  await t.store("nb-3-big-TOC.txt");
+  await t.store("nb-3-big-Data.db");
+  t.publisher.endBacklog();
+  await t.publisher.settled();
+  // Generation 3's TOC names an Index.db that is not there: not whole, not named.
+  assertEquals(await t.index("nb-2-big-Data.db"), [
+    "nb-1-big-Data.db",
+    "nb-1-big-TOC.txt",
+    "nb-2-big-Data.db",
+    "nb-2-big-TOC.txt",
+  ]);
+});

@@ -115,7 +115,7 @@ Deno.test("newest index lookups and readIndex() against a local store", async ()
 
   const prefix = directoryPrefix(NAMING, "/data/ks/t/");
   assertEquals(prefix, "cass1.example.com:/data/ks/t/");
-  assertEquals((await newestIndexIn(store, prefix))?.key, newest);
+  assertEquals((await newestIndexIn(store, prefix))?.info.key, newest);
   assertEquals(await newestIndexIn(store, directoryPrefix(NAMING, "/nothing")), null);
 
   const perDir = await newestIndexPerDirectory(store, directoryPrefix(NAMING, "/data/ks"));

@@ -42,6 +42,14 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
+/** One `error: ...` line (and perhaps the usage hint), no trace. */
+function assertOneLine(stderr: string, includes: string): void {
+  const lines = stderr.trim().split("\n").filter((l) => l.startsWith("error: "));
+  assertEquals(lines.length, 1, stderr);
+  assertStringIncludes(lines[0]!, includes);
+  assertEquals(/\n\s+at /.test(stderr), false, `no stack trace:\n${stderr}`);
+}
+
 async function assertRestored(dir: string, names: string[]): Promise<void> {
   assertEquals(await readDir(dir), [...names].sort());
   for (const name of names) {
@@ -123,7 +131,7 @@ Deno.test("slurp restores a Python-written S3 bucket: --plan, default, resume, -
     assertStringIncludes(bad.stderr, "No index 'cass1.example.com:");
   });
 
-  await t.step("a missing object fails --plan and the restore, naming it", async () => {
+  await t.step("a generation missing a component is refused whole, nothing written", async () => {
     await s3.client.send(
       new DeleteObjectCommand({
         Bucket: s3.bucket,
@@ -136,13 +144,20 @@ Deno.test("slurp restores a Python-written S3 bucket: --plan, default, resume, -
       plan.stdout,
       `Missing from the bucket (1):\n  ${HOST}:${TABLE}/nb-2-big-Index.db`,
     );
+    assertStringIncludes(plan.stdout, "generation 'nb-2-big-' in '" + TABLE + "' lacks Index.db");
     const lost = `${work.path}/lost`;
     const out = await runCli(["slurp", ...common, lost], { env });
     assertEquals(out.code, 1);
+    assertOneLine(out.stderr, "generation 'nb-2-big-' in '" + TABLE + "' lacks Index.db");
+    assertEquals(await exists(lost), false, "nothing written");
+    // --allow-incomplete restores the rest, and still fails naming what is missing.
+    const loud = await runCli(["slurp", "--allow-incomplete", ...common, lost], { env });
+    assertEquals(loud.code, 1);
     assertStringIncludes(
-      out.stdout,
+      loud.stdout,
       `${lost}/nb-2-big-Index.db: Object '${HOST}:${TABLE}/nb-2-big-Index.db' is missing`,
     );
+    assertStringIncludes(loud.stderr, "restoring an incomplete SSTable");
     await assertRestored(lost, all.filter((n) => n !== "nb-2-big-Index.db"));
   });
 

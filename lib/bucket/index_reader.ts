@@ -4,16 +4,19 @@
  * ordering them: which one is the newest restore point of a directory.
  */
 import { FatalError } from "../common/errors.ts";
-import type { ObjectInfo, Store } from "../store/store.ts";
+import type { ObjectHead, ObjectInfo, Store } from "../store/store.ts";
 import { type IndexListing, MAX_INDEX_BYTES, parseIndex } from "./index_body.ts";
 import { isIndexKey, keyDirectory } from "./keys.ts";
-import { generationOf } from "./sstable.ts";
+import { generationOf, parseToc } from "./sstable.ts";
 
 /**
  * Downloads and parses one index. Throws `FatalError` naming the key when it
  * is missing, too large, not UTF-8, or malformed (see `parseIndex`).
  */
-export async function readIndex(store: Store, key: string): Promise<IndexListing> {
+export async function readIndex(
+  store: Store,
+  key: string,
+): Promise<IndexListing & { head: ObjectHead }> {
   const object = await store.get(key);
   if (object === null) throw new FatalError(`Index '${key}' is missing from ${store.url}`);
   const chunks: Uint8Array[] = [];
@@ -39,13 +42,91 @@ export async function readIndex(store: Store, key: string): Promise<IndexListing
     if (!(err instanceof TypeError)) throw err;
     throw new FatalError(`Index '${key}' is not UTF-8 text`);
   }
-  return parseIndex(key, text);
+  return { ...parseIndex(key, text), head: object.head };
 }
 
 /**
- * Orders indexes oldest first: by LastModified, then (S3 times have
+ * The metadata where the watcher records each index's cut time, to the
+ * millisecond (ISO 8601 UTC): the moment the directory was read for it.
+ * S3's LastModified has one-second resolution and is the upload's end.
+ */
+export const CUT_TIME_METADATA = "cut-time";
+
+/** The cut time an index's metadata records, or null (Python tablesnap, other writers). */
+export function cutTimeOf(head: Pick<ObjectHead, "metadata">): Date | null {
+  const text = head.metadata[CUT_TIME_METADATA];
+  if (text === undefined) return null;
+  const time = new Date(text);
+  return Number.isNaN(time.getTime()) ? null : time;
+}
+
+/**
+ * How far before its LastModified an index may have been cut: LastModified
+ * is truncated to the second and marks the end of the upload, a few
+ * milliseconds after the cut. Indexes closer than this are told apart by
+ * their exact times (a HEAD each); farther apart, LastModified decides.
+ */
+export const CUT_WINDOW_MS = 2_000;
+
+/** An index and its time: the recorded cut time, else LastModified. */
+export interface RestorePoint {
+  info: ObjectInfo;
+  time: Date;
+  /** True when `time` is the recorded cut time. */
+  exact: boolean;
+}
+
+/**
+ * The newest index at or before `at` (default: the newest of all), or null.
+ * Indexes are ordered by their cut time where recorded, else by
+ * LastModified; among indexes tied with no recorded time (buckets written by
+ * the Python tablesnap: many indexes of a backlog in one second), the one
+ * naming the most files wins. A HEAD (or, for ties, a GET) is spent only on
+ * indexes within `CUT_WINDOW_MS` of each other or of `at`.
+ */
+export async function chooseRestorePoint(
+  store: Store,
+  indexes: readonly ObjectInfo[],
+  at?: Date,
+): Promise<RestorePoint | null> {
+  const limit = at?.getTime() ?? Infinity;
+  const candidates = indexes
+    .filter((i) => i.lastModified.getTime() - CUT_WINDOW_MS <= limit)
+    .sort((a, b) => -compareIndexes(a, b));
+  const counts = new Map<string, number>();
+  const fileCount = async (info: ObjectInfo) => {
+    let n = counts.get(info.key);
+    if (n === undefined) counts.set(info.key, n = (await readIndex(store, info.key)).names.length);
+    return n;
+  };
+  let best: RestorePoint | null = null;
+  for (let k = 0; k < candidates.length; k++) {
+    const info = candidates[k]!;
+    const modified = info.lastModified.getTime();
+    if (best && modified < best.time.getTime()) break; // its cut time can only be earlier
+    const next = candidates[k + 1];
+    const alone = next === undefined || next.lastModified.getTime() < modified - CUT_WINDOW_MS;
+    if (!best && alone && modified + CUT_WINDOW_MS <= limit) {
+      return { info, time: info.lastModified, exact: false };
+    }
+    const head = await store.head(info.key);
+    if (head === null) continue; // deleted meanwhile (chop)
+    const cut = cutTimeOf(head);
+    const point = { info, time: cut ?? info.lastModified, exact: cut !== null };
+    if (point.time.getTime() > limit) continue;
+    const byTime = best ? point.time.getTime() - best.time.getTime() : 1;
+    if (byTime > 0) best = point;
+    else if (byTime === 0 && best && !point.exact && !best.exact) {
+      if (await fileCount(point.info) > await fileCount(best.info)) best = point;
+    }
+  }
+  return best;
+}
+
+/**
+ * Orders indexes oldest first by LastModified, then (S3 times have
  * one-second resolution) by the SSTable generation in the Data.db's name,
- * then by key.
+ * then by key. Recorded cut times refine this: see `chooseRestorePoint`.
  */
 export function compareIndexes(a: ObjectInfo, b: ObjectInfo): number {
   const byTime = a.lastModified.getTime() - b.lastModified.getTime();
@@ -56,37 +137,93 @@ export function compareIndexes(a: ObjectInfo, b: ObjectInfo): number {
   return a.key < b.key ? -1 : a.key > b.key ? 1 : 0;
 }
 
-/** The newest of two indexes (either may be undefined). */
-export function newer(a: ObjectInfo | undefined, b: ObjectInfo): ObjectInfo {
-  return a === undefined || compareIndexes(a, b) < 0 ? b : a;
+/** The newest index directly under `dirPrefix` (a key prefix ending in "/"), or null. */
+export async function newestIndexIn(
+  store: Store,
+  dirPrefix: string,
+  at?: Date,
+): Promise<RestorePoint | null> {
+  return await chooseRestorePoint(store, await indexesIn(store, dirPrefix), at);
 }
 
-/** The newest index directly under `dirPrefix` (a key prefix ending in "/"), or null. */
-export async function newestIndexIn(store: Store, dirPrefix: string): Promise<ObjectInfo | null> {
-  let best: ObjectInfo | undefined;
+/** The indexes directly under `dirPrefix` (one listing of that key directory). */
+export async function indexesIn(store: Store, dirPrefix: string): Promise<ObjectInfo[]> {
+  const indexes: ObjectInfo[] = [];
   for await (const info of store.list(dirPrefix, { delimiter: "/" })) {
-    if (isIndexKey(info.key)) best = newer(best, info);
+    if (isIndexKey(info.key)) indexes.push(info);
   }
-  return best ?? null;
+  return indexes;
 }
 
 /**
- * The newest index of every key directory under `prefix`, keyed by that
- * directory (the index key up to its last "/"). Memory: one entry per
- * directory, whatever the number of objects.
+ * Every index under `prefix`, by key directory (the index key up to its
+ * last "/"). Memory: the index keys, not the other objects.
+ */
+export async function indexesPerDirectory(
+  store: Store,
+  prefix: string,
+): Promise<Map<string, ObjectInfo[]>> {
+  const byDirectory = new Map<string, ObjectInfo[]>();
+  for await (const info of store.list(prefix)) {
+    if (!isIndexKey(info.key)) continue;
+    const dir = keyDirectory(info.key);
+    let list = byDirectory.get(dir);
+    if (!list) byDirectory.set(dir, list = []);
+    list.push(info);
+  }
+  return byDirectory;
+}
+
+/**
+ * The newest index (at or before `at`) of every key directory under
+ * `prefix`; directories with none by then are left out.
  */
 export async function newestIndexPerDirectory(
   store: Store,
   prefix: string,
-  /** Sees every index on the way (chop and `verify --all` need them all). */
-  eachIndex?: (info: ObjectInfo) => void,
-): Promise<Map<string, ObjectInfo>> {
-  const newest = new Map<string, ObjectInfo>();
-  for await (const info of store.list(prefix)) {
-    if (!isIndexKey(info.key)) continue;
-    eachIndex?.(info);
-    const dir = keyDirectory(info.key);
-    newest.set(dir, newer(newest.get(dir), info));
+  at?: Date,
+): Promise<Map<string, RestorePoint>> {
+  const newest = new Map<string, RestorePoint>();
+  for (const [dir, indexes] of await indexesPerDirectory(store, prefix)) {
+    const point = await chooseRestorePoint(store, indexes, at);
+    if (point) newest.set(dir, point);
   }
   return newest;
+}
+
+/** A generation of an index's file set whose TOC.txt lists components the set lacks. */
+export interface TocGap {
+  /** The generation's name prefix (`nb-7-big-`). */
+  generation: string;
+  /** Components (as the TOC names them) not named by the index or not in the bucket. */
+  missing: string[];
+}
+
+/**
+ * Checks every generation of a file set that has a TOC.txt (one GET each):
+ * each component it lists must be named by the index and, per `present`,
+ * be in the bucket. Cassandra refuses an SSTable with a component missing.
+ * `keyDir` is the index's key directory (the key up to its last "/").
+ */
+export async function tocGaps(
+  store: Store,
+  keyDir: string,
+  names: readonly string[],
+  present: (key: string) => boolean,
+): Promise<TocGap[]> {
+  const named = new Set(names);
+  const gaps: TocGap[] = [];
+  for (const toc of [...named].filter((n) => n.endsWith("TOC.txt")).sort()) {
+    const generation = toc.slice(0, -"TOC.txt".length);
+    const object = present(`${keyDir}/${toc}`) ? await store.get(`${keyDir}/${toc}`) : null;
+    if (object === null) continue; // a missing object, reported as such
+    const missing = parseToc(await new Response(object.body).text())
+      .filter((component) => {
+        const name = generation + component;
+        return !named.has(name) || !present(`${keyDir}/${name}`);
+      })
+      .sort();
+    if (missing.length > 0) gaps.push({ generation, missing });
+  }
+  return gaps;
 }

@@ -124,6 +124,27 @@ export function nonNegativeNumber(value: string, flag: string): number {
   return n;
 }
 
+/**
+ * A point in time: ISO 8601 with a zone (`2026-12-01T14:30:00Z`,
+ * `2026-12-01T15:30:00.250+01:00`) or `@<unix seconds>`. A time without a
+ * zone would mean different moments on different hosts: refused.
+ */
+export function timeValue(value: string, flag: string): Date {
+  const iso = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$/i;
+  let time: Date | undefined;
+  if (iso.test(value.trim())) time = new Date(value.trim());
+  else if (/^@\d+(\.\d+)?$/.test(value.trim())) {
+    time = new Date(Number(value.trim().slice(1)) * 1000);
+  }
+  if (time === undefined || Number.isNaN(time.getTime())) {
+    throw new UsageError(
+      `Option '${flag}' needs an ISO 8601 time with a zone (2026-12-01T14:30:00Z) ` +
+        `or @<unix seconds>, got '${value}'`,
+    );
+  }
+  return time;
+}
+
 /** `parseArgs` messages are long and mention internals: reworded to one line. */
 function usageErrorOf(err: unknown): UsageError {
   const message = err instanceof Error ? err.message : String(err);

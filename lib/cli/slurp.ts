@@ -2,7 +2,7 @@
 import { Accounts } from "../common/accounts.ts";
 import { UsageError } from "../common/errors.ts";
 import { slurp, type SlurpOptions } from "../restore/slurp.ts";
-import { helpText, type OptionTable, parseOptions } from "./options.ts";
+import { helpText, type OptionTable, parseOptions, timeValue } from "./options.ts";
 import { jobArguments, type JobFlags, runJob } from "./run_job.ts";
 import {
   BUCKET_NOTE,
@@ -24,6 +24,18 @@ export const SLURP_OPTIONS = {
     help: "restore the file set of FILE's index (FILE is a bare name\n" +
       "such as nb-7-big-Data.db) instead of the newest index",
   },
+  at: {
+    group: OPTIONS,
+    kind: "text",
+    arg: "TIME",
+    help: "the newest restore point at or before TIME (ISO 8601 with a zone,\n" +
+      "or @<unix seconds>) instead of the newest; see tablesnap list",
+  },
+  "allow-incomplete": {
+    group: OPTIONS,
+    kind: "flag",
+    help: "restore even SSTables whose TOC.txt lists components the set lacks",
+  },
   recursive: {
     group: OPTIONS,
     kind: "flag",
@@ -35,7 +47,8 @@ export const SLURP_OPTIONS = {
     group: OPTIONS,
     kind: "text",
     arg: "DIR",
-    help: "also restore the commit logs under <name>:DIR/ written\nsince the oldest index restored",
+    help: "also restore the commit logs under <name>:DIR/ needed to replay from\n" +
+      "the oldest index restored (up to --at, with its restore_point_in_time)",
   },
   "commitlogs-target": {
     group: OPTIONS,
@@ -118,6 +131,8 @@ export function parseSlurpArgs(args: string[]): SlurpFlags | "help" {
     force: values.force,
     plan: values.plan,
     file: values.file,
+    at: values.at === undefined ? undefined : timeValue(values.at, "--at"),
+    allowIncomplete: values["allow-incomplete"],
     commitlogs: values.commitlogs,
     commitlogsTarget: values["commitlogs-target"],
   };
@@ -136,6 +151,9 @@ export function parseSlurpArgs(args: string[]): SlurpFlags | "help" {
 export function slurpMain(args: string[]): Promise<number> {
   return runJob(parseSlurpArgs(args), SLURP_HELP, async (options) => {
     const result = await slurp(options);
-    return result.missing.length > 0 || result.failed.length > 0 ? 1 : 0;
+    const short = result.missing.length > 0 || result.failed.length > 0;
+    // A plan of SSTables that cannot be restored whole fails like the restore would.
+    const refused = result.incomplete.length > 0 && !options.allowIncomplete;
+    return short || refused ? 1 : 0;
   });
 }

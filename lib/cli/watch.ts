@@ -182,7 +182,7 @@ export const WATCH_OPTIONS = {
 export const WATCH_HELP = helpText(WATCH_OPTIONS, {
   usage: "tablesnap [options] BUCKET PATH...",
   description: "Watches PATH(s) and uploads every finished file to BUCKET, with a JSON index\n" +
-    "of the directory beside every Data.db. Other jobs: tablesnap slurp|chop|verify --help\n" +
+    "of the directory beside every Data.db. Other jobs: tablesnap slurp|chop|verify|list --help\n" +
     BUCKET_NOTE,
   epilogue:
     "Environment: TDEBUG=1 debug logs; TABLESNAP_SYSLOG=1 logs to syslog (DAEMON, tag tablesnap).",

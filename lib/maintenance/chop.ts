@@ -12,7 +12,7 @@
  * Memory: the listing is streamed twice; only index keys, the names of kept
  * indexes and one delete batch are held, never the whole listing.
  */
-import { newestIndexPerDirectory, readIndex } from "../bucket/index_reader.ts";
+import { chooseRestorePoint, indexesPerDirectory, readIndex } from "../bucket/index_reader.ts";
 import { isIndexKey, keyDirectory, keyHead, type KeyNaming, trimSlashes } from "../bucket/keys.ts";
 import { errorMessage, FatalError } from "../common/errors.ts";
 import { formatBytes } from "../common/format.ts";
@@ -69,19 +69,21 @@ export async function chop(options: ChopOptions): Promise<ChopResult> {
 
   // Pass 1: the indexes only.
   const indexes = new Map<string, ObjectInfo>();
-  const newestPerDir = await newestIndexPerDirectory(
-    store,
-    prefix,
-    (info) => indexes.set(info.key, info),
-  );
+  const keptIndexes = new Set<string>();
+  for (const [, inDirectory] of await indexesPerDirectory(store, prefix)) {
+    for (const info of inDirectory) {
+      indexes.set(info.key, info);
+      if (isYoung(info)) keptIndexes.add(info.key);
+    }
+    // Each directory's newest restore point is kept, whatever its age.
+    const newest = await chooseRestorePoint(store, inDirectory);
+    if (newest) keptIndexes.add(newest.info.key);
+  }
   if (indexes.size === 0) {
     throw new FatalError(
       `No index under '${prefix}' in ${store.url}: nothing to base retention on, nothing deleted`,
     );
   }
-  const keptIndexes = new Set<string>();
-  for (const info of indexes.values()) if (isYoung(info)) keptIndexes.add(info.key);
-  for (const info of newestPerDir.values()) keptIndexes.add(info.key);
   log.info("chop: reading kept indexes", {
     prefix,
     indexes: indexes.size,

@@ -7,7 +7,12 @@
  * MD5 checked.
  */
 import { unsafeNameReason } from "../bucket/index_body.ts";
-import { newestIndexPerDirectory, readIndex } from "../bucket/index_reader.ts";
+import {
+  chooseRestorePoint,
+  indexesPerDirectory,
+  readIndex,
+  tocGaps,
+} from "../bucket/index_reader.ts";
 import {
   directoryPrefix,
   keyDirectory,
@@ -66,12 +71,14 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
   };
 
   const selected: ObjectInfo[] = [];
-  const newestPerDir = await newestIndexPerDirectory(
-    store,
-    prefix,
-    options.all ? (info) => selected.push(info) : undefined,
-  );
-  if (!options.all) selected.push(...newestPerDir.values());
+  for (const [, inDirectory] of await indexesPerDirectory(store, prefix)) {
+    if (options.all) {
+      selected.push(...inDirectory);
+    } else {
+      const newest = await chooseRestorePoint(store, inDirectory);
+      if (newest) selected.push(newest.info);
+    }
+  }
   if (selected.length === 0) problem(prefix, "no index under this prefix");
 
   const checked = new Set<string>();
@@ -101,6 +108,13 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
         checked.add(key);
         keys.push(key);
       }
+    }
+    // Whole SSTables: every component a generation's TOC.txt lists is named.
+    for (const gap of await tocGaps(store, dir, names, () => true)) {
+      problem(
+        index.key,
+        `generation '${gap.generation}' lacks ${gap.missing.join(", ")} (listed by its TOC.txt)`,
+      );
     }
     await forEachLimited(keys, options.parallel ?? 8, async (key) => {
       try {

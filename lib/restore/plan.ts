@@ -1,11 +1,21 @@
 /**
- * What a restore will fetch: the indexes chosen (the newest of ORIGIN, of each
- * table below it with -r, or the one of --file), the files they name, checked
- * as safe names before any path is formed, the commit logs asked for, and
- * each object's size from one listing per key directory.
+ * What a restore will fetch: the restore points chosen (the newest index of
+ * ORIGIN, or of each table below it with -r, at or before --at; or the one
+ * of --file), the files they name, checked as safe names before any path is
+ * formed, whole SSTables checked against their TOC.txt, the commit logs
+ * needed to replay up to --at, and each object's size from one listing per
+ * key directory.
  */
 import { checkFileName, unsafeNameReason } from "../bucket/index_body.ts";
-import { newestIndexIn, newestIndexPerDirectory, readIndex } from "../bucket/index_reader.ts";
+import {
+  chooseRestorePoint,
+  cutTimeOf,
+  indexesIn,
+  indexesPerDirectory,
+  readIndex,
+  type RestorePoint,
+  tocGaps,
+} from "../bucket/index_reader.ts";
 import { directoryPrefix, indexKey, keyDirectory, trimSlashes } from "../bucket/keys.ts";
 import { FatalError, UsageError } from "../common/errors.ts";
 import { formatBytes } from "../common/format.ts";
@@ -13,6 +23,9 @@ import type { ObjectInfo, Store } from "../store/store.ts";
 import type { PlannedFile, SlurpOptions, SlurpResult } from "./slurp.ts";
 
 const COMMIT_LOG = /^CommitLog-\d+-(\d+)\.log$/;
+
+/** The name of the commit log replay settings written beside restored commit logs. */
+export const ARCHIVING_PROPERTIES = "commitlog_archiving.properties.tablesnap";
 
 /** The key to restore and the directory it goes into, before sizes are known. */
 export interface Source {
@@ -23,18 +36,48 @@ export interface Source {
   name: string;
 }
 
-/** Finds the indexes, reads and checks them, and lists what to restore where. */
-export async function resolveSources(
-  options: SlurpOptions,
-): Promise<{ sources: Source[]; indexes: ObjectInfo[] }> {
+/** An SSTable generation whose TOC.txt names components the restore would not have. */
+export interface IncompleteGeneration {
+  /** The index that names the generation. */
+  index: string;
+  /** The directory (as the watcher saw it) and the generation's name prefix (`nb-7-big-`). */
+  directory: string;
+  generation: string;
+  /** Components the TOC lists that the index does not name or the bucket lacks. */
+  missing: string[];
+}
+
+/** Everything a restore resolved before it downloads anything. */
+export interface RestorePlan {
+  sources: Source[];
+  /** The chosen restore points, with their exact times where recorded. */
+  points: RestorePoint[];
+  /** With -r and --at: tables with no restore point by then (their directories). */
+  skipped: string[];
+  incomplete: IncompleteGeneration[];
+  /** With --commitlogs and --at: Cassandra's `restore_point_in_time` value. */
+  restorePointInTime: string | null;
+}
+
+/** Finds the restore points, reads and checks their indexes, and lists what to restore where. */
+export async function resolvePlan(options: SlurpOptions): Promise<RestorePlan> {
   const { store, naming } = options;
   const origin = trimSlashes(options.origin);
   const originPrefix = directoryPrefix(naming, origin);
   const target = options.target;
-  const sources: Source[] = [];
-  const indexes: ObjectInfo[] = [];
+  const plan: RestorePlan = {
+    sources: [],
+    points: [],
+    skipped: [],
+    incomplete: [],
+    restorePointInTime: null,
+  };
+  /** By index key: the names it gives, and the directory it describes. */
+  const names = new Map<string, string[]>();
+  const directories = new Map<string, string>();
 
-  const addIndex = async (info: ObjectInfo, directory: string, segments: string[]) => {
+  const addPoint = async (point: RestorePoint, directory: string, segments: string[]) => {
+    const { info } = point;
     const listing = await readIndex(store, info.key);
     if (trimSlashes(listing.directory) !== directory) {
       throw new FatalError(
@@ -42,10 +85,14 @@ export async function resolveSources(
       );
     }
     for (const name of listing.names) checkFileName(name, info.key);
-    indexes.push(info);
+    // The GET brought the metadata: the exact cut time costs nothing more here.
+    const cut = cutTimeOf(listing.head);
+    plan.points.push(cut ? { info, time: cut, exact: true } : point);
+    names.set(info.key, listing.names);
+    directories.set(info.key, directory);
     const prefix = `${keyDirectory(info.key)}/`;
     for (const name of listing.names) {
-      sources.push({ key: prefix + name, root: target, segments, name });
+      plan.sources.push({ key: prefix + name, root: target, segments, name });
     }
   };
 
@@ -53,74 +100,168 @@ export async function resolveSources(
     if (options.file !== undefined) {
       throw new UsageError("Options '--file' and '--recursive' cannot be used together");
     }
-    const newest = await newestIndexPerDirectory(store, originPrefix);
-    const tables = [...newest.entries()]
-      .map(([dir, info]) => ({ rel: dir.slice(originPrefix.length).split("/"), info }))
+    const tables = [...await indexesPerDirectory(store, originPrefix)]
+      .map(([dir, indexes]) => ({ rel: dir.slice(originPrefix.length).split("/"), indexes }))
       .filter(({ rel }) => rel.length === 2)
-      .sort((a, b) => (a.info.key < b.info.key ? -1 : 1));
+      .sort((a, b) => (a.rel.join("/") < b.rel.join("/") ? -1 : 1));
     if (tables.length === 0) {
       throw new FatalError(`No keyspace/table index under '${originPrefix}' in ${store.url}`);
     }
-    for (const { rel, info } of tables) {
+    for (const { rel, indexes } of tables) {
       for (const segment of rel) {
         const reason = unsafeNameReason(segment);
         if (reason !== null) {
           throw new FatalError(
-            `Index '${info.key}' has an unsafe directory name ${
+            `Index '${indexes[0]!.key}' has an unsafe directory name ${
               JSON.stringify(segment)
             }: ${reason}`,
           );
         }
       }
-      await addIndex(info, `${origin}/${rel.join("/")}`, rel);
+      const point = await chooseRestorePoint(store, indexes, options.at);
+      const directory = `${origin}/${rel.join("/")}`;
+      if (point === null) plan.skipped.push(directory); // it did not exist yet
+      else await addPoint(point, directory, rel);
     }
+    if (plan.points.length === 0) {
+      throw new FatalError(
+        `No restore point at or before ${options.at?.toISOString()} under '${originPrefix}' in ${store.url}`,
+      );
+    }
+  } else if (options.file !== undefined) {
+    if (unsafeNameReason(options.file) !== null) {
+      throw new UsageError(
+        `Option '--file' needs a bare file name such as nb-1-big-Data.db, got '${options.file}'`,
+      );
+    }
+    const key = indexKey(naming, `${origin}/${options.file}`);
+    const info = await store.head(key);
+    if (info === null) throw new FatalError(`No index '${key}' in ${store.url}`);
+    await addPoint({ info, time: info.lastModified, exact: false }, origin, []);
   } else {
-    let info: ObjectInfo | null;
-    if (options.file !== undefined) {
-      if (unsafeNameReason(options.file) !== null) {
-        throw new UsageError(
-          `Option '--file' needs a bare file name such as nb-1-big-Data.db, got '${options.file}'`,
-        );
-      }
-      const key = indexKey(naming, `${origin}/${options.file}`);
-      info = await store.head(key);
-      if (info === null) throw new FatalError(`No index '${key}' in ${store.url}`);
-    } else {
-      info = await newestIndexIn(store, originPrefix);
-      if (info === null) {
-        throw new FatalError(
-          `No index under '${originPrefix}' in ${store.url}: nothing to restore`,
-        );
-      }
+    const indexes = await indexesIn(store, originPrefix);
+    if (indexes.length === 0) {
+      throw new FatalError(`No index under '${originPrefix}' in ${store.url}: nothing to restore`);
     }
-    await addIndex(info, origin, []);
+    const point = await chooseRestorePoint(store, indexes, options.at);
+    if (point === null) {
+      const oldest = await oldestTime(store, indexes);
+      throw new FatalError(
+        `No restore point of '${origin}' at or before ${options.at?.toISOString()}: ` +
+          `its oldest is ${oldest.toISOString()}`,
+      );
+    }
+    await addPoint(point, origin, []);
   }
 
-  if (options.commitlogs !== undefined) {
-    const since = Math.min(...indexes.map((i) => i.lastModified.getTime()));
-    const prefix = directoryPrefix(naming, options.commitlogs);
-    const root = options.commitlogsTarget ?? `${target}/commitlogs`;
-    for await (const info of store.list(prefix)) {
-      const name = info.key.slice(prefix.length);
-      const match = name.match(COMMIT_LOG);
-      if (!match) continue;
-      // Inclusive on purpose: replaying a segment twice is harmless, missing one loses writes.
-      if (info.lastModified.getTime() >= since || Number(match[1]) >= since) {
-        sources.push({ key: info.key, root, segments: [], name });
-      }
+  if (options.commitlogs !== undefined) await addCommitLogs(options, plan);
+  plan.sources = uniqueDestinations(plan.sources);
+  plan.incomplete = await incompleteGenerations(store, plan, names, directories);
+  return plan;
+}
+
+/** The oldest restore point's time among `indexes` (for the "nothing by then" error). */
+async function oldestTime(store: Store, indexes: ObjectInfo[]): Promise<Date> {
+  const oldest = indexes.reduce((a, b) => a.lastModified <= b.lastModified ? a : b);
+  const head = await store.head(oldest.key);
+  return (head && cutTimeOf(head)) ?? oldest.lastModified;
+}
+
+/**
+ * The commit log segments that may hold mutations between the oldest chosen
+ * restore point and --at (or now): those created by then (a segment's name
+ * carries its creation time in milliseconds) and either created since the
+ * oldest point or uploaded since (a segment is uploaded when Cassandra
+ * closes it, so one uploaded before the point holds nothing after it).
+ * Inclusive on purpose: replaying a segment twice is harmless, missing one
+ * loses writes; past --at, `restore_point_in_time` stops the replay.
+ */
+async function addCommitLogs(options: SlurpOptions, plan: RestorePlan): Promise<void> {
+  const since = Math.min(...plan.points.map((p) => p.time.getTime()));
+  const until = options.at?.getTime() ?? Infinity;
+  const prefix = directoryPrefix(options.naming, options.commitlogs!);
+  const root = options.commitlogsTarget ?? `${options.target}/commitlogs`;
+  for await (const info of options.store.list(prefix, { delimiter: "/" })) {
+    const name = info.key.slice(prefix.length);
+    const match = name.match(COMMIT_LOG);
+    if (!match) continue;
+    const created = Number(match[1]);
+    if (created > until) continue;
+    if (created >= since || info.lastModified.getTime() >= since) {
+      plan.sources.push({ key: info.key, root, segments: [], name });
     }
   }
-  // One destination, one download: an index may repeat a name across tables only by path.
+  if (options.at) plan.restorePointInTime = restorePointInTime(options.at);
+}
+
+/**
+ * Cassandra's `restore_point_in_time` (GMT, `yyyy:MM:dd HH:mm:ss`): it
+ * applies mutations up to and including that second, so the time is
+ * rounded down, never past --at.
+ */
+export function restorePointInTime(at: Date): string {
+  const iso = new Date(Math.floor(at.getTime() / 1000) * 1000).toISOString();
+  return `${iso.slice(0, 10).replaceAll("-", ":")} ${iso.slice(11, 19)}`;
+}
+
+/** The commit log replay settings Cassandra reads, for `commitlogs`. */
+export function archivingProperties(directory: string, pointInTime: string, at: Date): string {
+  return [
+    `# Written by tablesnap slurp --at ${at.toISOString()}. To replay these commit logs up to`,
+    "# that time, copy these lines into Cassandra's conf/commitlog_archiving.properties",
+    "# before starting the restored node.",
+    "restore_command=/bin/cp -f %from %to",
+    `restore_directories=${directory}`,
+    `restore_point_in_time=${pointInTime}`,
+    "",
+  ].join("\n");
+}
+
+/** One destination, one download: an index may repeat a name across tables only by path. */
+function uniqueDestinations(sources: Source[]): Source[] {
   const seen = new Set<string>();
-  return {
-    sources: sources.filter((s) => {
-      const path = destination(s);
-      if (seen.has(path)) return false;
-      seen.add(path);
-      return true;
-    }),
-    indexes,
-  };
+  return sources.filter((s) => {
+    const path = destination(s);
+    if (seen.has(path)) return false;
+    seen.add(path);
+    return true;
+  });
+}
+
+/**
+ * Every generation of the chosen sets that has a TOC.txt must be whole: each
+ * component the TOC lists named by the index and in the bucket (one listing
+ * per chosen directory tells which objects are there).
+ */
+async function incompleteGenerations(
+  store: Store,
+  plan: RestorePlan,
+  names: Map<string, string[]>,
+  directories: Map<string, string>,
+): Promise<IncompleteGeneration[]> {
+  const present = new Set<string>();
+  for (const dir of new Set(plan.points.map((p) => `${keyDirectory(p.info.key)}/`))) {
+    for await (const info of store.list(dir, { delimiter: "/" })) present.add(info.key);
+  }
+  const incomplete: IncompleteGeneration[] = [];
+  for (const { info } of plan.points) {
+    const gaps = await tocGaps(
+      store,
+      keyDirectory(info.key),
+      names.get(info.key) ?? [],
+      (key) => present.has(key),
+    );
+    for (const gap of gaps) {
+      incomplete.push({ index: info.key, directory: directories.get(info.key)!, ...gap });
+    }
+  }
+  return incomplete;
+}
+
+/** One line per incomplete generation, for errors and the plan. */
+export function describeIncomplete(g: IncompleteGeneration): string {
+  return `generation '${g.generation}' in '${g.directory}' lacks ${g.missing.join(", ")} ` +
+    `(listed by its TOC.txt; index '${g.index}')`;
 }
 
 export function destination(source: Source): string {
@@ -149,9 +290,9 @@ export async function sizeSources(
 }
 
 export function printPlan(print: (line: string) => void, store: Store, result: SlurpResult): void {
-  const times = result.indexes.map((i) => i.lastModified.getTime());
-  for (const index of result.indexes) {
-    print(`index ${index.lastModified.toISOString()} ${index.key}`);
+  const times = result.points.map((p) => p.time.getTime());
+  for (const point of result.points) {
+    print(`index ${point.time.toISOString()} ${point.info.key}`);
   }
   for (const file of result.files) {
     const size = file.size === undefined ? "MISSING" : String(file.size);
@@ -164,8 +305,24 @@ export function printPlan(print: (line: string) => void, store: Store, result: S
       `newest index ${new Date(Math.max(...times)).toISOString()}, ` +
       `oldest index ${new Date(Math.min(...times)).toISOString()}`,
   );
+  printFindings(print, result);
+}
+
+/** What the plan and the summary both say: skipped tables, gaps, the replay point. */
+export function printFindings(print: (line: string) => void, result: SlurpResult): void {
+  if (result.tablesSkipped.length > 0) {
+    print(`No restore point by then, not restored (${result.tablesSkipped.length}):`);
+    for (const directory of result.tablesSkipped) print(`  ${directory}`);
+  }
+  if (result.incomplete.length > 0) {
+    print(`Incomplete SSTables (${result.incomplete.length}):`);
+    for (const g of result.incomplete) print(`  ${describeIncomplete(g)}`);
+  }
   if (result.missing.length > 0) {
     print(`Missing from the bucket (${result.missing.length}):`);
     for (const key of result.missing) print(`  ${key}`);
+  }
+  if (result.restorePointInTime !== null) {
+    print(`Commit log replay: restore_point_in_time=${result.restorePointInTime}`);
   }
 }

@@ -19,9 +19,19 @@ import { errorMessage, FatalError } from "../common/errors.ts";
 import { formatBytes } from "../common/format.ts";
 import { log } from "../common/log.ts";
 import { forEachLimited } from "../common/pool.ts";
-import type { ObjectInfo, Store } from "../store/store.ts";
+import type { RestorePoint } from "../bucket/index_reader.ts";
+import type { Store } from "../store/store.ts";
 import { MissingObjectError, restoreFile } from "./download.ts";
-import { printPlan, resolveSources, sizeSources } from "./plan.ts";
+import {
+  ARCHIVING_PROPERTIES,
+  archivingProperties,
+  describeIncomplete,
+  type IncompleteGeneration,
+  printFindings,
+  printPlan,
+  resolvePlan,
+  sizeSources,
+} from "./plan.ts";
 import { Progress } from "./progress.ts";
 import { SafeDirectories } from "./safe_dirs.ts";
 
@@ -35,6 +45,10 @@ export interface SlurpOptions {
   target: string;
   /** Restore the file set of this file's index instead of the newest. */
   file?: string | undefined;
+  /** The newest restore point at or before this time instead of the newest of all. */
+  at?: Date | undefined;
+  /** Restore even SSTables whose TOC.txt names components the set lacks (loudly). */
+  allowIncomplete?: boolean | undefined;
   /** ORIGIN is a data directory: one newest index per keyspace/table. */
   recursive?: boolean | undefined;
   /** Also restore the commit logs of this directory. */
@@ -73,8 +87,14 @@ export interface PlannedFile {
 /** What a restore did. */
 export interface SlurpResult {
   files: PlannedFile[];
-  /** Index keys used, with their LastModified. */
-  indexes: ObjectInfo[];
+  /** The restore points used, with their times. */
+  points: RestorePoint[];
+  /** With -r and --at: tables that had no restore point by then. */
+  tablesSkipped: string[];
+  /** Generations whose TOC.txt lists components the set lacks. */
+  incomplete: IncompleteGeneration[];
+  /** With --commitlogs and --at: the `restore_point_in_time` written beside them. */
+  restorePointInTime: string | null;
   downloaded: number;
   skipped: number;
   /** Bytes of the file set (present objects). */
@@ -93,13 +113,16 @@ export interface SlurpResult {
  */
 export async function slurp(options: SlurpOptions): Promise<SlurpResult> {
   const print = options.print ?? ((line: string) => console.log(line));
-  const { sources, indexes } = await resolveSources(options);
-  const files = await sizeSources(options.store, sources);
+  const plan = await resolvePlan(options);
+  const files = await sizeSources(options.store, plan.sources);
   const missing = files.filter((f) => f.planned.size === undefined).map((f) => f.source.key);
   const bytes = files.reduce((sum, f) => sum + (f.planned.size ?? 0), 0);
   const result: SlurpResult = {
     files: files.map((f) => f.planned),
-    indexes,
+    points: plan.points,
+    tablesSkipped: plan.skipped,
+    incomplete: plan.incomplete,
+    restorePointInTime: plan.restorePointInTime,
     downloaded: 0,
     skipped: 0,
     bytes,
@@ -109,6 +132,23 @@ export async function slurp(options: SlurpOptions): Promise<SlurpResult> {
   if (options.plan) {
     printPlan(print, options.store, result);
     return result;
+  }
+  if (plan.incomplete.length > 0) {
+    if (!options.allowIncomplete) {
+      throw new FatalError(
+        `Refusing to restore, nothing written: ${
+          plan.incomplete.map(describeIncomplete).join("; ")
+        }` +
+          " (--allow-incomplete restores anyway)",
+      );
+    }
+    for (const g of plan.incomplete) {
+      log.warn("restoring an incomplete SSTable (--allow-incomplete)", {
+        directory: g.directory,
+        generation: g.generation,
+        missing: g.missing.join(","),
+      });
+    }
   }
 
   const progress = new Progress(
@@ -153,5 +193,14 @@ export async function slurp(options: SlurpOptions): Promise<SlurpResult> {
     print(`Not restored (${result.failed.length}):`);
     for (const f of result.failed) print(`  ${f.path}: ${f.reason}`);
   }
+  if (plan.restorePointInTime !== null && options.at) {
+    const dir = options.commitlogsTarget ?? `${options.target}/commitlogs`;
+    await Deno.mkdir(dir, { recursive: true });
+    await Deno.writeTextFile(
+      `${dir}/${ARCHIVING_PROPERTIES}`,
+      archivingProperties(await Deno.realPath(dir), plan.restorePointInTime, options.at),
+    );
+  }
+  printFindings(print, result);
   return result;
 }

@@ -1,17 +1,25 @@
 /**
  * The `-listdir.json` index written beside every uploaded Data.db: a JSON
- * object mapping the directory to the names of its files, so a restore can
- * fetch exactly one consistent set.
+ * object mapping the directory to the names of its files. Every index is a
+ * complete restore point of its directory at its cut time:
  *
- * Rule (stricter than the original, which listed the directory blindly): an
- * index names only files already in the bucket, so every index is a
- * complete restore point. It waits, up to `waitMs`, for every component of
- * the Data.db's own SSTable generation (`nb-7-big-*` for `nb-7-big-Data.db`,
- * `ks-tbl-ka-7-*` in the older naming): when the generation's TOC.txt is
- * there, for every component it lists; without one, until the generation's
- * files have stopped appearing for `quietMs`.
+ * - it names the directory's whole live set: every file that passes the
+ *   filter and is complete (known to the pipeline: uploading or stored),
+ *   except the generations still being written (a TOC.txt that lists a
+ *   component not complete yet);
+ * - its own generation must be whole: every component its TOC.txt lists,
+ *   or, without a TOC, until the generation's files have stopped appearing
+ *   for `quietMs`;
+ * - it is published once all of those are in the bucket, or at `waitMs`
+ *   with what is there (a warning, and the incomplete-index metric). For a
+ *   -B backlog, the wait starts once the directory's files have stopped
+ *   uploading, and nothing is published before the start-up sweep has
+ *   queued every existing file, so each names the whole directory;
+ * - it records its cut time (when the directory was read for it) to the
+ *   millisecond in its `cut-time` metadata.
  */
 import { indexBody } from "../bucket/index_body.ts";
+import { CUT_TIME_METADATA } from "../bucket/index_reader.ts";
 import { indexKey, type KeyNaming } from "../bucket/keys.ts";
 import { generationPrefix, parseToc, wantsIndex } from "../bucket/sstable.ts";
 import { errorMessage } from "../common/errors.ts";
@@ -25,12 +33,19 @@ import type { PathFilter } from "./path_filter.ts";
 /** Between failed uploads of one index. */
 const INDEX_PUT_BACKOFF: Backoff = { firstMs: 2_000, maxMs: 60_000, jitter: "none" };
 
+/** Components Cassandra rewrites in place: a new version means a new live set. */
+const MUTABLE_COMPONENTS = ["Statistics.db", "Summary.db", "TOC.txt"];
+
 export interface IndexPublisherOptions {
   store: Store;
   naming: KeyNaming;
   filter: PathFilter;
   /** Is this file in the bucket with this size? (the pipeline knows) */
   isStored(path: string, size?: number): boolean;
+  /** Is this file complete and on its way: queued, uploading or waiting to retry? */
+  isPending?(path: string): boolean;
+  /** Is it queued or uploading right now (a -B backlog waits for those)? */
+  isInFlight?(path: string): boolean;
   waitMs: number;
   quietMs?: number;
   now?: () => number;
@@ -40,6 +55,8 @@ interface PendingIndex {
   dataPath: string;
   /** The generation's file name prefix (`nb-7-big-`). */
   prefix: string;
+  /** Requested during the -B backlog: its wait starts when the directory stops uploading. */
+  backlog: boolean;
   /** When the timer last looked: it looks at most every `quietMs`. */
   checkedAt: number;
   deadline: number;
@@ -49,16 +66,22 @@ interface PendingIndex {
   failures: number;
   notBefore: number;
   /**
-   * With a TOC.txt, the components the last check found missing: the TOC
-   * names them all, so nothing needs re-reading the directory until the
-   * last one is stored (or the deadline comes). Null without a TOC.
+   * The files the last check waited for, when the own generation has a
+   * TOC.txt: nothing needs re-reading the directory until the last one is
+   * stored (or the deadline comes). Null without a TOC (the quiet period
+   * needs looking).
    */
   awaiting: Set<string> | null;
 }
 
+/** Told after each index is written: `complete` is false when published at its deadline. */
+export type PublishedListener = (dataPath: string, directory: string, complete: boolean) => void;
+
 export class IndexPublisher {
   readonly #o: IndexPublisherOptions;
   readonly #pending = new Map<string, PendingIndex>();
+  /** Pending data paths by directory: a stored file concerns only its directory's indexes. */
+  readonly #byDirectory = new Map<string, Set<string>>();
   readonly #busy = new Set<string>();
   /** Indexes asked to be checked while a check was running: checked once more after. */
   readonly #again = new Set<string>();
@@ -66,10 +89,12 @@ export class IndexPublisher {
   readonly #deletedByUs = new Map<string, Set<string>>();
   /** Data.db files found in the bucket at start without their index. */
   #unindexed = new Set<string>();
+  /** True while the -B start-up sweep is still queueing existing files. */
+  #inBacklog = false;
   #timer: ReturnType<typeof setInterval> | undefined;
   #idleWaiters: (() => void)[] = [];
   #settledWaiters: (() => void)[] = [];
-  readonly #publishedListeners: ((dataPath: string, directory: string) => void)[] = [];
+  readonly #publishedListeners: PublishedListener[] = [];
   published = 0;
 
   constructor(options: IndexPublisherOptions) {
@@ -81,7 +106,7 @@ export class IndexPublisher {
   }
 
   /** Calls `listener` after each index is written. */
-  onPublished(listener: (dataPath: string, directory: string) => void): void {
+  onPublished(listener: PublishedListener): void {
     this.#publishedListeners.push(listener);
   }
 
@@ -95,13 +120,27 @@ export class IndexPublisher {
     this.#timer = undefined;
   }
 
-  /** A Data.db is in the bucket: publish its index once its generation is. */
+  /**
+   * The -B backlog: indexes requested until `endBacklog()` wait for the
+   * start-up sweep to have queued every existing file.
+   */
+  beginBacklog(): void {
+    this.#inBacklog = true;
+  }
+
+  endBacklog(): void {
+    this.#inBacklog = false;
+    for (const dataPath of this.#pending.keys()) this.#evaluate(dataPath);
+  }
+
+  /** A Data.db is in the bucket: publish its index once its directory's live set is. */
   request(dataPath: string): void {
     if (this.#pending.has(dataPath)) return;
     const now = this.#now();
     this.#pending.set(dataPath, {
       dataPath,
       prefix: generationPrefix(basename(dataPath)) ?? basename(dataPath),
+      backlog: this.#inBacklog,
       checkedAt: now,
       deadline: now + this.#o.waitMs,
       seen: new Set(),
@@ -110,18 +149,30 @@ export class IndexPublisher {
       notBefore: 0,
       awaiting: null,
     });
+    const directory = dirname(dataPath);
+    let inDirectory = this.#byDirectory.get(directory);
+    if (!inDirectory) this.#byDirectory.set(directory, inDirectory = new Set());
+    inDirectory.add(dataPath);
     this.#evaluate(dataPath);
   }
 
   /**
    * A file reached the bucket (uploaded now, or found there). An uploaded
    * Data.db asks for its index; so does one found without an index at start
-   * (see `expectIndexes`). Other files may complete a waiting index.
+   * (see `expectIndexes`), and a rewritten mutable component (its
+   * generation's index is cut again). Any file may complete a waiting index.
    */
   stored(path: string, outcome: "uploaded" | "present"): void {
     this.fileStored(path);
-    if (wantsIndex(path) && (outcome === "uploaded" || this.#unindexed.delete(path))) {
-      this.request(path);
+    if (wantsIndex(path)) {
+      if (outcome === "uploaded" || this.#unindexed.delete(path)) this.request(path);
+      return;
+    }
+    const name = basename(path);
+    const mutable = MUTABLE_COMPONENTS.find((c) => name.endsWith(c));
+    if (outcome === "uploaded" && mutable) {
+      const dataPath = `${dirname(path)}/${name.slice(0, -mutable.length)}Data.db`;
+      if (this.#o.isStored(dataPath)) this.request(dataPath);
     }
   }
 
@@ -130,22 +181,22 @@ export class IndexPublisher {
     this.#unindexed = dataPaths;
   }
 
-  /** A file reached the bucket: the index of its own generation may be ready. */
+  /** A file reached the bucket: an index of its directory may be ready. */
   fileStored(path: string): void {
-    const directory = dirname(path);
     const name = basename(path);
-    for (const [dataPath, entry] of this.#pending) {
-      if (dirname(dataPath) === directory && name.startsWith(entry.prefix)) {
-        entry.awaiting?.delete(name);
-        if (!entry.awaiting?.size) this.#evaluate(dataPath);
+    for (const dataPath of this.#byDirectory.get(dirname(path)) ?? []) {
+      const entry = this.#pending.get(dataPath)!;
+      if (entry.awaiting === null) {
+        this.#evaluate(dataPath);
+      } else if (entry.awaiting.delete(name) && entry.awaiting.size === 0) {
+        this.#evaluate(dataPath);
       }
     }
   }
 
   /** Directories with an index still to publish (delete-on-backup waits for them). */
   hasPendingIn(directory: string): boolean {
-    for (const dataPath of this.#pending.keys()) if (dirname(dataPath) === directory) return true;
-    return false;
+    return (this.#byDirectory.get(directory)?.size ?? 0) > 0;
   }
 
   /** Remembers a file we deleted after upload, so later indexes still name it. */
@@ -178,8 +229,8 @@ export class IndexPublisher {
     const now = this.#now();
     const every = this.#o.quietMs ?? 2_000;
     for (const [dataPath, entry] of this.#pending) {
-      // Waiting for named components, the stored-file notices drive the
-      // checks; the timer then only looks now and then, in case one was missed.
+      // Waiting for named files, the stored-file notices drive the checks;
+      // the timer then only looks now and then, in case one was missed.
       const interval = entry.awaiting?.size ? every * 5 : every;
       if (now >= entry.deadline || now - entry.checkedAt >= interval) this.#evaluate(dataPath);
     }
@@ -212,100 +263,127 @@ export class IndexPublisher {
       });
   }
 
+  #forget(dataPath: string): void {
+    this.#pending.delete(dataPath);
+    const inDirectory = this.#byDirectory.get(dirname(dataPath));
+    inDirectory?.delete(dataPath);
+    if (inDirectory?.size === 0) this.#byDirectory.delete(dirname(dataPath));
+  }
+
   async #tryPublish(dataPath: string): Promise<void> {
     const entry = this.#pending.get(dataPath);
     if (!entry) return;
     const now = this.#now();
-    if (now < entry.notBefore) return;
+    if (now < entry.notBefore || this.#inBacklog) return;
     entry.checkedAt = now;
     const directory = dirname(dataPath);
-    const prefix = entry.prefix;
     const files = fileNamesOrNull(directory);
     if (files === null) {
       // The directory is gone (table dropped): nothing consistent to publish.
       log.warn("index not written: directory vanished", { path: dataPath });
-      this.#pending.delete(dataPath);
+      this.#forget(dataPath);
       return;
     }
-    const accepts = (name: string) => this.#o.filter.accepts(`${directory}/${name}`);
-    // Until it publishes, a check only needs the Data.db's own generation.
-    const generation = [...files].filter((n) => n.startsWith(prefix) && accepts(n));
-    const sizes = sizesOf(directory, generation);
-    for (const name of generation) {
-      if (!entry.seen.has(name)) {
-        entry.seen.add(name);
-        entry.changedAt = now;
-      }
-    }
-    const missing = new Set(
-      generation.filter((n) => !this.#o.isStored(`${directory}/${n}`, sizes.get(n) ?? -1)),
-    );
-    // Components we uploaded and then deleted (--delete-on-backup) are safe.
-    const deleted = this.#deletedByUs.get(directory) ?? new Set<string>();
-    const tocText = readTextOrNull(`${directory}/${prefix}TOC.txt`);
-    const toc = tocText === null ? null : parseToc(tocText);
-    if (toc) {
-      for (const component of toc) {
-        const name = `${prefix}${component}`;
-        if (deleted.has(name)) continue;
-        if (!files.has(name) || !this.#o.isStored(`${directory}/${name}`, sizes.get(name) ?? -1)) {
-          if (this.#o.filter.accepts(`${directory}/${name}`)) missing.add(name);
-        }
-      }
-    }
-    entry.awaiting = toc ? missing : null;
-    const quiet = now - entry.changedAt >= (this.#o.quietMs ?? 2_000);
-    const complete = missing.size === 0 && (toc !== null || quiet);
-    if (!complete && now < entry.deadline) return;
-    if (!complete) {
-      log.warn("index written without some components of its generation", {
-        path: dataPath,
-        missing: [...missing].sort().join(",") || "(no TOC.txt)",
-      });
-    }
-    const names = [
-      ...new Set([
-        ...[...files].filter((n) =>
-          accepts(n) && this.#o.isStored(`${directory}/${n}`, sizes.get(n))
-        ),
-        ...deleted,
-      ]),
-    ].sort();
-    if (!names.includes(basename(dataPath))) {
+    if (!files.has(basename(dataPath))) {
       log.warn("index not written: its Data.db is no longer in the directory", {
         path: dataPath,
       });
-      this.#pending.delete(dataPath);
+      this.#forget(dataPath);
       return;
+    }
+    const cut = this.#liveSet(entry, directory, files, now);
+    if (entry.backlog && cut.inFlight) {
+      entry.deadline = Math.max(entry.deadline, now + this.#o.waitMs);
+    }
+    if (!cut.complete && now < entry.deadline) return;
+    if (!cut.complete) {
+      log.warn("index written without some files of its directory", {
+        path: dataPath,
+        missing: [...cut.waiting].sort().join(",") || "(no TOC.txt)",
+      });
     }
     const key = indexKey(this.#o.naming, dataPath);
     try {
-      await this.#o.store.putBytes(key, new TextEncoder().encode(indexBody(directory, names)), {
-        contentType: "application/json",
-      });
+      await this.#o.store.putBytes(
+        key,
+        new TextEncoder().encode(indexBody(directory, cut.names)),
+        {
+          contentType: "application/json",
+          metadata: { [CUT_TIME_METADATA]: new Date(now).toISOString() },
+        },
+      );
     } catch (err) {
       entry.failures++;
       entry.notBefore = now + backoffMs(INDEX_PUT_BACKOFF, entry.failures);
       log.warn("index upload failed, will retry", { key, error: errorMessage(err) });
       return;
     }
-    this.#pending.delete(dataPath);
+    this.#forget(dataPath);
     this.published++;
-    log.info("index written", { key, files: names.length });
-    for (const listener of this.#publishedListeners) listener(dataPath, directory);
+    log.info("index written", { key, files: cut.names.length });
+    for (const listener of this.#publishedListeners) listener(dataPath, directory, cut.complete);
   }
-}
 
-/**
- * Sizes of the named files (only a generation's few files are stat'ed).
- * Synchronous, like every local read of a check: microseconds each, where
- * the async forms cost several times the CPU (measured with 10,000 files).
- */
-function sizesOf(directory: string, names: string[]): Map<string, number> {
-  const sizes = new Map<string, number>();
-  for (const name of names) {
-    const info = lstatOrNull(`${directory}/${name}`);
-    if (info) sizes.set(name, info.size);
+  /**
+   * The directory's live set as of now: the names an index cut now would
+   * give (only files in the bucket), and whether it is complete yet.
+   */
+  #liveSet(entry: PendingIndex, directory: string, files: Set<string>, now: number) {
+    const pathOf = (name: string) => `${directory}/${name}`;
+    const accepted = [...files].filter((n) => this.#o.filter.accepts(pathOf(n)));
+    const deleted = this.#deletedByUs.get(directory) ?? new Set<string>();
+    const stored = (name: string) => {
+      if (deleted.has(name)) return true;
+      const size = lstatOrNull(pathOf(name))?.size;
+      return size !== undefined && this.#o.isStored(pathOf(name), size);
+    };
+    const known = (name: string) =>
+      deleted.has(name) || this.#o.isPending?.(pathOf(name)) || this.#o.isStored(pathOf(name));
+    const tocOf = (prefix: string) => {
+      const text = readTextOrNull(pathOf(`${prefix}TOC.txt`));
+      return text === null ? null : parseToc(text).map((c) => `${prefix}${c}`)
+        .filter((name) => this.#o.filter.accepts(pathOf(name)));
+    };
+
+    // The own generation: every component its TOC lists, else what has appeared.
+    const own = accepted.filter((n) => n.startsWith(entry.prefix));
+    for (const name of own) {
+      if (!entry.seen.has(name)) {
+        entry.seen.add(name);
+        entry.changedAt = now;
+      }
+    }
+    const ownToc = tocOf(entry.prefix);
+    const members = new Set([...own, ...(ownToc ?? [])]);
+
+    // Other generations with a TOC count only once whole; everything else once complete.
+    const tocPrefixes = accepted.filter((n) => n.endsWith("TOC.txt") && !n.startsWith(entry.prefix))
+      .map((n) => n.slice(0, -"TOC.txt".length))
+      .sort((a, b) => b.length - a.length);
+    const wholeGenerations = new Map<string, boolean>();
+    for (const name of accepted) {
+      if (members.has(name)) continue;
+      const prefix = tocPrefixes.find((p) => name.startsWith(p));
+      if (prefix === undefined) {
+        if (known(name)) members.add(name);
+        continue;
+      }
+      let whole = wholeGenerations.get(prefix);
+      if (whole === undefined) {
+        const toc = tocOf(prefix) ?? [];
+        whole = toc.every((c) => files.has(c) ? known(c) : deleted.has(c));
+        wholeGenerations.set(prefix, whole);
+      }
+      if (whole && known(name)) members.add(name);
+    }
+    for (const name of deleted) members.add(name);
+
+    const waiting = new Set([...members].filter((name) => !stored(name)));
+    const inFlight = [...waiting].some((name) => this.#o.isInFlight?.(pathOf(name)) ?? false);
+    entry.awaiting = ownToc ? waiting : null;
+    const quiet = now - entry.changedAt >= (this.#o.quietMs ?? 2_000);
+    const complete = waiting.size === 0 && (ownToc !== null || quiet);
+    const names = [...members].filter((name) => !waiting.has(name)).sort();
+    return { names, waiting, complete, inFlight };
   }
-  return sizes;
 }

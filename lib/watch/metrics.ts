@@ -73,6 +73,7 @@ export class Metrics {
   readonly #lastIndex = new Map<string, number>();
   readonly #s3Duration = new Map<string, Histogram>();
   readonly #s3Failures = new Map<string, number>();
+  #incompleteIndexes = 0;
   #watching = false;
   #s3Reachable = false;
 
@@ -111,9 +112,13 @@ export class Metrics {
     this.#pending = source;
   }
 
-  /** An index was published for a directory under the watched path `root`. */
-  indexWritten(root: string): void {
+  /**
+   * An index was published for a directory under the watched path `root`;
+   * not `complete` when its wait ran out before every file was stored.
+   */
+  indexWritten(root: string, complete = true): void {
     this.#lastIndex.set(root, this.#now());
+    if (!complete) this.#incompleteIndexes++;
   }
 
   /** One S3 request (`operation` like "PutObject") took `seconds`. */
@@ -209,6 +214,12 @@ export class Metrics {
       "gauge",
       "Unix time of the last index written, by watched path",
       timestamps(this.#lastIndex),
+    );
+    w.metric(
+      "tablesnap_incomplete_indexes_total",
+      "counter",
+      "Indexes written at their --index-wait deadline without every file of their directory",
+      [[{}, this.#incompleteIndexes]],
     );
     w.histogram(
       "tablesnap_s3_request_duration_seconds",

@@ -118,6 +118,12 @@ export class UploadPipeline {
     return stored !== undefined && stored.size === size && stored.mtimeMs === mtimeMs;
   }
 
+  /** True when the file is queued or uploading now (not waiting for a retry). */
+  isInFlight(path: string): boolean {
+    const state = this.#records.get(path)?.state;
+    return state === "queued" || state === "uploading";
+  }
+
   /** True when the file is queued, uploading or waiting for a retry. */
   isPending(path: string): boolean {
     const state = this.#records.get(path)?.state;

@@ -91,7 +91,13 @@ export async function runWatch(s: WatchSettings): Promise<number> {
       threads: s.threads,
     });
     if (s.backup) {
-      await reconcileAtStart({ ...s, store, pipeline, publisher, watcher });
+      // Indexes of the backlog wait until every existing file is queued.
+      publisher?.beginBacklog();
+      try {
+        await reconcileAtStart({ ...s, store, pipeline, publisher, watcher });
+      } finally {
+        publisher?.endBacklog();
+      }
     }
     if (s.once) return await finishOnce(pipeline, publisher, s.indexWaitMs, signals.stopped);
     log.info("signal received, stopping", { signal: await signals.stopped });
@@ -121,10 +127,14 @@ function startIndexing(
     naming: s.naming,
     filter: s.filter,
     isStored: (path, size) => pipeline.isStored(path, size),
+    isPending: (path) => pipeline.isPending(path),
+    isInFlight: (path) => pipeline.isInFlight(path),
     waitMs: s.indexWaitMs,
   });
   pipeline.onStored((path, outcome) => publisher.stored(path, outcome));
-  publisher.onPublished((_, directory) => metrics.indexWritten(rootOf(`${directory}/x`)));
+  publisher.onPublished((_, directory, complete) =>
+    metrics.indexWritten(rootOf(`${directory}/x`), complete)
+  );
   publisher.start();
   return publisher;
 }

@@ -1,0 +1,176 @@
+/**
+ * `tablesnap list`: the restore points under a path. One listing of the
+ * prefix gives every index and every object's size; each index is read
+ * once (its body names the files, its metadata the exact cut time), so no
+ * object is HEADed.
+ */
+import {
+  chooseRestorePoint,
+  compareIndexes,
+  cutTimeOf,
+  readIndex,
+} from "../bucket/index_reader.ts";
+import {
+  directoryPrefix,
+  isIndexKey,
+  keyDirectory,
+  keyHead,
+  type KeyNaming,
+} from "../bucket/keys.ts";
+import { errorMessage } from "../common/errors.ts";
+import { formatBytes } from "../common/format.ts";
+import { basename } from "../common/paths.ts";
+import { forEachLimited } from "../common/pool.ts";
+import type { ObjectInfo, Store } from "../store/store.ts";
+
+export interface ListOptions {
+  store: Store;
+  naming: KeyNaming;
+  /** The directory (as the watcher saw it) whose restore points, and those below it, are listed. */
+  path: string;
+  /** Mark the point `slurp --at` would use. */
+  at?: Date | undefined;
+  /** One JSON object per line instead of text. */
+  json?: boolean | undefined;
+  /** Concurrent index reads (default 8). */
+  parallel?: number | undefined;
+  print?: ((line: string) => void) | undefined;
+}
+
+/** One restore point: an index, when it was cut, and whether its files are all there. */
+export interface ListedPoint {
+  /** The directory the index describes, as the watcher saw it. */
+  directory: string;
+  index: string;
+  time: Date;
+  /** True when `time` is the recorded cut time (else LastModified). */
+  exact: boolean;
+  files: number;
+  bytes: number;
+  complete: boolean;
+  missing: string[];
+  newest: boolean;
+  /** The point `slurp --at` would use (with `at`). */
+  atChoice: boolean;
+  /** Why the index could not be read, if it could not. */
+  error?: string;
+}
+
+/** Lists every restore point under `path`, oldest first per directory. */
+export async function listRestorePoints(options: ListOptions): Promise<ListedPoint[]> {
+  const { store } = options;
+  const print = options.print ?? ((line: string) => console.log(line));
+  const prefix = directoryPrefix(options.naming, options.path);
+  const head = keyHead(options.naming);
+  const sizes = new Map<string, number>();
+  const indexes = new Map<string, ObjectInfo[]>();
+  // PATH's own indexes and those of every directory below it, in one listing.
+  for await (const info of store.list(prefix)) {
+    if (!isIndexKey(info.key)) {
+      sizes.set(info.key, info.size);
+      continue;
+    }
+    const dir = keyDirectory(info.key);
+    let list = indexes.get(dir);
+    if (!list) indexes.set(dir, list = []);
+    list.push(info);
+  }
+  const points: ListedPoint[] = [];
+  const all = [...indexes.values()].flat();
+  const byKey = new Map<string, ListedPoint>();
+  await forEachLimited(all, options.parallel ?? 8, async (info) => {
+    const dir = keyDirectory(info.key);
+    const point: ListedPoint = {
+      directory: dir.startsWith(head) ? dir.slice(head.length) : dir,
+      index: info.key,
+      time: info.lastModified,
+      exact: false,
+      files: 0,
+      bytes: 0,
+      complete: false,
+      missing: [],
+      newest: false,
+      atChoice: false,
+    };
+    try {
+      const listing = await readIndex(store, info.key);
+      const cut = cutTimeOf(listing.head);
+      if (cut) [point.time, point.exact] = [cut, true];
+      point.directory = listing.directory;
+      point.files = listing.names.length;
+      for (const name of listing.names) {
+        const size = sizes.get(`${dir}/${name}`);
+        if (size === undefined) point.missing.push(name);
+        else point.bytes += size;
+      }
+      point.complete = point.missing.length === 0;
+    } catch (err) {
+      point.error = errorMessage(err);
+    }
+    byKey.set(info.key, point);
+  });
+  for (const [, inDirectory] of [...indexes].sort(([a], [b]) => (a < b ? -1 : 1))) {
+    const newest = await chooseRestorePoint(store, inDirectory);
+    const chosen = options.at ? await chooseRestorePoint(store, inDirectory, options.at) : null;
+    const listed = inDirectory.map((info) => byKey.get(info.key)!);
+    listed.sort((a, b) =>
+      a.time.getTime() - b.time.getTime() ||
+      compareIndexes(infoOf(inDirectory, a.index), infoOf(inDirectory, b.index))
+    );
+    for (const point of listed) {
+      point.newest = point.index === newest?.info.key;
+      point.atChoice = point.index === chosen?.info.key;
+    }
+    points.push(...listed);
+  }
+  if (options.json) {
+    for (const p of points) print(JSON.stringify(jsonOf(p, options.at !== undefined)));
+  } else {
+    printText(print, points, options.at);
+  }
+  return points;
+}
+
+function infoOf(indexes: ObjectInfo[], key: string): ObjectInfo {
+  return indexes.find((i) => i.key === key)!;
+}
+
+function jsonOf(p: ListedPoint, withAt: boolean): Record<string, unknown> {
+  return {
+    directory: p.directory,
+    index: p.index,
+    time: p.time.toISOString(),
+    exact_time: p.exact,
+    files: p.files,
+    bytes: p.bytes,
+    complete: p.complete,
+    missing: p.missing,
+    newest: p.newest,
+    ...(withAt ? { at_choice: p.atChoice } : {}),
+    ...(p.error !== undefined ? { error: p.error } : {}),
+  };
+}
+
+function printText(print: (line: string) => void, points: ListedPoint[], at?: Date): void {
+  let directory: string | undefined;
+  for (const p of points) {
+    if (p.directory !== directory) {
+      if (directory !== undefined) print("");
+      directory = p.directory;
+      print(directory);
+    }
+    const marks = [p.newest ? "newest" : "", p.atChoice ? `used --at ${at?.toISOString()}` : ""]
+      .filter(Boolean).join(", ");
+    const state = p.error !== undefined
+      ? `UNREADABLE: ${p.error}`
+      : p.complete
+      ? "complete"
+      : `INCOMPLETE, missing ${p.missing.join(" ")}`;
+    const time = p.exact ? p.time.toISOString() : `${p.time.toISOString()} (bucket time)`;
+    print(
+      `  ${time}  ${basename(p.index)}  ${p.files} files  ${formatBytes(p.bytes)}  ${state}` +
+        (marks ? `  <- ${marks}` : ""),
+    );
+  }
+  if (points.length === 0) print("No restore points.");
+}
