@@ -1,7 +1,8 @@
 /**
  * What is stored beside a file's bytes: the `stat` metadata (uid, gid, mode
  * and, when resolvable, user and group names, with Python's `json.dumps`
- * spacing) and the `md5sum` of the whole file, written and read back.
+ * spacing), the `md5sum` of the whole file, and the file's `mtime`, written
+ * and read back.
  */
 import type { Accounts } from "../common/accounts.ts";
 import { isMd5Hex } from "../common/digest.ts";
@@ -40,6 +41,28 @@ export function pythonJson(value: unknown): string {
     /[\u0080-\uffff]/g,
     (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
   );
+}
+
+/**
+ * The metadata recording the file's mtime when it was read for upload (ISO
+ * 8601 UTC, to the millisecond, as Deno reports it). A key of its own: the
+ * `stat` JSON keeps exactly the fields the Python tableslurp reads. The
+ * watcher compares it with a mutable component's local mtime when a HEAD has
+ * fetched it anyway (see lib/watch/upload_file.ts).
+ */
+export const MTIME_METADATA = "mtime";
+
+/** The `mtime` metadata value for an mtime in epoch milliseconds. */
+export function mtimeMetadata(mtimeMs: number): string {
+  return new Date(mtimeMs).toISOString();
+}
+
+/** The mtime (epoch ms) an object's metadata records, or undefined (absent or unreadable). */
+export function mtimeOf(metadata: Record<string, string>): number | undefined {
+  const text = metadata[MTIME_METADATA];
+  if (text === undefined) return undefined;
+  const ms = new Date(text).getTime();
+  return Number.isNaN(ms) ? undefined : ms;
 }
 
 /**

@@ -1,18 +1,93 @@
 /**
- * What SSTable file names say: which generation a component belongs to, and
- * which files get an index.
+ * What SSTable file names say: which generation a component belongs to,
+ * which files get an index, which components Cassandra rewrites after they
+ * are written, and how generations order.
+ *
+ * The names Cassandra has used (Descriptor.java):
+ *
+ * - since 3.0, `<version>-<id>-<format>-<component>`: `nb-7-big-Data.db`,
+ *   `da-1-bti-Partitions.db`, `nb-1-big-SAI+aa+idx+TermsData.db`; the id is
+ *   a decimal generation or, with `uuid_sstable_identifiers_enabled`, a
+ *   28-character time-ordered id `xxxx_xxxx_xxxxxyyyyyyyyyyyyy` in base 36
+ *   (`nb-3g1m_0oe5_2kxx42qmnomqc4sx6a-big-Data.db`);
+ * - before (2.x, 1.2), `<ks>-<table>-[tmp-|tmplink-]<version>-<gen>-<component>`
+ *   (`ks-users-ka-7-Data.db`), and in 1.x without the keyspace.
+ *
+ * The component is everything after the generation, so an SAI part whose
+ * name ends in `TermsData.db` is not a Data.db.
  */
 import { basename } from "../common/paths.ts";
+import { INDEX_SUFFIX } from "./keys.ts";
 
-/** `nb-7-big-` for `nb-7-big-Data.db`; null for a name that is not a Data.db. */
-export function generationPrefix(name: string): string | null {
-  const at = name.lastIndexOf("Data.db");
-  return at >= 0 ? name.slice(0, at) : null;
+/** A file name split at its generation. */
+export interface ComponentName {
+  /** The generation's common prefix: `nb-7-big-`, `ks-users-ka-7-`. */
+  prefix: string;
+  /** The generation id (`7`, `3g1m_0oe5_2kxx42qmnomqc4sx6a`); null for a name of no known scheme. */
+  id: string | null;
+  /** What follows the prefix: `Data.db`, `SAI+aa+idx+TermsData.db`, `TOC.txt`. */
+  component: string;
 }
 
-/** True for files that get an index when uploaded (the original's rule). */
+/**
+ * Since 3.0. The component may not start with `<digits>-`: that is a 2.x
+ * name whose keyspace looks like a version and whose table name is a
+ * number (`ab-12-ka-7-Data.db`).
+ */
+const MODERN = /^([a-z]+)-(\d+|[0-9a-z]{4}_[0-9a-z]{4}_[0-9a-z]{18})-([a-z]+)-(?!\d+-)(.+)$/;
+
+/**
+ * 2.x and 1.2 (`<ks>-<table>-`), 1.0/1.1 (`<table>-`). The table part may
+ * hold a dot: 2.x named a secondary index's SSTables `<ks>-<table>.<index>-`.
+ */
+const LEGACY = /^((?:[\w.]+-)?[\w.]+-(?:tmp-|tmplink-)?[a-z]+-(\d+)-)(.+)$/;
+
+/** The name split at its generation; a name of no known scheme splits at its last "-". */
+export function parseComponentName(name: string): ComponentName {
+  const modern = MODERN.exec(name);
+  if (modern) {
+    const [, version, id, format, component] = modern;
+    return { prefix: `${version}-${id}-${format}-`, id: id!, component: component! };
+  }
+  const legacy = LEGACY.exec(name);
+  if (legacy) return { prefix: legacy[1]!, id: legacy[2]!, component: legacy[3]! };
+  // Not Cassandra's (or a scheme still to come): the original's loose rule,
+  // so `x-Data.db` still gets an index and groups with `x-*`.
+  const dash = name.lastIndexOf("-");
+  return { prefix: name.slice(0, dash + 1), id: null, component: name.slice(dash + 1) };
+}
+
+/**
+ * `nb-7-big-` for `nb-7-big-Data.db`; null for a name that is not a Data.db
+ * (`nb-7-big-SAI+aa+idx+TermsData.db`, `nb-7-big-Data.db.tmp` included).
+ */
+export function generationPrefix(name: string): string | null {
+  const parsed = parseComponentName(name);
+  return parsed.component === "Data.db" ? parsed.prefix : null;
+}
+
+/**
+ * True for files that get an index when uploaded: every Data.db. Narrower
+ * than the original's "name contains Data.db", which also indexed SAI's
+ * `...TermsData.db` parts and temporary `Data.db.tmp` copies.
+ */
 export function wantsIndex(path: string): boolean {
-  return basename(path).includes("Data.db");
+  return generationPrefix(basename(path)) !== null;
+}
+
+/**
+ * The components Cassandra changes after writing them: `Statistics.db`
+ * (rewritten through `<name>.tmp` and a rename, by repair and level
+ * changes) and `Summary.db` (rebuilt by index summary redistribution),
+ * which it marks mutable, and `TOC.txt`, which SAI appends its components
+ * to. Everything else is written once.
+ */
+const MUTABLE_COMPONENTS: ReadonlySet<string> = new Set(["Statistics.db", "Summary.db", "TOC.txt"]);
+
+/** True when a file of this name may legitimately change after it is complete. */
+export function isMutableComponent(path: string): boolean {
+  const parsed = parseComponentName(basename(path));
+  return parsed.id !== null && MUTABLE_COMPONENTS.has(parsed.component);
 }
 
 /** The component names a TOC.txt's text lists. */
@@ -20,8 +95,19 @@ export function parseToc(text: string): string[] {
   return text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l.length > 0 && !l.includes("/"));
 }
 
-/** The numeric SSTable generation of an index key's Data.db, if it has one. */
-export function generationOf(key: string): bigint | null {
-  const match = basename(key).match(/-(\d+)-(?:[a-z]+-)?Data\.db-listdir\.json$/);
-  return match ? BigInt(match[1]!) : null;
+/**
+ * A sort key for the generation of an index key's Data.db, or null when its
+ * name has none. Keys compare as strings in creation order: decimal
+ * generations numerically (length first: `9` before `10`), UUID ids as
+ * strings (they are time-ordered), and every decimal generation before
+ * every UUID id (a table switches to UUID ids once and never back).
+ */
+export function generationOf(key: string): string | null {
+  const name = basename(key);
+  if (!name.endsWith(INDEX_SUFFIX)) return null;
+  const parsed = parseComponentName(name.slice(0, -INDEX_SUFFIX.length));
+  if (parsed.id === null || parsed.component !== "Data.db") return null;
+  if (parsed.id.includes("_")) return `u${parsed.id}`;
+  const digits = parsed.id.replace(/^0+(?=\d)/, "");
+  return `d${String(digits.length).padStart(4, "0")}${digits}`;
 }

@@ -7,10 +7,12 @@
  * listing answers for all the files of a directory.
  *
  * Listings are trusted the way the -B listing is: this host's keys are
- * written only by this host's tablesnap, and our own uploads and deletes are
- * applied to them.
+ * written only by this host's tablesnap, and our own uploads (including
+ * those whose file changed during the send: the object is then the version
+ * that was sent) are applied to them.
  */
 import { keyDirectory } from "../bucket/keys.ts";
+import { mtimeOf } from "../bucket/object_meta.ts";
 import type { Store } from "../store/store.ts";
 
 /** What the bucket holds under a key. */
@@ -19,6 +21,8 @@ export interface RemoteObject {
   etag: string;
   /** The `md5sum` metadata, when known (HEAD, or our own upload). */
   md5sum?: string | undefined;
+  /** The file's mtime the `mtime` metadata records, when known (HEAD, or our own upload). */
+  mtimeMs?: number | undefined;
 }
 
 /** A bucket listing taken at startup: absent from it means absent. */
@@ -66,7 +70,12 @@ export class BucketView {
   /** A HEAD of the key (it has the `md5sum` a listing lacks). */
   async headOf(key: string): Promise<RemoteObject | null> {
     const head = await this.#store.head(key);
-    return head && { size: head.size, etag: head.etag, md5sum: head.metadata["md5sum"] };
+    return head && {
+      size: head.size,
+      etag: head.etag,
+      md5sum: head.metadata["md5sum"],
+      mtimeMs: mtimeOf(head.metadata),
+    };
   }
 
   /**

@@ -1,8 +1,9 @@
 /**
  * Which paths are backed up: the original's `-e/--exclude` and
  * `-i/--include` (repeatable, mutually exclusive, regex *search* on the full
- * path); with neither, any path containing `-tmp` is skipped, because
- * Cassandra writes in-progress SSTables under `-tmp` names.
+ * path). With neither, Cassandra's transient files are skipped (see
+ * `isTransient`). The index publisher lists directories through the same
+ * filter, so what is skipped here is never named by an index either.
  */
 import { UsageError } from "../common/errors.ts";
 
@@ -39,9 +40,33 @@ export function makePathFilter(options: { include?: string[]; exclude?: string[]
     };
   }
   return {
-    accepts: (path) => !path.includes("-tmp"),
-    describe: () => "contains '-tmp' (the default exclusion)",
+    accepts: (path) => !isTransient(path),
+    describe: () =>
+      "is a temporary file or transaction log ('-tmp', '.tmp', 'tmplink', '_txn_*.log': the default exclusion)",
   };
+}
+
+/** `<version>_txn_<operation>_<uuid>.log`. */
+const TXN_LOG = /_txn_.*\.log$/;
+
+/**
+ * The default exclusion: files Cassandra writes on the way to others and
+ * deletes (or renames) once done. Backed up they are useless, and a restored
+ * transaction log is harmful: at start-up Cassandra replays leftover logs and
+ * deletes the files of the operations they name as unfinished.
+ *
+ * - the original's rule: any path containing `-tmp` (2.x wrote SSTables as
+ *   `<ks>-<table>-tmp-...` and `-tmplink-`);
+ * - names ending in `.tmp`: `<name>-Statistics.db.tmp`, written and renamed
+ *   over the Statistics.db, and streaming's `<file>.<timeuuid>.tmp`;
+ * - names containing `tmplink`;
+ * - transaction logs, `<version>_txn_<operation>_<uuid>.log`
+ *   (`nb_txn_flush_...log`, `nb_txn_compaction_...log`).
+ */
+export function isTransient(path: string): boolean {
+  if (path.includes("-tmp")) return true;
+  const name = path.slice(path.lastIndexOf("/") + 1);
+  return name.endsWith(".tmp") || name.includes("tmplink") || TXN_LOG.test(name);
 }
 
 function compile(pattern: string, flag: string): RegExp {
