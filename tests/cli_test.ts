@@ -52,7 +52,7 @@ Deno.test("a missing bucket exits 1 with one line, and secrets never reach the o
   await using s3 = await startS3Server();
   await using dir = await tempDir();
   const secret = "SuperSecretValue123";
-  // Without -B a HEAD of the bucket finds it; with -B (and --once) the startup listing does.
+  // Without -B the start-up check (a listing of our prefix) finds it; with -B the startup listing.
   for (const flags of [[], ["-B"], ["-B", "--once"]]) {
     const { code, stderr, stdout } = await runCli(
       ["-n", "h", ...flags, "-k", "S3RVER", "-s", secret, "no-such-bucket", dir.path],

@@ -68,6 +68,19 @@ async function contract(t: Deno.TestContext, store: Store, scratch: string) {
       assertEquals(createHash("md5").update(back).digest("hex"), d.md5);
     }
     assertEquals((await store.head("h:/d/single"))?.metadata.stat, '{"uid": 0}');
+    // Ranged GETs (parallel restores): the bytes asked for, and the whole object's size.
+    for (const key of ["h:/d/single", "h:/d/multi"]) {
+      for (const [offset, length] of [[0, 1], [5 * 1024 * 1024 - 3, 10], [bytes.length - 17, 17]]) {
+        const got = await store.get(key, { range: { offset: offset!, length: length! } });
+        assertEquals(got?.head.size, bytes.length, `${key} ${offset}+${length}`);
+        const back = new Uint8Array(await new Response(got!.body).arrayBuffer());
+        assertEquals(
+          back,
+          bytes.subarray(offset!, offset! + length!),
+          `${key} ${offset}+${length}`,
+        );
+      }
+    }
     // A file already read into memory (small files) is sent from its bytes.
     const small = bytes.subarray(0, 1000);
     const smallMd5 = createHash("md5").update(small).digest("hex");
@@ -80,6 +93,27 @@ async function contract(t: Deno.TestContext, store: Store, scratch: string) {
     });
     const got = await store.get("h:/d/small");
     assertEquals(new Uint8Array(await new Response(got!.body).arrayBuffer()), small);
+  });
+
+  await t.step('list gives S3\'s byte order across key "directories"', async () => {
+    // "-" and "." sort before "/", "0" after it: a walk of directories must interleave.
+    const keys = ["o/a-c", "o/a/b", "o/a.d", "o/a0", "o/a/%x", "o/b", "o/a/c/d", "o/\u00e9"];
+    for (const k of keys) await store.putBytes(k, new TextEncoder().encode(k), {});
+    const listed: string[] = [];
+    for await (const info of store.list("o/")) listed.push(info.key);
+    const bytes = (k: string) => [...new TextEncoder().encode(k)];
+    const sorted = [...keys].sort((a, b) => {
+      const [x, y] = [bytes(a), bytes(b)];
+      for (let i = 0; i < Math.min(x.length, y.length); i++) {
+        if (x[i] !== y[i]) return x[i]! - y[i]!;
+      }
+      return x.length - y.length;
+    });
+    assertEquals(listed, sorted);
+    const top: string[] = [];
+    for await (const info of store.list("o/a", { delimiter: "/" })) top.push(info.key);
+    assertEquals(top, ["o/a-c", "o/a.d", "o/a0"]);
+    await store.deleteMany(keys);
   });
 
   await t.step("list pages through more than 1,000 keys in key order", async () => {

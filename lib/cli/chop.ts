@@ -60,6 +60,8 @@ export const CHOP_HELP = helpText(CHOP_OPTIONS, {
     "or if there is no index under the prefix at all.\n" + BUCKET_NOTE,
   epilogue: "PATH is used verbatim as a key prefix, as the original did: /data/ks also\n" +
     "matches /data/ks2 (whose indexes then protect their own files the same way).\n" +
+    "On a versioned bucket every version of a deleted key goes; versions Object Lock\n" +
+    "retains are counted as 'kept by lock' (named with -l), not an error.\n" +
     "Exit status: 0 done, 1 aborted or a delete failed, 2 usage error.",
 });
 

@@ -8,7 +8,7 @@ import { UsageError } from "../common/errors.ts";
 import { parseRate } from "../common/format.ts";
 import { log, logOptionsFromEnv } from "../common/log.ts";
 import { VERSION } from "../common/version.ts";
-import { checkBucketArgument } from "../store/open_store.ts";
+import { checkBucketArgument, type ObjectLockRetention } from "../store/open_store.ts";
 import { makePathFilter } from "../watch/path_filter.ts";
 import { runWatch, type WatchSettings } from "../watch/run_watch.ts";
 import { LISTEN_EVENTS, type ListenEvent } from "../watch/watch_rules.ts";
@@ -105,6 +105,21 @@ export const WATCH_OPTIONS = {
     help: "part size",
     default: 256,
     min: 5,
+  },
+  "object-lock-mode": {
+    group: OBJECTS,
+    kind: "text",
+    arg: "MODE",
+    help:
+      "Object Lock retention of every new object: GOVERNANCE\nor COMPLIANCE (with --object-lock-days)",
+  },
+  "object-lock-days": {
+    group: OBJECTS,
+    kind: "count",
+    arg: "N",
+    help:
+      "retain every new object N days from its upload\n(with --object-lock-mode; needs s3:PutObjectRetention)",
+    min: 1,
   },
   "md5-on-start": {
     group: OBJECTS,
@@ -234,7 +249,9 @@ export function parseWatchArgs(args: string[]): WatchFlags | "help" | "version" 
       );
     }
   }
+  const objectLock = objectLockOf(values["object-lock-mode"], values["object-lock-days"], bucket);
   return {
+    ...(objectLock ? { objectLock } : {}),
     bucket,
     connection: connectionOf(values),
     reducedRedundancy: values["reduced-redundancy"],
@@ -262,6 +279,39 @@ export function parseWatchArgs(args: string[]): WatchFlags | "help" | "version" 
     metricsListen: values["metrics-listen"],
     logFormat,
   };
+}
+
+/** S3 takes retain-until dates up to 100 years ahead; more is surely a typo. */
+const MAX_LOCK_DAYS = 36_500;
+
+/** --object-lock-mode and --object-lock-days: both or neither, for an S3 bucket. */
+function objectLockOf(
+  mode: string | undefined,
+  days: number | undefined,
+  bucket: string,
+): ObjectLockRetention | undefined {
+  if (mode === undefined && days === undefined) return undefined;
+  if (mode === undefined) {
+    throw new UsageError("Option '--object-lock-days' needs '--object-lock-mode' too");
+  }
+  if (days === undefined) {
+    throw new UsageError("Option '--object-lock-mode' needs '--object-lock-days' too");
+  }
+  const upper = mode.toUpperCase();
+  if (upper !== "GOVERNANCE" && upper !== "COMPLIANCE") {
+    throw new UsageError(
+      `Option '--object-lock-mode' takes GOVERNANCE or COMPLIANCE, got '${mode}'`,
+    );
+  }
+  if (days > MAX_LOCK_DAYS) {
+    throw new UsageError(
+      `Option '--object-lock-days' must be at most ${MAX_LOCK_DAYS}, got ${days}`,
+    );
+  }
+  if (bucket.startsWith("file://")) {
+    throw new UsageError("Options '--object-lock-*' need an S3 bucket, not a local store");
+  }
+  return { mode: upper, days };
 }
 
 /** An absolute, normalized path without a trailing slash (keys use it verbatim). */

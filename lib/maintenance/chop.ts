@@ -9,8 +9,13 @@
  * and deletes nothing at all when an index it needs cannot be read or parsed,
  * or when there is no index under the prefix.
  *
+ * On a versioned bucket it decides per key as above and deletes every
+ * version of the keys that go (see `keepsVersions`). What Object Lock
+ * refuses to delete is kept and counted, not an error: the run goes on.
+ *
  * Memory: the listing is streamed twice; only index keys, the names of kept
- * indexes and one delete batch are held, never the whole listing.
+ * indexes, one key's versions and one delete batch are held, never the
+ * whole listing.
  */
 import { chooseRestorePoint, indexesPerDirectory, readIndex } from "../bucket/index_reader.ts";
 import { isIndexKey, keyDirectory, keyHead, type KeyNaming, trimSlashes } from "../bucket/keys.ts";
@@ -18,7 +23,7 @@ import { errorMessage, FatalError } from "../common/errors.ts";
 import { formatBytes } from "../common/format.ts";
 import { log } from "../common/log.ts";
 import { forEachLimited } from "../common/pool.ts";
-import type { ObjectInfo, Store } from "../store/store.ts";
+import type { DeleteRefusal, ObjectInfo, ObjectVersion, Store } from "../store/store.ts";
 
 /** What to chop and how. */
 export interface ChopOptions {
@@ -44,12 +49,19 @@ export interface ChopOptions {
 export interface ChopResult {
   prefix: string;
   cutoff: Date;
+  /** The bucket keeps versions: the counts below are of versions, deleted for good. */
+  versioned: boolean;
   indexes: number;
   indexesKept: number;
   kept: number;
   keptBytes: number;
   deleted: number;
   deletedBytes: number;
+  /** Delete markers removed (versioned buckets), not counted in `deleted`. */
+  deleteMarkers: number;
+  /** Objects (or versions) Object Lock refused to delete: kept, not an error. */
+  keptByLock: number;
+  keptByLockBytes: number;
 }
 
 const BATCH = 1000;
@@ -113,55 +125,144 @@ export async function chop(options: ChopOptions): Promise<ChopResult> {
   const result: ChopResult = {
     prefix,
     cutoff,
+    versioned: await keepsVersions(store),
     indexes: indexes.size,
     indexesKept: keptIndexes.size,
     kept: 0,
     keptBytes: 0,
     deleted: 0,
     deletedBytes: 0,
+    deleteMarkers: 0,
+    keptByLock: 0,
+    keptByLockBytes: 0,
   };
-  let pending: ObjectInfo[] = [];
-  const flush = async () => {
-    // An index published since pass 1 may have added names: filter again.
-    const batch = pending.filter((info) => !keepFiles.has(info.key));
-    for (const info of pending) {
-      if (keepFiles.has(info.key)) {
-        result.kept++;
-        result.keptBytes += info.size;
-      }
+  const verb = options.dryRun ? "would delete" : "deleted";
+  const keep = (info: ObjectInfo) => {
+    result.kept++;
+    result.keptBytes += info.size;
+  };
+  // Keys and versions refused by Object Lock in the batch being deleted.
+  const locked = new Set<string>();
+  const onLocked = (refusal: DeleteRefusal) =>
+    locked.add(versionName(refusal.key, refusal.versionId));
+  const settle = (info: ObjectInfo, versionId?: string, marker = false) => {
+    const name = versionId === undefined
+      ? info.key
+      : `${info.key} (${marker ? "delete marker" : "version"} ${versionId})`;
+    if (locked.has(versionName(info.key, versionId))) {
+      result.keptByLock++;
+      result.keptByLockBytes += info.size;
+      if (options.listDeletes) print(`kept by lock ${name}`);
+      return;
     }
-    pending = [];
-    if (batch.length === 0) return;
-    if (!options.dryRun) await store.deleteMany(batch.map((info) => info.key));
-    for (const info of batch) {
+    if (marker) result.deleteMarkers++;
+    else {
       result.deleted++;
       result.deletedBytes += info.size;
-      if (options.listDeletes) print(`${options.dryRun ? "would delete" : "deleted"} ${info.key}`);
     }
+    if (options.listDeletes) print(`${verb} ${name}`);
   };
-  for await (const info of store.list(prefix)) {
-    if (isIndexKey(info.key) && !indexes.has(info.key)) {
-      // Published during this run: young, so kept; its files must be kept too.
-      await keepNamesOf(info.key, options.dryRun ? 0 : result.deleted);
-    }
-    if (keptIndexes.has(info.key) || keepFiles.has(info.key) || isYoung(info)) {
-      result.kept++;
-      result.keptBytes += info.size;
-      continue;
-    }
-    pending.push(info);
-    if (pending.length >= BATCH) await flush();
-  }
-  await flush();
 
-  const verb = options.dryRun ? "would delete" : "deleted";
+  if (result.versioned) {
+    // Every version of a key goes or stays together: a key is kept (all its
+    // versions) when a kept index names it or its newest version is young.
+    let pending: ObjectVersion[] = [];
+    const flush = async () => {
+      const batch = pending.filter((v) => !keepFiles.has(v.key));
+      for (const v of pending) if (keepFiles.has(v.key) && !v.deleteMarker) keep(v);
+      pending = [];
+      if (batch.length === 0) return;
+      locked.clear();
+      if (!options.dryRun) await store.deleteVersions!(batch, { onLocked });
+      for (const v of batch) settle(v, v.versionId, v.deleteMarker);
+    };
+    let group: ObjectVersion[] = [];
+    const decide = async () => {
+      const versions = group;
+      group = [];
+      const first = versions[0];
+      if (!first) return;
+      const latest = versions.find((v) => v.latest) ?? first;
+      if (isIndexKey(first.key) && !indexes.has(first.key) && !latest.deleteMarker) {
+        await keepNamesOf(first.key, options.dryRun ? 0 : result.deleted);
+      }
+      if (keptIndexes.has(first.key) || keepFiles.has(first.key) || isYoung(latest)) {
+        for (const v of versions) if (!v.deleteMarker) keep(v);
+        return;
+      }
+      pending.push(...versions);
+      if (pending.length >= BATCH) await flush();
+    };
+    for await (const version of store.listVersions!(prefix)) {
+      if (group[0] && group[0].key !== version.key) await decide();
+      group.push(version);
+    }
+    await decide();
+    await flush();
+  } else {
+    let pending: ObjectInfo[] = [];
+    const flush = async () => {
+      // An index published since pass 1 may have added names: filter again.
+      const batch = pending.filter((info) => !keepFiles.has(info.key));
+      for (const info of pending) if (keepFiles.has(info.key)) keep(info);
+      pending = [];
+      if (batch.length === 0) return;
+      locked.clear();
+      if (!options.dryRun) await store.deleteMany(batch.map((info) => info.key), { onLocked });
+      for (const info of batch) settle(info);
+    };
+    for await (const info of store.list(prefix)) {
+      if (isIndexKey(info.key) && !indexes.has(info.key)) {
+        // Published during this run: young, so kept; its files must be kept too.
+        await keepNamesOf(info.key, options.dryRun ? 0 : result.deleted);
+      }
+      if (keptIndexes.has(info.key) || keepFiles.has(info.key) || isYoung(info)) {
+        keep(info);
+        continue;
+      }
+      pending.push(info);
+      if (pending.length >= BATCH) await flush();
+    }
+    await flush();
+  }
+
+  const unit = result.versioned ? "versions" : "objects";
+  const markers = result.deleteMarkers > 0 ? ` and ${result.deleteMarkers} delete markers` : "";
   print(
-    `${
-      options.dryRun ? "Dry run: " : ""
-    }under '${prefix}' in ${store.url}, cutoff ${cutoff.toISOString()}: ` +
+    `${options.dryRun ? "Dry run: " : ""}under '${prefix}' in ${store.url}${
+      result.versioned ? " (versioned)" : ""
+    }, cutoff ${cutoff.toISOString()}: ` +
       `${result.indexes} indexes (${result.indexesKept} kept); ` +
-      `kept ${result.kept} objects (${formatBytes(result.keptBytes)}), ` +
-      `${verb} ${result.deleted} objects (${formatBytes(result.deletedBytes)})`,
+      `kept ${result.kept} ${unit} (${formatBytes(result.keptBytes)}), ` +
+      `${verb} ${result.deleted} ${unit} (${formatBytes(result.deletedBytes)})${markers}, ` +
+      `kept by lock ${result.keptByLock} ${unit} (${formatBytes(result.keptByLockBytes)})`,
   );
   return result;
+}
+
+/**
+ * Whether to chop versions rather than keys. Deleting a key of a versioned
+ * bucket only stacks a delete marker on it (the lock does not refuse
+ * that), and every version stays billed: there, chop deletes the versions
+ * themselves, and Object Lock refuses those it protects. A bucket whose
+ * versioning cannot be read (s3:GetBucketVersioning denied, a server
+ * without it) is treated as unversioned, which at worst leaves delete
+ * markers: never more deleted than asked.
+ */
+async function keepsVersions(store: Store): Promise<boolean> {
+  if (!store.versioning || !store.listVersions || !store.deleteVersions) return false;
+  try {
+    return (await store.versioning()) !== "off";
+  } catch (err) {
+    log.warn(
+      "chop: cannot tell whether the bucket keeps versions; deleting keys, which on a versioned bucket only adds delete markers",
+      { error: errorMessage(err) },
+    );
+    return false;
+  }
+}
+
+/** A key, or one version of it, as one string. */
+function versionName(key: string, versionId: string | undefined): string {
+  return versionId === undefined ? key : `${versionId}\n${key}`;
 }

@@ -17,8 +17,10 @@ import { isGone } from "../common/fs.ts";
 import { dirname } from "../common/paths.ts";
 import {
   type ByteCounter,
+  type DeleteOptions,
   DigestMismatchError,
   type FileUpload,
+  type GetOptions,
   type ObjectHead,
   type ObjectInfo,
   type Store,
@@ -86,15 +88,9 @@ export class LocalStore implements Store {
 
   async *list(prefix: string, options: { delimiter?: string } = {}): AsyncIterable<ObjectInfo> {
     await this.#prepare();
-    // Start at the deepest directory the prefix fully names, then filter.
-    const segments = keyToSegments(prefix);
-    const dirSegments = segments.slice(0, -1);
-    const keys: string[] = [];
-    await collectKeys(`${this.root}/meta`, dirSegments, keys);
-    keys.sort(compareKeys);
-    for (const key of keys) {
-      if (!key.startsWith(prefix)) continue;
-      if (options.delimiter && key.slice(prefix.length).includes(options.delimiter)) continue;
+    // Start at the deepest directory the prefix fully names; walk in key order.
+    const dirSegments = keyToSegments(prefix).slice(0, -1);
+    for await (const key of walkKeys(`${this.root}/meta`, dirSegments, prefix, options.delimiter)) {
       const head = await this.head(key);
       if (head) yield { key, size: head.size, etag: head.etag, lastModified: head.lastModified };
     }
@@ -194,19 +190,27 @@ export class LocalStore implements Store {
     }
   }
 
-  async get(key: string): Promise<{ head: ObjectHead; body: ReadableStream<Uint8Array> } | null> {
+  async get(
+    key: string,
+    options: GetOptions = {},
+  ): Promise<{ head: ObjectHead; body: ReadableStream<Uint8Array> } | null> {
     const head = await this.head(key);
     if (!head) return null;
+    let file: Deno.FsFile;
     try {
-      const file = await Deno.open(this.dataPath(key), { read: true });
-      return { head, body: file.readable };
+      file = await Deno.open(this.dataPath(key), { read: true });
     } catch (err) {
       if (err instanceof Deno.errors.NotFound) return null;
       throw err;
     }
+    const { range } = options;
+    if (!range) return { head, body: file.readable };
+    await file.seek(range.offset, Deno.SeekMode.Start);
+    return { head, body: rangeOf(file, range.length) };
   }
 
-  async deleteMany(keys: string[]): Promise<void> {
+  /** A directory has no Object Lock: nothing is kept by one, failures throw. */
+  async deleteMany(keys: string[], _options?: DeleteOptions): Promise<void> {
     for (const key of keys) {
       for (const path of [this.#metaPath(key), this.dataPath(key)]) {
         await Deno.remove(path).catch((err) => {
@@ -258,20 +262,66 @@ export function segmentsToKey(segments: string[]): string {
     .join("/");
 }
 
-async function collectKeys(metaRoot: string, segments: string[], out: string[]): Promise<void> {
-  const dir = [metaRoot, ...segments].join("/");
+/**
+ * The keys under `segments` that start with `prefix`, streamed in S3's order
+ * (UTF-8 bytes of the whole key) one directory at a time, so a listing of
+ * millions of keys holds one directory's names, not every key. Within a
+ * directory, a subdirectory sorts as its name followed by "/", which is
+ * where its keys fall among its siblings.
+ */
+async function* walkKeys(
+  metaRoot: string,
+  segments: string[],
+  prefix: string,
+  delimiter: string | undefined,
+): AsyncGenerator<string> {
   let entries: Deno.DirEntry[];
   try {
-    entries = await Array.fromAsync(Deno.readDir(dir));
+    entries = await Array.fromAsync(Deno.readDir([metaRoot, ...segments].join("/")));
   } catch (err) {
     if (isGone(err)) return;
     throw err;
   }
-  for (const entry of entries) {
-    const next = [...segments, entry.name];
-    if (entry.isDirectory) await collectKeys(metaRoot, next, out);
-    else if (entry.isFile) out.push(segmentsToKey(next));
+  const named = entries
+    .filter((e) => e.isDirectory || e.isFile)
+    .map((e) => ({ entry: e, key: segmentsToKey([...segments, e.name]) }))
+    .map((x) => ({ ...x, sortKey: x.entry.isDirectory ? `${x.key}/` : x.key }))
+    .sort((a, b) => compareKeys(a.sortKey, b.sortKey));
+  for (const { entry, key, sortKey } of named) {
+    if (entry.isDirectory) {
+      if (!sortKey.startsWith(prefix) && !prefix.startsWith(sortKey)) continue;
+      if (
+        delimiter && sortKey.startsWith(prefix) && sortKey.slice(prefix.length).includes(delimiter)
+      ) {
+        continue; // everything below holds the delimiter after the prefix
+      }
+      yield* walkKeys(metaRoot, [...segments, entry.name], prefix, delimiter);
+    } else if (key.startsWith(prefix)) {
+      if (delimiter && key.slice(prefix.length).includes(delimiter)) continue;
+      yield key;
+    }
   }
+}
+
+/** `length` bytes of an open file from its position, as a stream that closes it. */
+function rangeOf(file: Deno.FsFile, length: number): ReadableStream<Uint8Array> {
+  let left = length;
+  return new ReadableStream({
+    async pull(controller) {
+      const buffer = new Uint8Array(Math.min(READ_CHUNK, left));
+      const n = left > 0 ? await file.read(buffer) : null;
+      if (n === null) {
+        file.close();
+        controller.close();
+        return;
+      }
+      left -= n;
+      controller.enqueue(buffer.subarray(0, n));
+    },
+    cancel() {
+      file.close();
+    },
+  });
 }
 
 /** S3 lists keys in UTF-8 byte order. */

@@ -18,11 +18,13 @@ export interface Connection {
   endpoint?: string | undefined;
 }
 
-/** Extra S3 behaviour only the watcher sets. */
+/** Extra S3 behaviour only the watcher sets (a local store ignores it). */
 export type UploadTuning = Pick<
   S3Options,
-  "reducedRedundancy" | "serverSideEncryption" | "onRequest"
+  "reducedRedundancy" | "serverSideEncryption" | "onRequest" | "objectLock" | "checkPrefix"
 >;
+
+export type { ObjectLockRetention } from "./s3/s3_store.ts";
 
 /** Refuses a BUCKET argument that is neither a bucket name nor `file:///dir` (pure). */
 export function checkBucketArgument(bucket: string): void {

@@ -4,7 +4,14 @@
  * uploads send to one shared token bucket.
  */
 import { sleep as realSleep } from "../common/retry.ts";
-import type { ByteCounter, FileUpload, ObjectHead, ObjectInfo, Store } from "./store.ts";
+import type {
+  ByteCounter,
+  FileUpload,
+  GetOptions,
+  ObjectHead,
+  ObjectInfo,
+  Store,
+} from "./store.ts";
 
 /**
  * A token bucket. Tokens are bytes; the bucket holds at most one second's
@@ -94,7 +101,7 @@ export class RateLimitedStore implements Store {
 
   get(
     key: string,
-    options?: { signal?: AbortSignal },
+    options?: GetOptions,
   ): Promise<{ head: ObjectHead; body: ReadableStream<Uint8Array> } | null> {
     return this.#inner.get(key, options);
   }

@@ -41,6 +41,17 @@ export interface FileUpload {
 /** Called with the number of bytes just sent, for progress and rate limits. */
 export type ByteCounter = (bytes: number) => Promise<void> | void;
 
+/** A part of an object: `length` bytes from `offset`. */
+export interface ByteRange {
+  offset: number;
+  length: number;
+}
+
+export interface GetOptions {
+  signal?: AbortSignal | undefined;
+  range?: ByteRange | undefined;
+}
+
 export interface Store {
   /** `s3://bucket` or `file:///dir`: for logs and errors. */
   readonly url: string;
@@ -80,17 +91,80 @@ export interface Store {
     options?: { signal?: AbortSignal; onBytes?: ByteCounter },
   ): Promise<void>;
 
-  /** The object's body as a stream, and its facts. `null` when missing. */
+  /**
+   * The object's body as a stream, and its facts (`head.size` is the whole
+   * object's, also for a range). `null` when missing. With `range`, only
+   * those bytes (a ranged GET: large restores fetch several at once).
+   */
   get(
     key: string,
-    options?: { signal?: AbortSignal },
+    options?: GetOptions,
   ): Promise<{ head: ObjectHead; body: ReadableStream<Uint8Array> } | null>;
 
-  /** Deletes keys (batched internally); missing keys are not an error. */
-  deleteMany(keys: string[]): Promise<void>;
+  /**
+   * Deletes keys (batched internally); missing keys are not an error. A key
+   * the store refuses throws (access denied: a one-line `FatalError` naming
+   * the action and a key), unless Object Lock (or a legal hold) protects it
+   * and `onLocked` is given: then it is reported there and the delete goes
+   * on, so that retention can work around what the lock keeps.
+   */
+  deleteMany(keys: string[], options?: DeleteOptions): Promise<void>;
+
+  /**
+   * Whether the bucket keeps versions (S3 only; a store without it never
+   * does). "suspended" buckets may still hold old versions.
+   */
+  versioning?(): Promise<Versioning>;
+
+  /**
+   * Every version and delete marker under `prefix`, in key order and newest
+   * first within a key, paginated. Only where `versioning` exists.
+   */
+  listVersions?(prefix: string): AsyncIterable<ObjectVersion>;
+
+  /**
+   * Deletes these versions for good (batched internally); refusals as for
+   * `deleteMany`. Only where `versioning` exists.
+   */
+  deleteVersions?(versions: VersionRef[], options?: DeleteOptions): Promise<void>;
 
   /** Releases connections. */
   close(): void;
+}
+
+/** Versioning of a bucket, as S3 reports it ("off": never enabled). */
+export type Versioning = "enabled" | "suspended" | "off";
+
+/** One version of one key. */
+export interface VersionRef {
+  key: string;
+  versionId: string;
+}
+
+/** What a version listing says about one version or delete marker. */
+export interface ObjectVersion extends ObjectInfo, VersionRef {
+  /** The key's current version (a delete marker when the key reads as deleted). */
+  latest: boolean;
+  /** A delete marker: no data (size 0), the key reads as missing while it is the latest. */
+  deleteMarker: boolean;
+}
+
+/** A key (or version) a delete left in place, with the server's reason. */
+export interface DeleteRefusal {
+  key: string;
+  versionId?: string | undefined;
+  /** S3's error code (`AccessDenied` for a lock). */
+  code: string;
+  message: string;
+}
+
+/**
+ * How a delete reports what Object Lock kept. An option, not a result, so
+ * that stores and wrappers written before Object Lock still fit `Store`;
+ * without it a locked key throws like any other refusal.
+ */
+export interface DeleteOptions {
+  onLocked?: ((refusal: DeleteRefusal) => void) | undefined;
 }
 
 /** Thrown by stores when an object does not match the digest it was sent with. */

@@ -11,8 +11,8 @@ import { errorMessage, FatalError } from "../common/errors.ts";
 import { secondsSince } from "../common/format.ts";
 import { log } from "../common/log.ts";
 import { VERSION } from "../common/version.ts";
-import type { KeyNaming } from "../bucket/keys.ts";
-import { type Connection, openStore } from "../store/open_store.ts";
+import { keyHead, type KeyNaming } from "../bucket/keys.ts";
+import { type Connection, type ObjectLockRetention, openStore } from "../store/open_store.ts";
 import { RateLimitedStore, RateLimiter } from "../store/rate_limit.ts";
 import type { Store } from "../store/store.ts";
 import { checkRoot, FileWatcher } from "./file_watcher.ts";
@@ -54,6 +54,8 @@ export interface WatchSettings {
   indexWaitMs: number;
   shutdownGraceMs: number;
   metricsListen: string | undefined;
+  /** --object-lock-mode/-days: explicit retention on every object written; unset: the bucket's default. */
+  objectLock?: ObjectLockRetention | undefined;
 }
 
 /**
@@ -161,12 +163,18 @@ function newFileWatcher(s: WatchSettings, pipeline: UploadPipeline, metrics: Met
   return watcher;
 }
 
-/** The bucket, rate-limited with --max-bandwidth, its requests counted by the metrics. */
+/**
+ * The bucket, rate-limited with --max-bandwidth, its requests counted by the
+ * metrics. Its start-up check lists only this host's keys, which is all
+ * the agent policy (packaging/iam/agent.json) lets the watcher list.
+ */
 function openWatchStore(s: WatchSettings, metrics: Metrics): Store {
   const store = openStore(s.bucket, s.connection, {
     reducedRedundancy: s.reducedRedundancy,
     serverSideEncryption: s.serverSideEncryption,
     onRequest: (operation, seconds, failed) => metrics.s3Request(operation, seconds, failed),
+    checkPrefix: keyHead(s.naming),
+    ...(s.objectLock ? { objectLock: s.objectLock } : {}),
   });
   if (s.maxBandwidth === undefined) return store;
   return new RateLimitedStore(store, new RateLimiter(s.maxBandwidth));

@@ -43,22 +43,41 @@ export function responseError(status: number, body: string, method: string): S3R
   );
 }
 
+/** What was asked when an error came back: named in the one-line errors. */
+export interface S3Request {
+  /** The IAM action it needs (`s3:ListBucket`, `s3:PutObject`...). */
+  action: string;
+  /** The key, or for a listing the prefix. */
+  key?: string | undefined;
+  prefix?: string | undefined;
+}
+
 /**
  * The one-line `FatalError` for errors that waiting will not fix (no bucket,
  * bad credentials, denied, wrong region, no credentials at all), else null.
+ * Every 403 starts "Access to bucket 'B' denied (HTTP 403)"; with `request`
+ * it says which action on which prefix a policy refused.
  */
-export function permanentError(err: unknown, bucket: string, region: string): FatalError | null {
+export function permanentError(
+  err: unknown,
+  bucket: string,
+  region: string,
+  request?: S3Request,
+): FatalError | null {
   const status = httpStatus(err);
   const name = errorName(err);
   if (status === 404 || name === "NoSuchBucket" || name === "NotFound") {
     return new FatalError(`Bucket '${bucket}' does not exist`);
   }
-  if (name === "InvalidAccessKeyId" || name === "SignatureDoesNotMatch") {
-    return new FatalError(`S3 rejected the credentials for bucket '${bucket}': ${name}`);
+  if (isCredentialError(name)) {
+    return new FatalError(
+      `Access to bucket '${bucket}' denied (HTTP 403): S3 rejected the credentials (${name})`,
+    );
   }
   if (status === 403 || name === "AccessDenied") {
+    const what = request ? ` for ${describe(request)}` : "";
     return new FatalError(
-      `Access to bucket '${bucket}' denied (HTTP 403): check the credentials and the bucket policy`,
+      `Access to bucket '${bucket}' denied (HTTP 403)${what}: check the credentials' IAM policy and the bucket policy`,
     );
   }
   if (status === 301 || name === "PermanentRedirect") {
@@ -72,6 +91,46 @@ export function permanentError(err: unknown, bucket: string, region: string): Fa
     );
   }
   return null;
+}
+
+/**
+ * Rewrites the message of a 403 answer to say which action on which key was
+ * refused (S3's own is only "Access Denied", and a HEAD's answer has none),
+ * keeping the error's name and status, which retries and metrics go by.
+ * Other errors are returned unchanged.
+ */
+export function namedDenial(err: unknown, request: S3Request): unknown {
+  if (!(err instanceof Error)) return err;
+  const status = httpStatus(err);
+  const name = errorName(err);
+  if (status !== 403 && name !== "AccessDenied") return err;
+  // A HEAD's 403 has no body: the status is all that is known.
+  const code = name && !/^(Error|Forbidden|UnknownError|\d+)$/.test(name) ? `${name}, ` : "";
+  err.message = isCredentialError(name)
+    ? `S3 rejected the credentials (${name}) for ${describe(request)}`
+    : `${describe(request)} denied (${code}HTTP 403)`;
+  return err;
+}
+
+function describe(request: S3Request): string {
+  if (request.key !== undefined) return `${request.action} on '${request.key}'`;
+  if (request.prefix) return `${request.action} under '${request.prefix}'`;
+  return request.action;
+}
+
+function isCredentialError(name: string): boolean {
+  return name === "InvalidAccessKeyId" || name === "SignatureDoesNotMatch" ||
+    name === "ExpiredToken" || name === "InvalidToken";
+}
+
+/**
+ * True when a per-key error of DeleteObjects is Object Lock (or a legal
+ * hold) keeping that version. S3 says so only in the message: the code is
+ * the same AccessDenied a policy gives ("Access Denied because object
+ * protected by object lock.").
+ */
+export function isLockRefusal(code: string | undefined, message: string | undefined): boolean {
+  return code === "AccessDenied" && /object lock|legal hold|retention/i.test(message ?? "");
 }
 
 /** True for "no such key" answers (HEAD's bare 404, GET's NoSuchKey). */

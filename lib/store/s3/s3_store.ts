@@ -8,26 +8,54 @@
  * through the SDK.
  *
  * Every request carries Content-MD5, so S3 itself rejects bytes that differ
- * from the digest computed before the upload (a file changed mid-upload).
+ * from the digest computed before the upload (a file changed mid-upload);
+ * buckets with Object Lock require it too. With `objectLock`, every new
+ * object (files, parts' uploads and indexes alike) is sent with its own
+ * retention.
+ *
+ * A 403 is reported naming the IAM action and key it was refused for, so an
+ * operator can tell which statement of the policy is missing.
  */
 import {
   DeleteObjectsCommand,
+  GetBucketVersioningCommand,
   GetObjectCommand,
-  HeadBucketCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
+  ListObjectVersionsCommand,
   PutObjectCommand,
   S3Client,
   type S3ClientConfig,
   type StorageClass,
 } from "@aws-sdk/client-s3";
+import { Buffer } from "node:buffer";
+import type { Readable } from "node:stream";
 import { hexToBase64, md5Base64 } from "../../common/digest.ts";
-import { errorMessage } from "../../common/errors.ts";
+import { errorMessage, FatalError } from "../../common/errors.ts";
 import { log } from "../../common/log.ts";
 import { VERSION } from "../../common/version.ts";
-import type { ByteCounter, FileUpload, ObjectHead, ObjectInfo, Store } from "../store.ts";
+import type {
+  ByteCounter,
+  DeleteOptions,
+  DeleteRefusal,
+  FileUpload,
+  GetOptions,
+  ObjectHead,
+  ObjectInfo,
+  ObjectVersion,
+  Store,
+  Versioning,
+  VersionRef,
+} from "../store.ts";
 import { DirectS3 } from "./direct_requests.ts";
-import { isNoSuchKey, permanentError, unquote } from "./errors.ts";
+import {
+  isLockRefusal,
+  isNoSuchKey,
+  namedDenial,
+  permanentError,
+  type S3Request,
+  unquote,
+} from "./errors.ts";
 import { rangeStream } from "./file_range.ts";
 import { putMultipart } from "./multipart.ts";
 
@@ -54,7 +82,22 @@ export interface S3Options {
    * retried (a half-open connection, a stuck proxy). Default 120 s.
    */
   requestTimeoutMs?: number | undefined;
+  /** Retention set explicitly on every object written (the watcher's --object-lock-*). */
+  objectLock?: ObjectLockRetention | undefined;
+  /**
+   * The prefix `check()` lists: the watcher's own keys, so that a policy
+   * granting s3:ListBucket only under that prefix is enough. Default: none.
+   */
+  checkPrefix?: string | undefined;
 }
+
+/** Object Lock retention for new objects: this mode, until this many days from the upload. */
+export interface ObjectLockRetention {
+  mode: "GOVERNANCE" | "COMPLIANCE";
+  days: number;
+}
+
+const DAY_MS = 86_400_000;
 
 /**
  * The user agent, computed once per client: the SDK's default builds it for
@@ -143,16 +186,31 @@ export class S3Store implements Store {
     });
   }
 
+  /**
+   * A listing rather than a HeadBucket: both need s3:ListBucket, but a
+   * HeadBucket carries no prefix, so a policy that scopes ListBucket to the
+   * host's prefix (packaging/iam/agent.json) refuses it; a listing of
+   * `checkPrefix` is allowed by that very statement. No key is asked for
+   * (MaxKeys 0): a truncated listing would cost s3rver, which cannot make
+   * continuation tokens, an InternalError.
+   */
   async check(): Promise<void> {
+    const prefix = this.#options.checkPrefix;
     try {
-      await this.#client.send(new HeadBucketCommand({ Bucket: this.#bucket }));
+      await this.#client.send(
+        new ListObjectsV2Command({
+          Bucket: this.#bucket,
+          MaxKeys: 0,
+          ...(prefix ? { Prefix: prefix } : {}),
+        }),
+      );
     } catch (err) {
-      throw this.#permanentError(err) ?? err;
+      throw this.#permanentError(err, { action: "s3:ListBucket", prefix }) ?? err;
     }
   }
 
-  #permanentError(err: unknown) {
-    return permanentError(err, this.#bucket, this.#options.region ?? "us-east-1");
+  #permanentError(err: unknown, request?: S3Request) {
+    return permanentError(err, this.#bucket, this.#options.region ?? "us-east-1", request);
   }
 
   async *list(prefix: string, options: { delimiter?: string } = {}): AsyncIterable<ObjectInfo> {
@@ -168,7 +226,7 @@ export class S3Store implements Store {
         }),
       ).catch((err) => {
         // A listing can stand in for check(): same one-line errors.
-        throw this.#permanentError(err) ?? err;
+        throw this.#permanentError(err, { action: "s3:ListBucket", prefix }) ?? err;
       });
       for (const item of page.Contents ?? []) {
         if (item.Key === undefined) continue;
@@ -185,19 +243,29 @@ export class S3Store implements Store {
 
   async head(key: string): Promise<ObjectHead | null> {
     const direct = await this.#direct();
-    if (direct) return await direct.head(key);
     try {
+      if (direct) return await direct.head(key);
       const out = await this.#client.send(
         new HeadObjectCommand({ Bucket: this.#bucket, Key: key }),
       );
       return objectHead(key, out);
     } catch (err) {
       if (isNoSuchKey(err)) return null;
-      throw err;
+      throw namedDenial(err, { action: "s3:GetObject", key });
     }
   }
 
-  async putBytes(
+  putBytes(
+    key: string,
+    body: Uint8Array,
+    options: { metadata?: Record<string, string>; contentType?: string },
+  ): Promise<void> {
+    return this.#putBytes(key, body, options).catch((err) => {
+      throw namedDenial(err, { action: "s3:PutObject", key });
+    });
+  }
+
+  async #putBytes(
     key: string,
     body: Uint8Array,
     options: { metadata?: Record<string, string>; contentType?: string },
@@ -222,10 +290,21 @@ export class S3Store implements Store {
     );
   }
 
-  async putFile(
+  putFile(
     key: string,
     file: FileUpload,
     options: { signal?: AbortSignal; onBytes?: ByteCounter } = {},
+  ): Promise<void> {
+    // CreateMultipartUpload, UploadPart and CompleteMultipartUpload are all s3:PutObject.
+    return this.#putFile(key, file, options).catch((err) => {
+      throw namedDenial(err, { action: "s3:PutObject", key });
+    });
+  }
+
+  async #putFile(
+    key: string,
+    file: FileUpload,
+    options: { signal?: AbortSignal; onBytes?: ByteCounter },
   ): Promise<void> {
     const { signal, onBytes } = options;
     if (file.body) await onBytes?.(file.body.byteLength);
@@ -271,24 +350,34 @@ export class S3Store implements Store {
 
   async get(
     key: string,
-    options: { signal?: AbortSignal } = {},
+    options: GetOptions = {},
   ): Promise<{ head: ObjectHead; body: ReadableStream<Uint8Array> } | null> {
+    const { range } = options;
     try {
       const out = await this.#client.send(
-        new GetObjectCommand({ Bucket: this.#bucket, Key: key }),
+        new GetObjectCommand({
+          Bucket: this.#bucket,
+          Key: key,
+          ...(range ? { Range: `bytes=${range.offset}-${range.offset + range.length - 1}` } : {}),
+        }),
         options.signal ? { abortSignal: options.signal } : {},
       );
-      return {
-        head: objectHead(key, out),
-        body: out.Body!.transformToWebStream() as ReadableStream<Uint8Array>,
-      };
+      const head = objectHead(key, out);
+      // A ranged answer's Content-Length is the range's: the total is in Content-Range.
+      const total = /\/(\d+)$/.exec(out.ContentRange ?? "")?.[1];
+      if (range && total !== undefined) head.size = Number(total);
+      return { head, body: pacedWebStream(out.Body as unknown as Readable) };
     } catch (err) {
       if (isNoSuchKey(err)) return null;
-      throw err;
+      throw namedDenial(err, { action: "s3:GetObject", key });
     }
   }
 
-  async deleteMany(keys: string[]): Promise<void> {
+  /**
+   * DeleteObjects, 1,000 keys a request. S3 answers 200 and reports each key
+   * it refused in `Errors` (see `#refusals`).
+   */
+  async deleteMany(keys: string[], options: DeleteOptions = {}): Promise<void> {
     for (let i = 0; i < keys.length; i += 1000) {
       const batch = keys.slice(i, i + 1000);
       const out = await this.#client.send(
@@ -296,17 +385,134 @@ export class S3Store implements Store {
           Bucket: this.#bucket,
           Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true },
         }),
-      );
-      const failed = out.Errors ?? [];
-      if (failed.length > 0) {
-        const first = failed[0]!;
-        throw new Error(
-          `Deleting ${failed.length} of ${batch.length} keys failed, first '${first.Key}': ${first.Code} ${
-            first.Message ?? ""
-          }`,
-        );
-      }
+      ).catch((err) => {
+        throw this.#permanentError(err, { action: "s3:DeleteObject" }) ?? err;
+      });
+      const errors = (out.Errors ?? []).map((e) => ({
+        key: e.Key ?? "",
+        code: e.Code ?? "",
+        message: e.Message ?? "",
+      }));
+      this.#refusals(errors, batch.length, "s3:DeleteObject", options);
     }
+  }
+
+  async versioning(): Promise<Versioning> {
+    const out = await this.#client.send(new GetBucketVersioningCommand({ Bucket: this.#bucket }))
+      .catch((err) => {
+        throw namedDenial(err, { action: "s3:GetBucketVersioning" });
+      });
+    return out.Status === "Enabled" ? "enabled" : out.Status === "Suspended" ? "suspended" : "off";
+  }
+
+  async *listVersions(prefix: string): AsyncIterable<ObjectVersion> {
+    let keyMarker: string | undefined;
+    let versionMarker: string | undefined;
+    do {
+      const page = await this.#client.send(
+        new ListObjectVersionsCommand({
+          Bucket: this.#bucket,
+          Prefix: prefix,
+          MaxKeys: 1000,
+          ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}),
+          ...(versionMarker !== undefined ? { VersionIdMarker: versionMarker } : {}),
+        }),
+      ).catch((err) => {
+        throw this.#permanentError(err, { action: "s3:ListBucketVersions", prefix }) ?? err;
+      });
+      const versions: ObjectVersion[] = (page.Versions ?? []).map((v) => ({
+        key: v.Key ?? "",
+        versionId: v.VersionId ?? "null",
+        size: v.Size ?? 0,
+        etag: unquote(v.ETag),
+        lastModified: v.LastModified ?? new Date(0),
+        latest: v.IsLatest === true,
+        deleteMarker: false,
+      }));
+      const markers: ObjectVersion[] = (page.DeleteMarkers ?? []).map((m) => ({
+        key: m.Key ?? "",
+        versionId: m.VersionId ?? "null",
+        size: 0,
+        etag: "",
+        lastModified: m.LastModified ?? new Date(0),
+        latest: m.IsLatest === true,
+        deleteMarker: true,
+      }));
+      // S3 returns versions and delete markers in two lists, each in key
+      // order, newest first: merged back into the one order callers group by.
+      yield* mergeVersions(versions, markers);
+      const truncated = page.IsTruncated === true;
+      keyMarker = truncated ? page.NextKeyMarker : undefined;
+      versionMarker = truncated ? page.NextVersionIdMarker : undefined;
+    } while (keyMarker !== undefined);
+  }
+
+  /**
+   * DeleteObjects with version ids: permanent. Not quiet, because S3 (and
+   * moto) may leave the version id out of a per-key error: what was asked
+   * and not reported deleted is what was refused.
+   */
+  async deleteVersions(versions: VersionRef[], options: DeleteOptions = {}): Promise<void> {
+    for (let i = 0; i < versions.length; i += 1000) {
+      const batch = versions.slice(i, i + 1000);
+      const out = await this.#client.send(
+        new DeleteObjectsCommand({
+          Bucket: this.#bucket,
+          Delete: {
+            Objects: batch.map((v) => ({ Key: v.key, VersionId: v.versionId })),
+            Quiet: false,
+          },
+        }),
+      ).catch((err) => {
+        throw this.#permanentError(err, { action: "s3:DeleteObjectVersion" }) ?? err;
+      });
+      const deleted = new Set((out.Deleted ?? []).map((d) => `${d.VersionId}\n${d.Key}`));
+      // A key's errors, in order, for the versions of it that were not deleted.
+      const errorsOf = new Map<string, { code: string; message: string }[]>();
+      for (const e of out.Errors ?? []) {
+        const list = errorsOf.get(e.Key ?? "") ?? [];
+        list.push({ code: e.Code ?? "", message: e.Message ?? "" });
+        errorsOf.set(e.Key ?? "", list);
+      }
+      const errors: DeleteRefusal[] = [];
+      for (const v of batch) {
+        if (deleted.has(`${v.versionId}\n${v.key}`)) continue;
+        const reason = errorsOf.get(v.key)?.shift();
+        // Neither deleted nor refused: S3 only skips a version that is already gone.
+        if (reason) errors.push({ key: v.key, versionId: v.versionId, ...reason });
+      }
+      this.#refusals(errors, batch.length, "s3:DeleteObjectVersion", options);
+    }
+  }
+
+  /**
+   * The refusals of one DeleteObjects batch: the lock's go to `onLocked`
+   * when given; any other throws, AccessDenied from a policy as a one-line
+   * `FatalError` naming the action and a key, anything else naming the code.
+   */
+  #refusals(errors: DeleteRefusal[], asked: number, action: string, options: DeleteOptions) {
+    const { onLocked } = options;
+    const other = onLocked ? errors.filter((e) => !isLockRefusal(e.code, e.message)) : errors;
+    const first = other[0];
+    if (!first) {
+      for (const e of errors) onLocked?.(e);
+      return;
+    }
+    const more = other.length > 1
+      ? ` and ${other.length - 1} more of the ${asked} in the batch`
+      : "";
+    const what = `'${first.key}'${first.versionId ? ` (version ${first.versionId})` : ""}${more}`;
+    if (isLockRefusal(first.code, first.message)) {
+      throw new FatalError(`Deleting ${what} refused: Object Lock protects it (${first.message})`);
+    }
+    if (first.code === "AccessDenied") {
+      throw new FatalError(
+        `Access to bucket '${this.#bucket}' denied (HTTP 403) for ${action} on ${what}: check the credentials' IAM policy and the bucket policy`,
+      );
+    }
+    throw new Error(
+      `Deleting ${what} failed: ${first.code}${first.message ? ` ${first.message}` : ""}`,
+    );
   }
 
   /** True when PUT and HEAD go out as direct requests (tests check it). */
@@ -334,7 +540,22 @@ export class S3Store implements Store {
     if (contentType) headers["content-type"] = contentType;
     if (this.#options.reducedRedundancy) headers["x-amz-storage-class"] = "REDUCED_REDUNDANCY";
     if (this.#options.serverSideEncryption) headers["x-amz-server-side-encryption"] = "AES256";
+    const lock = this.#retention();
+    if (lock) {
+      headers["x-amz-object-lock-mode"] = lock.ObjectLockMode;
+      headers["x-amz-object-lock-retain-until-date"] = lock.ObjectLockRetainUntilDate.toISOString();
+    }
     return headers;
+  }
+
+  /** Retention from now, computed per request: each object is kept N days from its own upload. */
+  #retention() {
+    const lock = this.#options.objectLock;
+    if (!lock) return undefined;
+    return {
+      ObjectLockMode: lock.mode,
+      ObjectLockRetainUntilDate: new Date(Date.now() + lock.days * DAY_MS),
+    };
   }
 
   #objectParams(key: string, metadata: Record<string, string>, contentType?: string) {
@@ -347,12 +568,55 @@ export class S3Store implements Store {
         ? { StorageClass: "REDUCED_REDUNDANCY" as StorageClass }
         : {}),
       ...(this.#options.serverSideEncryption ? { ServerSideEncryption: "AES256" as const } : {}),
+      ...this.#retention(),
     };
   }
 }
 
+/** Two lists in S3's version order (key in UTF-8 byte order, newest first) as one. */
+function* mergeVersions(a: ObjectVersion[], b: ObjectVersion[]): Generator<ObjectVersion> {
+  let i = 0;
+  let j = 0;
+  while (i < a.length || j < b.length) {
+    if (j >= b.length || (i < a.length && versionOrder(a[i]!, b[j]!) <= 0)) yield a[i++]!;
+    else yield b[j++]!;
+  }
+}
+
+function versionOrder(x: ObjectVersion, y: ObjectVersion): number {
+  const byKey = Buffer.compare(Buffer.from(x.key), Buffer.from(y.key));
+  if (byKey !== 0) return byKey;
+  if (x.latest !== y.latest) return x.latest ? -1 : 1;
+  return y.lastModified.getTime() - x.lastModified.getTime();
+}
+
 function sdkText(args: unknown[]): string {
   return args.map((a) => typeof a === "string" ? a : errorMessage(a)).join(" ");
+}
+
+/**
+ * A Node response body as a web stream that reads only as fast as it is
+ * consumed: the SDK's `transformToWebStream()` buffered whole ranges under
+ * Deno (a 1 GB restore peaked at 150-180 MB RSS with one connection). The
+ * socket is paused whenever a few chunks are queued and resumed on demand.
+ */
+function pacedWebStream(body: Readable): ReadableStream<Uint8Array> {
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      body.on("data", (chunk: Buffer) => {
+        controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+        if ((controller.desiredSize ?? 0) <= 0) body.pause();
+      });
+      body.once("end", () => controller.close());
+      body.once("error", (err) => controller.error(err));
+    },
+    pull() {
+      body.resume();
+    },
+    cancel(reason) {
+      body.destroy(reason instanceof Error ? reason : undefined);
+    },
+  }, { highWaterMark: 4 });
 }
 
 /** The facts HEAD and GET responses share. */

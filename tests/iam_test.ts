@@ -1,0 +1,409 @@
+/**
+ * The IAM policies of packaging/iam/, enforced: moto checks every request's
+ * signature and evaluates the caller's IAM policy, so each job is run with
+ * the credentials of a user holding exactly one shipped policy (its BUCKET
+ * and PREFIX filled in). Each job must work with its own policy, and a job
+ * run with a policy that lacks what it needs must fail with one line that
+ * names the refused action and key, with no trace and no secret.
+ *
+ * moto 5.2.1 set-up: the server starts without authentication (buckets,
+ * users, policies and keys are made then, through boto3), and
+ * `/moto-api/reset-auth` turns it on before the first tablesnap request.
+ *
+ * What moto does not check: `StringLike` conditions (the agent's `s3:prefix`
+ * scoping of s3:ListBucket; its object statements, scoped by resource, are
+ * checked).
+ */
+import { GetObjectCommand, ListObjectVersionsCommand, S3Client } from "@aws-sdk/client-s3";
+import { createHash } from "node:crypto";
+import { assert, assertEquals, assertStringIncludes } from "./_assert.ts";
+import {
+  type CliResult,
+  delay,
+  freePort,
+  REPO,
+  runCli,
+  spawnWatcher,
+  tempDir,
+  waitFor,
+} from "./_helpers.ts";
+
+const HOST = "cass1.example.com";
+const PREFIX = `${HOST}:`;
+const ROLES = ["agent", "restore", "retention"] as const;
+type Role = typeof ROLES[number] | "admin";
+
+/**
+ * moto_server with two fixes that make it judge requests as AWS does; the
+ * policy evaluation itself is moto's own.
+ *
+ * 1. It verified signatures over the URL after Werkzeug 3 decoded %2F and
+ *    %3A in it (`uri_to_iri`), so any request with '/' or ':' in its query
+ *    (every listing of a tablesnap prefix) or ':' in its key failed
+ *    SignatureDoesNotMatch, even from the AWS SDK: checked over the request
+ *    line as sent instead.
+ * 2. It authorized a DeleteObjects as s3:DeleteObject on the bucket's ARN,
+ *    which no policy scoped to keys allows: authorized per key instead, as
+ *    s3:DeleteObject on the key's ARN, or s3:DeleteObjectVersion when a
+ *    version is named (any key refused refuses the request: each key then
+ *    comes back AccessDenied in `Errors`, as AWS reports refused keys).
+ */
+const MOTO_AS_SENT = `
+import sys, threading
+from moto.iam import access_control
+from moto.moto_server import werkzeug_app
+from moto.server import main
+sent = threading.local()
+dispatch = werkzeug_app.DomainDispatcherApplication.__call__
+def remember(self, environ, start_response):
+    sent.uri = environ.get("RAW_URI")
+    return dispatch(self, environ, start_response)
+werkzeug_app.DomainDispatcherApplication.__call__ = remember
+init = access_control.IAMRequestBase.__init__
+def as_sent(self, *args, **kwargs):
+    if getattr(sent, "uri", None):
+        kwargs["path"] = sent.uri
+    init(self, *args, **kwargs)
+access_control.IAMRequestBase.__init__ = as_sent
+import xmltodict
+from moto.s3 import responses as s3_responses
+authorize = s3_responses.S3Response._authenticate_and_authorize_s3_action
+def per_key(self, bucket_name=None, key_name=None):
+    if key_name is None and self.data.get("Action") == "DeleteObject" and self.is_delete_keys():
+        objects = xmltodict.parse(self.body)["Delete"].get("Object", [])
+        for o in objects if isinstance(objects, list) else [objects]:
+            self.data["Action"] = "DeleteObjectVersion" if o.get("VersionId") else "DeleteObject"
+            authorize(self, bucket_name=bucket_name, key_name=o["Key"])
+        self.data["Action"] = "DeleteObject"
+        return
+    authorize(self, bucket_name=bucket_name, key_name=key_name)
+s3_responses.S3Response._authenticate_and_authorize_s3_action = per_key
+main(sys.argv[1:])
+`;
+
+/** Buckets, then one user per policy (each with an access key); prints the keys as JSON. */
+const SETUP = `
+import boto3, json, sys
+endpoint, buckets, policies = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+kw = dict(endpoint_url=endpoint, region_name="us-east-1",
+          aws_access_key_id="setup", aws_secret_access_key="setup")
+s3 = boto3.client("s3", **kw)
+for name, versioned in buckets.items():
+    s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=versioned)
+iam = boto3.client("iam", **kw)
+keys = {}
+for user, policy in policies.items():
+    iam.create_user(UserName=user)
+    iam.put_user_policy(UserName=user, PolicyName=user, PolicyDocument=policy)
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    keys[user] = [key["AccessKeyId"], key["SecretAccessKey"]]
+print(json.dumps(keys))
+`;
+
+/** A shipped policy with its placeholders filled in. */
+async function policy(role: typeof ROLES[number], bucket: string): Promise<string> {
+  const text = await Deno.readTextFile(`${REPO}packaging/iam/${role}.json`);
+  return text.replaceAll("BUCKET", bucket).replaceAll("PREFIX", PREFIX);
+}
+
+interface Moto extends AsyncDisposable {
+  endpoint: string;
+  /** Environment for a tablesnap child process acting as `role` for `bucket` (default: the first). */
+  env(role: Role, bucket?: string): Record<string, string>;
+  secrets: string[];
+  /** A client of the test's own, with every right. */
+  admin: S3Client;
+}
+
+async function startMoto(buckets: Record<string, boolean>): Promise<Moto> {
+  const port = freePort();
+  const endpoint = `http://127.0.0.1:${port}`;
+  const child = new Deno.Command("python3", {
+    args: ["-c", MOTO_AS_SENT, "-H", "127.0.0.1", "-p", String(port)],
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  const stop = async () => {
+    try {
+      child.kill("SIGTERM");
+    } catch {
+      // already gone
+    }
+    await child.status;
+  };
+  try {
+    for (let i = 0;; i++) {
+      try {
+        (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+        break;
+      } catch {
+        if (i > 300) throw new Error("moto_server did not start");
+        await delay(100);
+      }
+    }
+    const bucket = Object.keys(buckets)[0]!;
+    const policies: Record<string, string> = {
+      admin: JSON.stringify({
+        Version: "2012-10-17",
+        Statement: [{ Effect: "Allow", Action: "s3:*", Resource: "*" }],
+      }),
+    };
+    // One user per role and bucket, so that each policy names its bucket.
+    for (const name of Object.keys(buckets)) {
+      for (const role of ROLES) policies[`${role}-${name}`] = await policy(role, name);
+    }
+    const setup = await new Deno.Command("python3", {
+      args: ["-c", SETUP, endpoint, JSON.stringify(buckets), JSON.stringify(policies)],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert(setup.success, new TextDecoder().decode(setup.stderr));
+    const keys: Record<string, [string, string]> = JSON.parse(
+      new TextDecoder().decode(setup.stdout),
+    );
+    const on = await fetch(`${endpoint}/moto-api/reset-auth`, { method: "POST", body: "0" });
+    assert(on.ok, await on.text());
+    const [adminKey, adminSecret] = keys["admin"]!;
+    const admin = new S3Client({
+      region: "us-east-1",
+      endpoint,
+      forcePathStyle: true,
+      credentials: { accessKeyId: adminKey, secretAccessKey: adminSecret },
+      requestChecksumCalculation: "WHEN_REQUIRED",
+      responseChecksumValidation: "WHEN_REQUIRED",
+    });
+    return {
+      endpoint,
+      env: (role, forBucket = bucket) => {
+        const [id, secret] = keys[role === "admin" ? role : `${role}-${forBucket}`]!;
+        return {
+          AWS_ACCESS_KEY_ID: id,
+          AWS_SECRET_ACCESS_KEY: secret,
+          AWS_ENDPOINT_URL_S3: endpoint,
+          AWS_REGION: "us-east-1",
+        };
+      },
+      secrets: Object.values(keys).map(([, secret]) => secret),
+      admin,
+      [Symbol.asyncDispose]: async () => {
+        admin.destroy();
+        await stop();
+      },
+    };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+/** Writes one SSTable generation into `table`, its Data.db `dataBytes` long. */
+async function writeGeneration(table: string, n: number, dataBytes: number): Promise<string[]> {
+  await Deno.mkdir(table, { recursive: true });
+  const names = ["Data.db", "Index.db", "Filter.db", "TOC.txt"].map((c) => `nb-${n}-big-${c}`);
+  for (const name of names) {
+    const bytes = name.endsWith("TOC.txt")
+      ? new TextEncoder().encode("Data.db\nIndex.db\nFilter.db\nTOC.txt\n")
+      : new Uint8Array(name.endsWith("Data.db") ? dataBytes : 1000 + n).map((_, i) =>
+        (i * 31 + n + name.length) % 251
+      );
+    await Deno.writeFile(`${table}/${name}`, bytes);
+  }
+  return names;
+}
+
+/** The one line a failed job prints, checked for its words, a trace and the secrets. */
+function assertOneLineFailure(out: CliResult, includes: string[], secrets: string[]): void {
+  assertEquals(out.code, 1, out.stderr);
+  const errors = out.stderr.split("\n").filter((l) => l.startsWith("error: "));
+  assertEquals(errors.length, 1, out.stderr);
+  for (const text of includes) assertStringIncludes(errors[0]!, text, out.stderr);
+  assert(!/\n\s+at /.test(out.stderr), `no stack trace:\n${out.stderr}`);
+  for (const secret of secrets) {
+    assert(!out.stderr.includes(secret) && !out.stdout.includes(secret), "a secret was printed");
+  }
+}
+
+async function objectKeys(s3: S3Client, bucket: string): Promise<string[]> {
+  const out = await s3.send(new ListObjectVersionsCommand({ Bucket: bucket }));
+  return (out.Versions ?? []).filter((v) => v.IsLatest).map((v) => v.Key!).sort();
+}
+
+Deno.test("each job works with its own IAM policy and fails, naming the action, without it", async (t) => {
+  await using moto = await startMoto({ backups: false, "locked-backups": true });
+  await using dir = await tempDir();
+  const table = `${dir.path}/data/ks/t-1`;
+  const keyOf = (name: string) => `${PREFIX}${table}/${name}`;
+  const watch = ["--once", "-B", "-r", "-n", HOST, "--max-upload-size", "5"];
+  const watchArgs = [...watch, "--multipart-chunk-size", "5", "--index-wait", "5"];
+  const md5 = (bytes: Uint8Array) => createHash("md5").update(bytes).digest("hex");
+  // A Data.db over 5 MiB: uploaded in two parts of 5 MiB and the rest.
+  const gen1 = await writeGeneration(table, 1, 5 * 1024 * 1024 + 4321);
+
+  for (const bucket of ["backups", "locked-backups"]) {
+    const env = (role: Role) => moto.env(role, bucket);
+
+    await t.step(
+      `${bucket}: the watcher uploads (multipart too) with the agent policy`,
+      async () => {
+        const out = await runCli([...watchArgs, bucket, `${dir.path}/data`], { env: env("agent") });
+        assertEquals(out.code, 0, out.stderr);
+        const keys = await objectKeys(moto.admin, bucket);
+        assertEquals(keys, [...gen1.map(keyOf), keyOf("nb-1-big-Data.db-listdir.json")].sort());
+        const got = await moto.admin.send(
+          new GetObjectCommand({ Bucket: bucket, Key: keyOf("nb-1-big-Data.db") }),
+        );
+        assertEquals(got.ETag?.endsWith('-2"'), true, `multipart: ${got.ETag}`);
+        const bytes = await got.Body!.transformToByteArray();
+        assertEquals(md5(bytes), md5(await Deno.readFile(`${table}/nb-1-big-Data.db`)));
+      },
+    );
+
+    await t.step(`${bucket}: slurp, verify and list work with the restore policy`, async () => {
+      const target = `${dir.path}/restored-${bucket}`;
+      const slurp = await runCli(["slurp", "-n", HOST, bucket, table, target], {
+        env: env("restore"),
+      });
+      assertEquals(slurp.code, 0, slurp.stderr);
+      for (const name of gen1) {
+        assertEquals(
+          md5(await Deno.readFile(`${target}/${name}`)),
+          md5(await Deno.readFile(`${table}/${name}`)),
+          name,
+        );
+      }
+      const verify = await runCli(["verify", "-n", HOST, bucket, `${dir.path}/data`], {
+        env: env("restore"),
+      });
+      assertEquals(verify.code, 0, verify.stderr + verify.stdout);
+      const list = await runCli(["list", "-n", HOST, bucket, `${dir.path}/data`], {
+        env: env("restore"),
+      });
+      assertEquals(list.code, 0, list.stderr + list.stdout);
+      assertStringIncludes(list.stdout, "nb-1-big-Data.db");
+    });
+  }
+
+  // A compaction: generation 1 replaced by 2, whose index no longer names 1's files.
+  for (const name of gen1) await Deno.remove(`${table}/${name}`);
+  const gen2 = await writeGeneration(table, 2, 2000);
+  const future = new Date(Date.now() + 30 * 86_400_000).toISOString();
+  const chopArgs = (bucket: string) => [
+    "chop",
+    "-l",
+    "--now",
+    future,
+    "-n",
+    HOST,
+    bucket,
+    `${dir.path}/data`,
+    "7",
+  ];
+
+  await t.step(
+    "the watcher starts with the agent policy (its check lists its own keys)",
+    async () => {
+      // A HeadBucket, which moto authorizes as an action no policy names and
+      // AWS as an s3:ListBucket without the prefix the agent policy requires,
+      // would be refused here.
+      await using watcher = spawnWatcher(["-r", "-n", HOST, "backups", `${dir.path}/data`], {
+        env: moto.env("agent"),
+      });
+      await watcher.waitForMetrics(
+        "the bucket checked and the watches in place",
+        (m) => m.get("tablesnap_watching") === 1 && m.get("tablesnap_s3_reachable") === 1,
+      );
+      assertEquals(await watcher.stop(), 0, watcher.stderr());
+    },
+  );
+
+  await t.step("the watcher cannot upload with the restore policy", async () => {
+    const out = await runCli([...watch, "--without-index", "backups", `${dir.path}/data`], {
+      env: moto.env("restore"),
+    });
+    assertEquals(out.code, 1, out.stderr);
+    // Each refusal is one log line naming the action and the key; no trace, no secret.
+    assertStringIncludes(
+      out.stderr,
+      `s3:PutObject on '${keyOf("nb-2-big-Data.db")}' denied (AccessDenied, HTTP 403)`,
+    );
+    assert(!/\n\s+at /.test(out.stderr), `no stack trace:\n${out.stderr}`);
+    for (const secret of moto.secrets) assert(!out.stderr.includes(secret), "a secret was printed");
+    assertEquals(
+      (await objectKeys(moto.admin, "backups")).includes(keyOf("nb-2-big-Data.db")),
+      false,
+    );
+  });
+
+  await t.step("the agent policy covers this host's keys only", async () => {
+    const out = await runCli(
+      [...watch, "--without-index", "-n", "cass2.example.com", "backups", `${dir.path}/data`],
+      { env: moto.env("agent") },
+    );
+    assertEquals(out.code, 1, out.stderr);
+    assertStringIncludes(out.stderr, `s3:PutObject on 'cass2.example.com:${table}/`);
+  });
+
+  for (const bucket of ["backups", "locked-backups"]) {
+    const env = (role: Role) => moto.env(role, bucket);
+    // The last upload also deletes the local files: that needs no right on the bucket.
+    // (Not with --once, which may exit before the deletes after the index are done.)
+    const last = bucket === "locked-backups";
+    await t.step(
+      `${bucket}: the agent uploads generation 2${last ? ", then deletes it locally" : ""}`,
+      async () => {
+        if (!last) {
+          const out = await runCli([...watchArgs, bucket, `${dir.path}/data`], {
+            env: env("agent"),
+          });
+          assertEquals(out.code, 0, out.stderr);
+          return;
+        }
+        const args = watchArgs.filter((a) => a !== "--once");
+        await using watcher = spawnWatcher(
+          [...args, "--delete-on-backup", bucket, `${dir.path}/data`],
+          { env: env("agent") },
+        );
+        await waitFor("the local files deleted", () => [...Deno.readDirSync(table)].length === 0);
+        assertEquals(await watcher.stop(), 0, watcher.stderr());
+        assert(!/ ERROR |could not delete/.test(watcher.stderr()), watcher.stderr());
+      },
+    );
+    const before = await objectKeys(moto.admin, bucket);
+    const old = [...gen1.map(keyOf), keyOf("nb-1-big-Data.db-listdir.json")].sort();
+
+    for (const role of ["agent", "restore"] as const) {
+      await t.step(
+        `${bucket}: chop with the ${role} policy deletes nothing, naming the action`,
+        async () => {
+          const out = await runCli(chopArgs(bucket), { env: env(role) });
+          assertOneLineFailure(out, [
+            `error: Access to bucket '${bucket}' denied (HTTP 403) for s3:DeleteObject on '${PREFIX}`,
+          ], moto.secrets);
+          assertEquals(await objectKeys(moto.admin, bucket), before);
+        },
+      );
+    }
+
+    await t.step(`${bucket}: chop deletes generation 1 with the retention policy`, async () => {
+      const out = await runCli(chopArgs(bucket), { env: env("retention") });
+      assertEquals(out.code, 0, out.stderr);
+      const listed = out.stdout.split("\n").filter((l) => l.startsWith("deleted "));
+      assertEquals(listed.length, old.length, out.stdout);
+      assertEquals(
+        await objectKeys(moto.admin, bucket),
+        [...gen2.map(keyOf), keyOf("nb-2-big-Data.db-listdir.json")].sort(),
+      );
+      if (bucket === "locked-backups") {
+        // On a versioned bucket the versions themselves go, not only the current ones.
+        assertStringIncludes(out.stdout, "(versioned)");
+        const versions = await moto.admin.send(
+          new ListObjectVersionsCommand({ Bucket: bucket }),
+        );
+        const keys = [...(versions.Versions ?? []), ...(versions.DeleteMarkers ?? [])]
+          .map((v) => v.Key!);
+        assertEquals(keys.filter((k) => old.includes(k)), []);
+      }
+    });
+  }
+});
