@@ -44,7 +44,7 @@ let REPO = new URL("..", import.meta.url).pathname;
 const BUCKET = "bench";
 const NAME = "bench";
 const MB = 1e6;
-const SECTIONS = ["bulk", "limit", "latency", "memory", "reconcile"] as const;
+const SECTIONS = ["bulk", "limit", "restore", "latency", "memory", "reconcile"] as const;
 type Section = typeof SECTIONS[number];
 
 export interface Config {
@@ -55,6 +55,7 @@ export interface Config {
   rate: number;
   burst: number;
   memBig: number;
+  large: number;
   memSmall: number;
   threads: number[];
   quick: boolean;
@@ -75,6 +76,7 @@ const USAGE = `Usage: deno task bench [options]
   --latency-files N      files written at the steady rate (default 600)
   --rate N               steady rate, files per second (default 20)
   --burst N              files written at once (default 1000)
+  --large SIZE           the single large object the restore step fetches alone (default 1G)
   --mem-big SIZE         the single large file of the memory case (default 2G)
   --mem-small N          small files of the memory case (default 10000)
   --threads LIST         -t values of the memory case (default 4,32)
@@ -100,6 +102,7 @@ export function parseConfig(args: string[]): Config {
       rate: { type: "string" },
       burst: { type: "string" },
       "mem-big": { type: "string" },
+      large: { type: "string" },
       "mem-small": { type: "string" },
       threads: { type: "string" },
       only: { type: "string" },
@@ -137,6 +140,7 @@ export function parseConfig(args: string[]): Config {
     rate: int(values.rate, 20, "--rate"),
     burst: int(values.burst, quick ? 100 : 1000, "--burst"),
     memBig: parseSize(values["mem-big"] ?? (quick ? "64M" : "2G")),
+    large: parseSize(values.large ?? (quick ? "80M" : "1G")),
     memSmall: int(values["mem-small"], quick ? 300 : 10_000, "--mem-small"),
     threads: (values.threads ?? "4,32").split(",").map((t) => int(t, 4, "--threads")),
     out: values.out ?? new URL("./results/latest.md", import.meta.url).pathname,
@@ -294,6 +298,193 @@ async function bulk(cfg: Config, server: Server, tree: Tree, aws: string | undef
     }
   }
   return runs;
+}
+
+// ---------------------------------------------------------------- step 6
+
+interface RestoreRun {
+  tool: "tablesnap" | "aws";
+  run: number;
+  stats: RunStats;
+  serverCpuS: number;
+}
+
+interface RestoreResult {
+  runs: RestoreRun[];
+  bytes: number;
+  files: number;
+  large: RestoreRun[];
+  largeBytes: number;
+}
+
+/** `tablesnap slurp` with the bench's naming, prefix and endpoint. */
+function slurpArgs(server: Server, prefix: string, extra: string[]): string[] {
+  return [
+    "run",
+    "-A",
+    ...V8_FLAGS,
+    MAIN,
+    "slurp",
+    "-n",
+    NAME,
+    "--prefix",
+    prefix,
+    "--endpoint-url",
+    server.endpoint,
+    ...extra,
+  ];
+}
+
+/**
+ * Fails unless `restored` holds exactly the files of `original`, byte for
+ * byte (directories without files, which have no index, do not count).
+ */
+async function assertSameFiles(what: string, original: string, restored: string): Promise<void> {
+  const out = await new Deno.Command("diff", {
+    args: ["-r", "-q", original, restored],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  const problems: string[] = [];
+  for (const line of text.split("\n").filter(Boolean)) {
+    const only = /^Only in (.*): (.*)$/.exec(line);
+    if (only && await hasNoFiles(`${only[1]}/${only[2]}`)) continue;
+    problems.push(line);
+  }
+  if (problems.length > 0) {
+    throw new Error(`${what}: restored files differ:\n${problems.join("\n").slice(0, 2000)}`);
+  }
+}
+
+async function hasNoFiles(path: string): Promise<boolean> {
+  const info = await Deno.lstat(path).catch(() => null);
+  if (!info?.isDirectory) return false;
+  for await (const entry of Deno.readDir(path)) {
+    if (!entry.isDirectory || !(await hasNoFiles(`${path}/${entry.name}`))) return false;
+  }
+  return true;
+}
+
+/**
+ * Restores the bulk tree (uploaded once by tablesnap) with `slurp -r` and
+ * with `aws s3 sync` of the same keys, alternating, each checked byte for
+ * byte; then one large object alone (`slurp` vs `aws s3 cp`).
+ */
+async function restoreStep(
+  cfg: Config,
+  server: Server,
+  tree: Tree,
+  aws: string | undefined,
+  work: string,
+): Promise<RestoreResult> {
+  const prefix = "restore/";
+  const up = await measure(
+    Deno.execPath(),
+    tablesnapArgs(server, prefix, ["--once", "-B", "-r", server.bucket, tree.root]),
+    { env: childEnv(), cwd: REPO, forceProc: cfg.forceProc },
+  );
+  failIfBad("restore step upload", up);
+  const data = `${tree.root}/data`;
+  const keyPrefix = `${prefix}${NAME}:${data}/`;
+  const runs: RestoreRun[] = [];
+  const once = async (tool: "tablesnap" | "aws", run: number, target: string) => {
+    const cpu0 = await server.cpu();
+    const stats = tool === "tablesnap"
+      ? await measure(
+        Deno.execPath(),
+        slurpArgs(server, prefix, ["-r", server.bucket, data, target]),
+        {
+          env: childEnv(),
+          cwd: REPO,
+          forceProc: cfg.forceProc,
+        },
+      )
+      : await measure(aws!, [
+        "--endpoint-url",
+        server.endpoint,
+        "s3",
+        "sync",
+        "--only-show-errors",
+        "--exclude",
+        "*-listdir.json",
+        `s3://${server.bucket}/${keyPrefix}`,
+        target,
+      ], { env: childEnv(), forceProc: cfg.forceProc });
+    const serverCpuS = (await server.cpu()) - cpu0;
+    failIfBad(`restore ${tool} run ${run}`, stats);
+    return { tool, run, stats, serverCpuS };
+  };
+  for (let i = 0; i < cfg.runs; i++) {
+    const order: ("tablesnap" | "aws")[] = i % 2 === 0
+      ? ["tablesnap", "aws"]
+      : ["aws", "tablesnap"];
+    for (const tool of order) {
+      if (tool === "aws" && !aws) continue;
+      const target = `${work}/restored-${tool}-${i + 1}`;
+      const result = await once(tool, i + 1, target);
+      await assertSameFiles(`restore ${tool} run ${i + 1}`, data, target);
+      await Deno.remove(target, { recursive: true });
+      log(
+        `restore ${tool} run ${i + 1}: ${fmt(tree.bytes / MB / result.stats.wallS)} MB/s, ` +
+          `${fmt(result.stats.cpuS)} CPU s, ${fmt(result.stats.peakRssMB)} MB RSS`,
+      );
+      runs.push(result);
+    }
+  }
+  await dropS3rverPrefix(server, prefix);
+
+  // One large object alone: the ranged GETs.
+  const dir = `${work}/large/data/ks/big-1`;
+  await Deno.mkdir(dir, { recursive: true });
+  await writeRandomFile(`${dir}/nb-1-big-Data.db`, cfg.large, seeded(11));
+  const largePrefix = "large/";
+  const upLarge = await measure(
+    Deno.execPath(),
+    tablesnapArgs(server, largePrefix, ["--once", "-B", "-r", server.bucket, `${work}/large`]),
+    { env: childEnv(), cwd: REPO, forceProc: cfg.forceProc },
+  );
+  failIfBad("large object upload", upLarge);
+  const large: RestoreRun[] = [];
+  for (let i = 0; i < cfg.runs; i++) {
+    const order: ("tablesnap" | "aws")[] = i % 2 === 0
+      ? ["tablesnap", "aws"]
+      : ["aws", "tablesnap"];
+    for (const tool of order) {
+      if (tool === "aws" && !aws) continue;
+      const target = `${work}/large-${tool}`;
+      await Deno.mkdir(target, { recursive: true });
+      const cpu0 = await server.cpu();
+      const stats = tool === "tablesnap"
+        ? await measure(
+          Deno.execPath(),
+          slurpArgs(server, largePrefix, [server.bucket, dir, target]),
+          {
+            env: childEnv(),
+            cwd: REPO,
+            forceProc: cfg.forceProc,
+          },
+        )
+        : await measure(aws!, [
+          "--endpoint-url",
+          server.endpoint,
+          "s3",
+          "cp",
+          "--only-show-errors",
+          `s3://${server.bucket}/${largePrefix}${NAME}:${dir}/nb-1-big-Data.db`,
+          `${target}/nb-1-big-Data.db`,
+        ], { env: childEnv(), forceProc: cfg.forceProc });
+      const serverCpuS = (await server.cpu()) - cpu0;
+      failIfBad(`large ${tool} run ${i + 1}`, stats);
+      await assertSameFiles(`large ${tool}`, dir, target);
+      await Deno.remove(target, { recursive: true });
+      log(`large ${tool} run ${i + 1}: ${fmt(cfg.large / MB / stats.wallS)} MB/s`);
+      large.push({ tool, run: i + 1, stats, serverCpuS });
+    }
+  }
+  await dropS3rverPrefix(server, largePrefix);
+  await Deno.remove(`${work}/large`, { recursive: true });
+  return { runs, bytes: tree.bytes, files: tree.files.length, large, largeBytes: cfg.large };
 }
 
 // ---------------------------------------------------------------- step 5
@@ -726,6 +917,7 @@ interface Results {
   latency?: LatencyResult;
   memory?: MemoryRun[];
   reconcile?: ReconcileResult;
+  restore?: RestoreResult;
   machine: Record<string, string>;
   errors: string[];
 }
@@ -788,6 +980,40 @@ function report(r: Results): string {
         verdictAtMost(perGB(tsRuns), perGB(awsRuns)),
       ]);
     }
+  }
+  if (r.restore) {
+    const x = r.restore;
+    const rate = (run: RestoreRun) => x.bytes / MB / run.stats.wallS;
+    const ts = x.runs.filter((run) => run.tool === "tablesnap");
+    const aw = x.runs.filter((run) => run.tool === "aws");
+    const perGB = (runs: RestoreRun[]) =>
+      median(runs.map((run) => run.stats.cpuS)) / (x.bytes / 1e9);
+    if (aw.length > 0) {
+      const ratio = median(ts.map((t) => rate(t) / rate(aw.find((a) => a.run === t.run)!)));
+      summary.push([
+        "6. Restore `slurp -r`: throughput ÷ `aws s3 sync` (median of pairs)",
+        `${fmt(ratio, 2)}×`,
+        "≥ 1.5×",
+        verdictAtLeast(ratio, 1.5),
+      ]);
+      summary.push([
+        "6. Restore: client CPU s per GB, tablesnap vs aws",
+        `${fmt(perGB(ts), 2)} vs ${fmt(perGB(aw), 2)}`,
+        "≤ aws",
+        verdictAtMost(perGB(ts), perGB(aw)),
+      ]);
+    }
+    const rss = Math.max(
+      ...[...ts, ...x.large.filter((l) => l.tool === "tablesnap")].map((run) =>
+        run.stats.peakRssMB
+      ),
+    );
+    summary.push([
+      "6. Restore: peak RSS of slurp",
+      `${fmt(rss)} MB`,
+      "≤ 150 MB",
+      verdictAtMost(rss, 150),
+    ]);
   }
   if (r.latency) {
     const s = r.latency.steady;
@@ -870,6 +1096,50 @@ function report(r: Results): string {
         ],
         rows,
       ),
+      "",
+    );
+  }
+  if (r.restore) {
+    const x = r.restore;
+    const table = (runs: RestoreRun[], bytes: number) =>
+      (["tablesnap", "aws"] as const).map((tool) =>
+        [tool, runs.filter((run) => run.tool === tool)] as const
+      )
+        .filter(([, of]) => of.length > 0)
+        .map(([tool, of]) => [
+          tool === "tablesnap" ? "tablesnap slurp" : "aws s3",
+          of.map((run) => fmt(bytes / MB / run.stats.wallS)).join(", "),
+          fmt(median(of.map((run) => bytes / MB / run.stats.wallS))),
+          fmt(median(of.map((run) => run.stats.wallS)), 2),
+          fmt(median(of.map((run) => run.stats.cpuS)), 2),
+          fmt(median(of.map((run) => run.stats.cpuS)) / (bytes / 1e9), 2),
+          fmt(median(of.map((run) => run.stats.peakRssMB))),
+          fmt(median(of.map((run) => run.serverCpuS)) / (bytes / 1e9), 2),
+        ]);
+    const head = [
+      "Tool",
+      "MB/s per run",
+      "MB/s",
+      "wall s",
+      "CPU s",
+      "CPU s/GB",
+      "peak RSS MB",
+      "server CPU s/GB",
+    ];
+    lines.push(
+      `**6. Restore** of the bulk tree (${x.files} files, ${
+        fmt(x.bytes / MB, 0)
+      } MB, uploaded once ` +
+        "by tablesnap): `tablesnap slurp -r` (defaults: 4 connections; objects of 64 MiB or more in " +
+        "16 MiB ranges, 4 at once) vs `aws s3 sync` of the same keys (indexes excluded), " +
+        `${r.cfg.runs} alternating run(s) each; every restored file compared byte for byte with the ` +
+        "original. Medians:",
+      "",
+      markdownTable(head, table(x.runs, x.bytes)),
+      "",
+      `One ${fmt(x.largeBytes / MB, 0)} MB object alone (\`slurp\` vs \`aws s3 cp\`):`,
+      "",
+      markdownTable(head, table(x.large, x.largeBytes)),
       "",
     );
   }
@@ -970,6 +1240,7 @@ function report(r: Results): string {
   for (const e of r.errors) lines.push(`**Error**: ${e}`, "");
   lines.push(
     `Reproduce: \`deno task bench\` (sizes: tree ${fmtBytes(r.cfg.size)}, ${r.cfg.runs} runs, ` +
+      `large object ${fmtBytes(r.cfg.large)}, ` +
       `${r.cfg.latencyFiles} steady files, burst ${r.cfg.burst}, memory ${
         fmtBytes(r.cfg.memBig)
       } / ` +
@@ -1032,10 +1303,12 @@ async function main(args: string[]): Promise<number> {
     }
   };
   try {
-    if (["bulk", "limit", "latency", "memory"].some((s) => cfg.sections.has(s as Section))) {
+    if (
+      ["bulk", "limit", "restore", "latency", "memory"].some((s) => cfg.sections.has(s as Section))
+    ) {
       await using server = await startServer("s3rver", BUCKET);
       log(`s3rver at ${server.endpoint}`);
-      if (cfg.sections.has("bulk") || cfg.sections.has("limit")) {
+      if (["bulk", "limit", "restore"].some((s) => cfg.sections.has(s as Section))) {
         const rand = seeded(1);
         results.tree = await generateTree(`${work}/tree`, planTree(cfg.size, rand));
         log(`tree: ${results.tree.files.length} files, ${fmt(results.tree.bytes / MB)} MB`);
@@ -1045,6 +1318,9 @@ async function main(args: string[]): Promise<number> {
       });
       await step("limit", async () => {
         results.limit = await serverLimit(cfg, server, results.tree!, work);
+      });
+      await step("restore", async () => {
+        results.restore = await restoreStep(cfg, server, results.tree!, aws, work);
       });
       if (results.tree) await Deno.remove(results.tree.root, { recursive: true });
       await step("latency", async () => {

@@ -10,7 +10,10 @@ import { expectedMd5, parseStatMetadata } from "../bucket/object_meta.ts";
 import type { Accounts } from "../common/accounts.ts";
 import { md5OfFile, newMd5 } from "../common/digest.ts";
 import { errorMessage, FatalError } from "../common/errors.ts";
-import { removeIfPresent } from "../common/fs.ts";
+import { lstatOrNull, removeIfPresent } from "../common/fs.ts";
+import type { Semaphore } from "../common/pool.ts";
+import type { ObjectHead } from "../store/store.ts";
+import { downloadRanges, RANGED_MIN_BYTES, removeRangeState } from "./ranged_download.ts";
 import { log } from "../common/log.ts";
 import { type Backoff, retry } from "../common/retry.ts";
 import type { Source } from "./plan.ts";
@@ -27,6 +30,7 @@ export async function restoreFile(
   size: number,
   owners: Accounts,
   progress: Progress,
+  connections: Semaphore,
 ): Promise<"downloaded" | "skipped"> {
   const path = `${dir}/${source.name}`;
   let existing: Deno.FileInfo | null = null;
@@ -47,20 +51,23 @@ export async function restoreFile(
   }
   const attempts = Math.max(1, options.attempts ?? 5);
   const backoff: Backoff = { firstMs: options.retryDelayMs ?? 1000, maxMs: 30_000, jitter: "half" };
-  await retry(() => downloadOnce(options, source, dir, path, owners, progress), {
-    attempts,
-    backoff,
-    // A missing object will not appear by waiting; anything else (a reset
-    // connection, a digest mismatch from a corrupt transfer) may pass next time.
-    isRetryable: (err) => !(err instanceof MissingObjectError),
-    onRetry: (err, attempt) =>
-      log.warn("download failed, retrying", {
-        key: source.key,
-        attempt,
-        of: attempts,
-        reason: errorMessage(err),
-      }),
-  });
+  await retry(
+    () => downloadOnce(options, source, dir, path, size, owners, progress, connections),
+    {
+      attempts,
+      backoff,
+      // A missing object will not appear by waiting; anything else (a reset
+      // connection, a digest mismatch from a corrupt transfer) may pass next time.
+      isRetryable: (err) => !(err instanceof MissingObjectError),
+      onRetry: (err, attempt) =>
+        log.warn("download failed, retrying", {
+          key: source.key,
+          attempt,
+          of: attempts,
+          reason: errorMessage(err),
+        }),
+    },
+  );
   progress.fileDone(0);
   return "downloaded";
 }
@@ -75,49 +82,106 @@ async function downloadOnce(
   source: Source,
   dir: string,
   path: string,
+  size: number,
   owners: Accounts,
   progress: Progress,
+  connections: Semaphore,
 ): Promise<void> {
   const temp = `${dir}/.${source.name}${PARTIAL_SUFFIX}`;
-  await removeIfPresent(temp);
-  const object = await options.store.get(source.key);
-  if (object === null) {
-    throw new MissingObjectError(`Object '${source.key}' is missing from ${options.store.url}`);
-  }
-  let written = 0;
+  let counted = 0;
+  const onBytes = (n: number) => {
+    counted += n;
+    progress.addBytes(n);
+  };
+  let fetched: { head: ObjectHead; md5: string; bytes: number };
   try {
-    const hash = newMd5();
-    {
-      using file = await Deno.open(temp, { write: true, createNew: true, mode: 0o600 });
-      for await (const chunk of object.body) {
-        hash.update(chunk);
-        let offset = 0;
-        while (offset < chunk.byteLength) offset += await file.write(chunk.subarray(offset));
-        written += chunk.byteLength;
-        progress.addBytes(chunk.byteLength);
-      }
-      await file.sync();
-    }
-    const { head } = object;
-    if (written !== head.size) {
-      throw new Error(`Got ${written} bytes of '${source.key}', expected ${head.size}`);
+    fetched = size >= RANGED_MIN_BYTES
+      ? await fetchRanged(options, source, temp, connections, onBytes)
+      : await connections.use(() => fetchWhole(options, source, temp, onBytes));
+  } catch (err) {
+    progress.addBytes(-counted);
+    throw err;
+  }
+  try {
+    const { head, md5: actual, bytes } = fetched;
+    if (bytes !== head.size) {
+      throw new Error(`Got ${bytes} bytes of '${source.key}', expected ${head.size}`);
     }
     const md5 = expectedMd5(head);
-    const actual = hash.digest("hex");
     if (md5 !== null && actual !== md5) {
       throw new Error(`MD5 of '${source.key}' is ${actual}, expected ${md5}`);
+    }
+    {
+      using file = await Deno.open(temp, { read: true, write: true });
+      await file.sync();
     }
     const stat = parseStatMetadata(head.metadata["stat"]);
     await Deno.chmod(temp, stat?.mode !== undefined ? stat.mode & 0o7777 : 0o644);
     const [uid, gid] = ownerOf(options, stat, owners, source.key);
     if (uid !== null || gid !== null) await Deno.chown(temp, uid, gid);
     await Deno.rename(temp, path);
-    log.debug("restored", { path, bytes: written });
+    await removeRangeState(temp);
+    log.debug("restored", { path, bytes });
   } catch (err) {
-    progress.addBytes(-written);
+    // Checked and found wrong, or not finished: nothing of it can be trusted.
+    progress.addBytes(-counted);
+    await removeIfPresent(temp).catch(() => {});
+    await removeRangeState(temp).catch(() => {});
+    throw err;
+  }
+}
+
+/** A whole object in one GET, hashed while it is written. */
+async function fetchWhole(
+  options: SlurpOptions,
+  source: Source,
+  temp: string,
+  onBytes: (n: number) => void,
+): Promise<{ head: ObjectHead; md5: string; bytes: number }> {
+  await removeIfPresent(temp);
+  const object = await options.store.get(source.key);
+  if (object === null) {
+    throw new MissingObjectError(`Object '${source.key}' is missing from ${options.store.url}`);
+  }
+  const hash = newMd5();
+  let bytes = 0;
+  try {
+    using file = await Deno.open(temp, { write: true, createNew: true, mode: 0o600 });
+    for await (const chunk of object.body) {
+      hash.update(chunk);
+      let offset = 0;
+      while (offset < chunk.byteLength) offset += await file.write(chunk.subarray(offset));
+      bytes += chunk.byteLength;
+      onBytes(chunk.byteLength);
+    }
+  } catch (err) {
     await removeIfPresent(temp).catch(() => {});
     throw err;
   }
+  return { head: object.head, md5: hash.digest("hex"), bytes };
+}
+
+/** A large object in parallel ranges, resuming a partial file left by an earlier run. */
+async function fetchRanged(
+  options: SlurpOptions,
+  source: Source,
+  temp: string,
+  connections: Semaphore,
+  onBytes: (n: number) => void,
+): Promise<{ head: ObjectHead; md5: string; bytes: number }> {
+  const head = await connections.use(() => options.store.head(source.key));
+  if (head === null) {
+    throw new MissingObjectError(`Object '${source.key}' is missing from ${options.store.url}`);
+  }
+  const md5 = await downloadRanges({
+    store: options.store,
+    key: source.key,
+    head,
+    temp,
+    connections,
+    onBytes,
+  });
+  return { head, md5, bytes: lstatOrNull(temp)?.size ?? 0 };
 }
 
 function ownerOf(

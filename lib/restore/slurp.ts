@@ -18,7 +18,7 @@ import { Accounts } from "../common/accounts.ts";
 import { errorMessage, FatalError } from "../common/errors.ts";
 import { formatBytes } from "../common/format.ts";
 import { log } from "../common/log.ts";
-import { forEachLimited } from "../common/pool.ts";
+import { forEachLimited, Semaphore } from "../common/pool.ts";
 import type { RestorePoint } from "../bucket/index_reader.ts";
 import type { Store } from "../store/store.ts";
 import { MissingObjectError, restoreFile } from "./download.ts";
@@ -158,13 +158,23 @@ export async function slurp(options: SlurpOptions): Promise<SlurpResult> {
   );
   const owners = new Accounts();
   const dirs = new SafeDirectories();
+  // -t bounds connections: whole-file GETs and the ranges of large files alike.
+  const connections = new Semaphore(options.threads ?? 4);
   const restoreOne = async ({ source, planned }: (typeof files)[number]) => {
     try {
       if (planned.size === undefined) {
         throw new FatalError(`Object '${source.key}' is missing from ${options.store.url}`);
       }
       const dir = await dirs.ensure(source.root, source.segments);
-      const outcome = await restoreFile(options, source, dir, planned.size, owners, progress);
+      const outcome = await restoreFile(
+        options,
+        source,
+        dir,
+        planned.size,
+        owners,
+        progress,
+        connections,
+      );
       if (outcome === "skipped") result.skipped++;
       else result.downloaded++;
     } catch (err) {
@@ -177,9 +187,11 @@ export async function slurp(options: SlurpOptions): Promise<SlurpResult> {
     }
   };
   progress.start();
+  const memory = log.debugEnabled ? setInterval(() => logMemory(), 1000) : undefined;
   try {
     await forEachLimited(files, options.threads ?? 4, restoreOne);
   } finally {
+    clearInterval(memory);
     progress.stop();
   }
   const restored = result.downloaded + result.skipped;
@@ -203,4 +215,16 @@ export async function slurp(options: SlurpOptions): Promise<SlurpResult> {
   }
   printFindings(print, result);
   return result;
+}
+
+/** With TDEBUG, a memory line every second (for profiling memory by hand). */
+function logMemory(): void {
+  const m = Deno.memoryUsage();
+  const mb = (n: number) => Math.round(n / 1024 / 1024);
+  log.debug("memory", {
+    rss_mb: mb(m.rss),
+    heap_mb: mb(m.heapUsed),
+    heap_total_mb: mb(m.heapTotal),
+    external_mb: mb(m.external),
+  });
 }
