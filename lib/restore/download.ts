@@ -10,7 +10,7 @@ import { expectedMd5, parseStatMetadata } from "../bucket/object_meta.ts";
 import type { Accounts } from "../common/accounts.ts";
 import { md5OfFile, newMd5 } from "../common/digest.ts";
 import { errorMessage, FatalError } from "../common/errors.ts";
-import { lstatOrNull, removeIfPresent } from "../common/fs.ts";
+import { BufferedWriter, lstatOrNull, removeIfPresent } from "../common/fs.ts";
 import type { Semaphore } from "../common/pool.ts";
 import type { ObjectHead } from "../store/store.ts";
 import { downloadRanges, RANGED_MIN_BYTES, removeRangeState } from "./ranged_download.ts";
@@ -147,13 +147,14 @@ async function fetchWhole(
   let bytes = 0;
   try {
     using file = await Deno.open(temp, { write: true, createNew: true, mode: 0o600 });
+    const out = new BufferedWriter(file);
     for await (const chunk of object.body) {
       hash.update(chunk);
-      let offset = 0;
-      while (offset < chunk.byteLength) offset += await file.write(chunk.subarray(offset));
+      await out.write(chunk);
       bytes += chunk.byteLength;
       onBytes(chunk.byteLength);
     }
+    await out.flush();
   } catch (err) {
     await removeIfPresent(temp).catch(() => {});
     throw err;

@@ -20,7 +20,7 @@
 import type { ObjectHead, Store } from "../store/store.ts";
 import { newMd5 } from "../common/digest.ts";
 import { errorMessage } from "../common/errors.ts";
-import { lstatOrNull, removeIfPresent } from "../common/fs.ts";
+import { BufferedWriter, lstatOrNull, removeIfPresent } from "../common/fs.ts";
 import { log } from "../common/log.ts";
 import type { Semaphore } from "../common/pool.ts";
 import { type Backoff, retry } from "../common/retry.ts";
@@ -153,15 +153,16 @@ async function fetchRange(d: RangedDownload, i: number): Promise<void> {
       }
       using file = await Deno.open(d.temp, { write: true });
       await file.seek(offset, Deno.SeekMode.Start);
+      const out = new BufferedWriter(file);
       let written = 0;
       try {
         for await (const chunk of object.body) {
           if (written + chunk.byteLength > length) throw new Error("range longer than asked");
-          let at = 0;
-          while (at < chunk.byteLength) at += await file.write(chunk.subarray(at));
+          await out.write(chunk);
           written += chunk.byteLength;
           d.onBytes(chunk.byteLength);
         }
+        await out.flush();
         if (written !== length) {
           throw new Error(`Got ${written} bytes of range ${i} of '${d.key}', expected ${length}`);
         }
