@@ -111,6 +111,8 @@ Deno.test("tablesnap.service keeps the settings operators rely on", async () => 
   assertEquals(one("ProtectSystem"), "strict");
   assertEquals(one("ReadOnlyPaths"), "/var/lib/cassandra");
   assertEquals(one("PrivateTmp"), "yes");
+  // The only writable place besides /tmp: --state-dir in tablesnap.default points there.
+  assertEquals(one("StateDirectory"), "tablesnap");
   assertEquals(one("ProtectHome"), "yes");
   assertEquals(unit.get("Install")?.get("WantedBy"), ["multi-user.target"]);
 
@@ -141,4 +143,6 @@ Deno.test("tablesnap.default sets DAEMON_OPTS with options the CLI knows", async
     assertStringIncludes(help.stdout, pattern, `--help does not know ${word}`);
   }
   assert(words.includes("--metrics-listen"), "the example enables metrics");
+  // The unit's StateDirectory=tablesnap.
+  assertEquals(words[words.indexOf("--state-dir") + 1], "/var/lib/tablesnap");
 });

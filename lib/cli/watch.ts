@@ -177,6 +177,13 @@ export const WATCH_OPTIONS = {
     help: "on SIGTERM, how long in-flight uploads may finish",
     default: 30,
   },
+  "state-dir": {
+    group: BEHAVIOUR,
+    kind: "text",
+    arg: "DIR",
+    help:
+      "journal pending files and checkpoints in DIR: a restart\nuploads what was pending and finds what changed\nmeanwhile without -B (one watcher per DIR)",
+  },
   "log-format": {
     group: BEHAVIOUR,
     kind: "text",
@@ -277,8 +284,18 @@ export function parseWatchArgs(args: string[]): WatchFlags | "help" | "version" 
     indexWaitMs: values["index-wait"] * 1000,
     shutdownGraceMs: values["shutdown-grace"] * 1000,
     metricsListen: values["metrics-listen"],
+    stateDir: stateDirOf(values["state-dir"]),
     logFormat,
   };
+}
+
+/** --state-dir, absolute (the lock and the journal must not move with the working directory). */
+function stateDirOf(dir: string | undefined): string | undefined {
+  if (dir === undefined) return undefined;
+  if (dir === "" || dir.includes("\0")) {
+    throw new UsageError("Option '--state-dir' needs a directory path");
+  }
+  return resolve(Deno.cwd(), dir);
 }
 
 /** S3 takes retain-until dates up to 100 years ahead; more is surely a typo. */

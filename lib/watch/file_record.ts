@@ -6,11 +6,28 @@
  *
  * `FileRecords.move` is the only way a record changes state: it keeps the
  * queue order and the per-state counts with it, so nothing else has to be
- * kept in step by hand. (The durable journal will persist exactly these
- * transitions.)
+ * kept in step by hand. It also tells the durable journal (`--state-dir`,
+ * journal.ts) when a file starts and stops being pending, so the journal
+ * holds exactly the records that are queued, uploading or retrying.
  */
 
 export type FileState = "queued" | "uploading" | "retrying" | "resting";
+
+/** What the durable journal hears of the records (journal.ts implements it). */
+export interface RecordJournal {
+  /** The file became pending (queued) after resting; `since` as on the record. */
+  pending(path: string, since: number): void;
+  /** The file rests again for good: in the bucket, skipped or gone. */
+  done(path: string): void;
+}
+
+export interface MoveOptions {
+  /**
+   * Resting without having reached the bucket (shutdown stopped it): the
+   * journal keeps it pending, for the next start.
+   */
+  unfinished?: boolean;
+}
 
 /** What the bucket is known to hold for a file. */
 export interface StoredVersion {
@@ -37,6 +54,7 @@ export interface FileRecord {
 }
 
 export class FileRecords {
+  readonly #journal: RecordJournal | undefined;
   readonly #records = new Map<string, FileRecord>();
   /** Queued records in the order they were queued. */
   readonly #queue = new Set<FileRecord>();
@@ -46,6 +64,10 @@ export class FileRecords {
     retrying: 0,
     resting: 0,
   };
+
+  constructor(journal?: RecordJournal) {
+    this.#journal = journal;
+  }
 
   get(path: string): FileRecord | undefined {
     return this.#records.get(path);
@@ -74,9 +96,14 @@ export class FileRecords {
   /**
    * Moves a record to `to`. Leaving "retrying" clears its timer; resting
    * with nothing stored, the record is forgotten (it holds nothing of use).
+   * Leaving or reaching "resting" is told to the journal.
    */
-  move(record: FileRecord, to: FileState): void {
+  move(record: FileRecord, to: FileState, options: MoveOptions = {}): void {
     const from = record.state;
+    if (from === "resting" && to !== "resting") this.#journal?.pending(record.path, record.since);
+    if (from !== "resting" && to === "resting" && !options.unfinished) {
+      this.#journal?.done(record.path);
+    }
     if (from === "queued") this.#queue.delete(record);
     if (from === "retrying" && to !== "retrying") {
       clearTimeout(record.retryTimer);

@@ -4,18 +4,24 @@
  * the retry rules: a try-cycle is 1 + `--retries` attempts; a file whose
  * cycle failed waits (5 s doubling up to 5 min) and is tried again, never
  * dropped. Each file is one `FileRecord` (file_record.ts); one upload is
- * `FileUploader`'s (upload_file.ts).
+ * `FileUploader`'s (upload_file.ts). With `--state-dir` the records tell the
+ * journal which files are pending (journal.ts).
  */
 import { errorMessage } from "../common/errors.ts";
 import { lstatOrNull } from "../common/fs.ts";
 import { log } from "../common/log.ts";
 import { roundSeconds } from "../common/format.ts";
 import { type Backoff, backoffMs, retry } from "../common/retry.ts";
-import { type KeyNaming, objectKey } from "../bucket/keys.ts";
+import { keyDirectory, type KeyNaming, objectKey } from "../bucket/keys.ts";
 import { failureReason } from "../store/failure.ts";
 import type { Store } from "../store/store.ts";
-import { BucketView, type RemoteListing } from "./bucket_view.ts";
-import { type FileRecord, FileRecords, type StoredVersion } from "./file_record.ts";
+import { BucketView, type RemoteListing, type RemoteObject } from "./bucket_view.ts";
+import {
+  type FileRecord,
+  FileRecords,
+  type RecordJournal,
+  type StoredVersion,
+} from "./file_record.ts";
 import { FileUploader } from "./upload_file.ts";
 
 /** Between the attempts of one try-cycle. */
@@ -51,6 +57,19 @@ export interface UploadPipelineOptions {
   rootOf?: (path: string) => string;
   /** Stored files remembered before deleted ones are first pruned (default 10,000). */
   pruneStoredAfter?: number;
+  /** The durable journal (`--state-dir`): told which files are pending. */
+  journal?: RecordJournal | undefined;
+}
+
+/**
+ * Listings of whole key directories, each with the "/" delimiter (so not
+ * the keys below it): absent from a listed directory means absent. Taken
+ * at start for the directories that changed while the watcher was down.
+ */
+export interface DirectoryListing {
+  objects: Map<string, RemoteObject>;
+  /** The listed key directories, each ending in "/". */
+  directories: Set<string>;
 }
 
 /** How a file came to be in the bucket. */
@@ -65,8 +84,8 @@ export interface PipelineSummary {
 
 export class UploadPipeline {
   readonly #o: UploadPipelineOptions;
-  readonly #records = new FileRecords();
-  readonly #bucket: BucketView;
+  readonly #records: FileRecords;
+  readonly #bucket: ListedBucketView;
   readonly #uploader: FileUploader;
   readonly #abort = new AbortController();
   readonly #storedListeners: ((path: string, outcome: StoredOutcome) => void)[] = [];
@@ -79,7 +98,8 @@ export class UploadPipeline {
   constructor(options: UploadPipelineOptions) {
     this.#o = options;
     this.#pruneStoredAt = options.pruneStoredAfter ?? STORED_PRUNE_MIN;
-    this.#bucket = new BucketView(options.store);
+    this.#records = new FileRecords(options.journal);
+    this.#bucket = new ListedBucketView(options.store);
     this.#uploader = new FileUploader({
       store: options.store,
       naming: options.naming,
@@ -99,6 +119,11 @@ export class UploadPipeline {
   /** Uses a startup listing instead of asking the bucket per file (until set to undefined). */
   setListing(listing: RemoteListing | undefined): void {
     this.#bucket.setStartupListing(listing);
+  }
+
+  /** Uses listings of single key directories instead of asking the bucket (until undefined). */
+  setDirectoryListing(listing: DirectoryListing | undefined): void {
+    this.#bucket.setDirectoryListing(listing);
   }
 
   /** How many files are remembered as stored (after pruning). */
@@ -178,7 +203,8 @@ export class UploadPipeline {
   async shutdown(graceMs: number): Promise<string[]> {
     this.#accepting = false;
     const notStarted = [...this.#records.inState("queued"), ...this.#records.inState("retrying")];
-    for (const record of notStarted) this.#records.move(record, "resting");
+    // Not uploaded: the journal keeps them for the next start.
+    for (const record of notStarted) this.#records.move(record, "resting", { unfinished: true });
     const inFlight = this.#records.inState("uploading");
     if (inFlight.length > 0) {
       log.info("waiting for uploads in progress", {
@@ -209,10 +235,13 @@ export class UploadPipeline {
       const record = this.#records.nextQueued();
       if (!record) break;
       this.#records.move(record, "uploading");
-      this.#runCycle(record).finally(() => {
+      let finished = false;
+      this.#runCycle(record).then((outcome) => finished = outcome).finally(() => {
         if (record.state === "uploading") {
           const again = record.again && this.#accepting;
-          this.#records.move(record, again ? "queued" : "resting");
+          // Stopped by shutdown, or a newer version is not uploaded: still pending.
+          const unfinished = !finished || record.again;
+          this.#records.move(record, again ? "queued" : "resting", { unfinished });
         }
         this.#pump();
         if (this.#isIdle()) { for (const resolve of this.#idleWaiters.splice(0)) resolve(); }
@@ -220,8 +249,12 @@ export class UploadPipeline {
     }
   }
 
-  /** One try-cycle: up to 1 + retries attempts; past them the file waits for the next cycle. */
-  async #runCycle(record: FileRecord): Promise<void> {
+  /**
+   * One try-cycle: up to 1 + retries attempts; past them the file waits for
+   * the next cycle. True when the file reached its outcome (in the bucket,
+   * skipped, gone); false when it failed or shutdown aborted it.
+   */
+  async #runCycle(record: FileRecord): Promise<boolean> {
     const key = objectKey(this.#o.naming, record.path);
     const attempts = 1 + this.#o.retries;
     try {
@@ -242,8 +275,9 @@ export class UploadPipeline {
         },
       });
       record.failedCycles = 0;
+      return true;
     } catch (err) {
-      if (this.#abort.signal.aborted) return;
+      if (this.#abort.signal.aborted) return false;
       const reason = failureReason(err);
       this.#o.observer?.uploadFailed(reason);
       this.summary.failed++;
@@ -256,11 +290,12 @@ export class UploadPipeline {
         attempts,
         retry_in: roundSeconds(wait / 1000),
       });
-      if (!this.#accepting) return;
+      if (!this.#accepting) return false;
       this.#records.move(record, "retrying");
       record.retryTimer = setTimeout(() => {
         if (record.state === "retrying") this.enqueue(record.path, record.since);
       }, wait);
+      return false;
     }
   }
 
@@ -339,5 +374,34 @@ export class UploadPipeline {
       );
       this.#pruning = false;
     }
+  }
+}
+
+/**
+ * The bucket view, plus listings of single key directories: a directory
+ * listed with the delimiter says nothing about the keys below it, which
+ * the start-up listing's prefixes (`RemoteListing`) would claim.
+ */
+class ListedBucketView extends BucketView {
+  #listing: DirectoryListing | undefined;
+
+  setDirectoryListing(listing: DirectoryListing | undefined): void {
+    this.#listing = listing;
+  }
+
+  override lookup(key: string): Promise<RemoteObject | null> {
+    const listing = this.#listing;
+    if (listing?.directories.has(`${keyDirectory(key)}/`)) {
+      return Promise.resolve(listing.objects.get(key) ?? null);
+    }
+    return super.lookup(key);
+  }
+
+  override record(key: string, object: RemoteObject | null): void {
+    super.record(key, object);
+    const listing = this.#listing;
+    if (!listing?.directories.has(`${keyDirectory(key)}/`)) return;
+    if (object) listing.objects.set(key, object);
+    else listing.objects.delete(key);
   }
 }

@@ -22,7 +22,7 @@ import { Metrics } from "./metrics.ts";
 import { serveMetrics } from "./metrics_server.ts";
 import type { PathFilter } from "./path_filter.ts";
 import { UploadPipeline } from "./pipeline.ts";
-import { reconcileAtStart } from "./startup.ts";
+import { DurableState, reconcileAtStart } from "./startup.ts";
 import { listenForStopSignals } from "./stop_signals.ts";
 import type { ListenEvent } from "./watch_rules.ts";
 
@@ -54,6 +54,8 @@ export interface WatchSettings {
   indexWaitMs: number;
   shutdownGraceMs: number;
   metricsListen: string | undefined;
+  /** --state-dir: the journal of pending files and checkpoints; undefined: none. */
+  stateDir?: string | undefined;
   /** --object-lock-mode/-days: explicit retention on every object written; unset: the bucket's default. */
   objectLock?: ObjectLockRetention | undefined;
 }
@@ -65,20 +67,25 @@ export interface WatchSettings {
 export async function runWatch(s: WatchSettings): Promise<number> {
   // A missing path is a usage error, found before any request is made.
   for (const root of s.roots) await checkRoot(root);
+  // Locked and read first: a second watcher or an unusable directory stops here.
+  const state = s.stateDir === undefined ? undefined : await DurableState.open(s.stateDir);
+  // A new or damaged journal cannot say what changed meanwhile: reconcile as -B does.
+  const backup = s.backup || (state?.needsFullReconciliation ?? false);
   const metrics = new Metrics();
   const store = openWatchStore(s, metrics);
-  await checkReachable(store, metrics, s.backup);
+  await checkReachable(store, metrics, backup);
   const server = s.metricsListen === undefined ? undefined : serveMetrics(metrics, s.metricsListen);
   const rootOf = (path: string) => s.roots.find((r) => path.startsWith(r + "/")) ?? path;
 
-  const pipeline = new UploadPipeline({ ...s, store, observer: metrics, rootOf });
+  const journal = state?.journal;
+  const pipeline = new UploadPipeline({ ...s, store, observer: metrics, rootOf, journal });
   const publisher = s.withoutIndex ? undefined : startIndexing(s, store, pipeline, metrics, rootOf);
   if (s.deleteOnBackup) {
     const cleanup = new LocalCleanup(pipeline, publisher);
     pipeline.onStored((path) => cleanup.fileStored(path));
     publisher?.onPublished((_, directory) => void cleanup.directoryIndexed(directory));
   }
-  const watcher = newFileWatcher(s, pipeline, metrics);
+  const watcher = newFileWatcher({ ...s, backup }, pipeline, metrics);
 
   const signals = listenForStopSignals();
   const memoryReport = reportMemoryWhenDebugging(pipeline);
@@ -92,11 +99,13 @@ export async function runWatch(s: WatchSettings): Promise<number> {
       paths: s.roots.join(","),
       threads: s.threads,
     });
-    if (s.backup) {
+    if (backup || state) {
       // Indexes of the backlog wait until every existing file is queued.
       publisher?.beginBacklog();
       try {
-        await reconcileAtStart({ ...s, store, pipeline, publisher, watcher });
+        const parts = { ...s, store, pipeline, publisher, watcher };
+        if (state) await state.reconcile(parts);
+        else await reconcileAtStart(parts);
       } finally {
         publisher?.endBacklog();
       }
@@ -107,10 +116,12 @@ export async function runWatch(s: WatchSettings): Promise<number> {
   } finally {
     signals.dispose();
     clearInterval(memoryReport);
+    await state?.stop();
     await watcher.close();
     const notUploaded = await pipeline.shutdown(s.shutdownGraceMs);
     publisher?.stop();
-    logStopped(pipeline, publisher, notUploaded, started);
+    await state?.close();
+    logStopped(pipeline, publisher, notUploaded, started, state !== undefined);
     await server?.shutdown();
     store.close();
   }
@@ -238,6 +249,7 @@ function logStopped(
   publisher: IndexPublisher | undefined,
   notUploaded: string[],
   started: number,
+  journaled: boolean,
 ): void {
   const s = pipeline.summary;
   log.info("tablesnap stopped", {
@@ -250,9 +262,11 @@ function logStopped(
     seconds: secondsSince(started),
   });
   if (notUploaded.length > 0) {
-    log.warn("files not uploaded yet; run with -B next time to pick them up", {
-      files: notUploaded.length,
-    });
+    // With a state directory they are in the journal; without, only -B finds them again.
+    const hint = journaled
+      ? "files not uploaded yet; the journal keeps them for the next start"
+      : "files not uploaded yet; run with -B next time to pick them up";
+    log.warn(hint, { files: notUploaded.length });
   }
 }
 
