@@ -15,6 +15,7 @@ import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { localStore } from "./_bucket_fixture.ts";
 import {
   delay,
+  runCli,
   type S3Server,
   type Scrape,
   spawnCli,
@@ -398,6 +399,38 @@ Deno.test("a burst of thousands of files loses none (local store)", async () => 
   );
   assertEquals(metrics.get("tablesnap_uploaded_files_total"), count, metrics.text);
   assertEquals(await watcher.stop(), 0);
+});
+
+Deno.test("--once --delete-on-backup exits only after the indexed files are deleted", async () => {
+  await using store = await tempDir("tablesnap-store-");
+  await using data = await tempDir();
+  const table = `${data.path}/ks/t`;
+  await Deno.mkdir(table, { recursive: true });
+  const names = ["nb-1-big-Data.db", "nb-1-big-Index.db", "nb-1-big-TOC.txt"];
+  await Deno.writeTextFile(`${table}/nb-1-big-TOC.txt`, "Data.db\nIndex.db\nTOC.txt\n");
+  for (const n of names.slice(0, 2)) await Deno.writeTextFile(`${table}/${n}`, `bytes of ${n}`);
+  const out = await runCli([
+    "-n",
+    HOST,
+    "-r",
+    "-B",
+    "--once",
+    "--delete-on-backup",
+    `file://${store.path}`,
+    data.path,
+  ]);
+  assertEquals(out.code, 0, out.stderr);
+  // Files that waited for their index (the Data.db and its companions) are gone too.
+  assertEquals([...Deno.readDirSync(table)].map((e) => e.name), []);
+  const bucket = await localStore(store.path);
+  const keys = (await Array.fromAsync(bucket.list(`${HOST}:${table}/`))).map((o) => o.key);
+  assertEquals(
+    keys.sort(),
+    [
+      ...names.map((n) => `${HOST}:${table}/${n}`),
+      `${HOST}:${table}/nb-1-big-Data.db-listdir.json`,
+    ].sort(),
+  );
 });
 
 Deno.test("--delete-on-backup removes local files only after upload and index", async () => {

@@ -80,10 +80,10 @@ export async function runWatch(s: WatchSettings): Promise<number> {
   const journal = state?.journal;
   const pipeline = new UploadPipeline({ ...s, store, observer: metrics, rootOf, journal });
   const publisher = s.withoutIndex ? undefined : startIndexing(s, store, pipeline, metrics, rootOf);
-  if (s.deleteOnBackup) {
-    const cleanup = new LocalCleanup(pipeline, publisher);
+  const cleanup = s.deleteOnBackup ? new LocalCleanup(pipeline, publisher) : undefined;
+  if (cleanup) {
     pipeline.onStored((path) => cleanup.fileStored(path));
-    publisher?.onPublished((_, directory) => void cleanup.directoryIndexed(directory));
+    publisher?.onPublished((_, directory) => cleanup.directoryIndexed(directory));
   }
   const watcher = newFileWatcher({ ...s, backup }, pipeline, metrics);
 
@@ -110,7 +110,12 @@ export async function runWatch(s: WatchSettings): Promise<number> {
         publisher?.endBacklog();
       }
     }
-    if (s.once) return await finishOnce(pipeline, publisher, s.indexWaitMs, signals.stopped);
+    if (s.once) {
+      const code = await finishOnce(pipeline, publisher, s.indexWaitMs, signals.stopped);
+      // --delete-on-backup: the files that waited for their index go before the exit.
+      await cleanup?.idle();
+      return code;
+    }
     log.info("signal received, stopping", { signal: await signals.stopped });
     return 0;
   } finally {
