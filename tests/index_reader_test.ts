@@ -1,8 +1,9 @@
 import { checkFileName, parseIndex, unsafeNameReason } from "../lib/bucket/index_body.ts";
 import {
+  chooseRestorePoint,
   compareIndexes,
-  newestIndexIn,
-  newestIndexPerDirectory,
+  indexesIn,
+  indexesPerDirectory,
   readIndex,
 } from "../lib/bucket/index_reader.ts";
 import { directoryPrefix } from "../lib/bucket/keys.ts";
@@ -115,10 +116,10 @@ Deno.test("newest index lookups and readIndex() against a local store", async ()
 
   const prefix = directoryPrefix(NAMING, "/data/ks/t/");
   assertEquals(prefix, "cass1.example.com:/data/ks/t/");
-  assertEquals((await newestIndexIn(store, prefix))?.info.key, newest);
-  assertEquals(await newestIndexIn(store, directoryPrefix(NAMING, "/nothing")), null);
+  assertEquals((await chooseRestorePoint(store, await indexesIn(store, prefix)))?.info.key, newest);
+  assertEquals(await indexesIn(store, directoryPrefix(NAMING, "/nothing")), []);
 
-  const perDir = await newestIndexPerDirectory(store, directoryPrefix(NAMING, "/data/ks"));
+  const perDir = await indexesPerDirectory(store, directoryPrefix(NAMING, "/data/ks"));
   assertEquals([...perDir.keys()].sort(), [
     "cass1.example.com:/data/ks/t",
     "cass1.example.com:/data/ks/t/snap",

@@ -226,6 +226,16 @@ Deno.test("indexes in the same second are ordered by their cut times, Python tie
     early,
   );
   assertEquals(await chooseRestorePoint(store, infos, new Date("2026-11-30T10:00:04.000Z")), null);
+  // What a caller read already (list reads every index) is not asked again.
+  const known = new Map([
+    [early, { cut: new Date("2026-11-30T10:00:04.100Z"), files: 1 }],
+    [late, { cut: new Date("2026-11-30T10:00:04.900Z"), files: 2 }],
+  ]);
+  const noHead = Object.assign(Object.create(null), {
+    head: () => Promise.reject(new Error("HEAD of an index already read")),
+    get: () => Promise.reject(new Error("GET of an index already read")),
+  }) as Store;
+  assertEquals((await chooseRestorePoint(noHead, infos, undefined, known))?.info.key, late);
 
   // Written by the Python tablesnap: no cut times, one second for a whole backlog.
   await using py = await tempDir("tablesnap-store-");

@@ -68,6 +68,12 @@ export function cutTimeOf(head: Pick<ObjectHead, "metadata">): Date | null {
  */
 export const CUT_WINDOW_MS = 2_000;
 
+/** What a caller that read an index already knows of it. */
+export interface KnownIndex {
+  cut: Date | null;
+  files: number;
+}
+
 /** An index and its time: the recorded cut time, else LastModified. */
 export interface RestorePoint {
   info: ObjectInfo;
@@ -82,12 +88,14 @@ export interface RestorePoint {
  * LastModified; among indexes tied with no recorded time (buckets written by
  * the Python tablesnap: many indexes of a backlog in one second), the one
  * naming the most files wins. A HEAD (or, for ties, a GET) is spent only on
- * indexes within `CUT_WINDOW_MS` of each other or of `at`.
+ * indexes within `CUT_WINDOW_MS` of each other or of `at`, and none on an
+ * index the caller has read already (`known`, by key).
  */
 export async function chooseRestorePoint(
   store: Store,
   indexes: readonly ObjectInfo[],
   at?: Date,
+  known?: ReadonlyMap<string, KnownIndex>,
 ): Promise<RestorePoint | null> {
   const limit = at?.getTime() ?? Infinity;
   const candidates = indexes
@@ -95,7 +103,7 @@ export async function chooseRestorePoint(
     .sort((a, b) => -compareIndexes(a, b));
   const counts = new Map<string, number>();
   const fileCount = async (info: ObjectInfo) => {
-    let n = counts.get(info.key);
+    let n = counts.get(info.key) ?? known?.get(info.key)?.files;
     if (n === undefined) counts.set(info.key, n = (await readIndex(store, info.key)).names.length);
     return n;
   };
@@ -109,9 +117,15 @@ export async function chooseRestorePoint(
     if (!best && alone && modified + CUT_WINDOW_MS <= limit) {
       return { info, time: info.lastModified, exact: false };
     }
-    const head = await store.head(info.key);
-    if (head === null) continue; // deleted meanwhile (chop)
-    const cut = cutTimeOf(head);
+    let cut: Date | null;
+    const read = known?.get(info.key);
+    if (read) {
+      cut = read.cut;
+    } else {
+      const head = await store.head(info.key);
+      if (head === null) continue; // deleted meanwhile (chop)
+      cut = cutTimeOf(head);
+    }
     const point = { info, time: cut ?? info.lastModified, exact: cut !== null };
     if (point.time.getTime() > limit) continue;
     const byTime = best ? point.time.getTime() - best.time.getTime() : 1;
@@ -135,15 +149,6 @@ export function compareIndexes(a: ObjectInfo, b: ObjectInfo): number {
   const gb = generationOf(b.key);
   if (ga !== null && gb !== null && ga !== gb) return ga < gb ? -1 : 1;
   return a.key < b.key ? -1 : a.key > b.key ? 1 : 0;
-}
-
-/** The newest index directly under `dirPrefix` (a key prefix ending in "/"), or null. */
-export async function newestIndexIn(
-  store: Store,
-  dirPrefix: string,
-  at?: Date,
-): Promise<RestorePoint | null> {
-  return await chooseRestorePoint(store, await indexesIn(store, dirPrefix), at);
 }
 
 /** The indexes directly under `dirPrefix` (one listing of that key directory). */
@@ -172,23 +177,6 @@ export async function indexesPerDirectory(
     list.push(info);
   }
   return byDirectory;
-}
-
-/**
- * The newest index (at or before `at`) of every key directory under
- * `prefix`; directories with none by then are left out.
- */
-export async function newestIndexPerDirectory(
-  store: Store,
-  prefix: string,
-  at?: Date,
-): Promise<Map<string, RestorePoint>> {
-  const newest = new Map<string, RestorePoint>();
-  for (const [dir, indexes] of await indexesPerDirectory(store, prefix)) {
-    const point = await chooseRestorePoint(store, indexes, at);
-    if (point) newest.set(dir, point);
-  }
-  return newest;
 }
 
 /** A generation of an index's file set whose TOC.txt lists components the set lacks. */

@@ -8,6 +8,7 @@ import {
   chooseRestorePoint,
   compareIndexes,
   cutTimeOf,
+  type KnownIndex,
   readIndex,
 } from "../bucket/index_reader.ts";
 import {
@@ -76,8 +77,11 @@ export async function listRestorePoints(options: ListOptions): Promise<ListedPoi
     list.push(info);
   }
   const points: ListedPoint[] = [];
+  const timeOf = (info: ObjectInfo) => byKey.get(info.key)!.time.getTime();
   const all = [...indexes.values()].flat();
   const byKey = new Map<string, ListedPoint>();
+  // What each GET told: choosing the newest (and the --at) point then needs no HEAD.
+  const known = new Map<string, KnownIndex>();
   await forEachLimited(all, options.parallel ?? 8, async (info) => {
     const dir = keyDirectory(info.key);
     const point: ListedPoint = {
@@ -98,6 +102,7 @@ export async function listRestorePoints(options: ListOptions): Promise<ListedPoi
       if (cut) [point.time, point.exact] = [cut, true];
       point.directory = listing.directory;
       point.files = listing.names.length;
+      known.set(info.key, { cut, files: listing.names.length });
       for (const name of listing.names) {
         const size = sizes.get(`${dir}/${name}`);
         if (size === undefined) point.missing.push(name);
@@ -110,13 +115,13 @@ export async function listRestorePoints(options: ListOptions): Promise<ListedPoi
     byKey.set(info.key, point);
   });
   for (const [, inDirectory] of [...indexes].sort(([a], [b]) => (a < b ? -1 : 1))) {
-    const newest = await chooseRestorePoint(store, inDirectory);
-    const chosen = options.at ? await chooseRestorePoint(store, inDirectory, options.at) : null;
-    const listed = inDirectory.map((info) => byKey.get(info.key)!);
-    listed.sort((a, b) =>
-      a.time.getTime() - b.time.getTime() ||
-      compareIndexes(infoOf(inDirectory, a.index), infoOf(inDirectory, b.index))
-    );
+    const newest = await chooseRestorePoint(store, inDirectory, undefined, known);
+    const chosen = options.at
+      ? await chooseRestorePoint(store, inDirectory, options.at, known)
+      : null;
+    const listed = [...inDirectory]
+      .sort((a, b) => timeOf(a) - timeOf(b) || compareIndexes(a, b))
+      .map((info) => byKey.get(info.key)!);
     for (const point of listed) {
       point.newest = point.index === newest?.info.key;
       point.atChoice = point.index === chosen?.info.key;
@@ -129,10 +134,6 @@ export async function listRestorePoints(options: ListOptions): Promise<ListedPoi
     printText(print, points, options.at);
   }
   return points;
-}
-
-function infoOf(indexes: ObjectInfo[], key: string): ObjectInfo {
-  return indexes.find((i) => i.key === key)!;
 }
 
 function jsonOf(p: ListedPoint, withAt: boolean): Record<string, unknown> {
