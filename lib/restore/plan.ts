@@ -50,6 +50,8 @@ export interface IncompleteGeneration {
 /** Everything a restore resolved before it downloads anything. */
 export interface RestorePlan {
   sources: Source[];
+  /** Each source with its size from one listing per key directory (none: missing). */
+  files: { source: Source; planned: PlannedFile }[];
   /** The chosen restore points, with their exact times where recorded. */
   points: RestorePoint[];
   /** With -r and --at: tables with no restore point by then (their directories). */
@@ -67,6 +69,7 @@ export async function resolvePlan(options: SlurpOptions): Promise<RestorePlan> {
   const target = options.target;
   const plan: RestorePlan = {
     sources: [],
+    files: [],
     points: [],
     skipped: [],
     incomplete: [],
@@ -156,6 +159,7 @@ export async function resolvePlan(options: SlurpOptions): Promise<RestorePlan> {
 
   if (options.commitlogs !== undefined) await addCommitLogs(options, plan);
   plan.sources = uniqueDestinations(plan.sources);
+  plan.files = await sizeSources(store, plan.sources);
   plan.incomplete = await incompleteGenerations(store, plan, names, directories);
   return plan;
 }
@@ -230,8 +234,8 @@ function uniqueDestinations(sources: Source[]): Source[] {
 
 /**
  * Every generation of the chosen sets that has a TOC.txt must be whole: each
- * component the TOC lists named by the index and in the bucket (one listing
- * per chosen directory tells which objects are there).
+ * component the TOC lists named by the index and in the bucket (the sizing
+ * listing already tells which named objects are there).
  */
 async function incompleteGenerations(
   store: Store,
@@ -239,10 +243,9 @@ async function incompleteGenerations(
   names: Map<string, string[]>,
   directories: Map<string, string>,
 ): Promise<IncompleteGeneration[]> {
-  const present = new Set<string>();
-  for (const dir of new Set(plan.points.map((p) => `${keyDirectory(p.info.key)}/`))) {
-    for await (const info of store.list(dir, { delimiter: "/" })) present.add(info.key);
-  }
+  const present = new Set(
+    plan.files.filter((f) => f.planned.size !== undefined).map((f) => f.source.key),
+  );
   const incomplete: IncompleteGeneration[] = [];
   for (const { info } of plan.points) {
     const gaps = await tocGaps(
@@ -264,12 +267,12 @@ export function describeIncomplete(g: IncompleteGeneration): string {
     `(listed by its TOC.txt; index '${g.index}')`;
 }
 
-export function destination(source: Source): string {
+function destination(source: Source): string {
   return [source.root, ...source.segments, source.name].join("/");
 }
 
 /** Lists each source directory once to learn sizes (missing objects get none). */
-export async function sizeSources(
+async function sizeSources(
   store: Store,
   sources: Source[],
 ): Promise<{ source: Source; planned: PlannedFile }[]> {

@@ -30,7 +30,6 @@ import {
   printFindings,
   printPlan,
   resolvePlan,
-  sizeSources,
 } from "./plan.ts";
 import { Progress } from "./progress.ts";
 import { SafeDirectories } from "./safe_dirs.ts";
@@ -114,7 +113,7 @@ export interface SlurpResult {
 export async function slurp(options: SlurpOptions): Promise<SlurpResult> {
   const print = options.print ?? ((line: string) => console.log(line));
   const plan = await resolvePlan(options);
-  const files = await sizeSources(options.store, plan.sources);
+  const files = plan.files;
   const missing = files.filter((f) => f.planned.size === undefined).map((f) => f.source.key);
   const bytes = files.reduce((sum, f) => sum + (f.planned.size ?? 0), 0);
   const result: SlurpResult = {
