@@ -28,8 +28,13 @@ export interface RemoteObject {
 /** A bucket listing taken at startup: absent from it means absent. */
 export interface RemoteListing {
   objects: Map<string, RemoteObject>;
-  /** Key prefixes the listing covered completely. */
+  /** Key prefixes the listing covered completely, every key below them (-B). */
   prefixes: string[];
+  /**
+   * Key directories (ending in "/") listed with the "/" delimiter: only their
+   * own keys are covered (a restart with --state-dir lists the changed ones).
+   */
+  directories?: ReadonlySet<string>;
 }
 
 /** Directory listings kept at once, and the most keys one may hold (else HEAD per file). */
@@ -59,9 +64,7 @@ export class BucketView {
   /** What the bucket holds under `key`, or null when nothing. */
   async lookup(key: string): Promise<RemoteObject | null> {
     const startup = this.#startup;
-    if (startup && startup.prefixes.some((p) => key.startsWith(p))) {
-      return startup.objects.get(key) ?? null;
-    }
+    if (startup && covers(startup, key)) return startup.objects.get(key) ?? null;
     const listed = await this.#fromDirectoryListing(key);
     if (listed !== undefined) return listed;
     return await this.headOf(key);
@@ -84,6 +87,11 @@ export class BucketView {
    * in flight.
    */
   record(key: string, object: RemoteObject | null): void {
+    const startup = this.#startup;
+    if (startup && covers(startup, key)) {
+      if (object) startup.objects.set(key, object);
+      else startup.objects.delete(key);
+    }
     this.#dirListings.get(dirPrefixOf(key))?.then((objects) => {
       if (object) objects?.set(key, object);
       else objects?.delete(key);
@@ -126,6 +134,12 @@ export class BucketView {
     }
     return objects;
   }
+}
+
+/** Whether the listing answers for `key` (absent from it means absent). */
+function covers(listing: RemoteListing, key: string): boolean {
+  return listing.prefixes.some((p) => key.startsWith(p)) ||
+    (listing.directories?.has(dirPrefixOf(key)) ?? false);
 }
 
 /** The key's "directory" as a listing prefix (ending in "/"). */

@@ -12,10 +12,10 @@ import { lstatOrNull } from "../common/fs.ts";
 import { log } from "../common/log.ts";
 import { roundSeconds } from "../common/format.ts";
 import { type Backoff, backoffMs, retry } from "../common/retry.ts";
-import { keyDirectory, type KeyNaming, objectKey } from "../bucket/keys.ts";
+import { type KeyNaming, objectKey } from "../bucket/keys.ts";
 import { failureReason } from "../store/failure.ts";
 import type { Store } from "../store/store.ts";
-import { BucketView, type RemoteListing, type RemoteObject } from "./bucket_view.ts";
+import { BucketView, type RemoteListing } from "./bucket_view.ts";
 import {
   type FileRecord,
   FileRecords,
@@ -61,17 +61,6 @@ export interface UploadPipelineOptions {
   journal?: RecordJournal | undefined;
 }
 
-/**
- * Listings of whole key directories, each with the "/" delimiter (so not
- * the keys below it): absent from a listed directory means absent. Taken
- * at start for the directories that changed while the watcher was down.
- */
-export interface DirectoryListing {
-  objects: Map<string, RemoteObject>;
-  /** The listed key directories, each ending in "/". */
-  directories: Set<string>;
-}
-
 /** How a file came to be in the bucket. */
 export type StoredOutcome = "uploaded" | "present";
 
@@ -85,7 +74,7 @@ export interface PipelineSummary {
 export class UploadPipeline {
   readonly #o: UploadPipelineOptions;
   readonly #records: FileRecords;
-  readonly #bucket: ListedBucketView;
+  readonly #bucket: BucketView;
   readonly #uploader: FileUploader;
   readonly #abort = new AbortController();
   readonly #storedListeners: ((path: string, outcome: StoredOutcome) => void)[] = [];
@@ -99,7 +88,7 @@ export class UploadPipeline {
     this.#o = options;
     this.#pruneStoredAt = options.pruneStoredAfter ?? STORED_PRUNE_MIN;
     this.#records = new FileRecords(options.journal);
-    this.#bucket = new ListedBucketView(options.store);
+    this.#bucket = new BucketView(options.store);
     this.#uploader = new FileUploader({
       store: options.store,
       naming: options.naming,
@@ -119,11 +108,6 @@ export class UploadPipeline {
   /** Uses a startup listing instead of asking the bucket per file (until set to undefined). */
   setListing(listing: RemoteListing | undefined): void {
     this.#bucket.setStartupListing(listing);
-  }
-
-  /** Uses listings of single key directories instead of asking the bucket (until undefined). */
-  setDirectoryListing(listing: DirectoryListing | undefined): void {
-    this.#bucket.setDirectoryListing(listing);
   }
 
   /** How many files are remembered as stored (after pruning). */
@@ -374,34 +358,5 @@ export class UploadPipeline {
       );
       this.#pruning = false;
     }
-  }
-}
-
-/**
- * The bucket view, plus listings of single key directories: a directory
- * listed with the delimiter says nothing about the keys below it, which
- * the start-up listing's prefixes (`RemoteListing`) would claim.
- */
-class ListedBucketView extends BucketView {
-  #listing: DirectoryListing | undefined;
-
-  setDirectoryListing(listing: DirectoryListing | undefined): void {
-    this.#listing = listing;
-  }
-
-  override lookup(key: string): Promise<RemoteObject | null> {
-    const listing = this.#listing;
-    if (listing?.directories.has(`${keyDirectory(key)}/`)) {
-      return Promise.resolve(listing.objects.get(key) ?? null);
-    }
-    return super.lookup(key);
-  }
-
-  override record(key: string, object: RemoteObject | null): void {
-    super.record(key, object);
-    const listing = this.#listing;
-    if (!listing?.directories.has(`${keyDirectory(key)}/`)) return;
-    if (object) listing.objects.set(key, object);
-    else listing.objects.delete(key);
   }
 }

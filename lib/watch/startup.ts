@@ -39,7 +39,7 @@ import type { FileWatcher } from "./file_watcher.ts";
 import type { IndexPublisher } from "./index_publisher.ts";
 import { Journal, type JournalRecovery } from "./journal.ts";
 import type { PathFilter } from "./path_filter.ts";
-import type { DirectoryListing, UploadPipeline } from "./pipeline.ts";
+import type { UploadPipeline } from "./pipeline.ts";
 import { isWatchedDir } from "./watch_rules.ts";
 
 /** Slack when comparing file times with a checkpoint (see above). */
@@ -337,7 +337,7 @@ async function reconcileChanged(
   const expected = extras.expected ?? new Set<string>();
   const objects = new Map<string, RemoteObject>();
   const directories = new Set<string>();
-  let listing: DirectoryListing | undefined = { objects, directories };
+  let listing: RemoteListing | undefined = { objects, prefixes: [], directories };
   try {
     // -t listings at once: many directories change on a busy node.
     await forEachLimited(changed, parts.threads, async (files) => {
@@ -355,7 +355,7 @@ async function reconcileChanged(
     listing = undefined;
   }
   if (listing) {
-    pipeline.setDirectoryListing(listing);
+    pipeline.setListing(listing);
     for (const files of changed) {
       for (const { path } of files) {
         const key = objectKey(naming, path);
@@ -386,7 +386,7 @@ async function reconcileChanged(
     seconds: secondsSince(started),
   });
   // Kept until the queued files are checked against it, as -B does.
-  if (listing) void pipeline.idle().then(() => pipeline.setDirectoryListing(undefined));
+  if (listing) void pipeline.idle().then(() => pipeline.setListing(undefined));
   return expected;
 }
 
