@@ -367,6 +367,45 @@ async function hasNoFiles(path: string): Promise<boolean> {
 }
 
 /**
+ * Runs both tools `cfg.runs` times, alternating which goes first, into a
+ * fresh target each; every restore is compared byte for byte with
+ * `original`, then removed.
+ */
+async function alternateRestores(
+  cfg: Config,
+  server: Server,
+  aws: string | undefined,
+  label: string,
+  bytes: number,
+  original: string,
+  restore: (tool: "tablesnap" | "aws", target: string) => Promise<RunStats>,
+): Promise<RestoreRun[]> {
+  const runs: RestoreRun[] = [];
+  for (let i = 0; i < cfg.runs; i++) {
+    const order: ("tablesnap" | "aws")[] = i % 2 === 0
+      ? ["tablesnap", "aws"]
+      : ["aws", "tablesnap"];
+    for (const tool of order) {
+      if (tool === "aws" && !aws) continue;
+      const target = `${original}.restored-${tool}`;
+      await Deno.mkdir(target, { recursive: true });
+      const cpu0 = await server.cpu();
+      const stats = await restore(tool, target);
+      const serverCpuS = (await server.cpu()) - cpu0;
+      failIfBad(`${label} ${tool} run ${i + 1}`, stats);
+      await assertSameFiles(`${label} ${tool} run ${i + 1}`, original, target);
+      await Deno.remove(target, { recursive: true });
+      log(
+        `${label} ${tool} run ${i + 1}: ${fmt(bytes / MB / stats.wallS)} MB/s, ` +
+          `${fmt(stats.cpuS)} CPU s, ${fmt(stats.peakRssMB)} MB RSS`,
+      );
+      runs.push({ tool, run: i + 1, stats, serverCpuS });
+    }
+  }
+  return runs;
+}
+
+/**
  * Restores the bulk tree (uploaded once by tablesnap) with `slurp -r` and
  * with `aws s3 sync` of the same keys, alternating, each checked byte for
  * byte; then one large object alone (`slurp` vs `aws s3 cp`).
@@ -387,51 +426,32 @@ async function restoreStep(
   failIfBad("restore step upload", up);
   const data = `${tree.root}/data`;
   const keyPrefix = `${prefix}${NAME}:${data}/`;
-  const runs: RestoreRun[] = [];
-  const once = async (tool: "tablesnap" | "aws", run: number, target: string) => {
-    const cpu0 = await server.cpu();
-    const stats = tool === "tablesnap"
-      ? await measure(
-        Deno.execPath(),
-        slurpArgs(server, prefix, ["-r", server.bucket, data, target]),
-        {
+  const runs = await alternateRestores(
+    cfg,
+    server,
+    aws,
+    "restore",
+    tree.bytes,
+    data,
+    (tool, target) =>
+      tool === "tablesnap"
+        ? measure(Deno.execPath(), slurpArgs(server, prefix, ["-r", server.bucket, data, target]), {
           env: childEnv(),
           cwd: REPO,
           forceProc: cfg.forceProc,
-        },
-      )
-      : await measure(aws!, [
-        "--endpoint-url",
-        server.endpoint,
-        "s3",
-        "sync",
-        "--only-show-errors",
-        "--exclude",
-        "*-listdir.json",
-        `s3://${server.bucket}/${keyPrefix}`,
-        target,
-      ], { env: childEnv(), forceProc: cfg.forceProc });
-    const serverCpuS = (await server.cpu()) - cpu0;
-    failIfBad(`restore ${tool} run ${run}`, stats);
-    return { tool, run, stats, serverCpuS };
-  };
-  for (let i = 0; i < cfg.runs; i++) {
-    const order: ("tablesnap" | "aws")[] = i % 2 === 0
-      ? ["tablesnap", "aws"]
-      : ["aws", "tablesnap"];
-    for (const tool of order) {
-      if (tool === "aws" && !aws) continue;
-      const target = `${work}/restored-${tool}-${i + 1}`;
-      const result = await once(tool, i + 1, target);
-      await assertSameFiles(`restore ${tool} run ${i + 1}`, data, target);
-      await Deno.remove(target, { recursive: true });
-      log(
-        `restore ${tool} run ${i + 1}: ${fmt(tree.bytes / MB / result.stats.wallS)} MB/s, ` +
-          `${fmt(result.stats.cpuS)} CPU s, ${fmt(result.stats.peakRssMB)} MB RSS`,
-      );
-      runs.push(result);
-    }
-  }
+        })
+        : measure(aws!, [
+          "--endpoint-url",
+          server.endpoint,
+          "s3",
+          "sync",
+          "--only-show-errors",
+          "--exclude",
+          "*-listdir.json",
+          `s3://${server.bucket}/${keyPrefix}`,
+          target,
+        ], { env: childEnv(), forceProc: cfg.forceProc }),
+  );
   await dropS3rverPrefix(server, prefix);
 
   // One large object alone: the ranged GETs.
@@ -445,27 +465,21 @@ async function restoreStep(
     { env: childEnv(), cwd: REPO, forceProc: cfg.forceProc },
   );
   failIfBad("large object upload", upLarge);
-  const large: RestoreRun[] = [];
-  for (let i = 0; i < cfg.runs; i++) {
-    const order: ("tablesnap" | "aws")[] = i % 2 === 0
-      ? ["tablesnap", "aws"]
-      : ["aws", "tablesnap"];
-    for (const tool of order) {
-      if (tool === "aws" && !aws) continue;
-      const target = `${work}/large-${tool}`;
-      await Deno.mkdir(target, { recursive: true });
-      const cpu0 = await server.cpu();
-      const stats = tool === "tablesnap"
-        ? await measure(
-          Deno.execPath(),
-          slurpArgs(server, largePrefix, [server.bucket, dir, target]),
-          {
-            env: childEnv(),
-            cwd: REPO,
-            forceProc: cfg.forceProc,
-          },
-        )
-        : await measure(aws!, [
+  const large = await alternateRestores(
+    cfg,
+    server,
+    aws,
+    "large",
+    cfg.large,
+    dir,
+    (tool, target) =>
+      tool === "tablesnap"
+        ? measure(Deno.execPath(), slurpArgs(server, largePrefix, [server.bucket, dir, target]), {
+          env: childEnv(),
+          cwd: REPO,
+          forceProc: cfg.forceProc,
+        })
+        : measure(aws!, [
           "--endpoint-url",
           server.endpoint,
           "s3",
@@ -473,15 +487,8 @@ async function restoreStep(
           "--only-show-errors",
           `s3://${server.bucket}/${largePrefix}${NAME}:${dir}/nb-1-big-Data.db`,
           `${target}/nb-1-big-Data.db`,
-        ], { env: childEnv(), forceProc: cfg.forceProc });
-      const serverCpuS = (await server.cpu()) - cpu0;
-      failIfBad(`large ${tool} run ${i + 1}`, stats);
-      await assertSameFiles(`large ${tool}`, dir, target);
-      await Deno.remove(target, { recursive: true });
-      log(`large ${tool} run ${i + 1}: ${fmt(cfg.large / MB / stats.wallS)} MB/s`);
-      large.push({ tool, run: i + 1, stats, serverCpuS });
-    }
-  }
+        ], { env: childEnv(), forceProc: cfg.forceProc }),
+  );
   await dropS3rverPrefix(server, largePrefix);
   await Deno.remove(`${work}/large`, { recursive: true });
   return { runs, bytes: tree.bytes, files: tree.files.length, large, largeBytes: cfg.large };
