@@ -5,7 +5,12 @@
  * starts something returns an `AsyncDisposable`, so `await using` stops it
  * even when the test fails.
  */
-import { S3Client } from "@aws-sdk/client-s3";
+import {
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  S3Client,
+} from "@aws-sdk/client-s3";
 
 export const S3RVER = "npm:s3rver@3.7.1";
 export const MAIN = new URL("../main.ts", import.meta.url).pathname;
@@ -383,4 +388,37 @@ export async function promtool(args: string[], input?: string): Promise<ToolResu
   const out = await child.output();
   const decoder = new TextDecoder();
   return { code: out.code, output: decoder.decode(out.stdout) + decoder.decode(out.stderr) };
+}
+
+/** Every key under `prefix` with its size, through the test's own client (paginated). */
+export async function bucketKeys(s3: S3Server, prefix = ""): Promise<Map<string, number>> {
+  const keys = new Map<string, number>();
+  let token: string | undefined;
+  do {
+    const page = await s3.client.send(
+      new ListObjectsV2Command({ Bucket: s3.bucket, Prefix: prefix, ContinuationToken: token }),
+    );
+    for (const o of page.Contents ?? []) keys.set(o.Key!, o.Size!);
+    token = page.NextContinuationToken;
+  } while (token);
+  return keys;
+}
+
+/** The object's HEAD through the test's own client, or null when it is missing. */
+export async function headObject(s3: S3Server, key: string) {
+  try {
+    return await s3.client.send(new HeadObjectCommand({ Bucket: s3.bucket, Key: key }));
+  } catch {
+    return null;
+  }
+}
+
+/** The object's body as text, or null when it is missing. */
+export async function objectText(s3: S3Server, key: string): Promise<string | null> {
+  try {
+    const out = await s3.client.send(new GetObjectCommand({ Bucket: s3.bucket, Key: key }));
+    return await out.Body!.transformToString();
+  } catch {
+    return null;
+  }
 }

@@ -9,16 +9,16 @@
 import {
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
-  GetObjectCommand,
-  HeadObjectCommand,
-  ListObjectsV2Command,
   PutObjectCommand,
   UploadPartCommand,
 } from "@aws-sdk/client-s3";
 import { assert, assertEquals } from "./_assert.ts";
 import { localStore, md5Hex, statJson } from "./_bucket_fixture.ts";
 import {
+  bucketKeys,
   delay,
+  headObject,
+  objectText,
   runCli,
   type S3Server,
   type Scrape,
@@ -34,36 +34,6 @@ const TXN_UUID = "3a5b0c20-0d3e-11ef-9f49-5b1e0a3c6f11";
 const encoder = new TextEncoder();
 
 const keyOf = (path: string) => `${HOST}:${path}`;
-
-async function listKeys(s3: S3Server): Promise<Map<string, number>> {
-  const keys = new Map<string, number>();
-  let token: string | undefined;
-  do {
-    const page = await s3.client.send(
-      new ListObjectsV2Command({ Bucket: s3.bucket, ContinuationToken: token }),
-    );
-    for (const o of page.Contents ?? []) keys.set(o.Key!, o.Size!);
-    token = page.NextContinuationToken;
-  } while (token);
-  return keys;
-}
-
-async function head(s3: S3Server, key: string) {
-  try {
-    return await s3.client.send(new HeadObjectCommand({ Bucket: s3.bucket, Key: key }));
-  } catch {
-    return null;
-  }
-}
-
-async function getText(s3: S3Server, key: string): Promise<string | null> {
-  try {
-    const out = await s3.client.send(new GetObjectCommand({ Bucket: s3.bucket, Key: key }));
-    return await out.Body!.transformToString();
-  } catch {
-    return null;
-  }
-}
 
 /** Puts an object the way the Python tablesnap did (`stat`, `md5sum`), plus a marker. */
 async function putLikePython(s3: S3Server, path: string, body: string): Promise<void> {
@@ -215,7 +185,7 @@ Deno.test("a Statistics.db renamed over itself at the same size, a rebuilt Summa
   await watcher.waitForMetrics("the generation uploaded", uploaded(5));
   await waitFor(
     "its index",
-    () => head(s3, `${keyOf(path("nb-1-big-Data.db"))}-listdir.json`),
+    () => headObject(s3, `${keyOf(path("nb-1-big-Data.db"))}-listdir.json`),
   );
 
   // Repair marks it repaired: written to .tmp, renamed over the old file, same size.
@@ -233,11 +203,11 @@ Deno.test("a Statistics.db renamed over itself at the same size, a rebuilt Summa
   await Deno.writeTextFile(path("nb-2-big-Index.db"), "written last");
   const metrics = await watcher.waitForMetrics("the changes decided", uploaded(5 + 3 + 1));
 
-  assertEquals(await getText(s3, keyOf(path("nb-1-big-Statistics.db"))), statistics);
-  assertEquals(await getText(s3, keyOf(path("nb-1-big-Summary.db"))), "summary v2");
-  assertEquals(await getText(s3, keyOf(path("nb-1-big-TOC.txt"))), saiToc);
-  assertEquals(await getText(s3, keyOf(path("nb-1-big-Data.db"))), "data", "Data.db left alone");
-  const statsHead = await head(s3, keyOf(path("nb-1-big-Statistics.db")));
+  assertEquals(await objectText(s3, keyOf(path("nb-1-big-Statistics.db"))), statistics);
+  assertEquals(await objectText(s3, keyOf(path("nb-1-big-Summary.db"))), "summary v2");
+  assertEquals(await objectText(s3, keyOf(path("nb-1-big-TOC.txt"))), saiToc);
+  assertEquals(await objectText(s3, keyOf(path("nb-1-big-Data.db"))), "data", "Data.db left alone");
+  const statsHead = await headObject(s3, keyOf(path("nb-1-big-Statistics.db")));
   assertEquals(statsHead?.Metadata?.md5sum, md5Hex(encoder.encode(statistics)));
   const mtime = (await Deno.stat(path("nb-1-big-Statistics.db"))).mtime!;
   assertEquals(statsHead?.Metadata?.mtime, mtime.toISOString(), "mtime metadata");
@@ -248,7 +218,7 @@ Deno.test("a Statistics.db renamed over itself at the same size, a rebuilt Summa
     ),
     ["uid", "gid", "mode"],
   );
-  assert(!(await listKeys(s3)).has(keyOf(path("nb-1-big-Statistics.db.tmp"))), "no .tmp object");
+  assert(!(await bucketKeys(s3)).has(keyOf(path("nb-1-big-Statistics.db.tmp"))), "no .tmp object");
   assertEquals(metrics.sum("tablesnap_upload_failures_total"), 0, metrics.text);
   assertEquals(await watcher.stop(), 0, watcher.stderr());
 });
@@ -286,7 +256,7 @@ Deno.test("sweeps upload again a mutable component rewritten without an event; a
   await Deno.writeTextFile(path("nb-1-big-Index.db"), "index v2");
   await waitFor(
     "the new Statistics.db in the bucket",
-    async () => await getText(s3, keyOf(path("nb-1-big-Statistics.db"))) === "level 1",
+    async () => await objectText(s3, keyOf(path("nb-1-big-Statistics.db"))) === "level 1",
     20_000,
   ).catch((err) => {
     throw new Error(`${err.message}\n${watcher.stderr()}`);
@@ -298,7 +268,7 @@ Deno.test("sweeps upload again a mutable component rewritten without an event; a
     (m) => m.get("tablesnap_pending_files") === 0,
   );
   assertEquals(metrics.get("tablesnap_uploaded_files_total"), 3, metrics.text);
-  assertEquals(await getText(s3, keyOf(path("nb-1-big-Index.db"))), "index v1");
+  assertEquals(await objectText(s3, keyOf(path("nb-1-big-Index.db"))), "index v1");
   assertEquals(await watcher.stop(), 0, watcher.stderr());
 });
 
@@ -354,7 +324,7 @@ Deno.test("-B uploads again a mutable component whose bytes differ from its obje
       MultipartUpload: { Parts: [{ ETag: part.ETag!, PartNumber: 1 }] },
     }),
   );
-  assert((await head(s3, key3))?.ETag?.includes("-"), "a multipart ETag");
+  assert((await headObject(s3, key3))?.ETag?.includes("-"), "a multipart ETag");
 
   await using watcher = spawnWatcher(["-B", "-r", "-n", HOST, s3.bucket, dir.path], {
     env: s3.env,
@@ -367,8 +337,8 @@ Deno.test("-B uploads again a mutable component whose bytes differ from its obje
 
   for (const name of ["nb-1-big-Statistics.db", "nb-1-big-TOC.txt"]) {
     const local = await Deno.readFile(path(name));
-    assertEquals(await getText(s3, keyOf(path(name))), new TextDecoder().decode(local), name);
-    const meta = (await head(s3, keyOf(path(name))))?.Metadata;
+    assertEquals(await objectText(s3, keyOf(path(name))), new TextDecoder().decode(local), name);
+    const meta = (await headObject(s3, keyOf(path(name))))?.Metadata;
     assertEquals(meta?.md5sum, md5Hex(local), name);
     assertEquals(meta?.origin, undefined, `${name} replaced`);
     assertEquals(meta?.mtime, (await Deno.stat(path(name))).mtime!.toISOString(), name);
@@ -385,9 +355,13 @@ Deno.test("-B uploads again a mutable component whose bytes differ from its obje
       "nb-2-big-Data.db",
     ]
   ) {
-    assertEquals((await head(s3, keyOf(path(name))))?.Metadata?.origin, "python", `${name} kept`);
+    assertEquals(
+      (await headObject(s3, keyOf(path(name))))?.Metadata?.origin,
+      "python",
+      `${name} kept`,
+    );
   }
-  assertEquals(await getText(s3, keyOf(path("nb-1-big-Data.db"))), "data", "Data.db left alone");
+  assertEquals(await objectText(s3, keyOf(path("nb-1-big-Data.db"))), "data", "Data.db left alone");
   // One listing; a HEAD only for the changed Statistics.db (its ETag differed)
   // and for the multipart one: none for the six unchanged single-part components.
   const requests = (operation: string) =>
@@ -415,7 +389,7 @@ Deno.test("a Data.db that changes during its upload is replaced by the retry, wi
   const final = await Deno.readFile(path);
   const key = keyOf(path);
   await waitFor("the final version in the bucket", async () => {
-    const object = await head(s3, key);
+    const object = await headObject(s3, key);
     return object?.ContentLength === final.length && object.Metadata?.md5sum === md5Hex(final);
   }, 40_000).catch((err) => {
     throw new Error(`${err.message}\n${watcher.stderr()}`);

@@ -5,16 +5,17 @@
  */
 import {
   GetObjectCommand,
-  HeadObjectCommand,
   ListMultipartUploadsCommand,
-  ListObjectsV2Command,
   PutObjectCommand,
 } from "@aws-sdk/client-s3";
 import { createHash } from "node:crypto";
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { localStore } from "./_bucket_fixture.ts";
 import {
+  bucketKeys,
   delay,
+  headObject,
+  objectText,
   runCli,
   type S3Server,
   type Scrape,
@@ -29,32 +30,6 @@ const HOST = "testhost";
 
 function md5(bytes: Uint8Array): string {
   return createHash("md5").update(bytes).digest("hex");
-}
-
-async function listKeys(s3: S3Server, prefix = ""): Promise<Map<string, number>> {
-  const keys = new Map<string, number>();
-  let token: string | undefined;
-  do {
-    const page = await s3.client.send(
-      new ListObjectsV2Command({ Bucket: s3.bucket, Prefix: prefix, ContinuationToken: token }),
-    );
-    for (const o of page.Contents ?? []) keys.set(o.Key!, o.Size!);
-    token = page.NextContinuationToken;
-  } while (token);
-  return keys;
-}
-
-async function head(s3: S3Server, key: string) {
-  try {
-    return await s3.client.send(new HeadObjectCommand({ Bucket: s3.bucket, Key: key }));
-  } catch {
-    return null;
-  }
-}
-
-async function getText(s3: S3Server, key: string): Promise<string> {
-  const out = await s3.client.send(new GetObjectCommand({ Bucket: s3.bucket, Key: key }));
-  return await out.Body!.transformToString();
 }
 
 /** Writes a file the way Cassandra 3+ does: directly under its final name. */
@@ -130,7 +105,7 @@ Deno.test("watcher uploads close-written, renamed, hard-linked and new-directory
     `${table}/ks-users-ka-2-Data.db-listdir.json`,
   ].map(key);
   await waitFor("every object", async () => {
-    const keys = await listKeys(s3);
+    const keys = await bucketKeys(s3);
     return expected.every((k) => keys.has(k));
   }, 30_000).catch((err) => {
     throw new Error(`${err.message}\n${watcher.stderr()}`);
@@ -138,7 +113,7 @@ Deno.test("watcher uploads close-written, renamed, hard-linked and new-directory
 
   // Contract: metadata of a single-part upload.
   const dataKey = key(`${table}/nb-1-big-Data.db`);
-  const dataHead = await head(s3, dataKey);
+  const dataHead = await headObject(s3, dataKey);
   const dataBytes = written.get("nb-1-big-Data.db")!;
   assertEquals(dataHead?.ContentLength, dataBytes.length);
   assertEquals(dataHead?.Metadata?.md5sum, md5(dataBytes));
@@ -152,23 +127,23 @@ Deno.test("watcher uploads close-written, renamed, hard-linked and new-directory
 
   // Contract: the index names exactly the generation (and nothing not uploaded).
   const indexKey = `${dataKey}-listdir.json`;
-  const indexHead = await head(s3, indexKey);
+  const indexHead = await headObject(s3, indexKey);
   assertEquals(indexHead?.ContentType, "application/json");
-  const index = JSON.parse(await getText(s3, indexKey));
+  const index = JSON.parse(await objectText(s3, indexKey) ?? "missing");
   assertEquals(Object.keys(index), [table]);
   const named: string[] = index[table];
   for (const c of [...components, "TOC.txt"]) {
     assert(named.includes(`nb-1-big-${c}`), `index names ${c}`);
   }
   assert(!named.some((n) => n.includes("-tmp")), "no -tmp file in the index");
-  const keys = await listKeys(s3);
+  const keys = await bucketKeys(s3);
   for (const n of named) {
     assert(keys.has(key(`${table}/${n}`)), `${n} named by the index is in the bucket`);
   }
 
   // Multipart: md5sum metadata of the whole file, bytes intact.
   const bigKey = key(`${table}/nb-5-big-Index.db`);
-  assertEquals((await head(s3, bigKey))?.Metadata?.md5sum, md5(big));
+  assertEquals((await headObject(s3, bigKey))?.Metadata?.md5sum, md5(big));
   const bigBack =
     await (await s3.client.send(new GetObjectCommand({ Bucket: s3.bucket, Key: bigKey })))
       .Body!.transformToByteArray();
@@ -225,7 +200,7 @@ Deno.test("-B uploads only what the bucket lacks, leaves a different-size object
   const log = run.stderr();
   assertEquals(code, 0, log);
   const key = (name: string) => `${HOST}:${table}/${name}`;
-  const keys = await listKeys(s3);
+  const keys = await bucketKeys(s3);
   // The two missing files, and the index of the Data.db among them, were added; nothing else.
   assertEquals([...keys.keys()].sort(), [
     key("nb-1-big-Data.db"),
@@ -236,20 +211,22 @@ Deno.test("-B uploads only what the bucket lacks, leaves a different-size object
   ]);
   for (const name of ["nb-1-big-Data.db", "nb-3-big-Filter.db"]) {
     const bytes = await Deno.readFile(`${table}/${name}`);
-    assertEquals(await getText(s3, key(name)), new TextDecoder().decode(bytes), name);
-    assertEquals((await head(s3, key(name)))?.Metadata?.md5sum, md5(bytes), name);
+    assertEquals(await objectText(s3, key(name)), new TextDecoder().decode(bytes), name);
+    assertEquals((await headObject(s3, key(name)))?.Metadata?.md5sum, md5(bytes), name);
   }
   // The objects the test put there (without tablesnap's metadata) are untouched.
   assertEquals(keys.get(key("nb-2-big-Data.db")), 5, "different-size object left alone");
-  assertEquals(await getText(s3, key("nb-2-big-Data.db")), "short");
-  assertEquals((await head(s3, key("nb-2-big-Data.db")))?.Metadata?.md5sum, undefined);
+  assertEquals(await objectText(s3, key("nb-2-big-Data.db")), "short");
+  assertEquals((await headObject(s3, key("nb-2-big-Data.db")))?.Metadata?.md5sum, undefined);
   assertEquals(
-    (await head(s3, key("nb-1-big-Index.db")))?.Metadata?.md5sum,
+    (await headObject(s3, key("nb-1-big-Index.db")))?.Metadata?.md5sum,
     undefined,
     "present file not uploaded again",
   );
   // The Data.db uploaded now got its index; the index names only stored files.
-  const index = JSON.parse(await getText(s3, `${HOST}:${table}/nb-1-big-Data.db-listdir.json`));
+  const index = JSON.parse(
+    await objectText(s3, `${HOST}:${table}/nb-1-big-Data.db-listdir.json`) ?? "missing",
+  );
   assertEquals(index[table].sort(), [
     "nb-1-big-Data.db",
     "nb-1-big-Index.db",
@@ -282,7 +259,7 @@ Deno.test("-e and -i decide what is uploaded; default skips -tmp", async () => {
     });
     assertEquals((await cli.child.status).code, 0, cli.stderr());
     await cli.stop();
-    return [...(await listKeys(s3, prefix)).keys()].map((k) => k.slice(k.lastIndexOf("/") + 1))
+    return [...(await bucketKeys(s3, prefix)).keys()].map((k) => k.slice(k.lastIndexOf("/") + 1))
       .sort();
   };
   assertEquals(await run(), ["a-Data.db", "b.log"]);
@@ -318,8 +295,8 @@ Deno.test("an S3 outage delays uploads but loses nothing", async () => {
     const back = await startS3Server("test-bucket", { port, dir: s3dir, keepDir: true });
     s3 = back;
     const key = `${HOST}:${dir.path}/during-outage`;
-    await waitFor("the object once S3 is back", () => head(back, key), 30_000);
-    assertEquals(await getText(back, key), "written while S3 was down");
+    await waitFor("the object once S3 is back", () => headObject(back, key), 30_000);
+    assertEquals(await objectText(back, key), "written while S3 was down");
     const up = await watcher.waitForMetrics(
       "nothing pending",
       (m) => m.get("tablesnap_pending_files") === 0,
@@ -449,13 +426,15 @@ Deno.test("--delete-on-backup removes local files only after upload and index", 
   }, 20_000).catch((err) => {
     throw new Error(`${err.message}\n${watcher.stderr()}`);
   });
-  const index = JSON.parse(await getText(s3, `${HOST}:${dir.path}/nb-1-big-Data.db-listdir.json`));
+  const index = JSON.parse(
+    await objectText(s3, `${HOST}:${dir.path}/nb-1-big-Data.db-listdir.json`) ?? "missing",
+  );
   assertEquals(index[dir.path].sort(), [
     "nb-1-big-Data.db",
     "nb-1-big-Index.db",
     "nb-1-big-TOC.txt",
   ]);
-  for (const n of index[dir.path]) assert(await head(s3, `${HOST}:${dir.path}/${n}`), n);
+  for (const n of index[dir.path]) assert(await headObject(s3, `${HOST}:${dir.path}/${n}`), n);
   assertEquals(await watcher.stop(), 0);
 });
 
@@ -556,7 +535,10 @@ Deno.test("--metrics-listen serves /metrics and /healthz during a real run", asy
     "the index written and nothing pending",
     (m) => indexed.test(m.text) && m.get("tablesnap_pending_files") === 0,
   );
-  assert(await head(s3, `${HOST}:${dir.path}/nb-1-big-Data.db-listdir.json`), "index in bucket");
+  assert(
+    await headObject(s3, `${HOST}:${dir.path}/nb-1-big-Data.db-listdir.json`),
+    "index in bucket",
+  );
   const text = await scrape();
   assertMatch(text, /^tablesnap_uploaded_files_total 2$/m);
   assertMatch(text, /^tablesnap_uploaded_bytes_total 26$/m);
@@ -603,7 +585,7 @@ Deno.test("SIGTERM aborts a multipart upload past the grace period and leaves no
   // Aborted, not completed: no parts left behind and no object.
   const left = await s3.client.send(new ListMultipartUploadsCommand({ Bucket: s3.bucket }));
   assertEquals(left.Uploads ?? [], [], "no multipart upload left behind");
-  assertEquals(await head(s3, `${HOST}:${dir.path}/big-Index.db`), null);
+  assertEquals(await headObject(s3, `${HOST}:${dir.path}/big-Index.db`), null);
 });
 
 Deno.test("a file that changes during its upload is never left in the bucket half-written", async () => {
@@ -626,7 +608,7 @@ Deno.test("a file that changes during its upload is never left in the bucket hal
   const final = new Uint8Array([...first, ...more]);
   const key = `${HOST}:${path}`;
   await waitFor("the final version in the bucket", async () => {
-    const object = await head(s3, key);
+    const object = await headObject(s3, key);
     return object?.ContentLength === final.length && object.Metadata?.md5sum === md5(final);
   }, 40_000).catch((err) => {
     throw new Error(`${err.message}\n${watcher.stderr()}`);
@@ -682,9 +664,13 @@ Deno.test("new files are checked against one listing of their directory: existin
     uploaded(fresh.length),
   );
   assertEquals(first.get("tablesnap_uploaded_files_total"), fresh.length, first.text);
-  for (const name of fresh) assertEquals(await getText(s3, key(name)), `new file ${name}`);
-  assertEquals((await listKeys(s3)).get(key("nb-1-big-Data.db")), 5, "different size: left alone");
-  assertEquals(await getText(s3, key("nb-2-big-Data.db")), "same size!", "same size: skipped");
+  for (const name of fresh) assertEquals(await objectText(s3, key(name)), `new file ${name}`);
+  assertEquals(
+    (await bucketKeys(s3)).get(key("nb-1-big-Data.db")),
+    5,
+    "different size: left alone",
+  );
+  assertEquals(await objectText(s3, key("nb-2-big-Data.db")), "same size!", "same size: skipped");
   // Rewritten after its upload with another size: the key is ours now, and
   // still left alone rather than overwritten. A file written after it shows
   // when the rewrite has been decided.
@@ -695,7 +681,7 @@ Deno.test("new files are checked against one listing of their directory: existin
     uploaded(fresh.length + 1),
   );
   assertEquals(metrics.get("tablesnap_uploaded_files_total"), fresh.length + 1, metrics.text);
-  assertEquals(await getText(s3, key("nb-7-big-Index.db")), "written last");
+  assertEquals(await objectText(s3, key("nb-7-big-Index.db")), "written last");
   // One listing answered for the whole directory, sizes included: no HEAD
   // for the 5 new files, nor for the keys it showed (nb-1, nb-2, then nb-3 once ours).
   const requests = (operation: string) =>
@@ -704,10 +690,10 @@ Deno.test("new files are checked against one listing of their directory: existin
   assertEquals(requests("ListObjectsV2"), 2, metrics.text);
   assertEquals(requests("HeadObject"), 0, metrics.text);
   assertEquals(await watcher.stop(), 0);
-  const keys = await listKeys(s3);
+  const keys = await bucketKeys(s3);
   assertEquals(keys.get(key("nb-1-big-Data.db")), 5, "different-size object left alone");
-  assertEquals(await getText(s3, key("nb-2-big-Data.db")), "same size!");
-  assertEquals(await getText(s3, key("nb-3-big-Data.db")), "new file nb-3-big-Data.db");
+  assertEquals(await objectText(s3, key("nb-2-big-Data.db")), "same size!");
+  assertEquals(await objectText(s3, key("nb-3-big-Data.db")), "new file nb-3-big-Data.db");
 });
 
 Deno.test("--max-bandwidth holds all uploads together to the rate, within 10%", async () => {
@@ -736,7 +722,7 @@ Deno.test("--max-bandwidth holds all uploads together to the rate, within 10%", 
     assert(finished !== undefined, metrics.text);
     assertEquals(await watcher.stop(), 0, watcher.stderr());
     for (const file of ["a-Data.db", "b-Index.db"]) {
-      assertEquals((await head(s3, `${HOST}:${root}/${file}`))?.ContentLength, bytes.length);
+      assertEquals((await headObject(s3, `${HOST}:${root}/${file}`))?.ContentLength, bytes.length);
     }
     return (finished * 1000 - started) / 1000;
   };
