@@ -14,7 +14,13 @@
  * scoping of s3:ListBucket; its object statements, scoped by resource, are
  * checked).
  */
-import { GetObjectCommand, ListObjectVersionsCommand, S3Client } from "@aws-sdk/client-s3";
+import {
+  CreateMultipartUploadCommand,
+  GetObjectCommand,
+  ListMultipartUploadsCommand,
+  ListObjectVersionsCommand,
+  S3Client,
+} from "@aws-sdk/client-s3";
 import { createHash } from "node:crypto";
 import { assert, assertEquals, assertStringIncludes } from "./_assert.ts";
 import {
@@ -31,7 +37,7 @@ import {
 const HOST = "cass1.example.com";
 const PREFIX = `${HOST}:`;
 const ROLES = ["agent", "restore", "retention"] as const;
-type Role = typeof ROLES[number] | "admin";
+type Role = typeof ROLES[number] | "admin" | "agent-without-upload-listing";
 
 /**
  * moto_server with two fixes that make it judge requests as AWS does; the
@@ -152,6 +158,12 @@ async function startMoto(buckets: Record<string, boolean>): Promise<Moto> {
     // One user per role and bucket, so that each policy names its bucket.
     for (const name of Object.keys(buckets)) {
       for (const role of ROLES) policies[`${role}-${name}`] = await policy(role, name);
+      // The agent's policy as it was before it listed multipart uploads.
+      const agent = JSON.parse(policies[`agent-${name}`]!);
+      agent.Statement = agent.Statement.filter((s: { Sid: string }) =>
+        s.Sid !== "FindUnfinishedUploads"
+      );
+      policies[`agent-without-upload-listing-${name}`] = JSON.stringify(agent);
     }
     const setup = await new Deno.Command("python3", {
       args: ["-c", SETUP, endpoint, JSON.stringify(buckets), JSON.stringify(policies)],
@@ -406,4 +418,26 @@ Deno.test("each job works with its own IAM policy and fails, naming the action, 
       }
     });
   }
+
+  await t.step("the agent aborts its own stale multipart uploads, and only those", async () => {
+    const stale = async (key: string) =>
+      (await moto.admin.send(new CreateMultipartUploadCommand({ Bucket: "backups", Key: key })))
+        .UploadId!;
+    const uploads = async () =>
+      ((await moto.admin.send(new ListMultipartUploadsCommand({ Bucket: "backups" }))).Uploads ??
+        []).map((u) => u.Key!).sort();
+    await stale(keyOf("nb-7-big-Data.db"));
+    await stale(`cass2.example.com:${table}/nb-7-big-Data.db`);
+    const args = [...watch, "--without-index", "backups", `${dir.path}/data`];
+    // Without s3:ListBucketMultipartUploads: one warning, and the backup goes on.
+    const limited = await runCli(args, { env: moto.env("agent-without-upload-listing") });
+    assertEquals(limited.code, 0, limited.stderr);
+    const warnings = limited.stderr.split("\n").filter((l) => l.includes(" WARN "));
+    assertEquals(warnings.length, 1, limited.stderr);
+    assertStringIncludes(warnings[0]!, "s3:ListBucketMultipartUploads under 'cass1.example.com:'");
+    assertEquals((await uploads()).length, 2);
+    const out = await runCli(args, { env: moto.env("agent") });
+    assertEquals(out.code, 0, out.stderr);
+    assertEquals(await uploads(), [`cass2.example.com:${table}/nb-7-big-Data.db`]);
+  });
 });

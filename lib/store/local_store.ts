@@ -16,13 +16,13 @@ import { FatalError } from "../common/errors.ts";
 import { isGone } from "../common/fs.ts";
 import { dirname } from "../common/paths.ts";
 import {
-  type ByteCounter,
   type DeleteOptions,
   DigestMismatchError,
   type FileUpload,
   type GetOptions,
   type ObjectHead,
   type ObjectInfo,
+  type PutFileOptions,
   type Store,
 } from "./store.ts";
 
@@ -134,11 +134,7 @@ export class LocalStore implements Store {
     });
   }
 
-  async putFile(
-    key: string,
-    file: FileUpload,
-    options: { signal?: AbortSignal; onBytes?: ByteCounter } = {},
-  ): Promise<void> {
+  async putFile(key: string, file: FileUpload, options: PutFileOptions = {}): Promise<void> {
     await this.#prepare();
     const tmp = this.#tmpPath();
     const hash = newMd5();

@@ -8,9 +8,12 @@ import type {
   ByteCounter,
   FileUpload,
   GetOptions,
+  MultipartUploadInfo,
   ObjectHead,
   ObjectInfo,
+  PutFileOptions,
   Store,
+  UploadedPart,
 } from "./store.ts";
 
 /**
@@ -56,10 +59,18 @@ export class RateLimiter {
 export class RateLimitedStore implements Store {
   readonly #inner: Store;
   readonly #limiter: RateLimiter;
+  // The multipart methods exist exactly when the inner store has them, so
+  // that callers can still tell a store without multipart uploads.
+  readonly listUploads?: (prefix: string) => AsyncIterable<MultipartUploadInfo>;
+  readonly abortUpload?: (key: string, uploadId: string) => Promise<void>;
+  readonly listParts?: (key: string, uploadId: string) => Promise<UploadedPart[]>;
 
   constructor(inner: Store, limiter: RateLimiter) {
     this.#inner = inner;
     this.#limiter = limiter;
+    if (inner.listUploads) this.listUploads = (prefix) => inner.listUploads!(prefix);
+    if (inner.abortUpload) this.abortUpload = (key, id) => inner.abortUpload!(key, id);
+    if (inner.listParts) this.listParts = (key, id) => inner.listParts!(key, id);
   }
 
   get url(): string {
@@ -86,11 +97,7 @@ export class RateLimitedStore implements Store {
     return this.#inner.putBytes(key, body, options);
   }
 
-  putFile(
-    key: string,
-    file: FileUpload,
-    options: { signal?: AbortSignal; onBytes?: ByteCounter } = {},
-  ): Promise<void> {
+  putFile(key: string, file: FileUpload, options: PutFileOptions = {}): Promise<void> {
     const outer = options.onBytes;
     const onBytes: ByteCounter = async (bytes) => {
       await this.#limiter.take(bytes);

@@ -47,6 +47,51 @@ export interface ByteRange {
   length: number;
 }
 
+/**
+ * How `putFile` sends a file. The multipart fields matter only to stores
+ * that upload large files in parts (S3); others ignore them.
+ */
+export interface PutFileOptions {
+  signal?: AbortSignal | undefined;
+  onBytes?: ByteCounter | undefined;
+  /**
+   * Continue this multipart upload instead of starting one: the parts the
+   * store lists for it (ListParts) whose ETag and size match `parts` are
+   * not sent again. An upload the store no longer has (expired, aborted) is
+   * replaced by a new one, reported through `onUploadStarted`.
+   */
+  resume?: { uploadId: string } | undefined;
+  /** A multipart upload was created: what a later `resume` needs. */
+  onUploadStarted?: ((uploadId: string) => void) | undefined;
+  /** Part `partNumber` (from 1) is stored with this ETag (quoted as S3 gives it). */
+  onPartDone?: ((partNumber: number, etag: string) => void) | undefined;
+  /**
+   * When `signal` aborts, leave the multipart upload in place (to resume
+   * later) rather than abort it. Other failures abort it all the same.
+   */
+  keepOnAbort?: boolean | undefined;
+}
+
+/** A multipart upload the store holds, not yet completed or aborted. */
+export interface MultipartUploadInfo {
+  key: string;
+  uploadId: string;
+  initiated: Date;
+}
+
+/** One stored part of a multipart upload, as ListParts reports it. */
+export interface UploadedPart {
+  partNumber: number;
+  /** Quoted, as S3 gives it: the part's MD5 hex for unencrypted bodies. */
+  etag: string;
+  size: number;
+}
+
+/** Thrown when a multipart upload is not (or no longer) known to the store. */
+export class NoSuchUploadError extends Error {
+  override name = "NoSuchUpload";
+}
+
 export interface GetOptions {
   signal?: AbortSignal | undefined;
   range?: ByteRange | undefined;
@@ -85,11 +130,7 @@ export interface Store {
    * changed meanwhile, the put fails and nothing is left under `key`.
    * Aborting `signal` aborts the upload (multipart uploads are aborted too).
    */
-  putFile(
-    key: string,
-    file: FileUpload,
-    options?: { signal?: AbortSignal; onBytes?: ByteCounter },
-  ): Promise<void>;
+  putFile(key: string, file: FileUpload, options?: PutFileOptions): Promise<void>;
 
   /**
    * The object's body as a stream, and its facts (`head.size` is the whole
@@ -127,6 +168,21 @@ export interface Store {
    * `deleteMany`. Only where `versioning` exists.
    */
   deleteVersions?(versions: VersionRef[], options?: DeleteOptions): Promise<void>;
+
+  /**
+   * Every multipart upload in progress under `prefix`, paginated. Stores
+   * without multipart uploads omit it (and the two below).
+   */
+  listUploads?(prefix: string): AsyncIterable<MultipartUploadInfo>;
+
+  /** Aborts a multipart upload; one the store no longer has is not an error. */
+  abortUpload?(key: string, uploadId: string): Promise<void>;
+
+  /**
+   * The parts stored so far for an upload, in part order, paginated.
+   * Throws `NoSuchUploadError` when the store does not have the upload.
+   */
+  listParts?(key: string, uploadId: string): Promise<UploadedPart[]>;
 
   /** Releases connections. */
   close(): void;

@@ -11,9 +11,17 @@
  *   {"op":"checkpoint","at":1767225600000}             see startup.ts
  *   {"op":"pending","path":"/var/lib/...","since":...} complete, not in the bucket
  *   {"op":"done","path":"/var/lib/..."}                in the bucket, skipped or gone
+ *   {"op":"upload","path":..,"key":..,"uploadId":..,   a multipart upload began
+ *    "partSize":..,"size":..,"mtime":..}
+ *   {"op":"part","path":..,"n":3,"etag":"\"..\""}      its part 3 is stored
+ *   {"op":"upload-end","path":..}                      completed or aborted
  *
  * A path is pending when its last `pending` line has no `done` after it;
- * the last checkpoint counts. Anything else (a line that is not one of
+ * the last checkpoint counts. A multipart upload is in flight from its
+ * `upload` line to its `upload-end` (see multipart_resume.ts); its file
+ * counts as pending too. Journals from before multipart resume (no upload
+ * lines) read the same; an older tablesnap finds the new ops unknown and
+ * reconciles the whole tree, as for any damage. Anything else (a line that is not one of
  * these, a last line without its newline, another version) makes the file
  * untrustworthy: the watcher then reconciles the whole tree.
  *
@@ -33,6 +41,7 @@ import { errorMessage, FatalError } from "../common/errors.ts";
 import { isGone } from "../common/fs.ts";
 import { log } from "../common/log.ts";
 import type { RecordJournal } from "./file_record.ts";
+import type { InFlightUpload, UploadJournal } from "./multipart_resume.ts";
 
 export const JOURNAL_FILE = "journal.jsonl";
 export const LOCK_FILE = "lock";
@@ -55,6 +64,8 @@ export interface JournalContents {
   pending: Map<string, number>;
   /** The last checkpoint (epoch ms), if any. */
   checkpoint: number | undefined;
+  /** Multipart uploads in flight, by path. */
+  uploads: Map<string, InFlightUpload>;
   /** Why the file cannot be trusted; `pending` then holds what came before. */
   damage: string | undefined;
 }
@@ -64,6 +75,7 @@ export function parseJournal(text: string): JournalContents {
   const contents: JournalContents = {
     pending: new Map(),
     checkpoint: undefined,
+    uploads: new Map(),
     damage: undefined,
   };
   if (text === "") {
@@ -129,6 +141,38 @@ function applyLine(line: string, contents: JournalContents): string | undefined 
       if (!isTime(entry.at)) return "checkpoint without a time";
       contents.checkpoint = entry.at;
       return undefined;
+    case "upload": {
+      const { key, uploadId, partSize, size, mtime } = entry;
+      if (typeof path !== "string" || !path.startsWith("/")) return "upload without a path";
+      if (typeof key !== "string" || typeof uploadId !== "string" || uploadId === "") {
+        return "upload without a key and upload id";
+      }
+      if (!isCount(partSize) || partSize === 0 || !isCount(size) || typeof mtime !== "number") {
+        return "upload without a part size, size and mtime";
+      }
+      contents.uploads.set(path, {
+        key,
+        uploadId,
+        partSize,
+        size,
+        mtimeMs: mtime,
+        parts: new Map(),
+      });
+      return undefined;
+    }
+    case "part": {
+      if (typeof path !== "string" || !path.startsWith("/")) return "part without a path";
+      if (!isCount(entry.n) || entry.n === 0 || typeof entry.etag !== "string") {
+        return "part without a number and etag";
+      }
+      // A part of an upload already ended is history: nothing to do.
+      contents.uploads.get(path)?.parts.set(entry.n, entry.etag);
+      return undefined;
+    }
+    case "upload-end":
+      if (typeof path !== "string" || !path.startsWith("/")) return "upload-end without a path";
+      contents.uploads.delete(path);
+      return undefined;
     default:
       return `unknown op ${JSON.stringify(op)}`;
   }
@@ -136,6 +180,33 @@ function applyLine(line: string, contents: JournalContents): string | undefined 
 
 function isTime(value: unknown): value is number {
   return typeof value === "number" && Number.isFinite(value) && value >= 0;
+}
+
+function isCount(value: unknown): value is number {
+  return Number.isSafeInteger(value) && (value as number) >= 0;
+}
+
+function uploadLines(path: string, upload: InFlightUpload): string[] {
+  const { key, uploadId, partSize, size, mtimeMs } = upload;
+  const lines = [
+    JSON.stringify({ op: "upload", path, key, uploadId, partSize, size, mtime: mtimeMs }),
+  ];
+  for (const [n, etag] of upload.parts) lines.push(partLine(path, n, etag));
+  return lines;
+}
+
+function partLine(path: string, n: number, etag: string): string {
+  return JSON.stringify({ op: "part", path, n, etag });
+}
+
+function uploadEndLine(path: string): string {
+  return JSON.stringify({ op: "upload-end", path });
+}
+
+/** The bytes an upload's lines take (near enough for the compaction bound). */
+function uploadBytes(path: string, upload: InFlightUpload): number {
+  return 2 * path.length + upload.key.length + upload.uploadId.length + 160 +
+    upload.parts.size * (path.length + 80);
 }
 
 function pendingLine(path: string, since: number): string {
@@ -154,8 +225,10 @@ function checkpointLine(at: number): string {
 export interface JournalRecovery {
   /** No journal existed: nothing is known of what happened before. */
   fresh: boolean;
-  /** Pending files to queue again, with their since times. */
+  /** Pending files to queue again, with their since times (those of `uploads` too). */
   pending: Map<string, number>;
+  /** Multipart uploads a crash left in flight, by path (multipart_resume.ts resumes them). */
+  uploads: Map<string, InFlightUpload>;
   /** The last checkpoint, unless the journal was fresh or damaged. */
   checkpoint: number | undefined;
   /** The journal could not be trusted (already reported as a warning). */
@@ -167,7 +240,7 @@ export interface JournalOptions {
   compactMinBytes?: number;
 }
 
-export class Journal implements RecordJournal {
+export class Journal implements RecordJournal, UploadJournal {
   readonly dir: string;
   readonly path: string;
   readonly #lock: Deno.FsFile;
@@ -177,6 +250,10 @@ export class Journal implements RecordJournal {
   /** Pending paths: what the file says plus what is waiting to be written. */
   readonly #live = new Map<string, number>();
   #liveBytes = 0;
+  /** Multipart uploads in flight, by path: what the file says plus what is waiting. */
+  readonly #uploads = new Map<string, InFlightUpload>();
+  /** Upload lines not written yet, in order (uploads are few: each line is kept). */
+  #uploadLines: string[] = [];
   /** Paths pending in the file as written (or being written right now). */
   #written = new Set<string>();
   /** Lines not written yet, by path: a since time for pending, null for done. */
@@ -254,20 +331,26 @@ export class Journal implements RecordJournal {
       text = await Deno.readTextFile(this.path);
     } catch (err) {
       if (isGone(err)) {
-        return { fresh: true, pending: new Map(), checkpoint: undefined, damaged: false };
+        return {
+          fresh: true,
+          pending: new Map(),
+          uploads: new Map(),
+          checkpoint: undefined,
+          damaged: false,
+        };
       }
       throw err;
     }
     const contents = parseJournal(text);
-    for (const [path, since] of contents.pending) this.#setLive(path, since);
+    const { pending, uploads } = contents;
+    // A file whose upload was in flight was pending, even if its pending
+    // line was not written yet (both are written by the same batches).
+    for (const path of uploads.keys()) if (!pending.has(path)) pending.set(path, Date.now());
+    for (const [path, since] of pending) this.#setLive(path, since);
+    for (const [path, upload] of uploads) this.#setUpload(path, upload);
     if (contents.damage === undefined) {
       this.#checkpoint = contents.checkpoint;
-      return {
-        fresh: false,
-        pending: contents.pending,
-        checkpoint: contents.checkpoint,
-        damaged: false,
-      };
+      return { fresh: false, pending, uploads, checkpoint: contents.checkpoint, damaged: false };
     }
     // Kept for a look; the journal itself is rewritten from what was readable.
     await Deno.rename(this.path, this.path + DAMAGED_SUFFIX).catch(() => {});
@@ -276,7 +359,7 @@ export class Journal implements RecordJournal {
       problem: contents.damage,
       kept_as: this.path + DAMAGED_SUFFIX,
     });
-    return { fresh: false, pending: contents.pending, checkpoint: undefined, damaged: true };
+    return { fresh: false, pending, uploads, checkpoint: undefined, damaged: true };
   }
 
   /** The last checkpoint recorded (or asked for). */
@@ -298,6 +381,46 @@ export class Journal implements RecordJournal {
     }
     this.#setLive(path, since);
     this.#unwritten.set(path, since);
+    this.#flushSoon();
+  }
+
+  /** The multipart upload in flight for `path`, if any. */
+  upload(path: string): InFlightUpload | undefined {
+    return this.#uploads.get(path);
+  }
+
+  /** Every multipart upload id in flight (the ones start-up must not abort). */
+  uploadIds(): Set<string> {
+    return new Set([...this.#uploads.values()].map((u) => u.uploadId));
+  }
+
+  /** A multipart upload of `path` began (it replaces any earlier one of the path). */
+  uploadStarted(path: string, upload: Omit<InFlightUpload, "parts">): void {
+    if (this.#closed) return;
+    const entry = { ...upload, parts: new Map<number, string>() };
+    this.#setUpload(path, entry);
+    this.#uploadLines.push(...uploadLines(path, entry));
+    this.#flushSoon();
+  }
+
+  /** Part `n` of the upload in flight for `path` is stored. */
+  partDone(path: string, n: number, etag: string): void {
+    const upload = this.#uploads.get(path);
+    if (this.#closed || !upload) return;
+    this.#liveBytes -= uploadBytes(path, upload);
+    upload.parts.set(n, etag);
+    this.#liveBytes += uploadBytes(path, upload);
+    this.#uploadLines.push(partLine(path, n, etag));
+    this.#flushSoon();
+  }
+
+  /** The upload in flight for `path` completed or was aborted. */
+  uploadEnded(path: string): void {
+    const upload = this.#uploads.get(path);
+    if (this.#closed || !upload) return;
+    this.#uploads.delete(path);
+    this.#liveBytes -= uploadBytes(path, upload);
+    this.#uploadLines.push(uploadEndLine(path));
     this.#flushSoon();
   }
 
@@ -368,6 +491,13 @@ export class Journal implements RecordJournal {
     this.#live.set(path, since);
   }
 
+  #setUpload(path: string, upload: InFlightUpload): void {
+    const before = this.#uploads.get(path);
+    if (before) this.#liveBytes -= uploadBytes(path, before);
+    this.#uploads.set(path, upload);
+    this.#liveBytes += uploadBytes(path, upload);
+  }
+
   #remove(path: string): void {
     if (!this.#live.delete(path)) return;
     this.#liveBytes -= lineBytes(path);
@@ -394,6 +524,9 @@ export class Journal implements RecordJournal {
     const lines: string[] = [];
     const ready = this.#checkpointReady;
     if (ready !== undefined) lines.push(checkpointLine(ready));
+    // Before the pending lines of the batch: only the upload lines' own order matters.
+    lines.push(...this.#uploadLines);
+    this.#uploadLines = [];
     const batch = this.#unwritten;
     this.#unwritten = new Map();
     // Counted as written from now: later lines are appended after these.
@@ -461,7 +594,9 @@ export class Journal implements RecordJournal {
     const lines = [HEADER];
     if (checkpoint !== undefined) lines.push(checkpointLine(checkpoint));
     for (const [path, since] of this.#live) lines.push(pendingLine(path, since));
+    for (const [path, upload] of this.#uploads) lines.push(...uploadLines(path, upload));
     // Everything live is in this file: what was waiting is written with it.
+    this.#uploadLines = [];
     const unwritten = this.#unwritten;
     const written = this.#written;
     this.#unwritten = new Map();

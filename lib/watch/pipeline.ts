@@ -22,6 +22,7 @@ import {
   type RecordJournal,
   type StoredVersion,
 } from "./file_record.ts";
+import type { UploadJournal } from "./multipart_resume.ts";
 import { FileUploader } from "./upload_file.ts";
 
 /** Between the attempts of one try-cycle. */
@@ -57,8 +58,8 @@ export interface UploadPipelineOptions {
   rootOf?: (path: string) => string;
   /** Stored files remembered before deleted ones are first pruned (default 10,000). */
   pruneStoredAfter?: number;
-  /** The durable journal (`--state-dir`): told which files are pending. */
-  journal?: RecordJournal | undefined;
+  /** The durable journal (`--state-dir`): told which files are pending and which uploads are in flight. */
+  journal?: (RecordJournal & UploadJournal) | undefined;
 }
 
 /** How a file came to be in the bucket. */
@@ -97,6 +98,7 @@ export class UploadPipeline {
       partSize: options.partSize,
       md5OnStart: options.md5OnStart,
       signal: this.#abort.signal,
+      journal: options.journal,
     });
   }
 

@@ -22,6 +22,7 @@ import { Metrics } from "./metrics.ts";
 import { serveMetrics } from "./metrics_server.ts";
 import type { PathFilter } from "./path_filter.ts";
 import { UploadPipeline } from "./pipeline.ts";
+import { abortStaleUploads } from "./stale_uploads.ts";
 import { DurableState, reconcileAtStart } from "./startup.ts";
 import { listenForStopSignals } from "./stop_signals.ts";
 import type { ListenEvent } from "./watch_rules.ts";
@@ -75,6 +76,10 @@ export async function runWatch(s: WatchSettings): Promise<number> {
   const store = openWatchStore(s, metrics);
   await checkReachable(store, metrics, backup);
   const server = s.metricsListen === undefined ? undefined : serveMetrics(metrics, s.metricsListen);
+  // Before any upload of ours: whatever is listed is an earlier run's.
+  if (backup || state) {
+    await abortStaleUploads(store, keyHead(s.naming), state?.journal.uploadIds() ?? new Set());
+  }
   const rootOf = (path: string) => s.roots.find((r) => path.startsWith(r + "/")) ?? path;
 
   const journal = state?.journal;

@@ -11,6 +11,8 @@
  *   5. put, with `stat`, `md5sum` and `mtime` metadata (Content-MD5 on every
  *      request, so bytes that changed during the send are refused by the
  *      store and never become an object);
+ *   (with `--state-dir`, a multipart upload a crash interrupted is resumed
+ *   or aborted: multipart_resume.ts)
  *   6. lstat again: if the file changed meanwhile, the upload fails (the
  *      pipeline tries again later) and the retry overwrites the object,
  *      which holds the complete version that was read. Nothing is deleted:
@@ -28,9 +30,10 @@ import { log } from "../common/log.ts";
 import { type KeyNaming, objectKey } from "../bucket/keys.ts";
 import { MTIME_METADATA, mtimeMetadata, statMetadata } from "../bucket/object_meta.ts";
 import { isMutableComponent } from "../bucket/sstable.ts";
-import type { FileUpload, Store } from "../store/store.ts";
+import type { FileUpload, PutFileOptions, Store } from "../store/store.ts";
 import type { BucketView, RemoteObject } from "./bucket_view.ts";
 import type { StoredVersion } from "./file_record.ts";
+import { MultipartResume, type UploadJournal } from "./multipart_resume.ts";
 
 /** S3 refuses more parts than this. */
 const MAX_PARTS = 10_000;
@@ -53,6 +56,8 @@ export interface UploaderOptions {
   md5OnStart: boolean;
   /** Aborts every upload in flight (shutdown past its grace period). */
   signal: AbortSignal;
+  /** `--state-dir`: multipart uploads are journaled, and resumed after a crash. */
+  journal?: UploadJournal | undefined;
 }
 
 /** What one upload found or did. */
@@ -93,8 +98,13 @@ export class FileUploader {
    */
   readonly #superseded = new Set<string>();
 
+  readonly #resume: MultipartResume | undefined;
+
   constructor(options: UploaderOptions) {
     this.#o = options;
+    this.#resume = options.journal
+      ? new MultipartResume(options.store, options.journal)
+      : undefined;
   }
 
   /**
@@ -103,6 +113,20 @@ export class FileUploader {
    * Throws when the upload failed (the file is then worth another try).
    */
   async upload(
+    path: string,
+    stored: StoredVersion | undefined,
+    onSized: (bytes: number) => void,
+  ): Promise<UploadOutcome> {
+    try {
+      return await this.#upload(path, stored, onSized);
+    } finally {
+      // Skipped, found in the bucket, failed: no journaled upload outlives
+      // the attempt, but the one shutdown interrupts (resumed next start).
+      await this.#resume?.afterAttempt(path, this.#o.signal.aborted);
+    }
+  }
+
+  async #upload(
     path: string,
     stored: StoredVersion | undefined,
     onSized: (bytes: number) => void,
@@ -208,9 +232,15 @@ export class FileUploader {
           [MTIME_METADATA]: mtimeMetadata(mtimeMs),
         },
       };
-      if (partSize) upload.parts = { partSize, md5s: digests.partMd5s! };
+      let options: PutFileOptions = { signal: this.#o.signal };
+      if (partSize) {
+        upload.parts = { partSize, md5s: digests.partMd5s! };
+        const file = { path, key, size: info.size, mtimeMs, partSize };
+        if (this.#resume) options = { ...options, ...await this.#resume.optionsFor(file) };
+      }
       if (body) upload.body = body;
-      await this.#o.store.putFile(key, upload, { signal: this.#o.signal });
+      await this.#o.store.putFile(key, upload, options);
+      if (partSize) this.#resume?.completed(path);
       const etag = partSize ? multipartEtag(digests.partMd5s!) : digests.md5;
       return { md5: digests.md5, etag };
     } finally {

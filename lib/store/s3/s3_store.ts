@@ -35,15 +35,17 @@ import { errorMessage, FatalError } from "../../common/errors.ts";
 import { log } from "../../common/log.ts";
 import { VERSION } from "../../common/version.ts";
 import type {
-  ByteCounter,
   DeleteOptions,
   DeleteRefusal,
   FileUpload,
   GetOptions,
+  MultipartUploadInfo,
   ObjectHead,
   ObjectInfo,
   ObjectVersion,
+  PutFileOptions,
   Store,
+  UploadedPart,
   Versioning,
   VersionRef,
 } from "../store.ts";
@@ -57,7 +59,7 @@ import {
   unquote,
 } from "./errors.ts";
 import { rangeStream } from "./file_range.ts";
-import { putMultipart } from "./multipart.ts";
+import { abortUpload, listParts, listUploads, putMultipart } from "./multipart.ts";
 
 /** How to reach S3; every field optional, the SDK's default chain fills in. */
 export interface S3Options {
@@ -290,22 +292,14 @@ export class S3Store implements Store {
     );
   }
 
-  putFile(
-    key: string,
-    file: FileUpload,
-    options: { signal?: AbortSignal; onBytes?: ByteCounter } = {},
-  ): Promise<void> {
+  putFile(key: string, file: FileUpload, options: PutFileOptions = {}): Promise<void> {
     // CreateMultipartUpload, UploadPart and CompleteMultipartUpload are all s3:PutObject.
     return this.#putFile(key, file, options).catch((err) => {
       throw namedDenial(err, { action: "s3:PutObject", key });
     });
   }
 
-  async #putFile(
-    key: string,
-    file: FileUpload,
-    options: { signal?: AbortSignal; onBytes?: ByteCounter },
-  ): Promise<void> {
+  async #putFile(key: string, file: FileUpload, options: PutFileOptions): Promise<void> {
     const { signal, onBytes } = options;
     if (file.body) await onBytes?.(file.body.byteLength);
     const direct = await this.#direct();
@@ -344,8 +338,20 @@ export class S3Store implements Store {
         object: this.#objectParams(key, file.metadata, file.contentType),
       },
       { ...file, parts: file.parts },
-      { signal, onBytes },
+      options,
     );
+  }
+
+  listUploads(prefix: string): AsyncIterable<MultipartUploadInfo> {
+    return listUploads(this.#client, this.#bucket, prefix);
+  }
+
+  abortUpload(key: string, uploadId: string): Promise<void> {
+    return abortUpload(this.#client, this.#bucket, key, uploadId);
+  }
+
+  listParts(key: string, uploadId: string): Promise<UploadedPart[]> {
+    return listParts(this.#client, this.#bucket, key, uploadId);
   }
 
   async get(

@@ -1,0 +1,49 @@
+/**
+ * At start: aborts this host's incomplete multipart uploads that no journal
+ * will resume. A SIGKILL leaves its upload in flight; S3 keeps (and bills)
+ * its parts until a lifecycle rule removes them, and lists them nowhere but
+ * ListMultipartUploads. Run before the first upload of this process, so
+ * everything listed is an earlier run's: with `--state-dir` the journal's
+ * uploads are spared (multipart_resume.ts resumes or aborts them), all
+ * others aborted; after any sequence of crashes none is left once the
+ * watcher is idle.
+ *
+ * It needs s3:ListBucketMultipartUploads (and s3:AbortMultipartUpload); a
+ * store or a policy without them costs a one-line warning, nothing more.
+ */
+import { errorMessage } from "../common/errors.ts";
+import { log } from "../common/log.ts";
+import type { Store } from "../store/store.ts";
+
+/** Aborts the uploads under `prefix` whose id is not in `keep`; returns how many. */
+export async function abortStaleUploads(
+  store: Store,
+  prefix: string,
+  keep: ReadonlySet<string>,
+): Promise<number> {
+  if (!store.listUploads || !store.abortUpload) return 0;
+  let aborted = 0;
+  try {
+    for await (const upload of store.listUploads(prefix)) {
+      if (keep.has(upload.uploadId)) continue;
+      await store.abortUpload(upload.key, upload.uploadId);
+      aborted++;
+      log.debug("aborted a stale multipart upload", {
+        key: upload.key,
+        upload_id: upload.uploadId,
+        initiated: upload.initiated.toISOString(),
+      });
+    }
+  } catch (err) {
+    log.warn("cannot clean up unfinished multipart uploads; their parts stay billed", {
+      prefix,
+      aborted,
+      error: errorMessage(err),
+    });
+    return aborted;
+  }
+  if (aborted > 0) {
+    log.info("aborted unfinished multipart uploads left by an earlier run", { uploads: aborted });
+  }
+  return aborted;
+}

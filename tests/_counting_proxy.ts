@@ -1,0 +1,89 @@
+/**
+ * A TCP proxy on 127.0.0.1 that counts the bytes a client sends through it:
+ * put between a watcher and its S3 server, it measures what the watcher
+ * really sent (every request, headers and bodies), independently of the
+ * watcher's own accounting.
+ */
+
+export interface CountingProxy extends AsyncDisposable {
+  /** The endpoint to give the client instead of the server's. */
+  endpoint: string;
+  /** Bytes sent by clients since the start or the last `reset()`. */
+  sent(): number;
+  reset(): void;
+  stop(): Promise<void>;
+}
+
+/** Starts a proxy to `127.0.0.1:targetPort`. */
+export function startCountingProxy(targetPort: number): CountingProxy {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  const open = new Set<Deno.Conn>();
+  const pumps = new Set<Promise<void>>();
+  let sent = 0;
+
+  const pump = async (from: Deno.Conn, to: Deno.Conn, count: boolean) => {
+    const buffer = new Uint8Array(64 * 1024);
+    try {
+      for (;;) {
+        const n = await from.read(buffer);
+        if (n === null) break;
+        if (count) sent += n;
+        let offset = 0;
+        while (offset < n) offset += await to.write(buffer.subarray(offset, n));
+      }
+      await to.closeWrite().catch(() => {});
+    } catch {
+      // a side went away (a killed client): close both
+      close(from);
+      close(to);
+    }
+  };
+  const close = (conn: Deno.Conn) => {
+    if (!open.delete(conn)) return;
+    try {
+      conn.close();
+    } catch {
+      // already closed
+    }
+  };
+  const track = (p: Promise<void>) => {
+    pumps.add(p);
+    p.finally(() => pumps.delete(p));
+  };
+  const accepting = (async () => {
+    for await (const client of listener) {
+      open.add(client);
+      let server: Deno.Conn;
+      try {
+        server = await Deno.connect({ hostname: "127.0.0.1", port: targetPort });
+      } catch {
+        close(client);
+        continue;
+      }
+      open.add(server);
+      const both = Promise.all([pump(client, server, true), pump(server, client, false)]);
+      track(both.then(() => {
+        close(client);
+        close(server);
+      }));
+    }
+  })().catch(() => {});
+
+  let stopped = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    listener.close();
+    await accepting;
+    for (const conn of [...open]) close(conn);
+    await Promise.all([...pumps]);
+  };
+  return {
+    endpoint: `http://127.0.0.1:${port}`,
+    sent: () => sent,
+    reset: () => sent = 0,
+    stop,
+    [Symbol.asyncDispose]: stop,
+  };
+}

@@ -1,0 +1,291 @@
+/**
+ * Multipart uploads across SIGKILL (`--state-dir`, lib/watch/multipart_resume.ts
+ * and stale_uploads.ts): a real watcher killed mid-upload against moto (which,
+ * unlike s3rver, lists multipart uploads and their parts), its bytes counted
+ * by a TCP proxy in between, then restarted without -B.
+ */
+import {
+  AbortMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  GetObjectCommand,
+  ListMultipartUploadsCommand,
+  ListPartsCommand,
+  UploadPartCommand,
+} from "@aws-sdk/client-s3";
+import { createHash } from "node:crypto";
+import { assert, assertEquals } from "./_assert.ts";
+import { startCountingProxy } from "./_counting_proxy.ts";
+import {
+  delay,
+  headObject,
+  runCli,
+  type S3Server,
+  spawnWatcher,
+  startS3Server,
+  tempDir,
+  waitFor,
+} from "./_helpers.ts";
+import { Journal, JOURNAL_FILE, parseJournal } from "../lib/watch/journal.ts";
+
+const HOST = "resumehost";
+const MiB = 1024 * 1024;
+const PART = 5 * MiB;
+
+/** Every incomplete multipart upload under `prefix`, through the test's own client. */
+async function uploadsUnder(s3: S3Server, prefix = "") {
+  const out = await s3.client.send(
+    new ListMultipartUploadsCommand({ Bucket: s3.bucket, Prefix: prefix }),
+  );
+  return (out.Uploads ?? []).map((u) => ({ key: u.Key!, uploadId: u.UploadId! }));
+}
+
+async function partsOf(s3: S3Server, key: string, uploadId: string): Promise<number> {
+  const out = await s3.client.send(
+    new ListPartsCommand({ Bucket: s3.bucket, Key: key, UploadId: uploadId }),
+  );
+  return out.Parts?.length ?? 0;
+}
+
+function md5(bytes: Uint8Array): string {
+  return createHash("md5").update(bytes).digest("hex");
+}
+
+/** Bytes that differ in every part, so a part sent at the wrong place shows. */
+function fileBytes(size: number, seed: number): Uint8Array {
+  const bytes = new Uint8Array(size);
+  let x = seed * 2654435761 >>> 0;
+  for (let i = 0; i < size; i += 4) {
+    x = (x * 1664525 + 1013904223) >>> 0;
+    bytes[i] = x & 255;
+    bytes[i + 1] = (x >>> 8) & 255;
+    bytes[i + 2] = (x >>> 16) & 255;
+    bytes[i + 3] = x >>> 24;
+  }
+  return bytes;
+}
+
+async function objectBytes(s3: S3Server, key: string): Promise<Uint8Array> {
+  const out = await s3.client.send(new GetObjectCommand({ Bucket: s3.bucket, Key: key }));
+  return await out.Body!.transformToByteArray();
+}
+
+/** Written under a name the watcher skips, then renamed into place, as Cassandra's -tmp files are. */
+async function writeComplete(path: string, bytes: Uint8Array): Promise<void> {
+  await Deno.writeFile(`${path}.tmp`, bytes);
+  await Deno.rename(`${path}.tmp`, path);
+}
+
+function watchArgs(stateDir: string, bucket: string, root: string, ...extra: string[]) {
+  return [
+    "-r",
+    "-a",
+    "-n",
+    HOST,
+    "--without-index",
+    "--state-dir",
+    stateDir,
+    "--max-upload-size",
+    "5",
+    "--multipart-chunk-size",
+    "5",
+    ...extra,
+    bucket,
+    root,
+  ];
+}
+
+/** Waits until `key` has an upload in progress with at least `parts` parts; returns its id. */
+function waitForParts(s3: S3Server, key: string, parts: number): Promise<string> {
+  return waitFor(`${parts} parts of ${key}`, async () => {
+    const upload = (await uploadsUnder(s3, key)).find((u) => u.key === key);
+    return upload && await partsOf(s3, key, upload.uploadId) >= parts && upload.uploadId;
+  }, 30_000);
+}
+
+Deno.test("journal: upload lines load, old journals still load, compaction keeps live uploads", async () => {
+  const header = `{"journal":"tablesnap","version":1}`;
+  const text = [
+    header,
+    `{"op":"pending","path":"/d/big","since":5}`,
+    `{"op":"upload","path":"/d/big","key":"h:/d/big","uploadId":"u1","partSize":5,"size":12,"mtime":7}`,
+    `{"op":"part","path":"/d/big","n":1,"etag":"\\"aa\\""}`,
+    `{"op":"upload","path":"/d/old","key":"h:/d/old","uploadId":"u0","partSize":5,"size":9,"mtime":3}`,
+    `{"op":"upload-end","path":"/d/old"}`,
+  ].join("\n") + "\n";
+  const parsed = parseJournal(text);
+  assertEquals(parsed.damage, undefined);
+  assertEquals([...parsed.uploads.keys()], ["/d/big"]);
+  assertEquals(parsed.uploads.get("/d/big")?.uploadId, "u1");
+  assertEquals([...parsed.uploads.get("/d/big")!.parts], [[1, `"aa"`]]);
+  // A journal written before multipart resume reads as it did.
+  const old = parseJournal(`${header}\n{"op":"pending","path":"/d/a","since":1}\n`);
+  assertEquals([...old.pending], [["/d/a", 1]]);
+  assertEquals(old.uploads.size, 0);
+  assert(
+    parseJournal(`${header}\n{"op":"upload","path":"/d/a"}\n`).damage?.includes("line 2"),
+    "an upload line without its fields is damage",
+  );
+
+  await using dir = await tempDir("tablesnap-state-");
+  await Deno.writeTextFile(`${dir.path}/${JOURNAL_FILE}`, text);
+  const { journal, recovery } = await Journal.open(dir.path, { flushDelayMs: 10_000 });
+  assertEquals(recovery.uploads.get("/d/big")?.uploadId, "u1");
+  journal.uploadStarted("/d/new", {
+    key: "h:/d/new",
+    uploadId: "u2",
+    partSize: 5,
+    size: 10,
+    mtimeMs: 8,
+  });
+  journal.partDone("/d/new", 1, `"bb"`);
+  journal.uploadEnded("/d/big");
+  await journal.close(); // compacted: only the live upload and its part remain
+  const after = parseJournal(await Deno.readTextFile(`${dir.path}/${JOURNAL_FILE}`));
+  assertEquals([...after.uploads.keys()], ["/d/new"]);
+  assertEquals([...after.uploads.get("/d/new")!.parts], [[1, `"bb"`]]);
+  const again = await Journal.open(dir.path);
+  assertEquals([...again.journal.uploadIds()], ["u2"]);
+  await again.journal.close();
+});
+
+Deno.test("a 60 MiB multipart upload killed mid-way resumes from its last part after a restart without -B", async () => {
+  await using s3 = await startS3Server("resume-bucket", { server: "moto" });
+  await using proxy = startCountingProxy(s3.port);
+  await using dir = await tempDir();
+  const root = `${dir.path}/data`;
+  const stateDir = `${dir.path}/state`;
+  await Deno.mkdir(`${root}/ks/t`, { recursive: true });
+  const path = `${root}/ks/t/nb-1-big-Data.db`;
+  const key = `${HOST}:${path}`;
+  const size = 60 * MiB + 12345; // 13 parts, the last one short
+  const totalParts = Math.ceil(size / PART);
+  const bytes = fileBytes(size, 1);
+  const env = { ...s3.env, AWS_ENDPOINT_URL_S3: proxy.endpoint };
+
+  {
+    await using watcher = spawnWatcher(
+      watchArgs(stateDir, s3.bucket, root, "--max-bandwidth", "8M"),
+      { env },
+    );
+    await watcher.waitUntilWatching();
+    await writeComplete(path, bytes);
+    await waitForParts(s3, key, 3);
+    await watcher.stop("SIGKILL");
+  }
+  const [upload] = await uploadsUnder(s3, HOST);
+  assert(upload, "the killed upload is still in progress");
+  const partsBefore = await partsOf(s3, key, upload.uploadId);
+  assert(partsBefore >= 3 && partsBefore < totalParts, `parts before the restart: ${partsBefore}`);
+  const sentBefore = proxy.sent();
+  proxy.reset();
+
+  {
+    await using watcher = spawnWatcher(watchArgs(stateDir, s3.bucket, root), { env });
+    await waitFor("the object", () => headObject(s3, key), 60_000);
+    await waitFor("no upload in progress", async () => (await uploadsUnder(s3)).length === 0);
+    assertEquals(await watcher.stop("SIGTERM"), 0, watcher.stderr());
+  }
+  const sentAfter = proxy.sent();
+  // What had to be sent (the parts not yet stored) plus at most one part,
+  // and a little for the requests' headers and the start-up listings.
+  const remaining = size - partsBefore * PART;
+  assert(
+    sentAfter <= remaining + PART + 256 * 1024,
+    `after the restart ${sentAfter} bytes were sent; ${remaining} were left`,
+  );
+  assert(sentAfter >= remaining, `the remaining ${remaining} bytes were sent (${sentAfter})`);
+  assert(sentBefore + sentAfter < size + 2 * PART, `in all ${sentBefore + sentAfter} bytes`);
+
+  const head = await headObject(s3, key);
+  assertEquals(head?.ETag?.endsWith(`-${totalParts}"`), true, head?.ETag);
+  assertEquals(head?.Metadata?.md5sum, md5(bytes));
+  const info = await Deno.lstat(path);
+  assertEquals(JSON.parse(head?.Metadata?.stat ?? "{}").mode, info.mode);
+  assertEquals(md5(await objectBytes(s3, key)), md5(bytes));
+});
+
+Deno.test("a file changed while the watcher was down: its old upload is aborted, the new bytes land", async () => {
+  await using s3 = await startS3Server("resume-bucket", { server: "moto" });
+  await using dir = await tempDir();
+  const root = `${dir.path}/data`;
+  const stateDir = `${dir.path}/state`;
+  await Deno.mkdir(`${root}/ks/t`, { recursive: true });
+  const path = `${root}/ks/t/nb-2-big-Data.db`;
+  const key = `${HOST}:${path}`;
+  const size = 20 * MiB;
+
+  let oldUpload: string;
+  {
+    await using watcher = spawnWatcher(
+      watchArgs(stateDir, s3.bucket, root, "--max-bandwidth", "6M"),
+      { env: s3.env },
+    );
+    await watcher.waitUntilWatching();
+    await writeComplete(path, fileBytes(size, 2));
+    oldUpload = await waitForParts(s3, key, 1);
+    await delay(300); // the journal's batch holds the upload by now
+    await watcher.stop("SIGKILL");
+  }
+  // Rewritten in place, same size: only the content and the mtime differ.
+  const newer = fileBytes(size, 3);
+  await writeComplete(path, newer);
+  {
+    await using watcher = spawnWatcher(watchArgs(stateDir, s3.bucket, root), { env: s3.env });
+    await waitFor("the new object", async () => {
+      const head = await headObject(s3, key);
+      return head?.Metadata?.md5sum === md5(newer);
+    }, 60_000);
+    await waitFor("no upload in progress", async () => (await uploadsUnder(s3)).length === 0);
+    assertEquals(await watcher.stop("SIGTERM"), 0, watcher.stderr());
+  }
+  assertEquals(md5(await objectBytes(s3, key)), md5(newer));
+  assert(!(await uploadsUnder(s3)).some((u) => u.uploadId === oldUpload), "old upload aborted");
+});
+
+Deno.test("stale uploads of this host are aborted at start, another host's are left alone", async () => {
+  await using s3 = await startS3Server("resume-bucket", { server: "moto" });
+  await using dir = await tempDir();
+  const root = `${dir.path}/data`;
+  await Deno.mkdir(root, { recursive: true });
+  const create = async (key: string) => {
+    const out = await s3.client.send(
+      new CreateMultipartUploadCommand({ Bucket: s3.bucket, Key: key }),
+    );
+    await s3.client.send(
+      new UploadPartCommand({
+        Bucket: s3.bucket,
+        Key: key,
+        UploadId: out.UploadId!,
+        PartNumber: 1,
+        Body: fileBytes(PART, 4),
+      }),
+    );
+    return out.UploadId!;
+  };
+  const mine = [`${HOST}:${root}/ks/t/nb-9-big-Data.db`, `${HOST}:/elsewhere/nb-1-big-Data.db`];
+  const others = [`other-${HOST}:${root}/ks/t/nb-9-big-Data.db`, `${HOST}x:${root}/a`];
+
+  for (const withState of [true, false]) {
+    for (const key of [...mine, ...others]) await create(key);
+    if (withState) {
+      await using watcher = spawnWatcher(watchArgs(`${dir.path}/state`, s3.bucket, root), {
+        env: s3.env,
+      });
+      // The clean-up runs before the watches are set up.
+      await watcher.waitUntilWatching();
+      assertEquals(await watcher.stop("SIGTERM"), 0, watcher.stderr());
+    } else {
+      // Without --state-dir it runs at -B starts (here with --once).
+      const out = await runCli(["--once", "-B", "-n", HOST, s3.bucket, root], { env: s3.env });
+      assertEquals(out.code, 0, out.stderr);
+    }
+    const left = (await uploadsUnder(s3)).map((u) => u.key).sort();
+    assertEquals(left, [...others].sort(), `with state dir: ${withState}`);
+    // The other hosts' go before the next round.
+    for (const u of await uploadsUnder(s3)) {
+      await s3.client.send(
+        new AbortMultipartUploadCommand({ Bucket: s3.bucket, Key: u.key, UploadId: u.uploadId }),
+      );
+    }
+  }
+});
