@@ -1,8 +1,9 @@
 /**
  * A TCP proxy on 127.0.0.1 that counts the bytes a client sends through it:
  * put between a watcher and its S3 server, it measures what the watcher
- * really sent (every request, headers and bodies), independently of the
- * watcher's own accounting.
+ * really sent, independently of the watcher's own accounting: every byte,
+ * and the request bodies alone (HTTP/1.1 framed by Content-Length, which is
+ * how tablesnap sends file bytes), including those of requests cut short.
  */
 
 export interface CountingProxy extends AsyncDisposable {
@@ -10,6 +11,8 @@ export interface CountingProxy extends AsyncDisposable {
   endpoint: string;
   /** Bytes sent by clients since the start or the last `reset()`. */
   sent(): number;
+  /** Of those, the bytes of request bodies. */
+  bodyBytes(): number;
   reset(): void;
   stop(): Promise<void>;
 }
@@ -21,14 +24,19 @@ export function startCountingProxy(targetPort: number): CountingProxy {
   const open = new Set<Deno.Conn>();
   const pumps = new Set<Promise<void>>();
   let sent = 0;
+  let body = 0;
 
   const pump = async (from: Deno.Conn, to: Deno.Conn, count: boolean) => {
     const buffer = new Uint8Array(64 * 1024);
+    const framing = new RequestFraming();
     try {
       for (;;) {
         const n = await from.read(buffer);
         if (n === null) break;
-        if (count) sent += n;
+        if (count) {
+          sent += n;
+          body += framing.bodyBytesIn(buffer.subarray(0, n));
+        }
         let offset = 0;
         while (offset < n) offset += await to.write(buffer.subarray(offset, n));
       }
@@ -82,8 +90,40 @@ export function startCountingProxy(targetPort: number): CountingProxy {
   return {
     endpoint: `http://127.0.0.1:${port}`,
     sent: () => sent,
-    reset: () => sent = 0,
+    bodyBytes: () => body,
+    reset: () => {
+      sent = 0;
+      body = 0;
+    },
     stop,
     [Symbol.asyncDispose]: stop,
   };
+}
+
+/** Follows one connection's requests: head, then Content-Length bytes of body. */
+class RequestFraming {
+  #head = "";
+  #bodyLeft = 0;
+
+  /** How many bytes of `chunk` are request body. */
+  bodyBytesIn(chunk: Uint8Array): number {
+    let body = 0;
+    let i = 0;
+    while (i < chunk.length) {
+      if (this.#bodyLeft > 0) {
+        const n = Math.min(this.#bodyLeft, chunk.length - i);
+        this.#bodyLeft -= n;
+        body += n;
+        i += n;
+        continue;
+      }
+      this.#head += String.fromCharCode(chunk[i++]!);
+      if (this.#head.endsWith("\r\n\r\n")) {
+        const length = /\r\ncontent-length:\s*(\d+)/i.exec(this.#head)?.[1];
+        this.#bodyLeft = length === undefined ? 0 : Number(length);
+        this.#head = "";
+      }
+    }
+    return body;
+  }
 }
