@@ -26,6 +26,7 @@ import {
   waitFor,
 } from "./_helpers.ts";
 import { Journal, JOURNAL_FILE, parseJournal } from "../lib/watch/journal.ts";
+import { S3Store } from "../lib/store/s3/s3_store.ts";
 
 const HOST = "resumehost";
 const MiB = 1024 * 1024;
@@ -144,8 +145,69 @@ Deno.test("journal: upload lines load, old journals still load, compaction keeps
   assertEquals([...after.uploads.keys()], ["/d/new"]);
   assertEquals([...after.uploads.get("/d/new")!.parts], [[1, `"bb"`]]);
   const again = await Journal.open(dir.path);
-  assertEquals([...again.journal.uploadIds()], ["u2"]);
+  assertEquals(again.journal.uploads().map(([path, u]) => [path, u.uploadId]), [["/d/new", "u2"]]);
   await again.journal.close();
+});
+
+Deno.test("S3Store resumes only the parts whose ETag is the file's part MD5, and replaces a lost upload", async () => {
+  await using s3 = await startS3Server("resume-bucket", { server: "moto" });
+  await using dir = await tempDir();
+  const path = `${dir.path}/f`;
+  const bytes = fileBytes(3 * PART + 1000, 5);
+  await Deno.writeFile(path, bytes);
+  const partMd5s = [0, 1, 2, 3].map((i) => md5(bytes.subarray(i * PART, (i + 1) * PART)));
+  const upload = {
+    path,
+    size: bytes.length,
+    md5: md5(bytes),
+    parts: { partSize: PART, md5s: partMd5s },
+    metadata: { md5sum: md5(bytes) },
+  };
+  const store = new S3Store({
+    bucket: s3.bucket,
+    endpoint: s3.endpoint,
+    accessKeyId: "S3RVER",
+    secretAccessKey: "S3RVER",
+  });
+  try {
+    // An upload with part 1 right, part 2 of other bytes (same size), no part 3 or 4.
+    const key = "h:/resumed";
+    const { UploadId } = await s3.client.send(
+      new CreateMultipartUploadCommand({ Bucket: s3.bucket, Key: key }),
+    );
+    for (const [n, body] of [[1, bytes.subarray(0, PART)], [2, fileBytes(PART, 6)]] as const) {
+      await s3.client.send(
+        new UploadPartCommand({ Bucket: s3.bucket, Key: key, UploadId, PartNumber: n, Body: body }),
+      );
+    }
+    let sent = 0;
+    const started: string[] = [];
+    const done: number[] = [];
+    await store.putFile(key, upload, {
+      resume: { uploadId: UploadId! },
+      onBytes: (n) => void (sent += n),
+      onUploadStarted: (id) => void started.push(id),
+      onPartDone: (n) => void done.push(n),
+    });
+    assertEquals(sent, bytes.length - PART, "every part but the first was sent");
+    assertEquals(started, []);
+    assertEquals(done, [2, 3, 4]);
+    assertEquals(md5(await objectBytes(s3, key)), md5(bytes));
+
+    // An upload S3 no longer has: a new one, announced, and the whole file sent.
+    sent = 0;
+    await store.putFile("h:/lost", upload, {
+      resume: { uploadId: "no-such-upload" },
+      onBytes: (n) => void (sent += n),
+      onUploadStarted: (id) => void started.push(id),
+    });
+    assertEquals(sent, bytes.length);
+    assertEquals(started.length, 1);
+    assertEquals(md5(await objectBytes(s3, "h:/lost")), md5(bytes));
+    assertEquals(await uploadsUnder(s3), []);
+  } finally {
+    store.close();
+  }
 });
 
 Deno.test("a 60 MiB multipart upload killed mid-way resumes from its last part after a restart without -B", async () => {

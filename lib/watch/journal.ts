@@ -389,9 +389,9 @@ export class Journal implements RecordJournal, UploadJournal {
     return this.#uploads.get(path);
   }
 
-  /** Every multipart upload id in flight (the ones start-up must not abort). */
-  uploadIds(): Set<string> {
-    return new Set([...this.#uploads.values()].map((u) => u.uploadId));
+  /** Every multipart upload in flight, by path (a snapshot). */
+  uploads(): [string, InFlightUpload][] {
+    return [...this.#uploads];
   }
 
   /** A multipart upload of `path` began (it replaces any earlier one of the path). */

@@ -22,7 +22,7 @@ import { Metrics } from "./metrics.ts";
 import { serveMetrics } from "./metrics_server.ts";
 import type { PathFilter } from "./path_filter.ts";
 import { UploadPipeline } from "./pipeline.ts";
-import { abortStaleUploads } from "./stale_uploads.ts";
+import { abortStaleUploads, uploadsToKeep } from "./stale_uploads.ts";
 import { DurableState, reconcileAtStart } from "./startup.ts";
 import { listenForStopSignals } from "./stop_signals.ts";
 import type { ListenEvent } from "./watch_rules.ts";
@@ -74,13 +74,16 @@ export async function runWatch(s: WatchSettings): Promise<number> {
   const backup = s.backup || (state?.needsFullReconciliation ?? false);
   const metrics = new Metrics();
   const store = openWatchStore(s, metrics);
-  await checkReachable(store, metrics, backup);
+  const reachable = await checkReachable(store, metrics, backup);
   const server = s.metricsListen === undefined ? undefined : serveMetrics(metrics, s.metricsListen);
-  // Before any upload of ours: whatever is listed is an earlier run's.
-  if (backup || state) {
-    await abortStaleUploads(store, keyHead(s.naming), state?.journal.uploadIds() ?? new Set());
-  }
   const rootOf = (path: string) => s.roots.find((r) => path.startsWith(r + "/")) ?? path;
+  // Before any upload of ours: whatever is listed is an earlier run's. (Not
+  // while S3 is unreachable: the start would wait for the listing's timeouts.)
+  if ((backup || state) && reachable) {
+    const backsUp = (path: string) => rootOf(path) !== path && s.filter.accepts(path);
+    const keep = state ? uploadsToKeep(state.journal, backsUp) : new Set<string>();
+    await abortStaleUploads(store, keyHead(s.naming), keep);
+  }
 
   const journal = state?.journal;
   const pipeline = new UploadPipeline({ ...s, store, observer: metrics, rootOf, journal });
@@ -203,13 +206,14 @@ function openWatchStore(s: WatchSettings, metrics: Metrics): Store {
 
 /**
  * Permanent problems (no bucket, denied) stop us here; a network outage
- * does not: the pipeline retries until S3 is back. With -B the startup
+ * does not: the pipeline retries until S3 is back. False when it was out. With -B the startup
  * listing proves the same (with the same errors), one request cheaper.
  */
-async function checkReachable(store: Store, metrics: Metrics, backup: boolean): Promise<void> {
+async function checkReachable(store: Store, metrics: Metrics, backup: boolean): Promise<boolean> {
   try {
     if (!backup) await store.check();
     metrics.setS3Reachable(true);
+    return true;
   } catch (err) {
     if (err instanceof FatalError) throw err;
     log.warn("cannot reach the bucket yet; uploads will retry", {
@@ -217,6 +221,7 @@ async function checkReachable(store: Store, metrics: Metrics, backup: boolean): 
       error: errorMessage(err),
     });
     metrics.setS3Reachable(false);
+    return false;
   }
 }
 

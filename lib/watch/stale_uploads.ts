@@ -14,6 +14,7 @@
 import { errorMessage } from "../common/errors.ts";
 import { log } from "../common/log.ts";
 import type { Store } from "../store/store.ts";
+import type { Journal } from "./journal.ts";
 
 /** Aborts the uploads under `prefix` whose id is not in `keep`; returns how many. */
 export async function abortStaleUploads(
@@ -46,4 +47,18 @@ export async function abortStaleUploads(
     log.info("aborted unfinished multipart uploads left by an earlier run", { uploads: aborted });
   }
   return aborted;
+}
+
+/**
+ * The ids of the journal's uploads that this run will resume or abort: those
+ * of files it still backs up. The others (a PATH no longer given, a file now
+ * filtered out) are forgotten, so that `abortStaleUploads` aborts them.
+ */
+export function uploadsToKeep(journal: Journal, backsUp: (path: string) => boolean): Set<string> {
+  const keep = new Set<string>();
+  for (const [path, upload] of journal.uploads()) {
+    if (backsUp(path)) keep.add(upload.uploadId);
+    else journal.uploadEnded(path);
+  }
+  return keep;
 }
