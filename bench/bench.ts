@@ -30,6 +30,11 @@ import {
 } from "./_tree.ts";
 import { dropS3rverPrefix, type Server, startCountingProxy, startServer } from "./_servers.ts";
 import {
+  type CrashMatrixFigures,
+  describeFigures,
+  runCrashMatrix,
+} from "../tests/_crash_matrix.ts";
+import {
   fmt,
   type LatencyStats,
   latencyStats,
@@ -44,8 +49,10 @@ let REPO = new URL("..", import.meta.url).pathname;
 const BUCKET = "bench";
 const NAME = "bench";
 const MB = 1e6;
-const SECTIONS = ["bulk", "limit", "restore", "latency", "memory", "reconcile"] as const;
+const SECTIONS = ["bulk", "limit", "restore", "latency", "memory", "reconcile", "crash"] as const;
 type Section = typeof SECTIONS[number];
+/** Run without --only: the SIGKILL matrix (a minute of kills) only when asked for. */
+const DEFAULT_SECTIONS = SECTIONS.filter((s) => s !== "crash");
 
 export interface Config {
   size: number;
@@ -65,6 +72,11 @@ export interface Config {
   keep: boolean;
   forceProc: boolean;
   main: string | undefined;
+  /** --watch-args: extra options of the latency section's watcher. */
+  watchArgs: string[];
+  /** --crash-kills and --crash-seed: the SIGKILL matrix. */
+  crashKills: number;
+  crashSeed: number;
 }
 
 const USAGE = `Usage: deno task bench [options]
@@ -81,6 +93,11 @@ const USAGE = `Usage: deno task bench [options]
   --mem-small N          small files of the memory case (default 10000)
   --threads LIST         -t values of the memory case (default 4,32)
   --only LIST            sections to run: ${SECTIONS.join(",")}
+                         (default all but crash)
+  --watch-args=ARGS      extra watcher options for the latency section, e.g.
+                         --watch-args="--state-dir STATE-DIR" (STATE-DIR: a new directory)
+  --crash-kills N        SIGKILLs in the crash section (default 20; --quick 3)
+  --crash-seed N         its seed (default: random, printed)
   --out FILE             where to write the report (default bench/results/latest.md)
   --tmp DIR              where to generate data (default: a new temp dir)
   --keep                 keep the generated data
@@ -111,6 +128,9 @@ export function parseConfig(args: string[]): Config {
       keep: { type: "boolean" },
       proc: { type: "boolean" },
       main: { type: "string" },
+      "watch-args": { type: "string" },
+      "crash-kills": { type: "string" },
+      "crash-seed": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -126,7 +146,7 @@ export function parseConfig(args: string[]): Config {
     return n;
   };
   const sections = new Set<Section>(
-    (values.only?.split(",") ?? [...SECTIONS]).map((s) => {
+    (values.only?.split(",") ?? [...DEFAULT_SECTIONS]).map((s) => {
       if (!(SECTIONS as readonly string[]).includes(s)) throw new Error(`Unknown section '${s}'`);
       return s as Section;
     }),
@@ -148,6 +168,9 @@ export function parseConfig(args: string[]): Config {
     tmp: values.tmp,
     keep: values.keep ?? false,
     forceProc: values.proc ?? false,
+    watchArgs: values["watch-args"]?.split(/\s+/).filter((a) => a !== "") ?? [],
+    crashKills: int(values["crash-kills"], quick ? 3 : 20, "--crash-kills"),
+    crashSeed: int(values["crash-seed"], Math.floor(Math.random() * 1e9) + 1, "--crash-seed"),
     main: values.main,
   };
 }
@@ -650,9 +673,10 @@ async function latency(cfg: Config, server: Server, work: string): Promise<Laten
   const burstTables = await makeTables(`${root}/burst`, 10, rand);
   const prefix = "lat/";
   const keyOf = (path: string) => `${prefix}${NAME}:${path}`;
+  const extra = cfg.watchArgs.map((a) => a === "STATE-DIR" ? `${work}/latency-state` : a);
   await using watcher = background(
     Deno.execPath(),
-    tablesnapArgs(server, prefix, ["-r", server.bucket, root]),
+    tablesnapArgs(server, prefix, [...extra, "-r", server.bucket, root]),
     { env: childEnv(), cwd: REPO },
   );
   await watcher.waitFor("tablesnap started");
@@ -925,6 +949,7 @@ interface Results {
   memory?: MemoryRun[];
   reconcile?: ReconcileResult;
   restore?: RestoreResult;
+  crash?: CrashMatrixFigures;
   machine: Record<string, string>;
   errors: string[];
 }
@@ -1173,7 +1198,9 @@ function report(r: Results): string {
   if (r.latency) {
     const l = r.latency;
     lines.push(
-      `**2. Watch latency**: the watcher (\`-r\`, defaults) running; files closed in place or ` +
+      `**2. Watch latency**: the watcher (\`-r\`, ${
+        r.cfg.watchArgs.length > 0 ? `\`${r.cfg.watchArgs.join(" ")}\`` : "defaults"
+      }) running; files closed in place or ` +
         `renamed in (alternately); time from close/rename to the first successful HEAD ` +
         `(steady; HEAD every 2 ms) or to the first listing showing the key (burst; listed every ` +
         `${l.burstPollMs} ms, so ±${l.burstPollMs} ms). Watcher peak RSS ${
@@ -1243,6 +1270,25 @@ function report(r: Results): string {
       ),
       "",
     );
+  }
+  if (r.crash) {
+    const c = r.crash;
+    lines.push(
+      `**7. SIGKILL matrix** (\`--only crash\`; tests/_crash_matrix.ts): a workload written ` +
+        `while a watcher with \`--state-dir\` is killed at ${c.kills} random points and ` +
+        `restarted without -B each time (moto, \`--max-bandwidth 8M\` until the last start).`,
+      "",
+      "| Seed | Kills | Files | File MiB | Body MiB sent | Re-sent MiB | Resumed | Incomplete left | Mismatches | s |",
+      "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+      `| ${c.seed} | ${c.kills} | ${c.files} | ${fmt(c.fileBytes / 2 ** 20, 1)} | ${
+        fmt(c.sentFileBytes / 2 ** 20, 1)
+      } | ${
+        fmt((c.sentFileBytes - c.fileBytes) / 2 ** 20, 1)
+      } | ${c.resumed} | ${c.incompleteUploads} | ${c.mismatches.length} | ${fmt(c.seconds, 0)} |`,
+      "",
+    );
+    for (const m of c.mismatches.slice(0, 10)) lines.push(`- mismatch: ${m}`);
+    if (c.mismatches.length > 0) lines.push("");
   }
   for (const e of r.errors) lines.push(`**Error**: ${e}`, "");
   lines.push(
@@ -1339,6 +1385,21 @@ async function main(args: string[]): Promise<number> {
     }
     await step("reconcile", async () => {
       results.reconcile = await reconcile(cfg, work);
+    });
+    await step("crash", async () => {
+      log(`crash matrix: seed ${cfg.crashSeed} (--crash-seed ${cfg.crashSeed} replays it)`);
+      const figures = await runCrashMatrix({
+        seed: cfg.crashSeed,
+        kills: cfg.crashKills,
+        steps: cfg.crashKills * 3,
+        bigFiles: Math.max(1, Math.round(cfg.crashKills / 5)),
+        log,
+      });
+      log(describeFigures(figures));
+      results.crash = figures;
+      if (figures.mismatches.length > 0 || figures.incompleteUploads > 0) {
+        throw new Error(`crash matrix failed: ${describeFigures(figures)}`);
+      }
     });
   } finally {
     if (!cfg.keep) await Deno.remove(work, { recursive: true }).catch(() => {});
