@@ -271,6 +271,46 @@ Deno.test("a 60 MiB multipart upload killed mid-way resumes from its last part a
   assertEquals(md5(await objectBytes(s3, key)), md5(bytes));
 });
 
+Deno.test("a stop past --shutdown-grace keeps the multipart upload, and the next start resumes it", async () => {
+  await using s3 = await startS3Server("resume-bucket", { server: "moto" });
+  await using proxy = startCountingProxy(s3.port);
+  await using dir = await tempDir();
+  const root = `${dir.path}/data`;
+  const stateDir = `${dir.path}/state`;
+  await Deno.mkdir(`${root}/ks/t`, { recursive: true });
+  const path = `${root}/ks/t/nb-3-big-Data.db`;
+  const key = `${HOST}:${path}`;
+  const size = 25 * MiB;
+  const bytes = fileBytes(size, 7);
+  const env = { ...s3.env, AWS_ENDPOINT_URL_S3: proxy.endpoint };
+  {
+    await using watcher = spawnWatcher(
+      watchArgs(stateDir, s3.bucket, root, "--max-bandwidth", "6M", "--shutdown-grace", "0"),
+      { env },
+    );
+    await watcher.waitUntilWatching();
+    await writeComplete(path, bytes);
+    await waitForParts(s3, key, 2);
+    assertEquals(await watcher.stop("SIGTERM"), 0, watcher.stderr());
+  }
+  const [kept] = await uploadsUnder(s3, HOST);
+  assert(kept, "the interrupted upload is kept for the next start");
+  const partsBefore = await partsOf(s3, key, kept.uploadId);
+  proxy.reset();
+  {
+    await using watcher = spawnWatcher(watchArgs(stateDir, s3.bucket, root), { env });
+    await waitFor("the object", () => headObject(s3, key), 60_000);
+    await waitFor("no upload in progress", async () => (await uploadsUnder(s3)).length === 0);
+    assertEquals(await watcher.stop("SIGTERM"), 0, watcher.stderr());
+  }
+  const remaining = size - partsBefore * PART;
+  assert(
+    proxy.bodyBytes() <= remaining + PART + 16 * 1024,
+    `after the restart ${proxy.bodyBytes()} body bytes were sent; ${remaining} were left`,
+  );
+  assertEquals(md5(await objectBytes(s3, key)), md5(bytes));
+});
+
 Deno.test("a file changed while the watcher was down: its old upload is aborted, the new bytes land", async () => {
   await using s3 = await startS3Server("resume-bucket", { server: "moto" });
   await using dir = await tempDir();
