@@ -58,7 +58,10 @@ export interface UploadPipelineOptions {
   rootOf?: (path: string) => string;
   /** Stored files remembered before deleted ones are first pruned (default 10,000). */
   pruneStoredAfter?: number;
-  /** The durable journal (`--state-dir`): told which files are pending and which uploads are in flight. */
+  /**
+   * The durable journal (`--state-dir`): told which files are pending, and
+   * which multipart uploads are in flight.
+   */
   journal?: (RecordJournal & UploadJournal) | undefined;
 }
 
