@@ -349,7 +349,7 @@ Deno.test("a file changed while the watcher was down: its old upload is aborted,
   assert(!(await uploadsUnder(s3)).some((u) => u.uploadId === oldUpload), "old upload aborted");
 });
 
-Deno.test("stale uploads of this host are aborted at start, another host's are left alone", async () => {
+Deno.test("stale uploads under the watched paths are aborted at start, others are left alone", async () => {
   await using s3 = await startS3Server("resume-bucket", { server: "moto" });
   await using dir = await tempDir();
   const root = `${dir.path}/data`;
@@ -369,8 +369,12 @@ Deno.test("stale uploads of this host are aborted at start, another host's are l
     );
     return out.UploadId!;
   };
-  const mine = [`${HOST}:${root}/ks/t/nb-9-big-Data.db`, `${HOST}:/elsewhere/nb-1-big-Data.db`];
-  const others = [`other-${HOST}:${root}/ks/t/nb-9-big-Data.db`, `${HOST}x:${root}/a`];
+  const mine = [`${HOST}:${root}/ks/t/nb-9-big-Data.db`, `${HOST}:${root}/a`];
+  const others = [
+    `other-${HOST}:${root}/ks/t/nb-9-big-Data.db`, // another host
+    `${HOST}x:${root}/a`, // a host whose name starts like this one's
+    `${HOST}:/elsewhere/CommitLog-7-1.log`, // this host's, another watcher's PATH
+  ];
 
   for (const withState of [true, false]) {
     for (const key of [...mine, ...others]) await create(key);

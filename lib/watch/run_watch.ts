@@ -11,7 +11,7 @@ import { errorMessage, FatalError } from "../common/errors.ts";
 import { secondsSince } from "../common/format.ts";
 import { log } from "../common/log.ts";
 import { VERSION } from "../common/version.ts";
-import { keyHead, type KeyNaming } from "../bucket/keys.ts";
+import { keyHead, type KeyNaming, objectKey } from "../bucket/keys.ts";
 import { type Connection, type ObjectLockRetention, openStore } from "../store/open_store.ts";
 import { RateLimitedStore, RateLimiter } from "../store/rate_limit.ts";
 import type { Store } from "../store/store.ts";
@@ -82,7 +82,8 @@ export async function runWatch(s: WatchSettings): Promise<number> {
   if ((backup || state) && reachable) {
     const backsUp = (path: string) => rootOf(path) !== path && s.filter.accepts(path);
     const keep = state ? uploadsToKeep(state.journal, backsUp) : new Set<string>();
-    await abortStaleUploads(store, keyHead(s.naming), keep);
+    const prefixes = s.roots.map((root) => objectKey(s.naming, `${root}/`));
+    await abortStaleUploads(store, prefixes, keep);
   }
 
   const journal = state?.journal;

@@ -1,6 +1,9 @@
 /**
- * At start: aborts this host's incomplete multipart uploads that no journal
- * will resume. A SIGKILL leaves its upload in flight; S3 keeps (and bills)
+ * At start: aborts this watcher's incomplete multipart uploads that no
+ * journal will resume: those under its PATHs' keys, the only keys it ever
+ * uploads to. Not the whole host's prefix: several watchers may share a
+ * host name (one for the data directories, one for the commit logs, each
+ * with its state directory), and each must leave the other's uploads be. A SIGKILL leaves its upload in flight; S3 keeps (and bills)
  * its parts until a lifecycle rule removes them, and lists them nowhere but
  * ListMultipartUploads. Run before the first upload of this process, so
  * everything listed is an earlier run's: with `--state-dir` the journal's
@@ -16,32 +19,36 @@ import { log } from "../common/log.ts";
 import type { Store } from "../store/store.ts";
 import type { Journal } from "./journal.ts";
 
-/** Aborts the uploads under `prefix` whose id is not in `keep`; returns how many. */
+/** Aborts the uploads under `prefixes` whose id is not in `keep`; returns how many. */
 export async function abortStaleUploads(
   store: Store,
-  prefix: string,
+  prefixes: string[],
   keep: ReadonlySet<string>,
 ): Promise<number> {
   if (!store.listUploads || !store.abortUpload) return 0;
+  // A PATH inside another is listed with it.
+  const outer = prefixes.filter((p) => !prefixes.some((q) => q !== p && p.startsWith(q)));
   let aborted = 0;
-  try {
-    for await (const upload of store.listUploads(prefix)) {
-      if (keep.has(upload.uploadId)) continue;
-      await store.abortUpload(upload.key, upload.uploadId);
-      aborted++;
-      log.debug("aborted a stale multipart upload", {
-        key: upload.key,
-        upload_id: upload.uploadId,
-        initiated: upload.initiated.toISOString(),
+  for (const prefix of new Set(outer)) {
+    try {
+      for await (const upload of store.listUploads(prefix)) {
+        if (keep.has(upload.uploadId)) continue;
+        await store.abortUpload(upload.key, upload.uploadId);
+        aborted++;
+        log.debug("aborted a stale multipart upload", {
+          key: upload.key,
+          upload_id: upload.uploadId,
+          initiated: upload.initiated.toISOString(),
+        });
+      }
+    } catch (err) {
+      log.warn("cannot clean up unfinished multipart uploads; their parts stay billed", {
+        prefix,
+        aborted,
+        error: errorMessage(err),
       });
+      return aborted;
     }
-  } catch (err) {
-    log.warn("cannot clean up unfinished multipart uploads; their parts stay billed", {
-      prefix,
-      aborted,
-      error: errorMessage(err),
-    });
-    return aborted;
   }
   if (aborted > 0) {
     log.info("aborted unfinished multipart uploads left by an earlier run", { uploads: aborted });
