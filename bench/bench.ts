@@ -1278,13 +1278,15 @@ function report(r: Results): string {
         `while a watcher with \`--state-dir\` is killed at ${c.kills} random points and ` +
         `restarted without -B each time (moto, \`--max-bandwidth 8M\` until the last start).`,
       "",
-      "| Seed | Kills | Files | File MiB | Body MiB sent | Re-sent MiB | Resumed | Incomplete left | Mismatches | s |",
-      "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+      "| Seed | Kills | Files | File MiB | Body MiB sent | Re-sent MiB | Resumed | Stale aborted | Incomplete left | Mismatches | s |",
+      "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
       `| ${c.seed} | ${c.kills} | ${c.files} | ${fmt(c.fileBytes / 2 ** 20, 1)} | ${
         fmt(c.sentFileBytes / 2 ** 20, 1)
       } | ${
         fmt((c.sentFileBytes - c.fileBytes) / 2 ** 20, 1)
-      } | ${c.resumed} | ${c.incompleteUploads} | ${c.mismatches.length} | ${fmt(c.seconds, 0)} |`,
+      } | ${c.resumed} | ${c.staleAborted} | ${c.incompleteUploads} | ${c.mismatches.length} | ${
+        fmt(c.seconds, 0)
+      } |`,
       "",
     );
     for (const m of c.mismatches.slice(0, 10)) lines.push(`- mismatch: ${m}`);

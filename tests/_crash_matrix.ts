@@ -51,8 +51,10 @@ export interface CrashMatrixFigures {
   /** Request body bytes the watchers sent for files (indexes apart). */
   sentFileBytes: number;
   sentIndexBytes: number;
-  /** Multipart uploads resumed after a kill (from the watchers' logs). */
+  /** Multipart uploads completed after resuming one a kill interrupted (from the watchers' logs). */
   resumed: number;
+  /** Uploads the starts aborted as stale (created too shortly before a kill to be journaled). */
+  staleAborted: number;
   /** Incomplete multipart uploads left under the host's prefix once idle. */
   incompleteUploads: number;
   /** Everything in the bucket as on disk (bytes, `md5sum`, `stat`, `mtime`). */
@@ -213,8 +215,14 @@ export async function runCrashMatrix(o: CrashMatrixOptions): Promise<CrashMatrix
   const steps = workload(root, o, rand);
   let writtenBytes = 0;
   let resumed = 0;
-  const countResumes = (stderr: string) =>
-    resumed += stderr.split("\n").filter((l) => l.includes("resumed a multipart upload")).length;
+  let staleAborted = 0;
+  const countResumes = (stderr: string) => {
+    for (const line of stderr.split("\n")) {
+      if (line.includes("resumed a multipart upload")) resumed++;
+      const stale = /aborted unfinished multipart uploads .* uploads=(\d+)/.exec(line);
+      if (stale) staleAborted += Number(stale[1]);
+    }
+  };
 
   let next = 0;
   const perCycle = steps.length / (o.kills + 1);
@@ -299,6 +307,7 @@ export async function runCrashMatrix(o: CrashMatrixOptions): Promise<CrashMatrix
     sentFileBytes: proxy.bodyBytes() - proxy.bodyBytes(indexRequest),
     sentIndexBytes: proxy.bodyBytes(indexRequest),
     resumed,
+    staleAborted,
     incompleteUploads: await incompleteUploads(s3, prefix),
     mismatches,
     seconds: (performance.now() - started) / 1000,
@@ -312,6 +321,7 @@ export function describeFigures(f: CrashMatrixFigures): string {
   return `seed ${f.seed}: ${f.kills} kills, ${f.files} files (${mb(f.fileBytes)} MiB; ` +
     `${mb(f.writtenBytes)} MiB written with rewrites), ${mb(f.sentFileBytes)} MiB of file bodies ` +
     `sent (${mb(f.sentFileBytes - f.fileBytes)} MiB more than the files), ` +
-    `${f.resumed} multipart uploads resumed, ${f.incompleteUploads} incomplete uploads left, ` +
+    `${f.resumed} multipart uploads resumed, ${f.staleAborted} aborted as stale, ` +
+    `${f.incompleteUploads} incomplete uploads left, ` +
     `${f.mismatches.length} mismatches, ${f.seconds.toFixed(0)} s`;
 }
