@@ -19,11 +19,12 @@
  * A path is pending when its last `pending` line has no `done` after it;
  * the last checkpoint counts. A multipart upload is in flight from its
  * `upload` line to its `upload-end` (see multipart_resume.ts); its file
- * counts as pending too. Journals from before multipart resume (no upload
- * lines) read the same; an older tablesnap finds the new ops unknown and
- * reconciles the whole tree, as for any damage. Anything else (a line that is not one of
- * these, a last line without its newline, another version) makes the file
- * untrustworthy: the watcher then reconciles the whole tree.
+ * counts as pending too. Anything else (a line that is not one of these, a
+ * last line without its newline, another version) makes the file
+ * untrustworthy: the watcher then reconciles the whole tree. The upload
+ * lines came without a version change: journals from before them read the
+ * same, and an older tablesnap takes them for damage: a full
+ * reconciliation; their uploads wait for a newer start's clean-up.
  *
  * Cost on the upload path: `pending` and `done` only update two maps. The
  * lines are written by a batch every `FLUSH_DELAY_MS`, one write and one
