@@ -5,7 +5,9 @@
  *   FileWatcher (complete files) -> UploadPipeline (the bucket)
  *        -> IndexPublisher (-listdir.json) -> LocalCleanup (--delete-on-backup)
  *
- * plus start-up reconciliation (-B), --once, metrics and signals.
+ * plus pins (--pin: the pipeline pins each complete file; a Data.db's pin
+ * waits for its index), start-up reconciliation (-B), --once, metrics and
+ * signals.
  */
 import { errorMessage, FatalError } from "../common/errors.ts";
 import { secondsSince } from "../common/format.ts";
@@ -21,6 +23,7 @@ import { LocalCleanup } from "./local_cleanup.ts";
 import { Metrics } from "./metrics.ts";
 import { serveMetrics } from "./metrics_server.ts";
 import type { PathFilter } from "./path_filter.ts";
+import { Pins } from "./pins.ts";
 import { UploadPipeline } from "./pipeline.ts";
 import { DurableState, reconcileAtStart } from "./startup.ts";
 import { listenForStopSignals } from "./stop_signals.ts";
@@ -58,6 +61,14 @@ export interface WatchSettings {
   stateDir?: string | undefined;
   /** --object-lock-mode/-days: explicit retention on every object written; unset: the bucket's default. */
   objectLock?: ObjectLockRetention | undefined;
+  /** --pin: complete files are hard-linked until in the bucket; unset: off. */
+  pin?: PinSettings | undefined;
+}
+
+/** --pin-dir (undefined: `PATH/.tablesnap-pins` per PATH) and --pin-max-bytes. */
+export interface PinSettings {
+  dir: string | undefined;
+  maxBytes: number;
 }
 
 /**
@@ -72,14 +83,29 @@ export async function runWatch(s: WatchSettings): Promise<number> {
   // A new or damaged journal cannot say what changed meanwhile: reconcile as -B does.
   const backup = s.backup || (state?.needsFullReconciliation ?? false);
   const metrics = new Metrics();
+  const pins = s.pin && Pins.open({ roots: s.roots, ...s.pin, observer: metrics });
+  if (pins) {
+    metrics.pinsFrom(() => pins.usage());
+    // Pin paths are neither watched, swept, indexed nor uploaded.
+    s = { ...s, filter: pins.excluding(s.filter) };
+  }
   const store = openWatchStore(s, metrics);
   await checkReachable(store, metrics, backup);
   const server = s.metricsListen === undefined ? undefined : serveMetrics(metrics, s.metricsListen);
   const rootOf = (path: string) => s.roots.find((r) => path.startsWith(r + "/")) ?? path;
 
   const journal = state?.journal;
-  const pipeline = new UploadPipeline({ ...s, store, observer: metrics, rootOf, journal });
-  const publisher = s.withoutIndex ? undefined : startIndexing(s, store, pipeline, metrics, rootOf);
+  const pipeline = new UploadPipeline({
+    ...s,
+    store,
+    observer: metrics,
+    rootOf,
+    journal,
+    pins: pins || undefined,
+  });
+  const publisher = s.withoutIndex
+    ? undefined
+    : startIndexing(s, store, pipeline, metrics, rootOf, pins || undefined);
   const cleanup = s.deleteOnBackup ? new LocalCleanup(pipeline, publisher) : undefined;
   if (cleanup) {
     pipeline.onStored((path) => cleanup.fileStored(path));
@@ -93,6 +119,8 @@ export async function runWatch(s: WatchSettings): Promise<number> {
   try {
     await watcher.prepare();
     if (!s.once) watcher.watch();
+    // Pins left by a killed run, adopted before the journal's files are queued.
+    const recovered = pins ? await pins.recover(s.filter) : [];
     log.info("tablesnap started", {
       version: VERSION,
       bucket: store.url,
@@ -110,6 +138,8 @@ export async function runWatch(s: WatchSettings): Promise<number> {
         publisher?.endBacklog();
       }
     }
+    // Uploaded to their originals' keys, from the pin where the original is gone.
+    for (const path of recovered) pipeline.enqueue(path);
     if (s.once) {
       const code = await finishOnce(pipeline, publisher, s.indexWaitMs, signals.stopped);
       // --delete-on-backup: the files that waited for their index go before the exit.
@@ -139,6 +169,7 @@ function startIndexing(
   pipeline: UploadPipeline,
   metrics: Metrics,
   rootOf: (path: string) => string,
+  pins: Pins | undefined,
 ): IndexPublisher {
   const publisher = new IndexPublisher({
     store,
@@ -147,9 +178,18 @@ function startIndexing(
     isStored: (path, size) => pipeline.isStored(path, size),
     isPending: (path) => pipeline.isPending(path),
     isInFlight: (path) => pipeline.isInFlight(path),
+    ...(pins ? { isPinned: (path: string) => pins.isPinned(path) } : {}),
     waitMs: s.indexWaitMs,
   });
   pipeline.onStored((path, outcome) => publisher.stored(path, outcome));
+  if (pins) {
+    // A Data.db keeps its pin until its index is written (or given up).
+    pins.onPinned((path) => publisher.pinned(path));
+    pins.holdWhile((path) => publisher.hasPendingIndex(path));
+    publisher.onSettled((dataPath) => {
+      if (!pipeline.isPending(dataPath)) pins.release(dataPath);
+    });
+  }
   publisher.onPublished((_, directory, complete) =>
     metrics.indexWritten(rootOf(`${directory}/x`), complete)
   );

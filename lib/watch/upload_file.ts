@@ -100,12 +100,15 @@ export class FileUploader {
   /**
    * Uploads `path` unless the bucket has it. `stored` is what the bucket is
    * known to hold for it; `onSized` learns the size as soon as it is known.
-   * Throws when the upload failed (the file is then worth another try).
+   * `keyPath` names the object when `path` is another link to the file (a
+   * pin, see pins.ts). Throws when the upload failed (the file is then worth
+   * another try).
    */
   async upload(
     path: string,
     stored: StoredVersion | undefined,
     onSized: (bytes: number) => void,
+    keyPath = path,
   ): Promise<UploadOutcome> {
     const o = this.#o;
     const info = lstatOrNull(path);
@@ -123,7 +126,7 @@ export class FileUploader {
       log.debug("skipped: already uploaded", { path });
       return { kind: "skipped" };
     }
-    const key = objectKey(o.naming, path);
+    const key = objectKey(o.naming, keyPath);
     let existing: InBucket;
     try {
       existing = await this.#inBucket(key, path, version);
