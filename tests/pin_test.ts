@@ -8,6 +8,7 @@
 import { assert, assertEquals, assertStringIncludes } from "./_assert.ts";
 import {
   bucketKeys,
+  delay,
   runCli,
   type S3Server,
   spawnWatcher,
@@ -187,35 +188,82 @@ Deno.test("--pin: compaction deleting throttled uploads loses nothing; the cut b
   assert(lost.some((name) => name.endsWith("Data.db")), `lost only ${lost.join(",")}`);
 });
 
-Deno.test("--pin: pins left by a killed run are uploaded at start and removed", async () => {
+for (const journal of [false, true]) {
+  const how = journal ? "with --state-dir" : "without a journal";
+  Deno.test(`--pin: pins left by a killed run are uploaded at start and removed (${how})`, async () => {
+    await using s3 = await startS3Server();
+    await using work = await tempDir();
+    const data = `${work.path}/data`;
+    const table = `${data}/ks/t-bb`;
+    await Deno.mkdir(table, { recursive: true });
+    const state = journal ? ["--state-dir", `${work.path}/state`] : [];
+    const args = ["-n", "h", "-r", "--pin", ...state, s3.bucket, data];
+    await using first = spawnWatcher(["--max-bandwidth", "1K", ...args], { env: s3.env });
+    await first.waitUntilWatching();
+    const files = await flush(table, 1, 16 * 1024);
+    await first.waitForMetrics("the files pinned", (m) => m.get("tablesnap_pinned_files") === 6);
+    if (journal) await delay(300); // the journal's batch is written every 100 ms
+    await first.stop("SIGKILL");
+    // Compacted away while tablesnap was down: only the pins hold them.
+    for (const name of files.keys()) await Deno.remove(`${table}/${name}`);
+    assertEquals(
+      await filesUnder(`${data}/${PINS}`),
+      [...files.keys()].map((n) => `/ks/t-bb/${n}`).sort(),
+    );
+    if (journal) {
+      // The journal lists them as pending: their originals are gone, their pins are not.
+      const lines = await Deno.readTextFile(`${work.path}/state/journal.jsonl`);
+      assertStringIncludes(lines, `${table}/nb-1-big-Data.db`);
+    }
+
+    await using second = spawnWatcher(args, { env: s3.env });
+    await second.waitForMetrics(
+      "the pins released",
+      (m) => m.get("tablesnap_pinned_files") === 0 && m.get("tablesnap_pending_files") === 0,
+    );
+    const prefix = `h:${table}/`;
+    for (const [name, bytes] of files) {
+      assertEquals(await objectBytes(s3, prefix + name), bytes, name);
+    }
+    assertEquals(await filesUnder(`${data}/${PINS}`), []);
+    const keys = await bucketKeys(s3);
+    assertEquals([...keys.keys()].filter((k) => k.includes(PINS)), []);
+    assertEquals(await second.stop(), 0, second.stderr());
+  });
+}
+
+Deno.test("--pin: a Statistics.db renamed over while pinned is uploaded in its newest version", async () => {
   await using s3 = await startS3Server();
   await using work = await tempDir();
   const data = `${work.path}/data`;
-  const table = `${data}/ks/t-bb`;
-  await Deno.mkdir(table, { recursive: true });
-  const args = ["-n", "h", "-r", "--pin", s3.bucket, data];
-  const first = spawnWatcher(["--max-bandwidth", "1K", ...args], { env: s3.env });
-  await first.waitUntilWatching();
-  const files = await flush(table, 1, 16 * 1024);
-  await first.waitForMetrics("the files pinned", (m) => m.get("tablesnap_pinned_files") === 6);
-  await first.stop("SIGKILL");
-  // Compacted away while tablesnap was down: only the pins hold them.
-  for (const name of files.keys()) await Deno.remove(`${table}/${name}`);
-  assertEquals(
-    await filesUnder(`${data}/${PINS}`),
-    [...files.keys()].map((n) => `/ks/t-bb/${n}`).sort(),
+  await Deno.mkdir(data);
+  // One upload at a time, the Data.db first and slow: the rest waits in the queue.
+  await using watcher = spawnWatcher(
+    ["-n", "h", "-t", "1", "--pin", "--max-bandwidth", "8K", s3.bucket, data],
+    { env: s3.env },
   );
-
-  await using second = spawnWatcher(args, { env: s3.env });
-  await second.waitForMetrics("the pins released", (m) => m.get("tablesnap_pinned_files") === 0);
-  const prefix = `h:${table}/`;
-  for (const [name, bytes] of files) {
-    assertEquals(await objectBytes(s3, prefix + name), bytes, name);
+  await watcher.waitUntilWatching();
+  const files = await flush(data, 1, 16 * 1024);
+  await watcher.waitForMetrics("the files pinned", (m) => m.get("tablesnap_pinned_files") === 6);
+  // Repair rewrites it as Cassandra does: a .tmp renamed over, same size.
+  const name = "nb-1-big-Statistics.db";
+  const rewritten = bytesOf("repaired", 300);
+  await Deno.writeFile(`${data}/${name}.tmp`, rewritten);
+  await Deno.rename(`${data}/${name}.tmp`, `${data}/${name}`);
+  files.set(name, rewritten);
+  await waitFor("the new version pinned", async () => {
+    const pin = await Deno.readFile(`${data}/${PINS}/${name}`).catch(() => null);
+    return pin !== null && pin.every((b, i) => b === rewritten[i]);
+  });
+  const pinned = await watcher.scrape();
+  assertEquals(pinned.get("tablesnap_uploaded_files_total"), 0, "the queue was not held back");
+  // Then compaction deletes the generation before any of it is uploaded.
+  for (const file of files.keys()) await Deno.remove(`${data}/${file}`);
+  await watcher.waitForMetrics("the pins released", (m) => m.get("tablesnap_pinned_files") === 0);
+  for (const [file, bytes] of files) {
+    assertEquals(await objectBytes(s3, `h:${data}/${file}`), bytes, file);
   }
-  assertEquals(await filesUnder(`${data}/${PINS}`), []);
-  const keys = await bucketKeys(s3);
-  assertEquals([...keys.keys()].filter((k) => k.includes(PINS)), []);
-  assertEquals(await second.stop(), 0, second.stderr());
+  assertEquals(await watcher.stop(), 0);
 });
 
 Deno.test("--pin-max-bytes: no file is pinned past the bound, and the metric says so", async () => {

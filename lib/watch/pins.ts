@@ -321,9 +321,10 @@ export class Pins {
 /**
  * Why `area.dir` cannot hold links of files under `area.root`, or undefined.
  * A link made and removed inside the directory proves it writable; the
- * device number, that it is on the root's file system. (A bind mount of the
- * same file system passes and still fails with EXDEV at the first pin: link
- * does not cross mount points. That turns pinning off then.)
+ * device number, that it is on the root's file system; /proc/self/mountinfo,
+ * that it is under the same mount point (link(2) does not cross them even
+ * on one file system: systemd's ReadWritePaths= of the directory alone).
+ * Anything missed fails at the first pin, which turns pinning off then.
  */
 function stagingProblem(area: PinArea): string | undefined {
   // Named like a half-made link: a probe left by a kill is removed by `recover`.
@@ -334,6 +335,11 @@ function stagingProblem(area: PinArea): string | undefined {
     const rootDev = Deno.statSync(area.root).dev;
     const dirDev = Deno.statSync(area.dir).dev;
     if (rootDev !== dirDev) return "on another file system than the watched path (EXDEV)";
+    const mounts = mountPoints();
+    const rootMount = mountOf(Deno.realPathSync(area.root), mounts);
+    if (rootMount !== mountOf(Deno.realPathSync(area.dir), mounts)) {
+      return `under another mount point than the watched path ('${rootMount}'): links cannot cross it (EXDEV)`;
+    }
     Deno.writeFileSync(probe, new Uint8Array());
     try {
       Deno.linkSync(probe, link);
@@ -345,6 +351,29 @@ function stagingProblem(area: PinArea): string | undefined {
     return errorMessage(err);
   }
   return undefined;
+}
+
+/** The mount points of this process's namespace; empty where /proc is not readable. */
+function mountPoints(): string[] {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync("/proc/self/mountinfo");
+  } catch {
+    return [];
+  }
+  // Field 5 is the mount point, with space, tab, newline and backslash octal-escaped.
+  return text.split("\n").map((line) => line.split(" ")[4]).filter((m) => m !== undefined)
+    .map((m) => m.replace(/\\([0-7]{3})/g, (_, octal) => String.fromCharCode(parseInt(octal, 8))));
+}
+
+/** The mount point `path` (resolved) is under: the longest one that holds it. */
+function mountOf(path: string, mounts: string[]): string | undefined {
+  let best: string | undefined;
+  for (const mount of mounts) {
+    const holds = mount === "/" || path === mount || path.startsWith(mount + "/");
+    if (holds && (best === undefined || mount.length > best.length)) best = mount;
+  }
+  return best;
 }
 
 /** Every regular file under `dir` (none when it is gone). */
