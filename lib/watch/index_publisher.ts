@@ -214,16 +214,20 @@ export class IndexPublisher {
 
   /**
    * `--pin`: a file was pinned. A Data.db asks for its index now, so that
-   * its cut can be taken before compaction deletes anything; any file may
-   * complete the live set an index of its directory waits to freeze.
+   * its cut can be taken before compaction deletes anything; a component
+   * may complete the generation an index waits for to freeze its cut.
+   * (Another generation's file counts in a live set only once known to
+   * the pipeline, which is when it is pinned: it never holds a freeze back.)
    */
   pinned(path: string): void {
     if (wantsIndex(path)) {
       this.request(path);
       return;
     }
+    const name = basename(path);
     for (const dataPath of this.#byDirectory.get(dirname(path)) ?? []) {
-      if (!this.#pending.get(dataPath)!.frozen) this.#evaluate(dataPath);
+      const entry = this.#pending.get(dataPath)!;
+      if (!entry.frozen && name.startsWith(entry.prefix)) this.#evaluate(dataPath);
     }
   }
 
