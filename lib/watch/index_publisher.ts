@@ -324,11 +324,31 @@ export class IndexPublisher {
   }
 
   #forget(dataPath: string): void {
+    const wasFrozen = this.#pending.get(dataPath)?.frozen;
     this.#pending.delete(dataPath);
     const inDirectory = this.#byDirectory.get(dirname(dataPath));
     inDirectory?.delete(dataPath);
     if (inDirectory?.size === 0) this.#byDirectory.delete(dirname(dataPath));
     for (const listener of this.#settledListeners) listener(dataPath);
+    // Indexes of the directory cut later may have waited for this one.
+    if (wasFrozen) { for (const other of inDirectory ?? []) this.#evaluate(other); }
+  }
+
+  /**
+   * A frozen cut of the same directory, earlier than `at`, still to be
+   * published: this index waits for it. So a directory's indexes reach the
+   * bucket in the order of their cuts, even when one was cut long before
+   * its files were uploaded (--pin), and readers that order indexes by
+   * upload time (LastModified, see index_reader.ts) still find the newest.
+   */
+  #earlierCutPending(entry: PendingIndex, at: number): boolean {
+    for (const other of this.#byDirectory.get(dirname(entry.dataPath)) ?? []) {
+      const frozen = other === entry.dataPath ? null : this.#pending.get(other)?.frozen;
+      if (!frozen) continue;
+      // Cut in the same millisecond: the one named first goes first.
+      if (frozen.at < at || (frozen.at === at && other < entry.dataPath)) return true;
+    }
+    return false;
   }
 
   async #tryPublish(dataPath: string): Promise<void> {
@@ -351,6 +371,7 @@ export class IndexPublisher {
       return;
     }
     if (!cut.complete && now < entry.deadline) return;
+    if (this.#earlierCutPending(entry, cut.at)) return;
     if (!cut.complete) {
       log.warn("index written without some files of its directory", {
         path: dataPath,
