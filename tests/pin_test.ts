@@ -168,19 +168,27 @@ Deno.test("--pin: compaction deleting throttled uploads loses nothing; the cut b
     assertEquals(p.complete, true);
   }
 
-  // The last restore point before the compaction restores the inputs. (By
-  // its index: it was published after the compaction, later than the 2 s
-  // that --at's choice allows between a cut and its upload; see docs/watch.md.)
-  await using target = await tempDir();
-  const out = await runCli(
-    ["slurp", "-n", "pinned", "-f", "nb-4-big-Data.db", s3.bucket, table, target.path],
-    { env: s3.env },
-  );
-  assertEquals(out.code, 0, out.stdout + out.stderr);
-  assertEquals(await filesUnder(target.path), [...run.inputs.keys()].map((n) => `/${n}`).sort());
-  for (const [name, bytes] of run.inputs) {
-    assertEquals(await Deno.readFile(`${target.path}/${name}`), bytes, name);
+  // The last restore point before the compaction restores the inputs, chosen
+  // by time (--at: it was uploaded long after its cut) or by its index (-f).
+  for (const choice of [["--at", run.compactedAt.toISOString()], ["-f", "nb-4-big-Data.db"]]) {
+    await using target = await tempDir();
+    const out = await runCli(
+      ["slurp", "-n", "pinned", ...choice, s3.bucket, table, target.path],
+      { env: s3.env },
+    );
+    assertEquals(out.code, 0, out.stdout + out.stderr);
+    assertEquals(
+      await filesUnder(target.path),
+      [...run.inputs.keys()].map((n) => `/${n}`).sort(),
+      choice.join(" "),
+    );
+    for (const [name, bytes] of run.inputs) {
+      assertEquals(await Deno.readFile(`${target.path}/${name}`), bytes, name);
+    }
   }
+  // The newest point is the compaction's output (with its inputs if cut before they went).
+  const newest = points.filter((p) => p.newest);
+  assertEquals(newest.map((p) => p.index.replace(/.*\//, "")), ["nb-5-big-Data.db-listdir.json"]);
 
   // The same workload without --pin loses inputs: the pin is what saves them.
   const bare = await compactWhileThrottled(s3, "bare", false);
