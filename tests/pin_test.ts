@@ -348,6 +348,7 @@ Deno.test("--pin: a pin directory on another file system is one warning, and pin
       (m) => m.get("tablesnap_uploaded_files_total") === 1,
     );
     assertEquals(m.get("tablesnap_pinned_files"), 0);
+    assert(m.get("tablesnap_pins_refused_total", { reason: "unavailable" })! >= 1, m.text);
     assertEquals(await watcher.stop(), 0);
     const warnings = watcher.stderr().split("\n").filter((l) => l.includes("pinning is off"));
     assertEquals(warnings.length, 1, watcher.stderr());

@@ -245,7 +245,7 @@ export class Metrics {
       w.metric(
         "tablesnap_pins_refused_total",
         "counter",
-        "Complete files not pinned, by reason (limit: past --pin-max-bytes; unavailable: the pin directory failed)",
+        "Complete files not pinned, by reason (limit: past --pin-max-bytes; unavailable: pinning is off for their path)",
         labelled(this.#pinsRefused, "reason"),
       );
     }

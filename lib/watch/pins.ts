@@ -167,7 +167,12 @@ export class Pins {
    */
   pin(path: string): void {
     const area = this.#areaOf(path);
-    if (!area?.enabled) return;
+    if (!area) return;
+    if (!area.enabled) {
+      // Counted, so that the alert says --pin is not protecting anything here.
+      this.#observer?.pinRefused("unavailable");
+      return;
+    }
     const held = this.#pins.get(path);
     let info: Deno.FileInfo | null;
     try {
@@ -309,11 +314,7 @@ export class Pins {
       fatal
         ? "pinning is off for this path: cannot link into its pin directory"
         : "could not pin a file",
-      {
-        path,
-        pin_dir: area.dir,
-        error: errorMessage(err),
-      },
+      { path: area.root, file: path, pin_dir: area.dir, error: errorMessage(err) },
     );
   }
 }
@@ -353,7 +354,11 @@ function stagingProblem(area: PinArea): string | undefined {
   return undefined;
 }
 
-/** The mount points of this process's namespace; empty where /proc is not readable. */
+/**
+ * The mount points of this process's namespace; empty where /proc is not
+ * readable (Deno lets only --allow-all read /proc/self, which the compiled
+ * binary does not have: the first pin finds a bind mount there).
+ */
 function mountPoints(): string[] {
   let text: string;
   try {
