@@ -280,7 +280,8 @@ export function parseWatchArgs(args: string[]): WatchFlags | "help" | "version" 
       );
     }
   }
-  const pin = pinOf(values.pin, values["pin-dir"], values["pin-max-bytes"]);
+  const roots = [...new Set(paths.map((p) => normalizeRoot(p)))];
+  const pin = pinOf(values.pin, values["pin-dir"], values["pin-max-bytes"], roots);
   const objectLock = objectLockOf(values["object-lock-mode"], values["object-lock-days"], bucket);
   return {
     ...(objectLock ? { objectLock } : {}),
@@ -289,7 +290,7 @@ export function parseWatchArgs(args: string[]): WatchFlags | "help" | "version" 
     connection: connectionOf(values),
     reducedRedundancy: values["reduced-redundancy"],
     serverSideEncryption: values["with-sse"],
-    roots: [...new Set(paths.map((p) => normalizeRoot(p)))],
+    roots,
     naming: namingOf(values),
     filter,
     recursive: values.recursive,
@@ -324,11 +325,15 @@ function stateDirOf(dir: string | undefined): string | undefined {
   return resolve(Deno.cwd(), dir);
 }
 
-/** --pin, --pin-dir, --pin-max-bytes; the other two only with --pin. */
+/**
+ * --pin, --pin-dir, --pin-max-bytes; the other two only with --pin. A pin
+ * directory holding a watched path would exclude that whole tree.
+ */
 function pinOf(
   pin: boolean,
   dir: string | undefined,
   maxBytes: string | undefined,
+  roots: string[],
 ): PinSettings | undefined {
   if (!pin) {
     if (dir !== undefined) throw new UsageError("Option '--pin-dir' needs '--pin'");
@@ -346,7 +351,16 @@ function pinOf(
   if (dir === "" || dir.includes("\0")) {
     throw new UsageError("Option '--pin-dir' needs a directory path");
   }
-  return { dir: resolve(Deno.cwd(), dir).replace(/(.)\/+$/, "$1"), maxBytes: bytes };
+  const absolute = resolve(Deno.cwd(), dir);
+  const covered = roots.find((r) =>
+    absolute === "/" || r === absolute || r.startsWith(absolute + "/")
+  );
+  if (covered !== undefined) {
+    throw new UsageError(
+      `Option '--pin-dir' must not contain a watched path: '${absolute}' holds '${covered}'`,
+    );
+  }
+  return { dir: absolute, maxBytes: bytes };
 }
 
 /** S3 takes retain-until dates up to 100 years ahead; more is surely a typo. */

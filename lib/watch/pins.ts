@@ -27,7 +27,7 @@
  * Pins left by an earlier run (SIGKILL, a crash) are adopted at start
  * (`recover`): uploaded to the original's key, then removed.
  */
-import { errorMessage, UsageError } from "../common/errors.ts";
+import { errorMessage } from "../common/errors.ts";
 import { formatBytes } from "../common/format.ts";
 import { isGone, lstatOrNull } from "../common/fs.ts";
 import { log } from "../common/log.ts";
@@ -50,7 +50,10 @@ export interface PinObserver {
 
 export interface PinOptions {
   roots: readonly string[];
-  /** `--pin-dir`: one staging directory for every root, mirroring absolute paths. */
+  /**
+   * `--pin-dir`: one staging directory for every root, mirroring absolute
+   * paths. It must not contain a root (the CLI refuses that).
+   */
   dir?: string | undefined;
   /** Pinned bytes past which no new pin is made. */
   maxBytes: number;
@@ -97,15 +100,6 @@ export class Pins {
    * pinning is off for that root (the watcher works on as without --pin).
    */
   static open(options: PinOptions): Pins {
-    const { dir } = options;
-    const covered = dir === undefined
-      ? undefined
-      : options.roots.find((r) => dir === "/" || r === dir || r.startsWith(dir + "/"));
-    if (covered !== undefined) {
-      throw new UsageError(
-        `Option '--pin-dir' must not contain a watched path: '${dir}' holds '${covered}'`,
-      );
-    }
     const areas = options.roots.map((root) =>
       options.dir === undefined
         ? { root, dir: `${root}/${DEFAULT_PIN_DIR}`, base: root, enabled: true }
@@ -239,6 +233,7 @@ export class Pins {
     for (const dir of new Set(this.#areas.filter((a) => a.enabled).map((a) => a.dir))) {
       for (const pinPath of await filesUnder(dir)) {
         const original = this.#originalOf(dir, pinPath);
+        if (original !== undefined && this.#pins.has(original)) continue;
         const info = lstatOrNull(pinPath);
         if (original === undefined || !info?.isFile || !filter.accepts(original)) {
           await Deno.remove(pinPath).catch(() => {});

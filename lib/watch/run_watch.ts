@@ -83,7 +83,7 @@ export async function runWatch(s: WatchSettings): Promise<number> {
   // A new or damaged journal cannot say what changed meanwhile: reconcile as -B does.
   const backup = s.backup || (state?.needsFullReconciliation ?? false);
   const metrics = new Metrics();
-  const pins = s.pin && Pins.open({ roots: s.roots, ...s.pin, observer: metrics });
+  const pins = s.pin ? Pins.open({ roots: s.roots, ...s.pin, observer: metrics }) : undefined;
   if (pins) {
     metrics.pinsFrom(() => pins.usage());
     // Pin paths are neither watched, swept, indexed nor uploaded.
@@ -101,11 +101,11 @@ export async function runWatch(s: WatchSettings): Promise<number> {
     observer: metrics,
     rootOf,
     journal,
-    pins: pins || undefined,
+    pins,
   });
   const publisher = s.withoutIndex
     ? undefined
-    : startIndexing(s, store, pipeline, metrics, rootOf, pins || undefined);
+    : startIndexing(s, store, pipeline, metrics, rootOf, pins);
   const cleanup = s.deleteOnBackup ? new LocalCleanup(pipeline, publisher) : undefined;
   if (cleanup) {
     pipeline.onStored((path) => cleanup.fileStored(path));
@@ -117,10 +117,10 @@ export async function runWatch(s: WatchSettings): Promise<number> {
   const memoryReport = reportMemoryWhenDebugging(pipeline);
   const started = performance.now();
   try {
+    // Pins left by a killed run, adopted before any file is pinned or queued.
+    const recovered = pins ? await pins.recover(s.filter) : [];
     await watcher.prepare();
     if (!s.once) watcher.watch();
-    // Pins left by a killed run, adopted before the journal's files are queued.
-    const recovered = pins ? await pins.recover(s.filter) : [];
     log.info("tablesnap started", {
       version: VERSION,
       bucket: store.url,
