@@ -197,7 +197,7 @@ export class IndexPublisher {
     this.fileStored(path);
     if (wantsIndex(path)) {
       const early = this.#pending.get(path);
-      if (early && !early.frozen) {
+      if (early && !early.frozen && this.#o.isPinned) {
         // Requested when pinned: its wait counts from its upload, as without --pin.
         early.deadline = Math.max(early.deadline, this.#now() + this.#o.waitMs);
       }
