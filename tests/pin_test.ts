@@ -79,7 +79,7 @@ async function filesUnder(dir: string, rel = ""): Promise<string[]> {
 }
 
 /**
- * Generations 1..4 are flushed while uploads crawl at 32 KiB/s; once the
+ * Generations 1..4 are flushed while uploads crawl, one at a time, at 32 KiB/s; once the
  * watcher has seen them all, a "compaction" writes generation 5 and deletes
  * 1..4, long before their uploads could have finished. Returns what the
  * bucket got, and when the compaction happened.
@@ -90,7 +90,18 @@ async function compactWhileThrottled(s3: S3Server, host: string, pin: boolean) {
   const table = `${data}/ks/t-aa`;
   await Deno.mkdir(table, { recursive: true });
   await using watcher = spawnWatcher(
-    ["-n", host, "-r", "--max-bandwidth", "32K", ...(pin ? ["--pin"] : []), s3.bucket, data],
+    [
+      "-n",
+      host,
+      "-r",
+      "-t",
+      "1",
+      "--max-bandwidth",
+      "32K",
+      ...(pin ? ["--pin"] : []),
+      s3.bucket,
+      data,
+    ],
     { env: s3.env },
   );
   await watcher.waitUntilWatching();
@@ -109,7 +120,7 @@ async function compactWhileThrottled(s3: S3Server, host: string, pin: boolean) {
           inputs.size,
   );
   const uploadedBefore = seen.get("tablesnap_uploaded_files_total")!;
-  // At least a generation's worth still to upload (more than -t can have in flight).
+  // At least a generation's worth still to upload (-t 1: one file in flight).
   assert(uploadedBefore <= inputs.size - COMPONENTS.length, `already uploaded ${uploadedBefore}`);
   const compactedAt = new Date();
   const output = await flush(table, 5, 1024);
@@ -193,8 +204,8 @@ Deno.test("--pin: compaction deleting throttled uploads loses nothing; the cut b
   // The same workload without --pin loses inputs: the pin is what saves them.
   const bare = await compactWhileThrottled(s3, "bare", false);
   const lost = [...bare.inputs.keys()].filter((name) => !bare.keys.has(bare.prefix + name));
-  assert(lost.length > 0, "without --pin every input still reached the bucket");
-  assert(lost.some((name) => name.endsWith("Data.db")), `lost only ${lost.join(",")}`);
+  // At least a generation was still to upload at the compaction, one file of it in flight.
+  assert(lost.length >= COMPONENTS.length - 1, `lost only ${lost.join(",") || "nothing"}`);
 });
 
 for (const journal of [false, true]) {
