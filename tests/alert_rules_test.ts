@@ -15,6 +15,10 @@ const BEHIND_DESCRIPTION = (waited: string) =>
   `The oldest file not yet in the bucket has waited ${waited}. ` +
   "See `journalctl -u tablesnap` and tablesnap_upload_retries_total for the reason.";
 
+const PINS_DESCRIPTION = "Compaction can delete these files before their upload. " +
+  "limit: raise --pin-max-bytes or the upload rate; " +
+  "unavailable: the pin directory cannot take hard links (see the log).";
+
 /**
  * The rule unit tests, for the rules file at `rulesPath` (absolute: promtool
  * resolves rule_files relative to the test file, which lives in a temp dir).
@@ -127,6 +131,41 @@ tests:
       - eval_time: 40m
         alertname: TablesnapUploadsFailing
         exp_alerts: []
+
+  # TablesnapPinsRefused: any refused pin within 30 minutes.
+  - interval: 1m
+    input_series:
+      # Past --pin-max-bytes at minute 3 (two files), none after.
+      - series: 'tablesnap_pins_refused_total{instance="full:9108",job="tablesnap",reason="limit"}'
+        values: '0 0 0 2x40'
+      # Every reason is exported at 0 from the start: flat.
+      - series: 'tablesnap_pins_refused_total{instance="full:9108",job="tablesnap",reason="unavailable"}'
+        values: '0x43'
+      # Refusals long ago, flat since.
+      - series: 'tablesnap_pins_refused_total{instance="flat:9108",job="tablesnap",reason="limit"}'
+        values: '7x43'
+    alert_rule_test:
+      - eval_time: 2m
+        alertname: TablesnapPinsRefused
+        exp_alerts: []
+      - eval_time: 5m
+        alertname: TablesnapPinsRefused
+        exp_alerts:
+          - exp_labels: {severity: ticket, instance: "full:9108", job: tablesnap, reason: limit}
+            exp_annotations:
+              summary: "tablesnap on full:9108: files not pinned (limit)"
+              description: ${JSON.stringify(PINS_DESCRIPTION)}
+      # Still within the 30-minute window.
+      - eval_time: 20m
+        alertname: TablesnapPinsRefused
+        exp_alerts:
+          - exp_labels: {severity: ticket, instance: "full:9108", job: tablesnap, reason: limit}
+            exp_annotations:
+              summary: "tablesnap on full:9108: files not pinned (limit)"
+              description: ${JSON.stringify(PINS_DESCRIPTION)}
+      - eval_time: 40m
+        alertname: TablesnapPinsRefused
+        exp_alerts: []
 `;
 }
 
@@ -145,7 +184,7 @@ async function testRules(rulesPath: string): Promise<{ code: number; output: str
 Deno.test("tablesnap-alerts.yml passes promtool check rules", async () => {
   const { code, output } = await promtool(["check", "rules", RULES]);
   assertEquals(code, 0, output);
-  assertStringIncludes(output, "SUCCESS: 3 rules found", output);
+  assertStringIncludes(output, "SUCCESS: 4 rules found", output);
 });
 
 Deno.test("the alert rules fire when they should and only then (promtool test rules)", async () => {
@@ -176,6 +215,14 @@ Deno.test("promtool test rules notices a rule that is wrong", async () => {
       "sum(increase(tablesnap_upload_failures_total[30m])) > 0",
     ],
     ["          severity: ticket", "          severity: page"],
+    [
+      "increase(tablesnap_pins_refused_total[30m]) > 0",
+      "increase(tablesnap_pins_refused_total[5m]) > 0",
+    ],
+    [
+      "increase(tablesnap_pins_refused_total[30m]) > 0",
+      "increase(tablesnap_pins_refused_total[30m]) > 2",
+    ],
   ];
   await using dir = await tempDir("tablesnap-alerts-mutant-");
   for (const [from, to] of mutations) {

@@ -188,3 +188,111 @@ Deno.test("IndexPublisher names the directory's whole live set, and holds a -B b
     "nb-2-big-TOC.txt",
   ]);
 });
+
+Deno.test("IndexPublisher with --pin freezes its cut once every file is pinned, and keeps it", async () => {
+  await using data = await tempDir();
+  await using bucket = await tempDir("tablesnap-store-");
+  const store = new LocalStore(bucket.path);
+  const dir = `${data.path}/t`;
+  await Deno.mkdir(dir, { recursive: true });
+  const clock = { now: 1_000_000 };
+  const stored = new Set<string>();
+  const pinned = new Set<string>();
+  const pending = new Set<string>();
+  const publisher = new IndexPublisher({
+    store,
+    naming: NAMING,
+    filter: makePathFilter({}),
+    isStored: (path) => stored.has(path),
+    isPending: (path) => pending.has(path),
+    isInFlight: (path) => pending.has(path),
+    isPinned: (path) => pinned.has(path),
+    waitMs: 60_000,
+    quietMs: 2_000,
+    now: () => clock.now,
+  });
+  const names = ["nb-1-big-Data.db", "nb-1-big-Index.db", "nb-1-big-TOC.txt"];
+  // Flushed and pinned, in Cassandra's order: the TOC last.
+  for (const name of names) {
+    await Deno.writeTextFile(
+      `${dir}/${name}`,
+      name.endsWith("TOC.txt") ? "Data.db\nIndex.db\nTOC.txt\n" : name,
+    );
+    pending.add(`${dir}/${name}`);
+    pinned.add(`${dir}/${name}`);
+    publisher.pinned(`${dir}/${name}`);
+    await publisher.settled();
+  }
+  const cutAt = clock.now;
+  // Compaction: a new generation, the old one deleted before any upload.
+  clock.now += 10_000;
+  for (const name of names) await Deno.remove(`${dir}/${name}`);
+  await Deno.writeTextFile(`${dir}/nb-2-big-Data.db`, "new");
+  // Uploads crawl: far past --index-wait, still in flight, so it waits.
+  clock.now += 300_000;
+  await publisher.checkDue();
+  assertEquals(await store.get(indexKey(NAMING, `${dir}/nb-1-big-Data.db`)), null);
+  for (const name of names) {
+    stored.add(`${dir}/${name}`);
+    pending.delete(`${dir}/${name}`);
+    publisher.fileStored(`${dir}/${name}`);
+    await publisher.settled();
+  }
+  const object = await store.get(indexKey(NAMING, `${dir}/nb-1-big-Data.db`));
+  assert(object, "the frozen index was not published");
+  // The live set and the time of the cut, not of the publication.
+  assertEquals(JSON.parse(await new Response(object.body).text())[dir], names);
+  assertEquals(object.head.metadata["cut-time"], new Date(cutAt).toISOString());
+  assertEquals(publisher.pendingCount(), 0);
+});
+
+Deno.test("IndexPublisher with --pin publishes a directory's frozen cuts in their order", async () => {
+  await using data = await tempDir();
+  await using bucket = await tempDir("tablesnap-store-");
+  const store = new LocalStore(bucket.path);
+  const dir = `${data.path}/t`;
+  await Deno.mkdir(dir, { recursive: true });
+  const clock = { now: 1_000_000 };
+  const stored = new Set<string>();
+  const pinned = new Set<string>();
+  const publisher = new IndexPublisher({
+    store,
+    naming: NAMING,
+    filter: makePathFilter({}),
+    isStored: (path) => stored.has(path),
+    isPending: (path) => pinned.has(path) && !stored.has(path),
+    isInFlight: (path) => pinned.has(path) && !stored.has(path),
+    isPinned: (path) => pinned.has(path),
+    waitMs: 60_000,
+    now: () => clock.now,
+  });
+  const generation = (gen: number) =>
+    ["Data.db", "TOC.txt"].map((c) => `${dir}/nb-${gen}-big-${c}`);
+  for (const gen of [1, 2]) {
+    for (const path of generation(gen)) {
+      await Deno.writeTextFile(path, path.endsWith("TOC.txt") ? "Data.db\nTOC.txt\n" : "data");
+      pinned.add(path);
+      publisher.pinned(path);
+      await publisher.settled();
+    }
+    clock.now += 1_000;
+    // Compacted: generation 2's cut does not name generation 1's files.
+    if (gen === 1) { for (const path of generation(1)) await Deno.remove(path); }
+  }
+  const storeAll = async (gen: number) => {
+    for (const path of generation(gen)) {
+      stored.add(path);
+      publisher.fileStored(path);
+      await publisher.settled();
+    }
+  };
+  const published = async (gen: number) =>
+    await store.head(indexKey(NAMING, `${dir}/nb-${gen}-big-Data.db`)) !== null;
+  // The later cut's files arrive first: its index waits for the earlier one.
+  await storeAll(2);
+  assertEquals([await published(1), await published(2)], [false, false]);
+  await storeAll(1);
+  await publisher.settled();
+  assertEquals([await published(1), await published(2)], [true, true]);
+  assertEquals(publisher.pendingCount(), 0);
+});

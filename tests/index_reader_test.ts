@@ -2,6 +2,7 @@ import { checkFileName, parseIndex, unsafeNameReason } from "../lib/bucket/index
 import {
   chooseRestorePoint,
   compareIndexes,
+  CUT_TIME_METADATA,
   indexesIn,
   indexesPerDirectory,
   readIndex,
@@ -9,9 +10,9 @@ import {
 import { directoryPrefix } from "../lib/bucket/keys.ts";
 import { expectedMd5, parseStatMetadata } from "../lib/bucket/object_meta.ts";
 import { FatalError } from "../lib/common/errors.ts";
-import type { ObjectInfo } from "../lib/store/store.ts";
+import type { ObjectInfo, Store } from "../lib/store/store.ts";
 import { assertEquals, assertRejects, assertThrows } from "./_assert.ts";
-import { DAY, localStore, localWriter, NAMING, putIndex } from "./_bucket_fixture.ts";
+import { DAY, key, localStore, localWriter, NAMING, putIndex } from "./_bucket_fixture.ts";
 import { tempDir } from "./_helpers.ts";
 
 const KEY = "h:/data/ks/t/nb-1-big-Data.db-listdir.json";
@@ -129,4 +130,48 @@ Deno.test("newest index lookups and readIndex() against a local store", async ()
   assertEquals((await readIndex(store, newest)).names, ["nb-2-big-Data.db"]);
   await assertRejects(() => readIndex(store, other), FatalError, "is not valid JSON");
   await assertRejects(() => readIndex(store, "nope-listdir.json"), FatalError, "is missing");
+});
+
+Deno.test("chooseRestorePoint() --at finds an index uploaded long after its cut (--pin)", async () => {
+  await using dir = await tempDir("tablesnap-store-");
+  const store = await localStore(dir.path);
+  const t = (hms: string) => new Date(`2026-11-30T${hms}Z`);
+  // Indexes by cut and LastModified, published in cut order; B's files took 5 minutes to upload.
+  const points: [string, string, string][] = [
+    ["nb-1-big-Data.db", "10:00:00.000", "10:00:00"],
+    ["nb-2-big-Data.db", "10:00:10.000", "10:05:00"],
+    ["nb-3-big-Data.db", "10:05:00.500", "10:05:01"],
+    ["nb-4-big-Data.db", "10:06:00.000", "10:06:00"],
+  ];
+  const keys: string[] = [];
+  for (const [data, cut, modified] of points) {
+    const k = `${key(NAMING, `/d/t/${data}`)}-listdir.json`;
+    await store.putBytes(k, new TextEncoder().encode('{"/d/t": []}'), {
+      metadata: { [CUT_TIME_METADATA]: t(cut).toISOString() },
+    });
+    await Deno.utime(store.dataPath(k), t(modified), t(modified));
+    keys.push(k);
+  }
+  let heads = 0;
+  const counting = {
+    list: (prefix: string, options?: { delimiter?: string }) => store.list(prefix, options),
+    get: (k: string) => store.get(k),
+    head: (k: string) => {
+      heads++;
+      return store.head(k);
+    },
+  } as unknown as Store;
+  const infos = await indexesIn(counting, directoryPrefix(NAMING, "/d/t"));
+  const at = async (hms: string | undefined) => {
+    heads = 0;
+    const point = await chooseRestorePoint(counting, infos, hms ? t(hms) : undefined);
+    return point && keys.indexOf(point.info.key) + 1;
+  };
+  assertEquals(await at("10:00:30.000"), 2, "the late index is the point of 10:00:30");
+  assertEquals(await at("10:00:05.000"), 1);
+  // No late index holds an earlier cut: one HEAD tells (the earliest later upload's).
+  assertEquals(heads, 1);
+  assertEquals(await at("10:05:30.000"), 3);
+  assertEquals(await at(undefined), 4);
+  assertEquals(await at("09:00:00.000"), null);
 });

@@ -90,6 +90,10 @@ export interface RestorePoint {
  * naming the most files wins. A HEAD (or, for ties, a GET) is spent only on
  * indexes within `CUT_WINDOW_MS` of each other or of `at`, and none on an
  * index the caller has read already (`known`, by key).
+ *
+ * With `at`, an index uploaded long after it was cut (the watcher's --pin
+ * keeps an early cut until its files are uploaded) may be the one: see
+ * `latestLateCut`, usually one more HEAD.
  */
 export async function chooseRestorePoint(
   store: Store,
@@ -115,7 +119,8 @@ export async function chooseRestorePoint(
     const next = candidates[k + 1];
     const alone = next === undefined || next.lastModified.getTime() < modified - CUT_WINDOW_MS;
     if (!best && alone && modified + CUT_WINDOW_MS <= limit) {
-      return { info, time: info.lastModified, exact: false };
+      best = { info, time: info.lastModified, exact: false };
+      break;
     }
     let cut: Date | null;
     const read = known?.get(info.key);
@@ -134,7 +139,61 @@ export async function chooseRestorePoint(
       if (await fileCount(point.info) > await fileCount(best.info)) best = point;
     }
   }
-  return best;
+  if (at === undefined) return best;
+  const late = indexes.filter((i) => i.lastModified.getTime() - CUT_WINDOW_MS > limit);
+  const found = await latestLateCut(store, late, limit, known);
+  return found && (!best || found.time.getTime() >= best.time.getTime()) ? found : best;
+}
+
+/**
+ * Among indexes uploaded after `limit` (plus the window), the newest whose
+ * recorded cut is at or before it, or null. The watcher publishes a
+ * directory's indexes in the order of their cuts (index_publisher.ts), so
+ * cut times grow with LastModified from one second to the next: a binary
+ * search over the seconds finds the last one holding such a cut, with one
+ * HEAD when there is none (the earliest second's cuts are already later).
+ */
+async function latestLateCut(
+  store: Store,
+  late: readonly ObjectInfo[],
+  limit: number,
+  known?: ReadonlyMap<string, KnownIndex>,
+): Promise<RestorePoint | null> {
+  const seconds = new Map<number, ObjectInfo[]>();
+  for (const info of late) {
+    const second = info.lastModified.getTime();
+    seconds.set(second, [...(seconds.get(second) ?? []), info]);
+  }
+  const groups = [...seconds.keys()].sort((a, b) => a - b).map((s) => seconds.get(s)!);
+  /** The newest exact cut at or before `limit` among one second's indexes. */
+  const newestIn = async (group: ObjectInfo[]): Promise<RestorePoint | null> => {
+    let newest: RestorePoint | null = null;
+    for (const info of group) {
+      const cut = known?.has(info.key)
+        ? known.get(info.key)!.cut
+        : await store.head(info.key).then((head) => head && cutTimeOf(head));
+      if (!cut || cut.getTime() > limit) continue;
+      if (!newest || cut.getTime() > newest.time.getTime()) {
+        newest = { info, time: cut, exact: true };
+      }
+    }
+    return newest;
+  };
+  let lo = 0;
+  let found = groups.length > 0 ? await newestIn(groups[0]!) : null;
+  if (!found) return null;
+  let hi = groups.length;
+  while (hi - lo > 1) {
+    const mid = (lo + hi) >> 1;
+    const point = await newestIn(groups[mid]!);
+    if (point) {
+      lo = mid;
+      found = point;
+    } else {
+      hi = mid;
+    }
+  }
+  return found;
 }
 
 /**

@@ -5,12 +5,13 @@
  */
 import { resolve } from "node:path";
 import { UsageError } from "../common/errors.ts";
-import { parseRate } from "../common/format.ts";
+import { parseRate, parseSize } from "../common/format.ts";
 import { log, logOptionsFromEnv } from "../common/log.ts";
 import { VERSION } from "../common/version.ts";
 import { checkBucketArgument, type ObjectLockRetention } from "../store/open_store.ts";
 import { makePathFilter } from "../watch/path_filter.ts";
-import { runWatch, type WatchSettings } from "../watch/run_watch.ts";
+import { DEFAULT_PIN_DIR } from "../watch/pins.ts";
+import { type PinSettings, runWatch, type WatchSettings } from "../watch/run_watch.ts";
 import { LISTEN_EVENTS, type ListenEvent } from "../watch/watch_rules.ts";
 import { helpText, type OptionTable, parseOptions } from "./options.ts";
 import {
@@ -24,6 +25,9 @@ import {
 } from "./shared_options.ts";
 
 const MB = 1024 * 1024;
+
+/** Disk that pins may hold at most: a day's compaction inputs on a busy node, say. */
+const DEFAULT_PIN_MAX_BYTES = "10G";
 
 const WATCH = "What to watch";
 const OBJECTS = "Keys and objects";
@@ -80,6 +84,26 @@ export const WATCH_OPTIONS = {
     group: WATCH,
     kind: "flag",
     help: "delete each local file once it is safely uploaded",
+  },
+  pin: {
+    group: WATCH,
+    kind: "flag",
+    help:
+      `hard-link each complete file into a staging directory\n(PATH/${DEFAULT_PIN_DIR}/) until it is in the bucket:\ncompaction deleting it first no longer loses it`,
+  },
+  "pin-dir": {
+    group: WATCH,
+    kind: "text",
+    arg: "DIR",
+    help:
+      "with --pin: stage links under DIR (mirroring full paths);\nmust be on the same file system (and mount) as PATH",
+  },
+  "pin-max-bytes": {
+    group: WATCH,
+    kind: "text",
+    arg: "SIZE",
+    help:
+      `with --pin: pin no new file past SIZE of pinned files\n(K/M/G/T; default ${DEFAULT_PIN_MAX_BYTES})`,
   },
   ...namingOptions(OBJECTS),
   "without-index": { group: OBJECTS, kind: "flag", help: "do not write -listdir.json indexes" },
@@ -256,14 +280,17 @@ export function parseWatchArgs(args: string[]): WatchFlags | "help" | "version" 
       );
     }
   }
+  const roots = [...new Set(paths.map((p) => normalizeRoot(p)))];
+  const pin = pinOf(values.pin, values["pin-dir"], values["pin-max-bytes"], roots);
   const objectLock = objectLockOf(values["object-lock-mode"], values["object-lock-days"], bucket);
   return {
     ...(objectLock ? { objectLock } : {}),
+    ...(pin ? { pin } : {}),
     bucket,
     connection: connectionOf(values),
     reducedRedundancy: values["reduced-redundancy"],
     serverSideEncryption: values["with-sse"],
-    roots: [...new Set(paths.map((p) => normalizeRoot(p)))],
+    roots,
     naming: namingOf(values),
     filter,
     recursive: values.recursive,
@@ -296,6 +323,44 @@ function stateDirOf(dir: string | undefined): string | undefined {
     throw new UsageError("Option '--state-dir' needs a directory path");
   }
   return resolve(Deno.cwd(), dir);
+}
+
+/**
+ * --pin, --pin-dir, --pin-max-bytes; the other two only with --pin. A pin
+ * directory holding a watched path would exclude that whole tree.
+ */
+function pinOf(
+  pin: boolean,
+  dir: string | undefined,
+  maxBytes: string | undefined,
+  roots: string[],
+): PinSettings | undefined {
+  if (!pin) {
+    if (dir !== undefined) throw new UsageError("Option '--pin-dir' needs '--pin'");
+    if (maxBytes !== undefined) throw new UsageError("Option '--pin-max-bytes' needs '--pin'");
+    return undefined;
+  }
+  maxBytes ??= DEFAULT_PIN_MAX_BYTES;
+  const bytes = parseSize(maxBytes);
+  if (bytes === null) {
+    throw new UsageError(
+      `Option '--pin-max-bytes' needs a size like 500M, 10G or 1T, got '${maxBytes}'`,
+    );
+  }
+  if (dir === undefined) return { dir: undefined, maxBytes: bytes };
+  if (dir === "" || dir.includes("\0")) {
+    throw new UsageError("Option '--pin-dir' needs a directory path");
+  }
+  const absolute = resolve(Deno.cwd(), dir);
+  const covered = roots.find((r) =>
+    absolute === "/" || r === absolute || r.startsWith(absolute + "/")
+  );
+  if (covered !== undefined) {
+    throw new UsageError(
+      `Option '--pin-dir' must not contain a watched path: '${absolute}' holds '${covered}'`,
+    );
+  }
+  return { dir: absolute, maxBytes: bytes };
 }
 
 /** S3 takes retain-until dates up to 100 years ahead; more is surely a typo. */

@@ -36,7 +36,19 @@ export function secondsSince(startedMs: number): number {
 
 /** Parses "500K", "10M", "1.5G", "1048576" (bytes per second, powers of 1024); null if not a rate. */
 export function parseRate(text: string): number | null {
-  const match = /^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?(?:\/s)?\s*$/i.exec(text);
+  return parseBytes(text, true);
+}
+
+/** Parses a size: "64K", "10G", "1.5GiB", "1048576" (powers of 1024); null if not one. */
+export function parseSize(text: string): number | null {
+  return parseBytes(text, false);
+}
+
+function parseBytes(text: string, perSecond: boolean): number | null {
+  const pattern = perSecond
+    ? /^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?(?:\/s)?\s*$/i
+    : /^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$/i;
+  const match = pattern.exec(text);
   if (!match) return null;
   const unit = { "": 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 }[
     match[2]!.toUpperCase() as "" | "K" | "M" | "G" | "T"

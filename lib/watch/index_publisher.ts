@@ -17,6 +17,14 @@
  *   queued every existing file, so each names the whole directory;
  * - it records its cut time (when the directory was read for it) to the
  *   millisecond in its `cut-time` metadata.
+ *
+ * With `--pin` (pins.ts) the cut is taken early and kept: the index is
+ * requested as soon as its Data.db is pinned, and once its generation is
+ * whole and every file of the live set is in the bucket or pinned, that
+ * live set and that moment are frozen as its cut. It is then published
+ * when those files have reached the bucket, even if compaction has deleted
+ * them meanwhile (their pins still hold them): an index cut before a
+ * compaction names its inputs, and restores them.
  */
 import { indexBody } from "../bucket/index_body.ts";
 import { CUT_TIME_METADATA } from "../bucket/index_reader.ts";
@@ -46,6 +54,8 @@ export interface IndexPublisherOptions {
   isPending?(path: string): boolean;
   /** Is it queued or uploading right now (a -B backlog waits for those)? */
   isInFlight?(path: string): boolean;
+  /** `--pin`: is this file pinned (held for its upload whatever compaction does)? */
+  isPinned?(path: string): boolean;
   waitMs: number;
   quietMs?: number;
   now?: () => number;
@@ -72,6 +82,20 @@ interface PendingIndex {
    * needs looking).
    */
   awaiting: Set<string> | null;
+  /** With --pin: the live set and the moment it was cut, once every file of it was secured. */
+  frozen: { names: string[]; at: number } | null;
+}
+
+/** What an index names now, and whether it may be published. */
+interface Cut {
+  names: string[];
+  /** Files it waits for (named once in the bucket). */
+  waiting: Set<string>;
+  complete: boolean;
+  /** Some of `waiting` are queued or uploading. */
+  inFlight: boolean;
+  /** The cut time (epoch ms) it records. */
+  at: number;
 }
 
 /** Told after each index is written: `complete` is false when published at its deadline. */
@@ -95,6 +119,7 @@ export class IndexPublisher {
   #idleWaiters: (() => void)[] = [];
   #settledWaiters: (() => void)[] = [];
   readonly #publishedListeners: PublishedListener[] = [];
+  readonly #settledListeners: ((dataPath: string) => void)[] = [];
   published = 0;
 
   constructor(options: IndexPublisherOptions) {
@@ -108,6 +133,11 @@ export class IndexPublisher {
   /** Calls `listener` after each index is written. */
   onPublished(listener: PublishedListener): void {
     this.#publishedListeners.push(listener);
+  }
+
+  /** Calls `listener` when no index is pending for a Data.db any more (written or given up). */
+  onSettled(listener: (dataPath: string) => void): void {
+    this.#settledListeners.push(listener);
   }
 
   /** Starts the timer that re-checks waiting indexes. */
@@ -148,6 +178,7 @@ export class IndexPublisher {
       failures: 0,
       notBefore: 0,
       awaiting: null,
+      frozen: null,
     });
     const directory = dirname(dataPath);
     let inDirectory = this.#byDirectory.get(directory);
@@ -165,6 +196,11 @@ export class IndexPublisher {
   stored(path: string, outcome: "uploaded" | "present"): void {
     this.fileStored(path);
     if (wantsIndex(path)) {
+      const early = this.#pending.get(path);
+      if (early && !early.frozen && this.#o.isPinned) {
+        // Requested when pinned: its wait counts from its upload, as without --pin.
+        early.deadline = Math.max(early.deadline, this.#now() + this.#o.waitMs);
+      }
       if (outcome === "uploaded" || this.#unindexed.delete(path)) this.request(path);
       return;
     }
@@ -174,6 +210,30 @@ export class IndexPublisher {
       const dataPath = `${dirname(path)}/${name.slice(0, -mutable.length)}Data.db`;
       if (this.#o.isStored(dataPath)) this.request(dataPath);
     }
+  }
+
+  /**
+   * `--pin`: a file was pinned. A Data.db asks for its index now, so that
+   * its cut can be taken before compaction deletes anything; a component
+   * may complete the generation an index waits for to freeze its cut.
+   * (Another generation's file counts in a live set only once known to
+   * the pipeline, which is when it is pinned: it never holds a freeze back.)
+   */
+  pinned(path: string): void {
+    if (wantsIndex(path)) {
+      this.request(path);
+      return;
+    }
+    const name = basename(path);
+    for (const dataPath of this.#byDirectory.get(dirname(path)) ?? []) {
+      const entry = this.#pending.get(dataPath)!;
+      if (!entry.frozen && name.startsWith(entry.prefix)) this.#evaluate(dataPath);
+    }
+  }
+
+  /** True while the index of this Data.db is still to be written. */
+  hasPendingIndex(dataPath: string): boolean {
+    return this.#pending.has(dataPath);
   }
 
   /** Data.db files the bucket holds without their index (-B writes those indexes). */
@@ -264,10 +324,31 @@ export class IndexPublisher {
   }
 
   #forget(dataPath: string): void {
+    const wasFrozen = this.#pending.get(dataPath)?.frozen;
     this.#pending.delete(dataPath);
     const inDirectory = this.#byDirectory.get(dirname(dataPath));
     inDirectory?.delete(dataPath);
     if (inDirectory?.size === 0) this.#byDirectory.delete(dirname(dataPath));
+    for (const listener of this.#settledListeners) listener(dataPath);
+    // Indexes of the directory cut later may have waited for this one.
+    if (wasFrozen) { for (const other of inDirectory ?? []) this.#evaluate(other); }
+  }
+
+  /**
+   * A frozen cut of the same directory, earlier than `at`, still to be
+   * published: this index waits for it. So a directory's indexes reach the
+   * bucket in the order of their cuts, even when one was cut long before
+   * its files were uploaded (--pin), and readers that order indexes by
+   * upload time (LastModified, see index_reader.ts) still find the newest.
+   */
+  #earlierCutPending(entry: PendingIndex, at: number): boolean {
+    for (const other of this.#byDirectory.get(dirname(entry.dataPath)) ?? []) {
+      const frozen = other === entry.dataPath ? null : this.#pending.get(other)?.frozen;
+      if (!frozen) continue;
+      // Cut in the same millisecond: the one named first goes first.
+      if (frozen.at < at || (frozen.at === at && other < entry.dataPath)) return true;
+    }
+    return false;
   }
 
   async #tryPublish(dataPath: string): Promise<void> {
@@ -277,25 +358,20 @@ export class IndexPublisher {
     if (now < entry.notBefore || this.#inBacklog) return;
     entry.checkedAt = now;
     const directory = dirname(dataPath);
-    const files = fileNamesOrNull(directory);
-    if (files === null) {
-      // The directory is gone (table dropped): nothing consistent to publish.
-      log.warn("index not written: directory vanished", { path: dataPath });
-      this.#forget(dataPath);
-      return;
-    }
-    if (!files.has(basename(dataPath))) {
-      log.warn("index not written: its Data.db is no longer in the directory", {
-        path: dataPath,
-      });
-      this.#forget(dataPath);
-      return;
-    }
-    const cut = this.#liveSet(entry, directory, files, now);
-    if (entry.backlog && cut.inFlight) {
+    const cut = entry.frozen ? this.#frozenCut(entry, directory) : this.#cutNow(entry, now);
+    if (cut === null) return;
+    if ((entry.backlog || entry.frozen) && cut.inFlight) {
       entry.deadline = Math.max(entry.deadline, now + this.#o.waitMs);
     }
+    if (entry.frozen && cut.waiting.has(basename(dataPath))) {
+      // Never published without its own Data.db: wait while it is on its way.
+      if (this.#o.isPending?.(dataPath)) return;
+      log.warn("index not written: its Data.db did not reach the bucket", { path: dataPath });
+      this.#forget(dataPath);
+      return;
+    }
     if (!cut.complete && now < entry.deadline) return;
+    if (this.#earlierCutPending(entry, cut.at)) return;
     if (!cut.complete) {
       log.warn("index written without some files of its directory", {
         path: dataPath,
@@ -309,7 +385,7 @@ export class IndexPublisher {
         new TextEncoder().encode(indexBody(directory, cut.names)),
         {
           contentType: "application/json",
-          metadata: { [CUT_TIME_METADATA]: new Date(now).toISOString() },
+          metadata: { [CUT_TIME_METADATA]: new Date(cut.at).toISOString() },
         },
       );
     } catch (err) {
@@ -322,6 +398,60 @@ export class IndexPublisher {
     this.published++;
     log.info("index written", { key, files: cut.names.length });
     for (const listener of this.#publishedListeners) listener(dataPath, directory, cut.complete);
+  }
+
+  /**
+   * Reads the directory for a cut now; null when there is nothing to
+   * publish yet (or ever: the entry is then dropped). With --pin a cut
+   * whose every file is secured is frozen.
+   */
+  #cutNow(entry: PendingIndex, now: number): Cut | null {
+    const dataPath = entry.dataPath;
+    const directory = dirname(dataPath);
+    const files = fileNamesOrNull(directory);
+    if (files === null) {
+      // The directory is gone (table dropped): nothing consistent to publish.
+      log.warn("index not written: directory vanished", { path: dataPath });
+      this.#forget(dataPath);
+      return null;
+    }
+    if (!files.has(basename(dataPath))) {
+      log.warn("index not written: its Data.db is no longer in the directory", {
+        path: dataPath,
+      });
+      this.#forget(dataPath);
+      return null;
+    }
+    const { secured, members, ...cut } = this.#liveSet(entry, directory, files, now);
+    if (secured) {
+      entry.frozen = { names: members, at: now };
+      return this.#frozenCut(entry, directory);
+    }
+    // Requested when pinned: not published before its own Data.db is stored.
+    if (!this.#o.isStored(dataPath)) return null;
+    return { ...cut, at: now };
+  }
+
+  /** A frozen cut: its names, once in the bucket (their originals may be gone). */
+  #frozenCut(entry: PendingIndex, directory: string): Cut {
+    const { names, at } = entry.frozen!;
+    const deleted = this.#deletedByUs.get(directory) ?? new Set<string>();
+    const stored = (name: string) => {
+      const path = `${directory}/${name}`;
+      return deleted.has(name) || this.#o.isStored(path, lstatOrNull(path)?.size);
+    };
+    const waiting = new Set(names.filter((name) => !stored(name)));
+    const inFlight = [...waiting].some((name) =>
+      this.#o.isInFlight?.(`${directory}/${name}`) ?? false
+    );
+    entry.awaiting = waiting;
+    return {
+      names: names.filter((name) => !waiting.has(name)),
+      waiting,
+      complete: waiting.size === 0,
+      inFlight,
+      at,
+    };
   }
 
   /**
@@ -382,8 +512,13 @@ export class IndexPublisher {
     const inFlight = [...waiting].some((name) => this.#o.isInFlight?.(pathOf(name)) ?? false);
     entry.awaiting = ownToc ? waiting : null;
     const quiet = now - entry.changedAt >= (this.#o.quietMs ?? 2_000);
-    const complete = waiting.size === 0 && (ownToc !== null || quiet);
+    const whole = ownToc !== null || quiet;
+    const complete = waiting.size === 0 && whole;
     const names = [...members].filter((name) => !waiting.has(name)).sort();
-    return { names, waiting, complete, inFlight };
+    // --pin: every file named is in the bucket or pinned, so will be.
+    const isPinned = this.#o.isPinned;
+    const secured = isPinned !== undefined && whole &&
+      [...waiting].every((name) => isPinned(pathOf(name)));
+    return { names, waiting, complete, inFlight, secured, members: [...members].sort() };
   }
 }

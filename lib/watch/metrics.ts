@@ -74,6 +74,8 @@ export class Metrics {
   readonly #s3Duration = new Map<string, Histogram>();
   readonly #s3Failures = new Map<string, number>();
   #incompleteIndexes = 0;
+  #pins: (() => { files: number; bytes: number }) | undefined;
+  readonly #pinsRefused = new Map<string, number>();
   #watching = false;
   #s3Reachable = false;
 
@@ -110,6 +112,17 @@ export class Metrics {
    */
   pendingFrom(source: () => PendingWork): void {
     this.#pending = source;
+  }
+
+  /** `--pin`: where to read what is pinned, when scraped (the pin metrics appear with it). */
+  pinsFrom(source: () => { files: number; bytes: number }): void {
+    this.#pins = source;
+    for (const reason of ["limit", "unavailable"]) this.#pinsRefused.set(reason, 0);
+  }
+
+  /** A complete file was not pinned: past --pin-max-bytes, or its pin directory failed. */
+  pinRefused(reason: string): void {
+    increment(this.#pinsRefused, reason);
   }
 
   /**
@@ -221,6 +234,21 @@ export class Metrics {
       "Indexes written at their --index-wait deadline without every file of their directory",
       [[{}, this.#incompleteIndexes]],
     );
+    if (this.#pins) {
+      const pins = this.#pins();
+      w.metric("tablesnap_pinned_files", "gauge", "Files held by --pin links", [
+        [{}, pins.files],
+      ]);
+      w.metric("tablesnap_pinned_bytes", "gauge", "Bytes of the files held by --pin links", [
+        [{}, pins.bytes],
+      ]);
+      w.metric(
+        "tablesnap_pins_refused_total",
+        "counter",
+        "Complete files not pinned, by reason (limit: past --pin-max-bytes; unavailable: pinning is off for their path)",
+        labelled(this.#pinsRefused, "reason"),
+      );
+    }
     w.histogram(
       "tablesnap_s3_request_duration_seconds",
       "S3 request latency, by operation",

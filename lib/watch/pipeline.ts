@@ -5,7 +5,8 @@
  * cycle failed waits (5 s doubling up to 5 min) and is tried again, never
  * dropped. Each file is one `FileRecord` (file_record.ts); one upload is
  * `FileUploader`'s (upload_file.ts). With `--state-dir` the records tell the
- * journal which files are pending (journal.ts).
+ * journal which files are pending (journal.ts). With `--pin` each complete
+ * file is pinned (pins.ts) and uploaded from its pin.
  */
 import { errorMessage } from "../common/errors.ts";
 import { lstatOrNull } from "../common/fs.ts";
@@ -40,6 +41,16 @@ export interface UploadObserver {
   uploadRetried(reason: string): void;
 }
 
+/** `--pin` as the pipeline uses it. `Pins` (pins.ts) implements it. */
+export interface PipelinePins {
+  /** The file is complete (again): pin it, or move its pin to its current version. */
+  pin(path: string): void;
+  /** The file an upload of `path` reads: its pin, or undefined (the original). */
+  sourceOf(path: string): string | undefined;
+  /** The file rests (in the bucket, skipped or gone): its pin may go. */
+  rested(path: string): void;
+}
+
 export interface UploadPipelineOptions {
   store: Store;
   naming: KeyNaming;
@@ -63,6 +74,8 @@ export interface UploadPipelineOptions {
    * which multipart uploads are in flight.
    */
   journal?: (RecordJournal & UploadJournal) | undefined;
+  /** `--pin`: complete files are pinned and uploaded from their pin. */
+  pins?: PipelinePins | undefined;
 }
 
 /** How a file came to be in the bucket. */
@@ -151,12 +164,15 @@ export class UploadPipeline {
   enqueue(path: string, since = Date.now()): void {
     if (!this.#accepting) return;
     const record = this.#records.getOrCreate(path);
+    let queue = true;
     switch (record.state) {
       case "uploading":
         record.again = true;
-        return;
+        queue = false;
+        break;
       case "queued":
-        return;
+        queue = false;
+        break;
       case "retrying":
         // A new fact about a failed file: try now rather than at its timer.
         record.since = Math.min(since, record.since);
@@ -164,8 +180,11 @@ export class UploadPipeline {
       case "resting":
         record.since = since;
     }
-    this.#records.move(record, "queued");
-    this.#pump();
+    if (queue) this.#records.move(record, "queued");
+    // Once pending (whoever hears of the pin finds the file on its way), and
+    // before its upload can start (which then reads the pin).
+    this.#o.pins?.pin(path);
+    if (queue) this.#pump();
   }
 
   /** Files and the oldest completion time of everything not yet in the bucket. */
@@ -231,6 +250,8 @@ export class UploadPipeline {
           // Stopped by shutdown, or a newer version is not uploaded: still pending.
           const unfinished = !finished || record.again;
           this.#records.move(record, again ? "queued" : "resting", { unfinished });
+          // Unfinished (shutdown): the pin stays for the next start.
+          if (!again && !unfinished) this.#o.pins?.rested(record.path);
         }
         this.#pump();
         if (this.#isIdle()) { for (const resolve of this.#idleWaiters.splice(0)) resolve(); }
@@ -289,10 +310,12 @@ export class UploadPipeline {
   }
 
   async #uploadOnce(record: FileRecord): Promise<void> {
+    const source = this.#o.pins?.sourceOf(record.path);
     const outcome = await this.#uploader.upload(
-      record.path,
+      source ?? record.path,
       record.stored,
       (bytes) => record.bytes = bytes,
+      record.path,
     );
     switch (outcome.kind) {
       case "skipped":

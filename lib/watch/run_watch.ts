@@ -5,7 +5,9 @@
  *   FileWatcher (complete files) -> UploadPipeline (the bucket)
  *        -> IndexPublisher (-listdir.json) -> LocalCleanup (--delete-on-backup)
  *
- * plus start-up reconciliation (-B), --once, metrics and signals.
+ * plus pins (--pin: the pipeline pins each complete file; a Data.db's pin
+ * waits for its index), start-up reconciliation (-B), --once, metrics and
+ * signals.
  */
 import { errorMessage, FatalError } from "../common/errors.ts";
 import { secondsSince } from "../common/format.ts";
@@ -21,6 +23,7 @@ import { LocalCleanup } from "./local_cleanup.ts";
 import { Metrics } from "./metrics.ts";
 import { serveMetrics } from "./metrics_server.ts";
 import type { PathFilter } from "./path_filter.ts";
+import { Pins } from "./pins.ts";
 import { UploadPipeline } from "./pipeline.ts";
 import { abortStaleUploads, uploadsToKeep } from "./stale_uploads.ts";
 import { DurableState, reconcileAtStart } from "./startup.ts";
@@ -59,6 +62,14 @@ export interface WatchSettings {
   stateDir?: string | undefined;
   /** --object-lock-mode/-days: explicit retention on every object written; unset: the bucket's default. */
   objectLock?: ObjectLockRetention | undefined;
+  /** --pin: complete files are hard-linked until in the bucket; unset: off. */
+  pin?: PinSettings | undefined;
+}
+
+/** --pin-dir (undefined: `PATH/.tablesnap-pins` per PATH) and --pin-max-bytes. */
+export interface PinSettings {
+  dir: string | undefined;
+  maxBytes: number;
 }
 
 /**
@@ -73,6 +84,12 @@ export async function runWatch(s: WatchSettings): Promise<number> {
   // A new or damaged journal cannot say what changed meanwhile: reconcile as -B does.
   const backup = s.backup || (state?.needsFullReconciliation ?? false);
   const metrics = new Metrics();
+  const pins = s.pin ? Pins.open({ roots: s.roots, ...s.pin, observer: metrics }) : undefined;
+  if (pins) {
+    metrics.pinsFrom(() => pins.usage());
+    // Pin paths are neither watched, swept, indexed nor uploaded.
+    s = { ...s, filter: pins.excluding(s.filter) };
+  }
   const store = openWatchStore(s, metrics);
   const reachable = await checkReachable(store, metrics, backup);
   const server = s.metricsListen === undefined ? undefined : serveMetrics(metrics, s.metricsListen);
@@ -87,8 +104,17 @@ export async function runWatch(s: WatchSettings): Promise<number> {
   }
 
   const journal = state?.journal;
-  const pipeline = new UploadPipeline({ ...s, store, observer: metrics, rootOf, journal });
-  const publisher = s.withoutIndex ? undefined : startIndexing(s, store, pipeline, metrics, rootOf);
+  const pipeline = new UploadPipeline({
+    ...s,
+    store,
+    observer: metrics,
+    rootOf,
+    journal,
+    pins,
+  });
+  const publisher = s.withoutIndex
+    ? undefined
+    : startIndexing(s, store, pipeline, metrics, rootOf, pins);
   const cleanup = s.deleteOnBackup ? new LocalCleanup(pipeline, publisher) : undefined;
   if (cleanup) {
     pipeline.onStored((path) => cleanup.fileStored(path));
@@ -100,6 +126,8 @@ export async function runWatch(s: WatchSettings): Promise<number> {
   const memoryReport = reportMemoryWhenDebugging(pipeline);
   const started = performance.now();
   try {
+    // Pins left by a killed run, adopted before any file is pinned or queued.
+    const recovered = pins ? await pins.recover(s.filter) : [];
     await watcher.prepare();
     if (!s.once) watcher.watch();
     log.info("tablesnap started", {
@@ -119,6 +147,8 @@ export async function runWatch(s: WatchSettings): Promise<number> {
         publisher?.endBacklog();
       }
     }
+    // Uploaded to their originals' keys, from the pin where the original is gone.
+    for (const path of recovered) pipeline.enqueue(path);
     if (s.once) {
       const code = await finishOnce(pipeline, publisher, s.indexWaitMs, signals.stopped);
       // --delete-on-backup: the files that waited for their index go before the exit.
@@ -148,6 +178,7 @@ function startIndexing(
   pipeline: UploadPipeline,
   metrics: Metrics,
   rootOf: (path: string) => string,
+  pins: Pins | undefined,
 ): IndexPublisher {
   const publisher = new IndexPublisher({
     store,
@@ -156,9 +187,18 @@ function startIndexing(
     isStored: (path, size) => pipeline.isStored(path, size),
     isPending: (path) => pipeline.isPending(path),
     isInFlight: (path) => pipeline.isInFlight(path),
+    ...(pins ? { isPinned: (path: string) => pins.isPinned(path) } : {}),
     waitMs: s.indexWaitMs,
   });
   pipeline.onStored((path, outcome) => publisher.stored(path, outcome));
+  if (pins) {
+    // A Data.db keeps its pin until its index is written (or given up).
+    pins.onPinned((path) => publisher.pinned(path));
+    pins.holdWhile((path) => publisher.hasPendingIndex(path));
+    publisher.onSettled((dataPath) => {
+      if (!pipeline.isPending(dataPath)) pins.release(dataPath);
+    });
+  }
   publisher.onPublished((_, directory, complete) =>
     metrics.indexWritten(rootOf(`${directory}/x`), complete)
   );

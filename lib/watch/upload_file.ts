@@ -110,19 +110,23 @@ export class FileUploader {
   /**
    * Uploads `path` unless the bucket has it. `stored` is what the bucket is
    * known to hold for it; `onSized` learns the size as soon as it is known.
-   * Throws when the upload failed (the file is then worth another try).
+   * `keyPath` names the object when `path` is another link to the file (a
+   * pin, see pins.ts). Throws when the upload failed (the file is then worth
+   * another try).
    */
   async upload(
     path: string,
     stored: StoredVersion | undefined,
     onSized: (bytes: number) => void,
+    keyPath = path,
   ): Promise<UploadOutcome> {
     try {
-      return await this.#upload(path, stored, onSized);
+      return await this.#upload(path, stored, onSized, keyPath);
     } finally {
       // Skipped, found in the bucket, failed: no journaled upload outlives
       // the attempt, but the one shutdown interrupts (resumed next start).
-      await this.#resume?.afterAttempt(path, this.#o.signal.aborted);
+      // Journaled under the original's path (keyPath), whatever link is read.
+      await this.#resume?.afterAttempt(keyPath, this.#o.signal.aborted);
     }
   }
 
@@ -130,6 +134,7 @@ export class FileUploader {
     path: string,
     stored: StoredVersion | undefined,
     onSized: (bytes: number) => void,
+    keyPath: string,
   ): Promise<UploadOutcome> {
     const o = this.#o;
     const info = lstatOrNull(path);
@@ -147,7 +152,7 @@ export class FileUploader {
       log.debug("skipped: already uploaded", { path });
       return { kind: "skipped" };
     }
-    const key = objectKey(o.naming, path);
+    const key = objectKey(o.naming, keyPath);
     let existing: InBucket;
     try {
       existing = await this.#inBucket(key, path, version);
@@ -167,7 +172,7 @@ export class FileUploader {
     const partSize = multipart ? Math.max(o.partSize, Math.ceil(info.size / MAX_PARTS)) : undefined;
     let sent: { md5: string; etag: string };
     try {
-      sent = await this.#send(key, path, info, version.mtimeMs, partSize);
+      sent = await this.#send(key, path, keyPath, info, version.mtimeMs, partSize);
     } catch (err) {
       if (!lstatOrNull(path)) {
         log.debug("skipped: file vanished during upload", { path });
@@ -204,6 +209,7 @@ export class FileUploader {
   async #send(
     key: string,
     path: string,
+    keyPath: string,
     info: Deno.FileInfo,
     mtimeMs: number,
     partSize: number | undefined,
@@ -235,12 +241,12 @@ export class FileUploader {
       let options: PutFileOptions = { signal: this.#o.signal };
       if (partSize) {
         upload.parts = { partSize, md5s: digests.partMd5s! };
-        const file = { path, key, size: info.size, mtimeMs, partSize };
+        const file = { path: keyPath, key, size: info.size, mtimeMs, partSize };
         if (this.#resume) options = { ...options, ...await this.#resume.optionsFor(file) };
       }
       if (body) upload.body = body;
       await this.#o.store.putFile(key, upload, options);
-      if (partSize) this.#resume?.completed(path);
+      if (partSize) this.#resume?.completed(keyPath);
       const etag = partSize ? multipartEtag(digests.partMd5s!) : digests.md5;
       return { md5: digests.md5, etag };
     } finally {
