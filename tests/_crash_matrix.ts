@@ -35,6 +35,8 @@ export interface CrashMatrixOptions {
   killAfterMs?: [number, number];
   /** `--max-bandwidth` of the killed watchers, so that kills land mid-upload. */
   maxBandwidth?: string;
+  /** Run every watcher with `--pin` (pins under `<root>/.tablesnap-pins`). */
+  pin?: boolean;
   log?: (line: string) => void;
   /** Log every watcher's stderr too. */
   verbose?: boolean;
@@ -57,6 +59,8 @@ export interface CrashMatrixFigures {
   staleAborted: number;
   /** Incomplete multipart uploads left under the host's prefix once idle. */
   incompleteUploads: number;
+  /** Pins left under `<root>/.tablesnap-pins` once idle (`pin` only). */
+  pinsLeft: number;
   /** Everything in the bucket as on disk (bytes, `md5sum`, `stat`, `mtime`). */
   mismatches: string[];
   seconds: number;
@@ -165,10 +169,28 @@ async function treeFiles(dir: string): Promise<string[]> {
   const out: string[] = [];
   for await (const entry of Deno.readDir(dir)) {
     const path = `${dir}/${entry.name}`;
+    // Pins are links to the tree's own files, not files of their own.
+    if (entry.isDirectory && entry.name === ".tablesnap-pins") continue;
     if (entry.isDirectory) out.push(...await treeFiles(path));
     else if (entry.isFile && !path.includes("-tmp") && !entry.name.endsWith(".tmp")) out.push(path);
   }
   return out;
+}
+
+async function pinsLeft(pinDir: string): Promise<number> {
+  let count = 0;
+  const walk = async (dir: string) => {
+    try {
+      for await (const entry of Deno.readDir(dir)) {
+        if (entry.isDirectory) await walk(`${dir}/${entry.name}`);
+        else count++;
+      }
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    }
+  };
+  await walk(pinDir);
+  return count;
 }
 
 async function incompleteUploads(s3: S3Server, prefix: string): Promise<number> {
@@ -208,6 +230,7 @@ export async function runCrashMatrix(o: CrashMatrixOptions): Promise<CrashMatrix
     "2",
     "--index-wait",
     "2",
+    ...(o.pin ? ["--pin"] : []),
     ...extra,
     s3.bucket,
     root,
@@ -309,6 +332,7 @@ export async function runCrashMatrix(o: CrashMatrixOptions): Promise<CrashMatrix
     resumed,
     staleAborted,
     incompleteUploads: await incompleteUploads(s3, prefix),
+    pinsLeft: await pinsLeft(`${root}/.tablesnap-pins`),
     mismatches,
     seconds: (performance.now() - started) / 1000,
   };
