@@ -8,9 +8,10 @@ import { UsageError } from "../common/errors.ts";
 import { parseRate } from "../common/format.ts";
 import { log, logOptionsFromEnv } from "../common/log.ts";
 import { VERSION } from "../common/version.ts";
+import { readRecipients } from "../store/age_keys.ts";
 import { checkBucketArgument, type ObjectLockRetention } from "../store/open_store.ts";
 import { makePathFilter } from "../watch/path_filter.ts";
-import { runWatch, type WatchSettings } from "../watch/run_watch.ts";
+import { runWatch, type WatchEncryption, type WatchSettings } from "../watch/run_watch.ts";
 import { LISTEN_EVENTS, type ListenEvent } from "../watch/watch_rules.ts";
 import { helpText, type OptionTable, parseOptions } from "./options.ts";
 import {
@@ -28,6 +29,7 @@ const MB = 1024 * 1024;
 const WATCH = "What to watch";
 const OBJECTS = "Keys and objects";
 const BEHAVIOUR = "Behaviour";
+const ENCRYPTION = "Encryption";
 
 export const WATCH_OPTIONS = {
   ...CONNECTION_OPTIONS,
@@ -125,6 +127,26 @@ export const WATCH_OPTIONS = {
     group: OBJECTS,
     kind: "flag",
     help: "compare MD5s, not only sizes, with objects found at start",
+  },
+  "encrypt-to": {
+    group: ENCRYPTION,
+    kind: "texts",
+    arg: "RECIPIENT",
+    help:
+      "encrypt file bodies with age to this X25519 recipient\n(age1..., repeatable; indexes stay plaintext)",
+  },
+  "encrypt-to-file": {
+    group: ENCRYPTION,
+    kind: "texts",
+    arg: "FILE",
+    help: "encrypt to the recipients listed in FILE, one per line\n(# comments; repeatable)",
+  },
+  "encrypt-spool-dir": {
+    group: ENCRYPTION,
+    kind: "text",
+    arg: "DIR",
+    help:
+      "where ciphertext waits for its upload (default TMPDIR or\n/tmp; needs room for the files in flight)",
   },
   threads: {
     group: BEHAVIOUR,
@@ -257,8 +279,14 @@ export function parseWatchArgs(args: string[]): WatchFlags | "help" | "version" 
     }
   }
   const objectLock = objectLockOf(values["object-lock-mode"], values["object-lock-days"], bucket);
+  const encryption = encryptionOf(
+    values["encrypt-to"],
+    values["encrypt-to-file"],
+    values["encrypt-spool-dir"],
+  );
   return {
     ...(objectLock ? { objectLock } : {}),
+    ...(encryption ? { encryption } : {}),
     bucket,
     connection: connectionOf(values),
     reducedRedundancy: values["reduced-redundancy"],
@@ -296,6 +324,33 @@ function stateDirOf(dir: string | undefined): string | undefined {
     throw new UsageError("Option '--state-dir' needs a directory path");
   }
   return resolve(Deno.cwd(), dir);
+}
+
+/**
+ * --encrypt-to and --encrypt-to-file (read and checked now: a bad
+ * recipient is a usage error before anything starts), --encrypt-spool-dir.
+ */
+function encryptionOf(
+  recipients: string[],
+  files: string[],
+  spoolDir: string | undefined,
+): WatchEncryption | undefined {
+  const all = readRecipients(recipients, files);
+  if (all.length === 0) {
+    if (spoolDir !== undefined) {
+      throw new UsageError(
+        "Option '--encrypt-spool-dir' needs '--encrypt-to' or '--encrypt-to-file'",
+      );
+    }
+    return undefined;
+  }
+  if (spoolDir === "" || spoolDir?.includes("\0")) {
+    throw new UsageError("Option '--encrypt-spool-dir' needs a directory path");
+  }
+  return {
+    recipients: all,
+    ...(spoolDir !== undefined ? { spoolDir: resolve(Deno.cwd(), spoolDir) } : {}),
+  };
 }
 
 /** S3 takes retain-until dates up to 100 years ahead; more is surely a typo. */

@@ -13,6 +13,7 @@ import { log } from "../common/log.ts";
 import { VERSION } from "../common/version.ts";
 import { keyHead, type KeyNaming } from "../bucket/keys.ts";
 import { type Connection, type ObjectLockRetention, openStore } from "../store/open_store.ts";
+import { EncryptingStore } from "../store/encrypting_store.ts";
 import { RateLimitedStore, RateLimiter } from "../store/rate_limit.ts";
 import type { Store } from "../store/store.ts";
 import { checkRoot, FileWatcher } from "./file_watcher.ts";
@@ -58,6 +59,16 @@ export interface WatchSettings {
   stateDir?: string | undefined;
   /** --object-lock-mode/-days: explicit retention on every object written; unset: the bucket's default. */
   objectLock?: ObjectLockRetention | undefined;
+  /** --encrypt-to/--encrypt-to-file: file bodies are encrypted with age; unset: plaintext. */
+  encryption?: WatchEncryption | undefined;
+}
+
+/** Client-side encryption of file bodies (lib/store/encrypting_store.ts). */
+export interface WatchEncryption {
+  /** X25519 recipients, checked. */
+  recipients: string[];
+  /** --encrypt-spool-dir. */
+  spoolDir?: string;
 }
 
 /**
@@ -67,6 +78,7 @@ export interface WatchSettings {
 export async function runWatch(s: WatchSettings): Promise<number> {
   // A missing path is a usage error, found before any request is made.
   for (const root of s.roots) await checkRoot(root);
+  if (s.encryption?.spoolDir !== undefined) await checkRoot(s.encryption.spoolDir);
   // Locked and read first: a second watcher or an unusable directory stops here.
   const state = s.stateDir === undefined ? undefined : await DurableState.open(s.stateDir);
   // A new or damaged journal cannot say what changed meanwhile: reconcile as -B does.
@@ -192,8 +204,17 @@ function openWatchStore(s: WatchSettings, metrics: Metrics): Store {
     checkPrefix: keyHead(s.naming),
     ...(s.objectLock ? { objectLock: s.objectLock } : {}),
   });
-  if (s.maxBandwidth === undefined) return store;
-  return new RateLimitedStore(store, new RateLimiter(s.maxBandwidth));
+  const limited = s.maxBandwidth === undefined
+    ? store
+    : new RateLimitedStore(store, new RateLimiter(s.maxBandwidth));
+  // Outermost: the rate limit counts the ciphertext that is really sent.
+  if (!s.encryption) return limited;
+  return new EncryptingStore(limited, {
+    ...s.encryption,
+    // Component names only (the index names them too): verify and slurp
+    // check whole SSTables against them without the secret key.
+    plaintext: (key) => key.endsWith("TOC.txt"),
+  });
 }
 
 /**
