@@ -55,6 +55,11 @@ import {
   type VersionRef,
 } from "./store.ts";
 
+/** Where ciphertext is spooled unless told otherwise. */
+export function defaultSpoolDir(): string {
+  return Deno.env.get("TMPDIR") || "/tmp";
+}
+
 /** Metadata marking an encrypted object, and its value for the format written. */
 export const ENCRYPTION_METADATA = "tablesnap-encryption";
 export const AGE_V1 = "age-v1";
@@ -146,7 +151,7 @@ export class EncryptingStore implements Store {
       this.#decrypter = null;
     }
     this.#identityFile = options.identities?.file;
-    this.#spoolDir = options.spoolDir ?? (Deno.env.get("TMPDIR") || "/tmp");
+    this.#spoolDir = options.spoolDir ?? defaultSpoolDir();
     this.#plaintext = options.plaintext ?? (() => false);
     // Present exactly when the inner store has them: callers test for them.
     const self = this as unknown as Record<string, unknown>;
@@ -390,6 +395,29 @@ export class EncryptingStore implements Store {
     }
     return { size, md5: whole.digest("hex"), partMd5s };
   }
+}
+
+/** The name of a spool file: the process id first, so that a later start knows whose it was. */
+const SPOOL_FILE = /^\.tablesnap-spool-(\d+)-/;
+
+/**
+ * Removes the spool files that processes no longer running left in `dir`
+ * (killed mid-upload). Requires `--allow-read --allow-write`; Linux (/proc).
+ */
+export async function removeStaleSpoolFiles(dir: string): Promise<number> {
+  let removed = 0;
+  for await (const entry of Deno.readDir(dir)) {
+    const pid = SPOOL_FILE.exec(entry.name)?.[1];
+    if (!entry.isFile || pid === undefined || Number(pid) === Deno.pid) continue;
+    try {
+      await Deno.stat(`/proc/${pid}`);
+      continue; // still running: another watcher's upload in flight
+    } catch {
+      // gone
+    }
+    await Deno.remove(`${dir}/${entry.name}`).then(() => removed++, () => {});
+  }
+  return removed;
 }
 
 /** The payload of age's STREAM for `plaintext` bytes: every chunk (at least one) gains a tag. */
