@@ -164,14 +164,29 @@ Deno.test("an encrypted backup: age CLI, slurp, verify, tampering, -B", async (t
     assertEquals(spooled.map((e) => `${dir.path}/${e.name}`), [live]);
   });
 
-  await t.step("-B --md5-on-start over the uploaded tree uploads nothing", async () => {
-    const before = await etags(s3, fileKeys);
-    // Sizes first (the listing's, computed for the plaintext), then MD5s.
-    const out = await runCli([...watch, "--md5-on-start", s3.bucket, `${dir.path}/data`], { env });
-    assertEquals(out.code, 0, out.stderr);
-    // Each encryption has its own file key: a re-upload would change the ETag.
-    assertEquals(await etags(s3, fileKeys), before);
-  });
+  await t.step(
+    "-B over the uploaded tree uploads nothing, also with another recipient",
+    async () => {
+      const before = await etags(s3, fileKeys);
+      // Sizes first (the listing's, computed for the plaintext), then MD5s.
+      const out = await runCli([...watch, "--md5-on-start", s3.bucket, `${dir.path}/data`], {
+        env,
+      });
+      assertEquals(out.code, 0, out.stderr);
+      // Each encryption has its own file key: a re-upload would change the ETag.
+      assertEquals(await etags(s3, fileKeys), before);
+      // A second recipient (rotation): listed sizes, computed for two, are all
+      // off by one stanza; HEADs find the same plaintext sizes.
+      const rotated = await runCli(
+        [...watch, "--encrypt-to", other.recipient, s3.bucket, `${dir.path}/data`],
+        { env },
+      );
+      assertEquals(rotated.code, 0, rotated.stderr);
+      // Nor was any file mistaken for another size (left alone, with a warning).
+      assert(!rotated.stderr.includes(" WARN "), rotated.stderr);
+      assertEquals(await etags(s3, fileKeys), before, "after adding a recipient");
+    },
+  );
 
   const slurp = (target: string, ...extra: string[]) =>
     runCli(["slurp", "-n", HOST, ...extra, s3.bucket, table, target], { env });

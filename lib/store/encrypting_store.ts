@@ -89,6 +89,15 @@ export class DecryptionError extends FatalError {
   override name = "DecryptionError";
 }
 
+/**
+ * Whether `store` encrypts what it writes (an `EncryptingStore` with
+ * recipients): its listings then give computed sizes, and its ETags are
+ * those of ciphertext.
+ */
+export function encrypts(store: Store): boolean {
+  return store instanceof EncryptingStore && store.hasRecipients;
+}
+
 /** Whether `store` can decrypt encrypted objects (an `EncryptingStore` with an identity). */
 export function decrypts(store: Store): boolean {
   return store instanceof EncryptingStore && store.hasIdentity;
@@ -164,6 +173,11 @@ export class EncryptingStore implements Store {
 
   get url(): string {
     return this.#inner.url;
+  }
+
+  /** Whether file bodies are encrypted (recipients were given). */
+  get hasRecipients(): boolean {
+    return this.#encrypter !== null;
   }
 
   /** Whether `get` can decrypt (an identity was given). */

@@ -28,6 +28,7 @@ import { log } from "../common/log.ts";
 import { type KeyNaming, objectKey } from "../bucket/keys.ts";
 import { MTIME_METADATA, mtimeMetadata, statMetadata } from "../bucket/object_meta.ts";
 import { isMutableComponent } from "../bucket/sstable.ts";
+import { encrypts } from "../store/encrypting_store.ts";
 import type { FileUpload, Store } from "../store/store.ts";
 import type { BucketView, RemoteObject } from "./bucket_view.ts";
 import type { StoredVersion } from "./file_record.ts";
@@ -82,6 +83,12 @@ export type UploadOutcome =
 
 export class FileUploader {
   readonly #o: UploaderOptions;
+  /**
+   * The store encrypts: its listings' sizes are computed for today's
+   * recipients and its ETags are the ciphertext's, so both are confirmed by
+   * a HEAD (plaintext size, `md5sum`) before a decision is taken on them.
+   */
+  readonly #encrypted: boolean;
   readonly #accounts = new Accounts();
   readonly #smallFileBudget = new ByteBudget(SMALL_FILE_BUDGET_BYTES);
   /** Keys whose object has another size: warned once, left alone. */
@@ -95,6 +102,7 @@ export class FileUploader {
 
   constructor(options: UploaderOptions) {
     this.#o = options;
+    this.#encrypted = encrypts(options.store);
   }
 
   /**
@@ -233,6 +241,12 @@ export class FileUploader {
     let remote = await this.#o.bucket.lookup(key);
     if (!remote) return "absent";
     const size = version.size;
+    if (this.#encrypted && remote.size !== size && remote.md5sum === undefined) {
+      // The listing's size was computed for today's number of recipients:
+      // the HEAD's plaintext size decides (after a rotation, say).
+      remote = await this.#o.bucket.headOf(key);
+      if (!remote) return "absent";
+    }
     if (mutable) {
       if (!await this.#mutableDiffers(key, path, version, remote)) {
         log.debug("skipped: already in bucket", { key });
@@ -244,14 +258,6 @@ export class FileUploader {
         remote_bytes: remote.size,
       });
       return "replace";
-    }
-    if (remote.size !== size && remote.md5sum === undefined) {
-      // A listing's size, which for an encrypted object is computed for
-      // today's number of recipients (lib/store/encrypting_store.ts): the
-      // HEAD's plaintext size decides before the file is left alone. (A
-      // mutable component is just uploaded again: it is small.)
-      remote = await this.#o.bucket.headOf(key);
-      if (!remote) return "absent";
     }
     if (remote.size !== size) {
       this.#conflicts.add(key);
@@ -265,9 +271,9 @@ export class FileUploader {
     if (this.#o.md5OnStart) {
       let remoteMd5 = remote.md5sum;
       const local = await digestFile(path, size);
-      if (remoteMd5 === undefined && local.md5 !== remote.etag) {
-        // The ETag is not always the file's MD5 (multipart, encrypted,
-        // SSE-KMS): the md5sum metadata decides.
+      // A multipart or encrypted object's ETag is not the file's MD5: its md5sum decides.
+      const etagIsNotMd5 = remote.etag.includes("-") || this.#encrypted;
+      if (remoteMd5 === undefined && etagIsNotMd5 && local.md5 !== remote.etag) {
         remoteMd5 = (await this.#o.bucket.headOf(key))?.md5sum;
       }
       remoteMd5 ??= remote.etag;
