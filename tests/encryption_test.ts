@@ -12,11 +12,13 @@ import {
   PutObjectLockConfigurationCommand,
   type S3Client,
 } from "@aws-sdk/client-s3";
+import { Encrypter, generateIdentity, identityToRecipient } from "age-encryption";
 import { createHash } from "node:crypto";
 import { parseSlurpArgs } from "../lib/cli/slurp.ts";
 import { parseVerifyArgs } from "../lib/cli/verify.ts";
 import { parseWatchArgs } from "../lib/cli/watch.ts";
 import { UsageError } from "../lib/common/errors.ts";
+import { ciphertextPayloadSize, plaintextSize } from "../lib/store/encrypting_store.ts";
 import { assert, assertEquals, assertStringIncludes } from "./_assert.ts";
 import { runCli, type S3Server, startS3Server, tempDir } from "./_helpers.ts";
 
@@ -72,6 +74,25 @@ async function etags(s3: S3Server, keys: string[]): Promise<string[]> {
     ),
   );
 }
+
+Deno.test("plaintextSize() inverts age's ciphertext size at every chunk boundary", async () => {
+  const recipient = await identityToRecipient(await generateIdentity());
+  const encrypter = new Encrypter();
+  encrypter.addRecipient(recipient);
+  const stream = await encrypter.encrypt(new ReadableStream({ start: (c) => c.close() }));
+  await stream.cancel();
+  const header = stream.size(0) - ciphertextPayloadSize(0);
+  assertEquals(header, 184); // one X25519 stanza, the MAC line and the nonce
+  const K = 64 * 1024;
+  for (const size of [0, 1, K - 1, K, K + 1, 2 * K, 2 * K + 1, 5 * 1024 * 1024 + 3]) {
+    assertEquals(ciphertextPayloadSize(size) + header, stream.size(size), `size ${size}`);
+    assertEquals(plaintextSize(ciphertextPayloadSize(size)), size, `size ${size}`);
+  }
+  // Sizes no age payload has: shorter than a tag, or a last chunk of tag only.
+  for (const payload of [0, 15, K + 16 + 1, K + 16 + 16]) {
+    assertEquals(plaintextSize(payload), null, `payload ${payload}`);
+  }
+});
 
 Deno.test("bad recipients and identities are one-line usage errors that never echo keys", async () => {
   await using dir = await tempDir();
