@@ -14,6 +14,7 @@
  * `moto_server` on PATH for the comparison and the reconciliation steps
  * (each is reported as skipped without them).
  */
+import { generateIdentity, identityToRecipient } from "age-encryption";
 import { parseArgs } from "node:util";
 import { VERSION } from "../lib/common/version.ts";
 import { background, hasGnuTime, measure, readProc, type RunStats, sleep } from "./_proc.ts";
@@ -77,6 +78,8 @@ export interface Config {
   /** --crash-kills and --crash-seed: the SIGKILL matrix. */
   crashKills: number;
   crashSeed: number;
+  /** Also run the bulk backup with --encrypt-to (a throwaway age key). */
+  encrypt: boolean;
 }
 
 const USAGE = `Usage: deno task bench [options]
@@ -84,6 +87,7 @@ const USAGE = `Usage: deno task bench [options]
   --quick                tiny sizes (20M tree, 1 run, 200 objects, 50 files...)
   --size SIZE            data tree size (default 1G)
   --runs N               alternating runs of each bulk tool (default 3)
+  --encrypt              bulk backup also with --encrypt-to (a throwaway age key)
   --files-at-start N     objects already in the bucket for reconciliation (default 20000)
   --latency-files N      files written at the steady rate (default 600)
   --rate N               steady rate, files per second (default 20)
@@ -131,6 +135,7 @@ export function parseConfig(args: string[]): Config {
       "watch-args": { type: "string" },
       "crash-kills": { type: "string" },
       "crash-seed": { type: "string" },
+      encrypt: { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -172,6 +177,7 @@ export function parseConfig(args: string[]): Config {
     crashKills: int(values["crash-kills"], quick ? 3 : 20, "--crash-kills"),
     crashSeed: int(values["crash-seed"], Math.floor(Math.random() * 1e9) + 1, "--crash-seed"),
     main: values.main,
+    encrypt: values.encrypt ?? false,
   };
 }
 
@@ -274,7 +280,8 @@ function failIfBad(what: string, stats: RunStats): void {
 // ---------------------------------------------------------------- step 1
 
 interface ToolRun {
-  tool: "tablesnap" | "aws";
+  /** "encrypted": tablesnap with --encrypt-to. */
+  tool: "tablesnap" | "aws" | "encrypted";
   run: number;
   stats: RunStats;
   serverCpuS: number;
@@ -283,18 +290,22 @@ interface ToolRun {
 
 async function bulk(cfg: Config, server: Server, tree: Tree, aws: string | undefined) {
   const runs: ToolRun[] = [];
+  // A key nobody keeps: the figures are the cost of encrypting, nothing is restored.
+  const encryptTo = cfg.encrypt ? ["--encrypt-to", await throwawayRecipient()] : [];
   for (let i = 0; i < cfg.runs; i++) {
-    const order: ("tablesnap" | "aws")[] = i % 2 === 0
-      ? ["tablesnap", "aws"]
-      : ["aws", "tablesnap"];
+    const order: ToolRun["tool"][] = i % 2 === 0
+      ? ["tablesnap", "aws", "encrypted"]
+      : ["encrypted", "aws", "tablesnap"];
     for (const tool of order) {
       if (tool === "aws" && !aws) continue;
+      if (tool === "encrypted" && !cfg.encrypt) continue;
       const prefix = `${tool}-${i + 1}/`;
       const cpu0 = await server.cpu();
-      const stats = tool === "tablesnap"
+      const extra = tool === "encrypted" ? encryptTo : [];
+      const stats = tool !== "aws"
         ? await measure(
           Deno.execPath(),
-          tablesnapArgs(server, prefix, ["--once", "-B", "-r", server.bucket, tree.root]),
+          tablesnapArgs(server, prefix, ["--once", "-B", "-r", ...extra, server.bucket, tree.root]),
           { env: childEnv(), cwd: REPO, forceProc: cfg.forceProc },
         )
         : await measure(aws!, [
@@ -321,6 +332,11 @@ async function bulk(cfg: Config, server: Server, tree: Tree, aws: string | undef
     }
   }
   return runs;
+}
+
+/** The recipient of a new age identity that is dropped at once. */
+async function throwawayRecipient(): Promise<string> {
+  return await identityToRecipient(await generateIdentity());
 }
 
 // ---------------------------------------------------------------- step 6
@@ -974,6 +990,7 @@ function report(r: Results): string {
   const summary: string[][] = [];
   const tsRuns = r.bulk?.filter((x) => x.tool === "tablesnap") ?? [];
   const awsRuns = r.bulk?.filter((x) => x.tool === "aws") ?? [];
+  const encryptedRuns = r.bulk?.filter((x) => x.tool === "encrypted") ?? [];
   const bytes = r.tree?.bytes ?? 0;
   const files = r.tree?.files.length ?? 0;
   const rate = (x: ToolRun) => bytes / MB / x.stats.wallS;
@@ -1102,6 +1119,7 @@ function report(r: Results): string {
     const rows = [
       ["tablesnap", tsRuns] as const,
       ["aws s3 sync", awsRuns] as const,
+      ["tablesnap, encrypted (age)", encryptedRuns] as const,
     ].filter(([, runs]) => runs.length > 0).map(([name, runs]) => [
       name,
       runs.map((x) => fmt(rate(x))).join(", "),

@@ -3,6 +3,7 @@
  * local-directory store. Whatever a job does through `Store` must behave the
  * same on either.
  */
+import { Decrypter, generateIdentity, identityToRecipient } from "age-encryption";
 import { createHash } from "node:crypto";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { startS3Server, tempDir } from "./_helpers.ts";
@@ -10,9 +11,18 @@ import { digestFile } from "../lib/common/digest.ts";
 import { FatalError } from "../lib/common/errors.ts";
 import { LocalStore } from "../lib/store/local_store.ts";
 import { S3Store } from "../lib/store/s3/s3_store.ts";
+import { DecryptionError, EncryptingStore } from "../lib/store/encrypting_store.ts";
 import type { Store } from "../lib/store/store.ts";
 
-async function contract(t: Deno.TestContext, store: Store, scratch: string) {
+/** `encrypted`: an `EncryptingStore` with recipients, whose file bodies cannot be read by range. */
+async function contract(
+  t: Deno.TestContext,
+  store: Store,
+  scratch: string,
+  encrypted = false,
+  /** Whether to page through 1,005 keys (slow on moto; `putBytes` passes through a wrapper). */
+  paging = true,
+) {
   await store.check();
 
   await t.step("putBytes/head/get round-trip with metadata and content type", async () => {
@@ -68,8 +78,22 @@ async function contract(t: Deno.TestContext, store: Store, scratch: string) {
       assertEquals(createHash("md5").update(back).digest("hex"), d.md5);
     }
     assertEquals((await store.head("h:/d/single"))?.metadata.stat, '{"uid": 0}');
+    // Listings give the file's size, as HEAD does.
+    for await (const info of store.list("h:/d/")) {
+      if (info.key === "h:/d/single" || info.key === "h:/d/multi") {
+        assertEquals(info.size, bytes.length, info.key);
+      }
+    }
+    if (encrypted) {
+      // age has no random access: an encrypted object is read whole.
+      await assertRejects(
+        () => store.get("h:/d/single", { range: { offset: 0, length: 1 } }),
+        DecryptionError,
+        "cannot be read by byte range",
+      );
+    }
     // Ranged GETs (parallel restores): the bytes asked for, and the whole object's size.
-    for (const key of ["h:/d/single", "h:/d/multi"]) {
+    for (const key of encrypted ? [] : ["h:/d/single", "h:/d/multi"]) {
       for (const [offset, length] of [[0, 1], [5 * 1024 * 1024 - 3, 10], [bytes.length - 17, 17]]) {
         const got = await store.get(key, { range: { offset: offset!, length: length! } });
         assertEquals(got?.head.size, bytes.length, `${key} ${offset}+${length}`);
@@ -93,6 +117,7 @@ async function contract(t: Deno.TestContext, store: Store, scratch: string) {
     });
     const got = await store.get("h:/d/small");
     assertEquals(new Uint8Array(await new Response(got!.body).arrayBuffer()), small);
+    assertEquals(got!.head.size, small.length);
   });
 
   await t.step('list gives S3\'s byte order across key "directories"', async () => {
@@ -116,7 +141,7 @@ async function contract(t: Deno.TestContext, store: Store, scratch: string) {
     await store.deleteMany(keys);
   });
 
-  await t.step("list pages through more than 1,000 keys in key order", async () => {
+  const pages = async () => {
     const keys = Array.from({ length: 1005 }, (_, i) => `h:/many/f${String(i).padStart(5, "0")}`);
     const body = new Uint8Array([1]);
     for (let i = 0; i < keys.length; i += 20) {
@@ -129,7 +154,8 @@ async function contract(t: Deno.TestContext, store: Store, scratch: string) {
     for await (const item of store.list("h:/many/f0000")) some.push(item.key);
     assertEquals(some.length, 10); // f00000..f00009
     for await (const item of store.list("h:/d/")) assert(item.lastModified instanceof Date);
-  });
+  };
+  if (paging) await t.step("list pages through more than 1,000 keys in key order", pages);
 
   await t.step(
     "list with a delimiter gives one directory of keys, not the ones below",
@@ -235,4 +261,84 @@ Deno.test("LocalStore meets the storage contract", async (t) => {
     FatalError,
     "does not exist",
   );
+});
+
+/** An `EncryptingStore` over `inner` with a new key pair, and a reader of its own. */
+async function encryptingOver(inner: Store, scratch: string) {
+  const identity = await generateIdentity();
+  const recipient = await identityToRecipient(identity);
+  const identities = { file: "key.txt", identities: [identity] };
+  const store = new EncryptingStore(inner, {
+    recipients: [recipient],
+    identities,
+    spoolDir: scratch,
+  });
+  return { store, identity };
+}
+
+/**
+ * What the wrapper promises beyond the contract: the inner store holds age
+ * ciphertext of the files (indexes stay plaintext), only the right identity
+ * reads it, and nothing is left in the spool directory.
+ */
+async function encryptedOnly(t: Deno.TestContext, inner: Store, identity: string, scratch: string) {
+  await t.step("the inner store holds age ciphertext; only the identity reads it", async () => {
+    const raw = await inner.get("h:/d/multi");
+    const ciphertext = new Uint8Array(await new Response(raw!.body).arrayBuffer());
+    assertEquals(raw!.head.metadata["tablesnap-encryption"], "age-v1");
+    const decrypter = new Decrypter();
+    decrypter.addIdentity(identity);
+    const plaintext = await decrypter.decrypt(ciphertext);
+    assertEquals(createHash("md5").update(plaintext).digest("hex"), raw!.head.metadata.md5sum);
+    assert(ciphertext.length > plaintext.length);
+    const index = await inner.get("h:/d/a-Data.db-listdir.json");
+    assertEquals(await new Response(index!.body).text(), '{"/d": ["a"]}');
+
+    const other = await generateIdentity();
+    const wrong = new EncryptingStore(inner, {
+      identities: { file: "o.txt", identities: [other] },
+    });
+    await assertRejects(
+      () => wrong.get("h:/d/multi"),
+      DecryptionError,
+      "Cannot decrypt 'h:/d/multi' with the identity in 'o.txt': the identity does not match",
+    );
+    const keyless = new EncryptingStore(inner, {});
+    await assertRejects(() => keyless.get("h:/d/multi"), DecryptionError, "give --identity FILE");
+    // HEAD still gives the plaintext size without a key (verify, restores' skip checks).
+    assertEquals((await keyless.head("h:/d/multi"))?.size, plaintext.length);
+    const spooled = [...Deno.readDirSync(scratch)].filter((e) => e.name.includes("spool"));
+    assertEquals(spooled, []);
+  });
+}
+
+Deno.test("EncryptingStore meets the storage contract over S3 (moto) and a local store", async (t) => {
+  await using s3 = await startS3Server("test-bucket", { server: "moto" });
+  await using root = await tempDir("tablesnap-store-");
+  await using scratch = await tempDir();
+  const s3Inner = new S3Store({
+    bucket: s3.bucket,
+    endpoint: s3.endpoint,
+    accessKeyId: "S3RVER",
+    secretAccessKey: "S3RVER",
+  });
+  try {
+    await t.step("over S3", async (t) => {
+      const { store, identity } = await encryptingOver(s3Inner, scratch.path);
+      // Paging is the inner store's (over the local store below, it runs).
+      await contract(t, store, scratch.path, true, false);
+      await encryptedOnly(t, s3Inner, identity, scratch.path);
+      // The optional methods of the inner store are there, and only those.
+      assertEquals(await store.versioning?.(), "off");
+    });
+  } finally {
+    s3Inner.close();
+  }
+  await t.step("over a local store", async (t) => {
+    const local = new LocalStore(root.path);
+    const { store, identity } = await encryptingOver(local, scratch.path);
+    await contract(t, store, scratch.path, true);
+    await encryptedOnly(t, local, identity, scratch.path);
+    assertEquals(store.versioning, undefined);
+  });
 });

@@ -5,6 +5,8 @@
  */
 import { UsageError } from "../common/errors.ts";
 import type { KeyNaming } from "../bucket/keys.ts";
+import type { AgeIdentities } from "../store/age_keys.ts";
+import { EncryptingStore } from "../store/encrypting_store.ts";
 import { checkBucketArgument, type Connection, openStore } from "../store/open_store.ts";
 import type { Store } from "../store/store.ts";
 import { type NamingFlags, resolveNaming } from "./shared_options.ts";
@@ -14,6 +16,8 @@ export interface BucketFlags {
   bucket: string;
   connection: Connection;
   naming: NamingFlags;
+  /** `--identity` (slurp, verify): decrypts encrypted objects; without it they are refused. */
+  identities?: AgeIdentities | undefined;
 }
 
 /** A job's options as parsed: everything but the store and the resolved naming. */
@@ -48,7 +52,11 @@ export async function runJob<Flags extends BucketFlags>(
     return 0;
   }
   const naming = await resolveNaming(parsed.naming);
-  const store = openStore(parsed.bucket, parsed.connection);
+  // Always wrapped: an encrypted object read without --identity is refused
+  // in one line naming it, not restored as ciphertext.
+  const store = new EncryptingStore(openStore(parsed.bucket, parsed.connection), {
+    identities: parsed.identities,
+  });
   try {
     await store.check();
     return await job({ ...parsed, store, naming });

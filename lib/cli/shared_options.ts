@@ -5,6 +5,7 @@
 import { UsageError } from "../common/errors.ts";
 import { fullyQualifiedHostname } from "../common/hostname.ts";
 import type { KeyNaming } from "../bucket/keys.ts";
+import { type AgeIdentities, readIdentities } from "../store/age_keys.ts";
 import type { Connection } from "../store/open_store.ts";
 import type { OptionTable, OptionValues } from "./options.ts";
 
@@ -44,6 +45,27 @@ export const CONNECTION_OPTIONS = {
       "(default: AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL)",
   },
 } as const satisfies OptionTable;
+
+/** `--identity`, for the jobs that read file bodies (slurp, verify). */
+export const IDENTITY_OPTIONS = {
+  identity: {
+    group: "Encryption",
+    kind: "text",
+    arg: "FILE",
+    help: "age identity file (AGE-SECRET-KEY-1..., as age-keygen writes it)\n" +
+      "to decrypt objects the watcher encrypted with --encrypt-to",
+  },
+} as const satisfies OptionTable;
+
+/** The identities `--identity` names, read and checked now (a usage error otherwise). */
+export function identitiesOf(
+  values: OptionValues<typeof IDENTITY_OPTIONS>,
+): AgeIdentities | undefined {
+  const file = values.identity;
+  if (file === undefined) return undefined;
+  if (file === "") throw new UsageError("Option '--identity' needs a file path");
+  return readIdentities(file);
+}
 
 /** The key naming options, listed in --help under `group`. */
 export function namingOptions<G extends string>(group: G) {

@@ -8,6 +8,8 @@ import {
   BUCKET_NOTE,
   CONNECTION_OPTIONS,
   connectionOf,
+  identitiesOf,
+  IDENTITY_OPTIONS,
   namingOf,
   namingOptions,
 } from "./shared_options.ts";
@@ -95,6 +97,7 @@ export const SLURP_OPTIONS = {
   // -p is --preserve here, as in the original tableslurp.
   prefix: { ...naming.prefix, short: undefined },
   help: { group: OPTIONS, kind: "flag", short: "h", help: "show this help" },
+  ...IDENTITY_OPTIONS,
   ...CONNECTION_OPTIONS,
   // The original tableslurp's name for the session token.
   "aws-token": { ...CONNECTION_OPTIONS["aws-token"], aliases: ["token"] },
@@ -123,6 +126,7 @@ export function parseSlurpArgs(args: string[]): SlurpFlags | "help" {
     bucket,
     connection: connectionOf(values),
     naming: namingOf(values),
+    identities: identitiesOf(values),
     origin,
     target,
     threads: values.threads,

@@ -6,6 +6,8 @@ import {
   BUCKET_NOTE,
   CONNECTION_OPTIONS,
   connectionOf,
+  identitiesOf,
+  IDENTITY_OPTIONS,
   namingOf,
   namingOptions,
 } from "./shared_options.ts";
@@ -30,6 +32,7 @@ export const VERIFY_OPTIONS = {
   },
   ...namingOptions(OPTIONS),
   help: { group: OPTIONS, kind: "flag", short: "h", help: "show this help" },
+  ...IDENTITY_OPTIONS,
   ...CONNECTION_OPTIONS,
 } as const satisfies OptionTable;
 
@@ -55,6 +58,7 @@ export function parseVerifyArgs(args: string[]): VerifyFlags | "help" {
     bucket,
     connection: connectionOf(values),
     naming: namingOf(values),
+    identities: identitiesOf(values),
     path,
     all: values.all,
     md5: values.md5,

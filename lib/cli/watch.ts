@@ -8,10 +8,16 @@ import { UsageError } from "../common/errors.ts";
 import { parseRate, parseSize } from "../common/format.ts";
 import { log, logOptionsFromEnv } from "../common/log.ts";
 import { VERSION } from "../common/version.ts";
+import { readRecipients } from "../store/age_keys.ts";
 import { checkBucketArgument, type ObjectLockRetention } from "../store/open_store.ts";
 import { makePathFilter } from "../watch/path_filter.ts";
 import { DEFAULT_PIN_DIR } from "../watch/pins.ts";
-import { type PinSettings, runWatch, type WatchSettings } from "../watch/run_watch.ts";
+import {
+  type PinSettings,
+  runWatch,
+  type WatchEncryption,
+  type WatchSettings,
+} from "../watch/run_watch.ts";
 import { LISTEN_EVENTS, type ListenEvent } from "../watch/watch_rules.ts";
 import { helpText, type OptionTable, parseOptions } from "./options.ts";
 import {
@@ -32,6 +38,7 @@ const DEFAULT_PIN_MAX_BYTES = "10G";
 const WATCH = "What to watch";
 const OBJECTS = "Keys and objects";
 const BEHAVIOUR = "Behaviour";
+const ENCRYPTION = "Encryption";
 
 export const WATCH_OPTIONS = {
   ...CONNECTION_OPTIONS,
@@ -149,6 +156,26 @@ export const WATCH_OPTIONS = {
     group: OBJECTS,
     kind: "flag",
     help: "compare MD5s, not only sizes, with objects found at start",
+  },
+  "encrypt-to": {
+    group: ENCRYPTION,
+    kind: "texts",
+    arg: "RECIPIENT",
+    help:
+      "encrypt file bodies with age to this X25519 recipient\n(age1..., repeatable; indexes stay plaintext)",
+  },
+  "encrypt-to-file": {
+    group: ENCRYPTION,
+    kind: "texts",
+    arg: "FILE",
+    help: "encrypt to the recipients listed in FILE, one per line\n(# comments; repeatable)",
+  },
+  "encrypt-spool-dir": {
+    group: ENCRYPTION,
+    kind: "text",
+    arg: "DIR",
+    help:
+      "where ciphertext waits for its upload (default TMPDIR or\n/tmp; needs room for the files in flight)",
   },
   threads: {
     group: BEHAVIOUR,
@@ -283,9 +310,15 @@ export function parseWatchArgs(args: string[]): WatchFlags | "help" | "version" 
   const roots = [...new Set(paths.map((p) => normalizeRoot(p)))];
   const pin = pinOf(values.pin, values["pin-dir"], values["pin-max-bytes"], roots);
   const objectLock = objectLockOf(values["object-lock-mode"], values["object-lock-days"], bucket);
+  const encryption = encryptionOf(
+    values["encrypt-to"],
+    values["encrypt-to-file"],
+    values["encrypt-spool-dir"],
+  );
   return {
     ...(objectLock ? { objectLock } : {}),
     ...(pin ? { pin } : {}),
+    ...(encryption ? { encryption } : {}),
     bucket,
     connection: connectionOf(values),
     reducedRedundancy: values["reduced-redundancy"],
@@ -361,6 +394,33 @@ function pinOf(
     );
   }
   return { dir: absolute, maxBytes: bytes };
+}
+
+/**
+ * --encrypt-to and --encrypt-to-file (read and checked now: a bad
+ * recipient is a usage error before anything starts), --encrypt-spool-dir.
+ */
+function encryptionOf(
+  recipients: string[],
+  files: string[],
+  spoolDir: string | undefined,
+): WatchEncryption | undefined {
+  const all = readRecipients(recipients, files);
+  if (all.length === 0) {
+    if (spoolDir !== undefined) {
+      throw new UsageError(
+        "Option '--encrypt-spool-dir' needs '--encrypt-to' or '--encrypt-to-file'",
+      );
+    }
+    return undefined;
+  }
+  if (spoolDir === "" || spoolDir?.includes("\0")) {
+    throw new UsageError("Option '--encrypt-spool-dir' needs a directory path");
+  }
+  return {
+    recipients: all,
+    ...(spoolDir !== undefined ? { spoolDir: resolve(Deno.cwd(), spoolDir) } : {}),
+  };
 }
 
 /** S3 takes retain-until dates up to 100 years ahead; more is surely a typo. */

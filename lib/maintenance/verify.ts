@@ -22,10 +22,11 @@ import {
 } from "../bucket/keys.ts";
 import { expectedMd5 } from "../bucket/object_meta.ts";
 import { isMd5Hex, newMd5 } from "../common/digest.ts";
-import { errorMessage } from "../common/errors.ts";
+import { errorMessage, FatalError } from "../common/errors.ts";
 import { formatBytes } from "../common/format.ts";
 import { log } from "../common/log.ts";
 import { forEachLimited } from "../common/pool.ts";
+import { isEncrypted } from "../store/encrypting_store.ts";
 import type { ObjectInfo, Store } from "../store/store.ts";
 
 /** What to verify. */
@@ -121,7 +122,10 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
         const text = await checkObject(store, key, options.md5 ?? false, result);
         if (text !== null) problem(key, `${text} (named by '${index.key}')`);
       } catch (err) {
-        problem(key, `cannot check: ${errorMessage(err)}`);
+        problem(
+          key,
+          `cannot check: ${err instanceof FatalError ? err.message : errorMessage(err)}`,
+        );
       }
     });
     log.debug("index verified", { key: index.key, files: names.length });
@@ -147,7 +151,8 @@ async function checkObject(
   result.bytes += head.size;
   const metaMd5 = head.metadata["md5sum"]?.trim().toLowerCase();
   const etag = head.etag.toLowerCase();
-  if (metaMd5 && isMd5Hex(etag) && etag !== metaMd5) {
+  // An encrypted object's ETag is the ciphertext's MD5; --md5 checks its plaintext.
+  if (metaMd5 && isMd5Hex(etag) && etag !== metaMd5 && !isEncrypted(head.metadata)) {
     return `ETag ${etag} differs from md5sum ${metaMd5}: the object is not the file uploaded`;
   }
   if (!md5) return null;

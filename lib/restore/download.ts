@@ -12,6 +12,7 @@ import { md5OfFile, newMd5 } from "../common/digest.ts";
 import { errorMessage, FatalError } from "../common/errors.ts";
 import { BufferedWriter, lstatOrNull, removeIfPresent } from "../common/fs.ts";
 import type { Semaphore } from "../common/pool.ts";
+import { DecryptionError, isEncrypted } from "../store/encrypting_store.ts";
 import type { ObjectHead } from "../store/store.ts";
 import { downloadRanges, RANGED_MIN_BYTES, removeRangeState } from "./ranged_download.ts";
 import { log } from "../common/log.ts";
@@ -40,12 +41,16 @@ export async function restoreFile(
     if (!(err instanceof Deno.errors.NotFound)) throw err;
   }
   if (existing?.isDirectory) throw new FatalError(`'${path}' exists and is a directory`);
-  if (existing?.isFile && existing.size === size && !options.force) {
+  // `size` is the listing's, which for an encrypted object is the
+  // ciphertext's: the HEAD's (plaintext) size decides.
+  if (existing?.isFile && !options.force) {
     const head = await options.store.head(source.key);
     const md5 = head && expectedMd5(head);
-    if (head && head.size === size && (md5 === null || await md5OfFile(path) === md5)) {
+    if (
+      head && head.size === existing.size && (md5 === null || await md5OfFile(path) === md5)
+    ) {
       log.debug("already restored", { path });
-      progress.fileDone(size);
+      progress.fileDone(existing.size);
       return "skipped";
     }
   }
@@ -57,8 +62,9 @@ export async function restoreFile(
       attempts,
       backoff,
       // A missing object will not appear by waiting; anything else (a reset
-      // connection, a digest mismatch from a corrupt transfer) may pass next time.
-      isRetryable: (err) => !(err instanceof MissingObjectError),
+      // connection, a digest mismatch from a corrupt transfer) may pass next
+      // time; an object that cannot be decrypted will not.
+      isRetryable: (err) => !(err instanceof MissingObjectError || err instanceof DecryptionError),
       onRetry: (err, attempt) =>
         log.warn("download failed, retrying", {
           key: source.key,
@@ -173,6 +179,11 @@ async function fetchRanged(
   const head = await connections.use(() => options.store.head(source.key));
   if (head === null) {
     throw new MissingObjectError(`Object '${source.key}' is missing from ${options.store.url}`);
+  }
+  // age has no random access that the library offers: one streamed GET,
+  // decrypted as it comes (docs/restore.md).
+  if (isEncrypted(head.metadata)) {
+    return await connections.use(() => fetchWhole(options, source, temp, onBytes));
   }
   const md5 = await downloadRanges({
     store: options.store,

@@ -19,6 +19,7 @@ import {
 import { directoryPrefix, indexKey, keyDirectory, trimSlashes } from "../bucket/keys.ts";
 import { FatalError, UsageError } from "../common/errors.ts";
 import { formatBytes } from "../common/format.ts";
+import { namesEncryptedFiles } from "../store/encrypting_store.ts";
 import type { ObjectInfo, Store } from "../store/store.ts";
 import type { PlannedFile, SlurpOptions, SlurpResult } from "./slurp.ts";
 
@@ -59,6 +60,8 @@ export interface RestorePlan {
   incomplete: IncompleteGeneration[];
   /** With --commitlogs and --at: Cassandra's `restore_point_in_time` value. */
   restorePointInTime: string | null;
+  /** Chosen indexes written by an encrypting watcher: their files need --identity. */
+  encrypted: string[];
 }
 
 /** Finds the restore points, reads and checks their indexes, and lists what to restore where. */
@@ -74,6 +77,7 @@ export async function resolvePlan(options: SlurpOptions): Promise<RestorePlan> {
     skipped: [],
     incomplete: [],
     restorePointInTime: null,
+    encrypted: [],
   };
   /** By index key: the names it gives, and the directory it describes. */
   const names = new Map<string, string[]>();
@@ -91,6 +95,7 @@ export async function resolvePlan(options: SlurpOptions): Promise<RestorePlan> {
     // The GET brought the metadata: the exact cut time costs nothing more here.
     const cut = cutTimeOf(listing.head);
     plan.points.push(cut ? { info, time: cut, exact: true } : point);
+    if (namesEncryptedFiles(listing.head.metadata)) plan.encrypted.push(info.key);
     names.set(info.key, listing.names);
     directories.set(info.key, directory);
     const prefix = `${keyDirectory(info.key)}/`;

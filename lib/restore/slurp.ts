@@ -20,6 +20,7 @@ import { formatBytes } from "../common/format.ts";
 import { log } from "../common/log.ts";
 import { forEachLimited, Semaphore } from "../common/pool.ts";
 import type { RestorePoint } from "../bucket/index_reader.ts";
+import { decrypts } from "../store/encrypting_store.ts";
 import type { Store } from "../store/store.ts";
 import { MissingObjectError, restoreFile } from "./download.ts";
 import {
@@ -130,7 +131,20 @@ export async function slurp(options: SlurpOptions): Promise<SlurpResult> {
   };
   if (options.plan) {
     printPlan(print, options.store, result);
+    if (plan.encrypted.length > 0) {
+      print(
+        `Encrypted with age: ${plan.encrypted.length} of the indexes' file sets (needs --identity)`,
+      );
+    }
     return result;
+  }
+  // Known from the indexes' metadata, before any download. (Files the
+  // index metadata does not announce are refused one by one, by the store.)
+  const encrypted = plan.encrypted[0];
+  if (encrypted !== undefined && !decrypts(options.store)) {
+    throw new FatalError(
+      `The files of index '${encrypted}' are encrypted with age: give --identity FILE to restore them`,
+    );
   }
   if (plan.incomplete.length > 0) {
     if (!options.allowIncomplete) {

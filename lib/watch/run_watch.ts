@@ -15,6 +15,11 @@ import { log } from "../common/log.ts";
 import { VERSION } from "../common/version.ts";
 import { keyHead, type KeyNaming, objectKey } from "../bucket/keys.ts";
 import { type Connection, type ObjectLockRetention, openStore } from "../store/open_store.ts";
+import {
+  defaultSpoolDir,
+  EncryptingStore,
+  removeStaleSpoolFiles,
+} from "../store/encrypting_store.ts";
 import { RateLimitedStore, RateLimiter } from "../store/rate_limit.ts";
 import type { Store } from "../store/store.ts";
 import { checkRoot, FileWatcher } from "./file_watcher.ts";
@@ -64,12 +69,22 @@ export interface WatchSettings {
   objectLock?: ObjectLockRetention | undefined;
   /** --pin: complete files are hard-linked until in the bucket; unset: off. */
   pin?: PinSettings | undefined;
+  /** --encrypt-to/--encrypt-to-file: file bodies are encrypted with age; unset: plaintext. */
+  encryption?: WatchEncryption | undefined;
 }
 
 /** --pin-dir (undefined: `PATH/.tablesnap-pins` per PATH) and --pin-max-bytes. */
 export interface PinSettings {
   dir: string | undefined;
   maxBytes: number;
+}
+
+/** Client-side encryption of file bodies (lib/store/encrypting_store.ts). */
+export interface WatchEncryption {
+  /** X25519 recipients, checked. */
+  recipients: string[];
+  /** --encrypt-spool-dir. */
+  spoolDir?: string;
 }
 
 /**
@@ -79,6 +94,12 @@ export interface PinSettings {
 export async function runWatch(s: WatchSettings): Promise<number> {
   // A missing path is a usage error, found before any request is made.
   for (const root of s.roots) await checkRoot(root);
+  if (s.encryption) {
+    const spoolDir = s.encryption.spoolDir ?? defaultSpoolDir();
+    await checkRoot(spoolDir);
+    const removed = await removeStaleSpoolFiles(spoolDir);
+    if (removed > 0) log.info("removed spool files of an earlier run", { dir: spoolDir, removed });
+  }
   // Locked and read first: a second watcher or an unusable directory stops here.
   const state = s.stateDir === undefined ? undefined : await DurableState.open(s.stateDir);
   // A new or damaged journal cannot say what changed meanwhile: reconcile as -B does.
@@ -241,8 +262,17 @@ function openWatchStore(s: WatchSettings, metrics: Metrics): Store {
     checkPrefix: keyHead(s.naming),
     ...(s.objectLock ? { objectLock: s.objectLock } : {}),
   });
-  if (s.maxBandwidth === undefined) return store;
-  return new RateLimitedStore(store, new RateLimiter(s.maxBandwidth));
+  const limited = s.maxBandwidth === undefined
+    ? store
+    : new RateLimitedStore(store, new RateLimiter(s.maxBandwidth));
+  // Outermost: the rate limit counts the ciphertext that is really sent.
+  if (!s.encryption) return limited;
+  return new EncryptingStore(limited, {
+    ...s.encryption,
+    // Component names only (the index names them too): verify and slurp
+    // check whole SSTables against them without the secret key.
+    plaintext: (key) => key.endsWith("TOC.txt"),
+  });
 }
 
 /**

@@ -607,19 +607,24 @@ function sdkText(args: unknown[]): string {
  * socket is paused whenever a few chunks are queued and resumed on demand.
  */
 function pacedWebStream(body: Readable): ReadableStream<Uint8Array> {
+  // Once cancelled, events still queued in the socket must not reach the
+  // controller: enqueue or close would throw, uncaught, from the event.
+  let cancelled = false;
   return new ReadableStream<Uint8Array>({
     start(controller) {
       body.on("data", (chunk: Buffer) => {
+        if (cancelled) return;
         controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
         if ((controller.desiredSize ?? 0) <= 0) body.pause();
       });
-      body.once("end", () => controller.close());
-      body.once("error", (err) => controller.error(err));
+      body.once("end", () => cancelled || controller.close());
+      body.once("error", (err) => cancelled || controller.error(err));
     },
     pull() {
       body.resume();
     },
     cancel(reason) {
+      cancelled = true;
       body.destroy(reason instanceof Error ? reason : undefined);
     },
   }, { highWaterMark: 4 });
