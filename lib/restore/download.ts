@@ -10,7 +10,8 @@ import { expectedMd5, parseStatMetadata } from "../bucket/object_meta.ts";
 import type { Accounts } from "../common/accounts.ts";
 import { md5OfFile, newMd5 } from "../common/digest.ts";
 import { errorMessage, FatalError } from "../common/errors.ts";
-import { BufferedWriter, lstatOrNull, removeIfPresent } from "../common/fs.ts";
+import { ChunkReader, writeAll } from "../common/chunk_reader.ts";
+import { removeIfPresent } from "../common/fs.ts";
 import type { Semaphore } from "../common/pool.ts";
 import type { ObjectHead } from "../store/store.ts";
 import { downloadRanges, RANGED_MIN_BYTES, removeRangeState } from "./ranged_download.ts";
@@ -21,6 +22,8 @@ import type { Progress } from "./progress.ts";
 import type { SlurpOptions } from "./slurp.ts";
 
 const PARTIAL_SUFFIX = ".tablesnap-partial";
+/** Bytes hashed and written at once. */
+const CHUNK_BYTES = 1024 * 1024;
 
 /** Downloads one file into `dir` (already checked), or skips it when present and verified. */
 export async function restoreFile(
@@ -97,7 +100,7 @@ async function downloadOnce(
   try {
     fetched = size >= RANGED_MIN_BYTES
       ? await fetchRanged(options, source, temp, connections, onBytes)
-      : await connections.use(() => fetchWhole(options, source, temp, onBytes));
+      : await connections.use(() => fetchWhole(options, source, temp, size, onBytes));
   } catch (err) {
     progress.addBytes(-counted);
     throw err;
@@ -111,31 +114,28 @@ async function downloadOnce(
     if (md5 !== null && actual !== md5) {
       throw new Error(`MD5 of '${source.key}' is ${actual}, expected ${md5}`);
     }
-    {
-      using file = await Deno.open(temp, { read: true, write: true });
-      await file.sync();
-    }
     const stat = parseStatMetadata(head.metadata["stat"]);
     await Deno.chmod(temp, stat?.mode !== undefined ? stat.mode & 0o7777 : 0o644);
     const [uid, gid] = ownerOf(options, stat, owners, source.key);
     if (uid !== null || gid !== null) await Deno.chown(temp, uid, gid);
     await Deno.rename(temp, path);
-    await removeRangeState(temp);
+    if (size >= RANGED_MIN_BYTES) await removeRangeState(temp);
     log.debug("restored", { path, bytes });
   } catch (err) {
     // Checked and found wrong, or not finished: nothing of it can be trusted.
     progress.addBytes(-counted);
     await removeIfPresent(temp).catch(() => {});
-    await removeRangeState(temp).catch(() => {});
+    if (size >= RANGED_MIN_BYTES) await removeRangeState(temp).catch(() => {});
     throw err;
   }
 }
 
-/** A whole object in one GET, hashed while it is written. */
+/** A whole object in one GET, hashed while it is written, then fsynced. */
 async function fetchWhole(
   options: SlurpOptions,
   source: Source,
   temp: string,
+  size: number,
   onBytes: (n: number) => void,
 ): Promise<{ head: ObjectHead; md5: string; bytes: number }> {
   await removeIfPresent(temp);
@@ -145,17 +145,19 @@ async function fetchWhole(
   }
   const hash = newMd5();
   let bytes = 0;
+  // Chunks as large as the file, up to CHUNK_BYTES: one hash and one write call each.
+  const reader = new ChunkReader(object.body, Math.min(CHUNK_BYTES, size + 1));
   try {
     using file = await Deno.open(temp, { write: true, createNew: true, mode: 0o600 });
-    const out = new BufferedWriter(file);
-    for await (const chunk of object.body) {
+    for (let chunk = await reader.next(); chunk; chunk = await reader.next()) {
       hash.update(chunk);
-      await out.write(chunk);
+      await writeAll(file, chunk);
       bytes += chunk.byteLength;
       onBytes(chunk.byteLength);
     }
-    await out.flush();
+    await file.sync();
   } catch (err) {
+    await reader.cancel();
     await removeIfPresent(temp).catch(() => {});
     throw err;
   }
@@ -182,7 +184,9 @@ async function fetchRanged(
     connections,
     onBytes,
   });
-  return { head, md5, bytes: lstatOrNull(temp)?.size ?? 0 };
+  using file = await Deno.open(temp, { read: true, write: true });
+  await file.sync();
+  return { head, md5, bytes: (await file.stat()).size };
 }
 
 function ownerOf(

@@ -14,13 +14,14 @@
  *   right after it was written (from the page cache, in practice), so no
  *   range is fetched twice and the file is not read again at the end.
  *
- * Memory: a 1 MiB read buffer plus the stream chunks in flight, whatever
- * the file size.
+ * Memory: a 1 MiB buffer per range in flight and one for the hasher,
+ * whatever the file size.
  */
 import type { ObjectHead, Store } from "../store/store.ts";
 import { newMd5 } from "../common/digest.ts";
 import { errorMessage } from "../common/errors.ts";
-import { BufferedWriter, lstatOrNull, removeIfPresent } from "../common/fs.ts";
+import { ChunkReader, writeAll } from "../common/chunk_reader.ts";
+import { lstatOrNull, removeIfPresent } from "../common/fs.ts";
 import { log } from "../common/log.ts";
 import type { Semaphore } from "../common/pool.ts";
 import { type Backoff, retry } from "../common/retry.ts";
@@ -153,20 +154,20 @@ async function fetchRange(d: RangedDownload, i: number): Promise<void> {
       }
       using file = await Deno.open(d.temp, { write: true });
       await file.seek(offset, Deno.SeekMode.Start);
-      const out = new BufferedWriter(file);
+      const reader = new ChunkReader(object.body, READ_CHUNK);
       let written = 0;
       try {
-        for await (const chunk of object.body) {
+        for (let chunk = await reader.next(); chunk; chunk = await reader.next()) {
           if (written + chunk.byteLength > length) throw new Error("range longer than asked");
-          await out.write(chunk);
+          await writeAll(file, chunk);
           written += chunk.byteLength;
           d.onBytes(chunk.byteLength);
         }
-        await out.flush();
         if (written !== length) {
           throw new Error(`Got ${written} bytes of range ${i} of '${d.key}', expected ${length}`);
         }
       } catch (err) {
+        await reader.cancel();
         d.onBytes(-written);
         throw err;
       }
