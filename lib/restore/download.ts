@@ -11,7 +11,7 @@ import type { Accounts } from "../common/accounts.ts";
 import { md5OfFile, newMd5 } from "../common/digest.ts";
 import { errorMessage, FatalError } from "../common/errors.ts";
 import { ChunkReader, writeAll } from "../common/chunk_reader.ts";
-import { removeIfPresent } from "../common/fs.ts";
+import { lstatOrNull, removeIfPresent } from "../common/fs.ts";
 import type { Semaphore } from "../common/pool.ts";
 import type { ObjectHead } from "../store/store.ts";
 import { downloadRanges, RANGED_MIN_BYTES, removeRangeState } from "./ranged_download.ts";
@@ -43,12 +43,7 @@ export async function restoreFile(
   connections: Semaphore,
 ): Promise<"downloaded" | "skipped"> {
   const path = `${dir}/${source.name}`;
-  let existing: Deno.FileInfo | null = null;
-  try {
-    existing = await Deno.lstat(path);
-  } catch (err) {
-    if (!(err instanceof Deno.errors.NotFound)) throw err;
-  }
+  const existing = lstatOrNull(path);
   if (existing?.isDirectory) throw new FatalError(`'${path}' exists and is a directory`);
   if (existing?.isFile && existing.size === size && !options.force) {
     const head = await options.store.head(source.key);
@@ -103,7 +98,8 @@ async function downloadOnce(
     counted += n;
     progress.addBytes(n);
   };
-  let fetched: { head: ObjectHead; md5: string; bytes: number };
+  // Fetched holding a connection permit; checked and fsynced after it is released.
+  let fetched: Fetched;
   try {
     fetched = size >= RANGED_MIN_BYTES
       ? await fetchRanged(options, source, temp, connections, onBytes)
@@ -113,13 +109,18 @@ async function downloadOnce(
     throw err;
   }
   try {
-    const { head, md5: actual, bytes } = fetched;
-    if (bytes !== head.size) {
-      throw new Error(`Got ${bytes} bytes of '${source.key}', expected ${head.size}`);
-    }
-    const md5 = expectedMd5(head);
-    if (md5 !== null && actual !== md5) {
-      throw new Error(`MD5 of '${source.key}' is ${actual}, expected ${md5}`);
+    const { head, md5: actual, bytes, file } = fetched;
+    try {
+      if (bytes !== head.size) {
+        throw new Error(`Got ${bytes} bytes of '${source.key}', expected ${head.size}`);
+      }
+      const md5 = expectedMd5(head);
+      if (md5 !== null && actual !== md5) {
+        throw new Error(`MD5 of '${source.key}' is ${actual}, expected ${md5}`);
+      }
+      await file.sync();
+    } finally {
+      file.close();
     }
     const stat = parseStatMetadata(head.metadata["stat"]);
     await Deno.chmod(temp, stat?.mode !== undefined ? stat.mode & 0o7777 : 0o644);
@@ -137,15 +138,23 @@ async function downloadOnce(
   }
 }
 
-/** A whole object in one GET, hashed while it is written, then fsynced. */
+/** A downloaded partial file, still open, with what it should be and what it is. */
+interface Fetched {
+  head: ObjectHead;
+  md5: string;
+  bytes: number;
+  /** Open for the fsync (the caller closes it). */
+  file: Deno.FsFile;
+}
+
+/** A whole object in one GET, hashed while it is written. */
 async function fetchWhole(
   options: SlurpOptions,
   source: Source,
   temp: string,
   size: number,
   onBytes: (n: number) => void,
-): Promise<{ head: ObjectHead; md5: string; bytes: number }> {
-  await removeIfPresent(temp);
+): Promise<Fetched> {
   const object = await options.store.get(source.key);
   if (object === null) {
     throw new MissingObjectError(`Object '${source.key}' is missing from ${options.store.url}`);
@@ -154,21 +163,38 @@ async function fetchWhole(
   let bytes = 0;
   // Chunks no larger than the file: small files need no large buffer.
   const reader = new ChunkReader(object.body, Math.min(chunkBytes(options.threads ?? 4), size + 1));
+  let file: Deno.FsFile | undefined;
   try {
-    using file = await Deno.open(temp, { write: true, createNew: true, mode: 0o600 });
+    file = await createPartial(temp);
     for (let chunk = await reader.next(); chunk; chunk = await reader.next()) {
       hash.update(chunk);
       await writeAll(file, chunk);
       bytes += chunk.byteLength;
       onBytes(chunk.byteLength);
     }
-    await file.sync();
   } catch (err) {
+    file?.close();
     await reader.cancel();
     await removeIfPresent(temp).catch(() => {});
     throw err;
   }
-  return { head: object.head, md5: hash.digest("hex"), bytes };
+  return { head: object.head, md5: hash.digest("hex"), bytes, file };
+}
+
+/**
+ * The partial file, new (O_EXCL: a symlink there is never followed). One
+ * left by an interrupted run is removed first; looked for only then, as
+ * most restores find none.
+ */
+async function createPartial(temp: string): Promise<Deno.FsFile> {
+  const create = () => Deno.open(temp, { write: true, createNew: true, mode: 0o600 });
+  try {
+    return await create();
+  } catch (err) {
+    if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
+    await removeIfPresent(temp);
+    return await create();
+  }
 }
 
 /** A large object in parallel ranges, resuming a partial file left by an earlier run. */
@@ -178,7 +204,7 @@ async function fetchRanged(
   temp: string,
   connections: Semaphore,
   onBytes: (n: number) => void,
-): Promise<{ head: ObjectHead; md5: string; bytes: number }> {
+): Promise<Fetched> {
   const head = await connections.use(() => options.store.head(source.key));
   if (head === null) {
     throw new MissingObjectError(`Object '${source.key}' is missing from ${options.store.url}`);
@@ -192,9 +218,13 @@ async function fetchRanged(
     onBytes,
     chunkBytes: chunkBytes(options.threads ?? 4),
   });
-  using file = await Deno.open(temp, { read: true, write: true });
-  await file.sync();
-  return { head, md5, bytes: (await file.stat()).size };
+  const file = await Deno.open(temp, { read: true, write: true });
+  try {
+    return { head, md5, bytes: (await file.stat()).size, file };
+  } catch (err) {
+    file.close();
+    throw err;
+  }
 }
 
 function ownerOf(
