@@ -155,7 +155,12 @@ async function fetchWhole(
   size: number,
   onBytes: (n: number) => void,
 ): Promise<Fetched> {
-  const object = await options.store.get(source.key);
+  // Bytes the plan already read are used once; a retry fetches afresh.
+  const fetched = source.fetched;
+  delete source.fetched;
+  const object = fetched
+    ? { head: fetched.head, body: new Blob([fetched.bytes]).stream() }
+    : await options.store.get(source.key);
   if (object === null) {
     throw new MissingObjectError(`Object '${source.key}' is missing from ${options.store.url}`);
   }
