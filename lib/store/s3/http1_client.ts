@@ -412,8 +412,12 @@ class Connection {
         return;
       }
       this.#timer = setTimeout(check, this.#idleTimeoutMs - silent);
+      Deno.unrefTimer(this.#timer);
     };
     this.#timer = setTimeout(check, this.#idleTimeoutMs);
+    // A pending read keeps the process alive, not the watchdog: an answer
+    // nobody reads any more must not delay the exit.
+    Deno.unrefTimer(this.#timer);
   }
 
   #stopTimer(): void {
