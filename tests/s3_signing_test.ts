@@ -1,6 +1,6 @@
 /**
  * Signatures, checked by a server that verifies them. s3rver does not, so a
- * mistake in how `S3Store` signs its direct HEAD/PUT requests (lib/store/s3/direct_requests.ts)
+ * mistake in how `S3Store` signs its direct HEAD/PUT/GET requests (lib/store/s3/direct_requests.ts)
  * or its SDK requests would pass every other test. moto does when told to:
  * its first few requests are let through unauthenticated (to create an IAM
  * user with an access key and an S3 policy, and the bucket, via boto3), and
@@ -104,12 +104,16 @@ Deno.test("S3Store's requests carry valid signatures (moto verifying SigV4)", as
             assertEquals(head?.etag, createHash("md5").update(body).digest("hex"), key);
             assertEquals(head?.metadata.stat, '{"uid": 0, "gid": 0, "mode": 33188}', key);
             assertEquals(head?.contentType, "application/json", key);
+            const got = await store.get(`direct/${key}`);
+            assertEquals(await new Response(got?.body).text(), `body ${i}`, key);
+            assertEquals(got?.head.metadata.md5sum, "m", key);
           }
         } finally {
           sdk.destroy();
         }
         assert(accepted >= 2, `only ${accepted} keys accepted`);
         assertEquals(await store.head("direct/no such key"), null);
+        assertEquals(await store.get("direct/no such key"), null);
       });
 
       await t.step("files sent from memory, streamed and in parts all verify", async () => {
@@ -132,6 +136,13 @@ Deno.test("S3Store's requests carry valid signatures (moto verifying SigV4)", as
           assertEquals(got!.head.metadata.md5sum, d.md5, key);
         }
         assertEquals((await store.head("host/in parts"))?.etag.endsWith("-3"), true);
+        // A ranged GET (large restores): the range's bytes, the whole object's size.
+        const range = await store.get("host/in parts", { range: { offset: 5000, length: 70_000 } });
+        assertEquals(range!.head.size, bytes.length);
+        assertEquals(
+          new Uint8Array(await new Response(range!.body).arrayBuffer()),
+          bytes.subarray(5000, 75_000),
+        );
       });
 
       await t.step("a wrong secret is refused on the direct and the SDK paths", async () => {
@@ -148,6 +159,11 @@ Deno.test("S3Store's requests carry valid signatures (moto verifying SigV4)", as
             403,
           );
           await assertRejects(() => wrong.putBytes("host/nope", new Uint8Array(1), {}));
+          const refused = await assertRejects(() => wrong.get("host/streamed"));
+          assertEquals(
+            (refused as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode,
+            403,
+          );
           // A streamed body refused by the server: the request ends, it does not hang.
           const path = `${scratch.path}/f`;
           const size = (await Deno.stat(path)).size;

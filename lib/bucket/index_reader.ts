@@ -251,12 +251,14 @@ export interface TocGap {
  * each component it lists must be named by the index and, per `present`,
  * be in the bucket. Cassandra refuses an SSTable with a component missing.
  * `keyDir` is the index's key directory (the key up to its last "/").
+ * `onToc` is given each TOC.txt as read (a restore writes it from memory).
  */
 export async function tocGaps(
   store: Store,
   keyDir: string,
   names: readonly string[],
   present: (key: string) => boolean,
+  options: { onToc?: (key: string, head: ObjectHead, bytes: Uint8Array<ArrayBuffer>) => void } = {},
 ): Promise<TocGap[]> {
   const named = new Set(names);
   const gaps: TocGap[] = [];
@@ -264,7 +266,9 @@ export async function tocGaps(
     const generation = toc.slice(0, -"TOC.txt".length);
     const object = present(`${keyDir}/${toc}`) ? await store.get(`${keyDir}/${toc}`) : null;
     if (object === null) continue; // a missing object, reported as such
-    const missing = parseToc(await new Response(object.body).text())
+    const bytes = new Uint8Array(await new Response(object.body).arrayBuffer());
+    options.onToc?.(`${keyDir}/${toc}`, object.head, bytes);
+    const missing = parseToc(new TextDecoder().decode(bytes))
       .filter((component) => {
         const name = generation + component;
         return !named.has(name) || !present(`${keyDir}/${name}`);

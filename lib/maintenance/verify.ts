@@ -21,6 +21,7 @@ import {
   trimSlashes,
 } from "../bucket/keys.ts";
 import { expectedMd5 } from "../bucket/object_meta.ts";
+import { ChunkReader } from "../common/chunk_reader.ts";
 import { isMd5Hex, newMd5 } from "../common/digest.ts";
 import { errorMessage, FatalError } from "../common/errors.ts";
 import { formatBytes } from "../common/format.ts";
@@ -145,7 +146,9 @@ async function checkObject(
   md5: boolean,
   result: VerifyResult,
 ): Promise<string | null> {
-  const head = await store.head(key);
+  // With --md5 the GET's answer carries the head: no HEAD first.
+  const object = md5 ? await store.get(key) : null;
+  const head = md5 ? object?.head ?? null : await store.head(key);
   if (head === null) return "missing";
   result.files++;
   result.bytes += head.size;
@@ -153,14 +156,15 @@ async function checkObject(
   const etag = head.etag.toLowerCase();
   // An encrypted object's ETag is the ciphertext's MD5; --md5 checks its plaintext.
   if (metaMd5 && isMd5Hex(etag) && etag !== metaMd5 && !isEncrypted(head.metadata)) {
+    await object?.body.cancel();
     return `ETag ${etag} differs from md5sum ${metaMd5}: the object is not the file uploaded`;
   }
-  if (!md5) return null;
-  const object = await store.get(key);
-  if (object === null) return "missing";
+  if (!object) return null;
   const hash = newMd5();
   let bytes = 0;
-  for await (const chunk of object.body) {
+  // Hashed in chunks of up to 1 MiB read into one buffer, not per socket read.
+  const reader = new ChunkReader(object.body, Math.min(1024 * 1024, head.size + 1));
+  for (let chunk = await reader.next(); chunk; chunk = await reader.next()) {
     hash.update(chunk);
     bytes += chunk.byteLength;
   }

@@ -14,16 +14,20 @@ import {
   indexesPerDirectory,
   readIndex,
   type RestorePoint,
+  type TocGap,
   tocGaps,
 } from "../bucket/index_reader.ts";
 import { directoryPrefix, indexKey, keyDirectory, trimSlashes } from "../bucket/keys.ts";
 import { FatalError, UsageError } from "../common/errors.ts";
 import { formatBytes } from "../common/format.ts";
+import { forEachLimited } from "../common/pool.ts";
 import { namesEncryptedFiles } from "../store/encrypting_store.ts";
-import type { ObjectInfo, Store } from "../store/store.ts";
+import type { ObjectHead, ObjectInfo, Store } from "../store/store.ts";
 import type { PlannedFile, SlurpOptions, SlurpResult } from "./slurp.ts";
 
 const COMMIT_LOG = /^CommitLog-\d+-(\d+)\.log$/;
+/** Restore points whose TOC.txt files are read at once. */
+const TOC_READS = 8;
 
 /** The name of the commit log replay settings written beside restored commit logs. */
 export const ARCHIVING_PROPERTIES = "commitlog_archiving.properties.tablesnap";
@@ -35,6 +39,11 @@ export interface Source {
   root: string;
   segments: string[];
   name: string;
+  /**
+   * The object as the plan already read it (each TOC.txt, for the whole-SSTable
+   * check): its first download attempt uses these bytes instead of a GET.
+   */
+  fetched?: { head: ObjectHead; bytes: Uint8Array<ArrayBuffer> };
 }
 
 /** An SSTable generation whose TOC.txt names components the restore would not have. */
@@ -251,15 +260,24 @@ async function incompleteGenerations(
   const present = new Set(
     plan.files.filter((f) => f.planned.size !== undefined).map((f) => f.source.key),
   );
+  const sources = new Map(plan.files.map((f) => [f.source.key, f.source]));
+  const onToc = (key: string, head: ObjectHead, bytes: Uint8Array<ArrayBuffer>) => {
+    const source = sources.get(key);
+    if (source) source.fetched = { head, bytes };
+  };
+  const gapsOf = new Map<string, TocGap[]>();
+  // Several tables at once: one GET per TOC.txt, each a round trip.
+  await forEachLimited(plan.points, TOC_READS, async ({ info }) => {
+    const named = names.get(info.key) ?? [];
+    const isPresent = (key: string) => present.has(key);
+    gapsOf.set(
+      info.key,
+      await tocGaps(store, keyDirectory(info.key), named, isPresent, { onToc }),
+    );
+  });
   const incomplete: IncompleteGeneration[] = [];
   for (const { info } of plan.points) {
-    const gaps = await tocGaps(
-      store,
-      keyDirectory(info.key),
-      names.get(info.key) ?? [],
-      (key) => present.has(key),
-    );
-    for (const gap of gaps) {
+    for (const gap of gapsOf.get(info.key) ?? []) {
       incomplete.push({ index: info.key, directory: directories.get(info.key)!, ...gap });
     }
   }

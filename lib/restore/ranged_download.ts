@@ -9,18 +9,20 @@
  *   partial file (`.<name>.tablesnap-partial.ranges`, with the object's
  *   ETag and size): a re-run after SIGKILL or a network loss fetches only
  *   the missing ranges, if the object is still the same.
- * - The whole file's MD5 (what `md5sum` promises) is computed in order by a
- *   reader that follows the finished ranges: each range is read back once,
- *   right after it was written (from the page cache, in practice), so no
- *   range is fetched twice and the file is not read again at the end.
+ * - The whole file's MD5 (what `md5sum` promises) is computed in order: the
+ *   chunks of the range the hash has reached are hashed as they arrive, and
+ *   the ranges that came ahead of it are read back once they are done
+ *   (from the page cache, in practice), so no range is fetched twice and
+ *   the file is not read again at the end.
  *
- * Memory: a 1 MiB read buffer plus the stream chunks in flight, whatever
- * the file size.
+ * Memory: a `chunkBytes` buffer per range in flight and one for the
+ * hasher, whatever the file size.
  */
 import type { ObjectHead, Store } from "../store/store.ts";
 import { newMd5 } from "../common/digest.ts";
 import { errorMessage } from "../common/errors.ts";
-import { BufferedWriter, lstatOrNull, removeIfPresent } from "../common/fs.ts";
+import { ChunkReader, writeAll } from "../common/chunk_reader.ts";
+import { lstatOrNull, removeIfPresent } from "../common/fs.ts";
 import { log } from "../common/log.ts";
 import type { Semaphore } from "../common/pool.ts";
 import { type Backoff, retry } from "../common/retry.ts";
@@ -32,7 +34,6 @@ export const RANGE_BYTES = 16 * 1024 * 1024;
 /** Ranges of one file fetched at once. */
 export const CONNECTIONS_PER_FILE = 4;
 
-const READ_CHUNK = 1024 * 1024;
 const RANGE_ATTEMPTS = 5;
 const RANGE_BACKOFF: Backoff = { firstMs: 500, maxMs: 15_000, jitter: "half" };
 
@@ -54,6 +55,8 @@ export interface RangedDownload {
   connections: Semaphore;
   /** Told of every byte written (progress). */
   onBytes: (n: number) => void;
+  /** Bytes written and hashed at once (one buffer per range in flight). */
+  chunkBytes: number;
 }
 
 /** The state file of a partial file. */
@@ -92,7 +95,8 @@ export async function downloadRanges(d: RangedDownload): Promise<string> {
   for (const f of finished) f.promise.catch(() => {});
   for (const i of done) finished[i]!.resolve();
   let failure: unknown;
-  const hashing = hashInOrder(d.temp, head.size, finished);
+  const hasher = new InOrderHash(d.temp, head.size, d.chunkBytes);
+  const hashing = hasher.run(finished);
   hashing.catch(() => {});
 
   // One state write at a time, in order, each replacing the last.
@@ -110,7 +114,7 @@ export async function downloadRanges(d: RangedDownload): Promise<string> {
       if (next >= count || failure !== undefined) return;
       const i = next++;
       try {
-        await fetchRange(d, i);
+        await fetchRange(d, i, hasher);
         done.add(i);
         await save();
         finished[i]!.resolve();
@@ -140,7 +144,7 @@ function rangeLength(i: number, size: number): number {
 }
 
 /** One range into the partial file at its offset, retried on its own. */
-async function fetchRange(d: RangedDownload, i: number): Promise<void> {
+async function fetchRange(d: RangedDownload, i: number, hasher: InOrderHash): Promise<void> {
   const offset = i * RANGE_BYTES;
   const length = rangeLength(i, d.head.size);
   await retry(() =>
@@ -153,20 +157,21 @@ async function fetchRange(d: RangedDownload, i: number): Promise<void> {
       }
       using file = await Deno.open(d.temp, { write: true });
       await file.seek(offset, Deno.SeekMode.Start);
-      const out = new BufferedWriter(file);
+      const reader = new ChunkReader(object.body, d.chunkBytes);
       let written = 0;
       try {
-        for await (const chunk of object.body) {
+        for (let chunk = await reader.next(); chunk; chunk = await reader.next()) {
           if (written + chunk.byteLength > length) throw new Error("range longer than asked");
-          await out.write(chunk);
+          await writeAll(file, chunk);
+          hasher.offer(offset + written, chunk);
           written += chunk.byteLength;
           d.onBytes(chunk.byteLength);
         }
-        await out.flush();
         if (written !== length) {
           throw new Error(`Got ${written} bytes of range ${i} of '${d.key}', expected ${length}`);
         }
       } catch (err) {
+        await reader.cancel();
         d.onBytes(-written);
         throw err;
       }
@@ -183,28 +188,59 @@ async function fetchRange(d: RangedDownload, i: number): Promise<void> {
   });
 }
 
-/** Reads the ranges back in order as they finish, hashing the whole file once. */
-async function hashInOrder(
-  temp: string,
-  size: number,
-  finished: PromiseWithResolvers<void>[],
-): Promise<string> {
-  const hash = newMd5();
-  const buffer = new Uint8Array(READ_CHUNK);
-  let position = 0;
-  for (const [i, range] of finished.entries()) {
-    await range.promise;
-    using file = await Deno.open(temp, { read: true });
-    await file.seek(position, Deno.SeekMode.Start);
-    const end = Math.min(size, (i + 1) * RANGE_BYTES);
-    while (position < end) {
-      const n = await file.read(buffer.subarray(0, Math.min(READ_CHUNK, end - position)));
-      if (n === null) throw new Error(`Partial file '${temp}' is shorter than expected`);
-      hash.update(buffer.subarray(0, n));
-      position += n;
-    }
+/**
+ * The whole file's MD5, in order. A chunk written right where the hash has
+ * got to is hashed from memory as it arrives (the range in order streams
+ * so); the rest is read back from the partial file once its range is done.
+ */
+class InOrderHash {
+  readonly #hash = newMd5();
+  readonly #temp: string;
+  readonly #size: number;
+  readonly #chunkBytes: number;
+  /** Bytes hashed so far, from the start of the file. */
+  #position = 0;
+  /** A read-back in flight: live chunks wait, or they would be hashed twice. */
+  #reading = false;
+
+  constructor(temp: string, size: number, chunkBytes: number) {
+    this.#temp = temp;
+    this.#size = size;
+    this.#chunkBytes = chunkBytes;
   }
-  return hash.digest("hex");
+
+  /** A chunk just written at `offset`: hashed now if it is the next in order. */
+  offer(offset: number, chunk: Uint8Array): void {
+    if (this.#reading || offset !== this.#position) return;
+    this.#hash.update(chunk);
+    this.#position += chunk.byteLength;
+  }
+
+  /** Follows the ranges as they finish, reading back what was not hashed live. */
+  async run(finished: PromiseWithResolvers<void>[]): Promise<string> {
+    let buffer: Uint8Array | undefined;
+    for (const [i, range] of finished.entries()) {
+      await range.promise;
+      const end = Math.min(this.#size, (i + 1) * RANGE_BYTES);
+      if (this.#position >= end) continue;
+      buffer ??= new Uint8Array(this.#chunkBytes);
+      this.#reading = true;
+      try {
+        using file = await Deno.open(this.#temp, { read: true });
+        await file.seek(this.#position, Deno.SeekMode.Start);
+        while (this.#position < end) {
+          const want = Math.min(buffer.byteLength, end - this.#position);
+          const n = await file.read(buffer.subarray(0, want));
+          if (n === null) throw new Error(`Partial file '${this.#temp}' is shorter than expected`);
+          this.#hash.update(buffer.subarray(0, n));
+          this.#position += n;
+        }
+      } finally {
+        this.#reading = false;
+      }
+    }
+    return this.#hash.digest("hex");
+  }
 }
 
 /** The recorded state when it matches this object and its partial file, else a fresh one. */

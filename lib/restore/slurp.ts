@@ -202,7 +202,9 @@ export async function slurp(options: SlurpOptions): Promise<SlurpResult> {
   progress.start();
   const memory = log.debugEnabled ? setInterval(() => logMemory(), 1000) : undefined;
   try {
-    await forEachLimited(files, options.threads ?? 4, restoreOne);
+    // Twice as many files as connections: a file being checked, fsynced and
+    // renamed holds no connection, and the next one downloads meanwhile.
+    await forEachLimited(files, 2 * (options.threads ?? 4), restoreOne);
   } finally {
     clearInterval(memory);
     progress.stop();

@@ -1,14 +1,16 @@
 /**
- * Signed S3 requests without the SDK's middleware stack, for the calls an
- * upload makes: PUT (a body in memory, a file streamed from disk, or one
- * multipart part) and HEAD. Through `S3Client.send` each costs about 1 ms of
- * CPU and 2-3 ms of latency more than the request itself (serialisation,
- * endpoint rules, retries, logging, parsing: measured against a local
- * server), which was most of the CPU of 10,000 small files and most of
- * close->visible latency; and the SDK's stream handling allocates a new
- * buffer per chunk, which the two reused buffers here avoid.
+ * Signed S3 requests without the SDK's middleware stack, for the calls whose
+ * cost is paid per file or per byte: PUT (a body in memory, a file streamed
+ * from disk, or one multipart part), HEAD, and GET. Through `S3Client.send`
+ * each costs about 1 ms of CPU and 2-3 ms of latency more than the request
+ * itself (serialisation, endpoint rules, retries, logging, parsing:
+ * measured against a local server), which was most of the CPU of 10,000
+ * small files and most of close->visible latency; and the SDK's stream
+ * handling allocates a new buffer per chunk, which the two reused buffers
+ * here avoid. GET goes through http1_client.ts, whose bodies stream into
+ * the reader's own buffer (restores are bound by CPU per byte).
  *
- * Everything else stays on the SDK: listing, GET, creating, completing and
+ * Everything else stays on the SDK: listing, creating, completing and
  * aborting multipart uploads, deletes. The pieces that must be right are
  * still the SDK's: the same client's credential chain (refreshing instance
  * roles, profiles...), its endpoint rules (resolved once per bucket), and
@@ -29,9 +31,10 @@ import { errorMessage } from "../../common/errors.ts";
 import { log } from "../../common/log.ts";
 import { type Backoff, retry } from "../../common/retry.ts";
 import { isTransient } from "../failure.ts";
-import type { ObjectHead } from "../store.ts";
+import type { ByteRange, ObjectHead } from "../store.ts";
 import { responseError, unquote } from "./errors.ts";
 import type { FileRange } from "./file_range.ts";
+import { Http1Client } from "./http1_client.ts";
 
 type Body = Uint8Array | FileRange;
 
@@ -57,6 +60,7 @@ export class DirectS3 {
   #signer?: SignatureV4;
   readonly #httpAgent = new HttpAgent({ keepAlive: true });
   readonly #httpsAgent = new HttpsAgent({ keepAlive: true });
+  readonly #http: Http1Client;
 
   constructor(options: {
     client: S3Client;
@@ -68,6 +72,7 @@ export class DirectS3 {
     this.#bucket = options.bucket;
     this.#idleTimeoutMs = options.idleTimeoutMs;
     this.#onRequest = options.onRequest;
+    this.#http = new Http1Client({ idleTimeoutMs: options.idleTimeoutMs });
   }
 
   /**
@@ -88,21 +93,67 @@ export class DirectS3 {
     const res = await this.#send("HeadObject", "HEAD", key, {}, {}, undefined, signal);
     if (res.status === 404) return null;
     const h = res.headers;
-    const metadata: Record<string, string> = {};
-    for (const [name, value] of Object.entries(h)) {
-      if (name.startsWith("x-amz-meta-") && typeof value === "string") {
-        metadata[name.slice("x-amz-meta-".length)] = value;
-      }
-    }
     // Node gives header names in lower case, as `ObjectHead.metadata` wants them.
-    return {
-      key,
-      size: Number(h["content-length"] ?? 0),
-      etag: unquote(h["etag"] === undefined ? undefined : String(h["etag"])),
-      lastModified: h["last-modified"] ? new Date(String(h["last-modified"])) : new Date(0),
-      metadata,
-      ...(h["content-type"] ? { contentType: String(h["content-type"]) } : {}),
+    const value = (name: string) => {
+      const v = h[name];
+      return v === undefined ? undefined : String(v);
     };
+    return headOf(key, value, Object.keys(h));
+  }
+
+  /**
+   * GET of a key (or of a range of it), through the byte-stream client
+   * (http1_client.ts): the body streams straight into the reader's buffer.
+   * Null when there is no such key. Retried until an answer's headers are
+   * in; a failure while the body streams is the caller's to retry.
+   */
+  async get(
+    key: string,
+    range: ByteRange | undefined,
+    signal?: AbortSignal,
+  ): Promise<{ head: ObjectHead; body: ReadableStream<Uint8Array> } | null> {
+    const headers = range
+      ? { range: `bytes=${range.offset}-${range.offset + range.length - 1}` }
+      : {};
+    const { base, target, sign } = await this.#prepare("GET", key, {}, headers, undefined);
+    return await retry(async () => {
+      const started = performance.now();
+      const seconds = () => (performance.now() - started) / 1000;
+      let res;
+      try {
+        res = await this.#http.request({
+          url: base,
+          method: "GET",
+          target,
+          headers: await sign(),
+          signal,
+        });
+      } catch (err) {
+        this.#onRequest?.("GetObject", seconds(), true);
+        throw err;
+      }
+      const h = res.headers;
+      if (res.status >= 300) {
+        const text = await new Response(res.body).text();
+        const err = responseError(res.status, text, "GET");
+        // A missing key is an answer; a missing bucket is not.
+        const missing = res.status === 404 && err.name !== "NoSuchBucket";
+        this.#onRequest?.("GetObject", seconds(), !missing);
+        if (missing) return null;
+        throw err;
+      }
+      this.#onRequest?.("GetObject", seconds(), false);
+      const head = headOf(key, (name) => h.get(name), h.keys());
+      // A ranged answer's Content-Length is the range's: the total is in Content-Range.
+      const total = /\/(\d+)$/.exec(h.get("content-range") ?? "")?.[1];
+      if (total !== undefined) head.size = Number(total);
+      return { head, body: res.body };
+    }, {
+      attempts: ATTEMPTS,
+      backoff: REQUEST_BACKOFF,
+      isRetryable: isTransient,
+      ...(signal ? { signal } : {}),
+    });
   }
 
   /**
@@ -133,6 +184,7 @@ export class DirectS3 {
   }
 
   close(): void {
+    this.#http.close();
     this.#httpAgent.destroy();
     this.#httpsAgent.destroy();
   }
@@ -175,15 +227,14 @@ export class DirectS3 {
     return this.#endpoint;
   }
 
-  async #send(
-    operation: string,
+  /** The encoded request target and signing input of a request. */
+  async #prepare(
     method: string,
     key: string,
     query: Record<string, string>,
     extraHeaders: Record<string, string>,
     body: Body | undefined,
-    signal?: AbortSignal,
-  ): Promise<{ status: number; headers: IncomingMessage["headers"] }> {
+  ) {
     const endpoint = await this.#resolve();
     if (!endpoint) throw new Error("direct S3 requests are not usable for this endpoint");
     const base = endpoint.url;
@@ -207,15 +258,28 @@ export class DirectS3 {
         ...extraHeaders,
       },
     };
+    // Signed again on every attempt: the signature covers the time.
+    const sign = async () =>
+      (await this.#signer!.sign(request, { signingRegion: endpoint.signingRegion }))
+        .headers as Record<string, string>;
+    return { base, target, sign };
+  }
+
+  async #send(
+    operation: string,
+    method: string,
+    key: string,
+    query: Record<string, string>,
+    extraHeaders: Record<string, string>,
+    body: Body | undefined,
+    signal?: AbortSignal,
+  ): Promise<{ status: number; headers: IncomingMessage["headers"] }> {
+    const { base, target, sign } = await this.#prepare(method, key, query, extraHeaders, body);
     return await retry(async () => {
       const started = performance.now();
       let res;
       try {
-        // Signed again on every attempt: the signature covers the time.
-        const signed = await this.#signer!.sign(request, {
-          signingRegion: endpoint.signingRegion,
-        });
-        res = await this.#exchange(base, method, target, signed.headers, body, signal);
+        res = await this.#exchange(base, method, target, await sign(), body, signal);
       } catch (err) {
         this.#onRequest?.(operation, (performance.now() - started) / 1000, true);
         throw err;
@@ -278,6 +342,31 @@ export class DirectS3 {
       }
     });
   }
+}
+
+/** The facts HEAD and GET answers share, from their (lower-case) headers. */
+function headOf(
+  key: string,
+  header: (name: string) => string | undefined,
+  names: Iterable<string>,
+): ObjectHead {
+  const metadata: Record<string, string> = {};
+  for (const name of names) {
+    const value = header(name);
+    if (name.startsWith("x-amz-meta-") && value !== undefined) {
+      metadata[name.slice("x-amz-meta-".length)] = value;
+    }
+  }
+  const lastModified = header("last-modified");
+  const contentType = header("content-type");
+  return {
+    key,
+    size: Number(header("content-length") ?? 0),
+    etag: unquote(header("etag")),
+    lastModified: lastModified ? new Date(lastModified) : new Date(0),
+    metadata,
+    ...(contentType ? { contentType } : {}),
+  };
 }
 
 function bodyLength(body: Body): number {

@@ -2,8 +2,8 @@
  * The S3 implementation of `Store`, on `@aws-sdk/client-s3`.
  *
  * Files are streamed from disk: a single PUT below the multipart threshold,
- * otherwise our own multipart loop (multipart.ts). PUT and HEAD go out as
- * direct signed requests (direct_requests.ts) unless `directRequests` is
+ * otherwise our own multipart loop (multipart.ts). PUT, HEAD and GET go out
+ * as direct signed requests (direct_requests.ts) unless `directRequests` is
  * off or the bucket needs more than plain SigV4; everything else goes
  * through the SDK.
  *
@@ -72,7 +72,7 @@ export interface S3Options {
   reducedRedundancy?: boolean | undefined;
   serverSideEncryption?: boolean | undefined;
   /**
-   * Send PUT and HEAD signed by ourselves (direct_requests.ts) rather than
+   * Send PUT, HEAD and GET signed by ourselves (direct_requests.ts) rather than
    * through the SDK's middleware; default on. Off: everything goes through
    * the SDK (`TABLESNAP_DIRECT_REQUESTS=0` does this for the CLI).
    */
@@ -360,6 +360,8 @@ export class S3Store implements Store {
   ): Promise<{ head: ObjectHead; body: ReadableStream<Uint8Array> } | null> {
     const { range } = options;
     try {
+      const direct = await this.#direct();
+      if (direct) return await direct.get(key, range, options.signal);
       const out = await this.#client.send(
         new GetObjectCommand({
           Bucket: this.#bucket,
