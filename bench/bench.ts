@@ -78,6 +78,8 @@ export interface Config {
   /** --crash-kills and --crash-seed: the SIGKILL matrix. */
   crashKills: number;
   crashSeed: number;
+  /** --crash-pin: the matrix's watchers run with --pin. */
+  crashPin: boolean;
   /** Also run the bulk backup with --encrypt-to (a throwaway age key). */
   encrypt: boolean;
 }
@@ -102,6 +104,7 @@ const USAGE = `Usage: deno task bench [options]
                          --watch-args="--state-dir STATE-DIR" (STATE-DIR: a new directory)
   --crash-kills N        SIGKILLs in the crash section (default 20; --quick 3)
   --crash-seed N         its seed (default: random, printed)
+  --crash-pin            run the crash section's watchers with --pin
   --out FILE             where to write the report (default bench/results/latest.md)
   --tmp DIR              where to generate data (default: a new temp dir)
   --keep                 keep the generated data
@@ -135,6 +138,7 @@ export function parseConfig(args: string[]): Config {
       "watch-args": { type: "string" },
       "crash-kills": { type: "string" },
       "crash-seed": { type: "string" },
+      "crash-pin": { type: "boolean" },
       encrypt: { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
@@ -176,6 +180,7 @@ export function parseConfig(args: string[]): Config {
     watchArgs: values["watch-args"]?.split(/\s+/).filter((a) => a !== "") ?? [],
     crashKills: int(values["crash-kills"], quick ? 3 : 20, "--crash-kills"),
     crashSeed: int(values["crash-seed"], Math.floor(Math.random() * 1e9) + 1, "--crash-seed"),
+    crashPin: values["crash-pin"] ?? false,
     main: values.main,
     encrypt: values.encrypt ?? false,
   };
@@ -1449,11 +1454,12 @@ async function main(args: string[]): Promise<number> {
         kills: cfg.crashKills,
         steps: cfg.crashKills * 3,
         bigFiles: Math.max(1, Math.round(cfg.crashKills / 5)),
+        pin: cfg.crashPin,
         log,
       });
       log(describeFigures(figures));
       results.crash = figures;
-      if (figures.mismatches.length > 0 || figures.incompleteUploads > 0) {
+      if (figures.mismatches.length > 0 || figures.incompleteUploads > 0 || figures.pinsLeft > 0) {
         throw new Error(`crash matrix failed: ${describeFigures(figures)}`);
       }
     });

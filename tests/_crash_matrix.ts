@@ -346,6 +346,6 @@ export function describeFigures(f: CrashMatrixFigures): string {
     `${mb(f.writtenBytes)} MiB written with rewrites), ${mb(f.sentFileBytes)} MiB of file bodies ` +
     `sent (${mb(f.sentFileBytes - f.fileBytes)} MiB more than the files), ` +
     `${f.resumed} multipart uploads resumed, ${f.staleAborted} aborted as stale, ` +
-    `${f.incompleteUploads} incomplete uploads left, ` +
+    `${f.incompleteUploads} incomplete uploads left, ${f.pinsLeft} pins left, ` +
     `${f.mismatches.length} mismatches, ${f.seconds.toFixed(0)} s`;
 }
