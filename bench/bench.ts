@@ -38,13 +38,23 @@ import {
   verdictAtLeast,
   verdictAtMost,
 } from "./_report.ts";
+import {
+  SCALE_FULL,
+  SCALE_QUICK,
+  scaleReport,
+  type ScaleResult,
+  scaleStep,
+  scaleSummaryRows,
+} from "./_scale.ts";
 
 let MAIN = new URL("../main.ts", import.meta.url).pathname;
 let REPO = new URL("..", import.meta.url).pathname;
 const BUCKET = "bench";
 const NAME = "bench";
 const MB = 1e6;
-const SECTIONS = ["bulk", "limit", "restore", "latency", "memory", "reconcile"] as const;
+const SECTIONS = ["bulk", "limit", "restore", "latency", "memory", "reconcile", "scale"] as const;
+/** The scale step takes long: only with `--scale` or `--only scale`. */
+const DEFAULT_SECTIONS = SECTIONS.filter((s) => s !== "scale");
 type Section = typeof SECTIONS[number];
 
 export interface Config {
@@ -80,6 +90,7 @@ const USAGE = `Usage: deno task bench [options]
   --mem-big SIZE         the single large file of the memory case (default 2G)
   --mem-small N          small files of the memory case (default 10000)
   --threads LIST         -t values of the memory case (default 4,32)
+  --scale                also run the scale step (100,000 files, chop over 1,000,000 keys)
   --only LIST            sections to run: ${SECTIONS.join(",")}
   --out FILE             where to write the report (default bench/results/latest.md)
   --tmp DIR              where to generate data (default: a new temp dir)
@@ -106,6 +117,7 @@ export function parseConfig(args: string[]): Config {
       "mem-small": { type: "string" },
       threads: { type: "string" },
       only: { type: "string" },
+      scale: { type: "boolean" },
       out: { type: "string" },
       tmp: { type: "string" },
       keep: { type: "boolean" },
@@ -126,10 +138,12 @@ export function parseConfig(args: string[]): Config {
     return n;
   };
   const sections = new Set<Section>(
-    (values.only?.split(",") ?? [...SECTIONS]).map((s) => {
-      if (!(SECTIONS as readonly string[]).includes(s)) throw new Error(`Unknown section '${s}'`);
-      return s as Section;
-    }),
+    (values.only?.split(",") ?? [...DEFAULT_SECTIONS, ...(values.scale ? ["scale"] : [])]).map(
+      (s) => {
+        if (!(SECTIONS as readonly string[]).includes(s)) throw new Error(`Unknown section '${s}'`);
+        return s as Section;
+      },
+    ),
   );
   return {
     quick,
@@ -315,6 +329,12 @@ interface RestoreResult {
   files: number;
   large: RestoreRun[];
   largeBytes: number;
+}
+
+/** `tablesnap JOB` ("" for the watcher) with the bench's naming, prefix and endpoint. */
+function jobArgs(job: string, endpoint: string, prefix: string, extra: string[]): string[] {
+  return ["run", "-A", ...V8_FLAGS, MAIN, ...(job ? [job] : [])]
+    .concat(["-n", NAME, "--prefix", prefix, "--endpoint-url", endpoint], extra);
 }
 
 /** `tablesnap slurp` with the bench's naming, prefix and endpoint. */
@@ -925,6 +945,7 @@ interface Results {
   memory?: MemoryRun[];
   reconcile?: ReconcileResult;
   restore?: RestoreResult;
+  scale?: ScaleResult;
   machine: Record<string, string>;
   errors: string[];
 }
@@ -1064,6 +1085,7 @@ function report(r: Results): string {
       verdictAtMost(c.other, c.allowed),
     ]);
   }
+  if (r.scale) summary.push(...scaleSummaryRows(r.scale));
   lines.push(markdownTable(["Measure", "Result", "Target", "Verdict"], summary), "");
 
   if (r.tree && r.bulk) {
@@ -1244,6 +1266,7 @@ function report(r: Results): string {
       "",
     );
   }
+  if (r.scale) lines.push(...scaleReport(r.scale));
   for (const e of r.errors) lines.push(`**Error**: ${e}`, "");
   lines.push(
     `Reproduce: \`deno task bench\` (sizes: tree ${fmtBytes(r.cfg.size)}, ${r.cfg.runs} runs, ` +
@@ -1339,6 +1362,18 @@ async function main(args: string[]): Promise<number> {
     }
     await step("reconcile", async () => {
       results.reconcile = await reconcile(cfg, work);
+    });
+    await step("scale", async () => {
+      results.scale = await scaleStep({
+        args: jobArgs,
+        env: childEnv(),
+        cwd: REPO,
+        forceProc: cfg.forceProc,
+        name: NAME,
+        bucket: BUCKET,
+        work,
+        log,
+      }, cfg.quick ? SCALE_QUICK : SCALE_FULL);
     });
   } finally {
     if (!cfg.keep) await Deno.remove(work, { recursive: true }).catch(() => {});
