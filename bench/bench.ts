@@ -44,16 +44,36 @@ import {
   verdictAtLeast,
   verdictAtMost,
 } from "./_report.ts";
+import {
+  SCALE_FULL,
+  SCALE_QUICK,
+  scaleReport,
+  type ScaleResult,
+  scaleStep,
+  scaleSummaryRows,
+} from "./_scale.ts";
 
 let MAIN = new URL("../main.ts", import.meta.url).pathname;
 let REPO = new URL("..", import.meta.url).pathname;
 const BUCKET = "bench";
 const NAME = "bench";
 const MB = 1e6;
-const SECTIONS = ["bulk", "limit", "restore", "latency", "memory", "reconcile", "crash"] as const;
+const SECTIONS = [
+  "bulk",
+  "limit",
+  "restore",
+  "latency",
+  "memory",
+  "reconcile",
+  "crash",
+  "scale",
+] as const;
 type Section = typeof SECTIONS[number];
-/** Run without --only: the SIGKILL matrix (a minute of kills) only when asked for. */
-const DEFAULT_SECTIONS = SECTIONS.filter((s) => s !== "crash");
+/**
+ * Run without --only: neither the SIGKILL matrix (a minute of kills) nor the
+ * scale step (most of an hour); `--scale` adds the latter.
+ */
+const DEFAULT_SECTIONS = SECTIONS.filter((s) => s !== "crash" && s !== "scale");
 
 export interface Config {
   size: number;
@@ -65,6 +85,8 @@ export interface Config {
   memBig: number;
   large: number;
   memSmall: number;
+  /** Runs of each memory case in a row: the bound must hold every time. */
+  memRuns: number;
   threads: number[];
   quick: boolean;
   out: string;
@@ -98,8 +120,10 @@ const USAGE = `Usage: deno task bench [options]
   --mem-big SIZE         the single large file of the memory case (default 2G)
   --mem-small N          small files of the memory case (default 10000)
   --threads LIST         -t values of the memory case (default 4,32)
+  --mem-runs N           runs of each memory case in a row (default 3)
+  --scale                also run the scale step (100,000 files, chop over 1,000,000 keys)
   --only LIST            sections to run: ${SECTIONS.join(",")}
-                         (default all but crash)
+                         (default all but crash and scale)
   --watch-args=ARGS      extra watcher options for the latency section, e.g.
                          --watch-args="--state-dir STATE-DIR" (STATE-DIR: a new directory)
   --crash-kills N        SIGKILLs in the crash section (default 20; --quick 3)
@@ -129,7 +153,9 @@ export function parseConfig(args: string[]): Config {
       large: { type: "string" },
       "mem-small": { type: "string" },
       threads: { type: "string" },
+      "mem-runs": { type: "string" },
       only: { type: "string" },
+      scale: { type: "boolean" },
       out: { type: "string" },
       tmp: { type: "string" },
       keep: { type: "boolean" },
@@ -155,10 +181,12 @@ export function parseConfig(args: string[]): Config {
     return n;
   };
   const sections = new Set<Section>(
-    (values.only?.split(",") ?? [...DEFAULT_SECTIONS]).map((s) => {
-      if (!(SECTIONS as readonly string[]).includes(s)) throw new Error(`Unknown section '${s}'`);
-      return s as Section;
-    }),
+    (values.only?.split(",") ?? [...DEFAULT_SECTIONS, ...(values.scale ? ["scale"] : [])]).map(
+      (s) => {
+        if (!(SECTIONS as readonly string[]).includes(s)) throw new Error(`Unknown section '${s}'`);
+        return s as Section;
+      },
+    ),
   );
   return {
     quick,
@@ -171,6 +199,7 @@ export function parseConfig(args: string[]): Config {
     memBig: parseSize(values["mem-big"] ?? (quick ? "64M" : "2G")),
     large: parseSize(values.large ?? (quick ? "80M" : "1G")),
     memSmall: int(values["mem-small"], quick ? 300 : 10_000, "--mem-small"),
+    memRuns: int(values["mem-runs"], quick ? 1 : 3, "--mem-runs"),
     threads: (values.threads ?? "4,32").split(",").map((t) => int(t, 4, "--threads")),
     out: values.out ?? new URL("./results/latest.md", import.meta.url).pathname,
     sections,
@@ -361,6 +390,12 @@ interface RestoreResult {
   files: number;
   large: RestoreRun[];
   largeBytes: number;
+}
+
+/** `tablesnap JOB` ("" for the watcher) with the bench's naming, prefix and endpoint. */
+function jobArgs(job: string, endpoint: string, prefix: string, extra: string[]): string[] {
+  return ["run", "-A", ...V8_FLAGS, MAIN, ...(job ? [job] : [])]
+    .concat(["-n", NAME, "--prefix", prefix, "--endpoint-url", endpoint], extra);
 }
 
 /** `tablesnap slurp` with the bench's naming, prefix and endpoint. */
@@ -840,7 +875,10 @@ interface MemoryRun {
   threads: number;
   files: number;
   bytes: number;
+  /** The worst of the runs in a row (highest peak RSS). */
   stats: RunStats;
+  /** Peak RSS of each run, MB. */
+  peaks: number[];
 }
 
 async function memory(cfg: Config, server: Server, work: string): Promise<MemoryRun[]> {
@@ -881,17 +919,23 @@ async function memory(cfg: Config, server: Server, work: string): Promise<Memory
   const runs: MemoryRun[] = [];
   for (const c of cases) {
     for (const threads of cfg.threads) {
-      const prefix = `mem-${threads}/`;
-      const stats = await measure(
-        Deno.execPath(),
-        tablesnapArgs(server, prefix, ["--once", "-B", "-r", "-t", String(threads)])
-          .concat([server.bucket, c.root]),
-        { env: childEnv(), cwd: REPO, forceProc: cfg.forceProc },
-      );
-      failIfBad(`memory case '${c.label}' -t ${threads}`, stats);
-      await dropS3rverPrefix(server, prefix);
-      log(`memory ${c.label} -t ${threads}: ${fmt(stats.peakRssMB)} MB`);
-      runs.push({ label: c.label, threads, files: c.files, bytes: c.bytes, stats });
+      const all: RunStats[] = [];
+      for (let run = 1; run <= cfg.memRuns; run++) {
+        const prefix = `mem-${threads}-${run}/`;
+        const stats = await measure(
+          Deno.execPath(),
+          tablesnapArgs(server, prefix, ["--once", "-B", "-r", "-t", String(threads)])
+            .concat([server.bucket, c.root]),
+          { env: childEnv(), cwd: REPO, forceProc: cfg.forceProc },
+        );
+        failIfBad(`memory case '${c.label}' -t ${threads}`, stats);
+        await dropS3rverPrefix(server, prefix);
+        log(`memory ${c.label} -t ${threads} run ${run}: ${fmt(stats.peakRssMB)} MB`);
+        all.push(stats);
+      }
+      const worst = all.reduce((a, b) => (b.peakRssMB > a.peakRssMB ? b : a));
+      const peaks = all.map((x) => x.peakRssMB);
+      runs.push({ label: c.label, threads, files: c.files, bytes: c.bytes, stats: worst, peaks });
     }
   }
   await Deno.remove(bigRoot, { recursive: true });
@@ -1001,6 +1045,7 @@ interface Results {
   reconcile?: ReconcileResult;
   restore?: RestoreResult;
   crash?: CrashMatrixFigures;
+  scale?: ScaleResult;
   machine: Record<string, string>;
   errors: string[];
 }
@@ -1124,7 +1169,7 @@ function report(r: Results): string {
   if (r.memory) {
     const worst = r.memory.reduce((a, b) => (b.stats.peakRssMB > a.stats.peakRssMB ? b : a));
     summary.push([
-      "3. Peak RSS, worst memory case",
+      `3. Peak RSS, worst memory case (${r.cfg.memRuns} runs each)`,
       `${fmt(worst.stats.peakRssMB)} MB (${worst.label}, -t ${worst.threads})`,
       "≤ 150 MB",
       verdictAtMost(worst.stats.peakRssMB, 150),
@@ -1141,6 +1186,7 @@ function report(r: Results): string {
       verdictAtMost(c.other, c.allowed),
     ]);
   }
+  if (r.scale) summary.push(...scaleSummaryRows(r.scale));
   lines.push(markdownTable(["Measure", "Result", "Target", "Verdict"], summary), "");
 
   if (r.tree && r.bulk) {
@@ -1286,10 +1332,14 @@ function report(r: Results): string {
     );
   }
   if (r.memory) {
-    lines.push("**3. Memory**: `--once -B -r` with default settings but `-t`:", "");
+    lines.push(
+      `**3. Memory**: \`--once -B -r\` with default settings but \`-t\`, ${r.cfg.memRuns} ` +
+        "run(s) of each case in a row; the figures are of the run with the highest peak:",
+      "",
+    );
     lines.push(
       markdownTable(
-        ["Case", "-t", "files", "MB", "wall s", "MB/s", "CPU s", "peak RSS MB"],
+        ["Case", "-t", "files", "MB", "wall s", "MB/s", "CPU s", "peak RSS MB", "per run"],
         r.memory.map((x) => [
           x.label,
           String(x.threads),
@@ -1299,6 +1349,7 @@ function report(r: Results): string {
           fmt(x.bytes / MB / x.stats.wallS),
           fmt(x.stats.cpuS, 2),
           fmt(x.stats.peakRssMB),
+          x.peaks.map((p) => fmt(p)).join(", "),
         ]),
       ),
       "",
@@ -1333,7 +1384,7 @@ function report(r: Results): string {
   if (r.crash) {
     const c = r.crash;
     lines.push(
-      `**7. SIGKILL matrix** (\`--only crash\`; tests/_crash_matrix.ts): a workload written ` +
+      `**8. SIGKILL matrix** (\`--only crash\`; tests/_crash_matrix.ts): a workload written ` +
         `while a watcher with \`--state-dir\` is killed at ${c.kills} random points and ` +
         `restarted without -B each time (moto, \`--max-bandwidth 8M\` until the last start).`,
       "",
@@ -1351,6 +1402,7 @@ function report(r: Results): string {
     for (const m of c.mismatches.slice(0, 10)) lines.push(`- mismatch: ${m}`);
     if (c.mismatches.length > 0) lines.push("");
   }
+  if (r.scale) lines.push(...scaleReport(r.scale));
   for (const e of r.errors) lines.push(`**Error**: ${e}`, "");
   lines.push(
     `Reproduce: \`deno task bench\` (sizes: tree ${fmtBytes(r.cfg.size)}, ${r.cfg.runs} runs, ` +
@@ -1462,6 +1514,18 @@ async function main(args: string[]): Promise<number> {
       if (figures.mismatches.length > 0 || figures.incompleteUploads > 0 || figures.pinsLeft > 0) {
         throw new Error(`crash matrix failed: ${describeFigures(figures)}`);
       }
+    });
+    await step("scale", async () => {
+      results.scale = await scaleStep({
+        args: jobArgs,
+        env: childEnv(),
+        cwd: REPO,
+        forceProc: cfg.forceProc,
+        name: NAME,
+        bucket: BUCKET,
+        work,
+        log,
+      }, cfg.quick ? SCALE_QUICK : SCALE_FULL);
     });
   } finally {
     if (!cfg.keep) await Deno.remove(work, { recursive: true }).catch(() => {});

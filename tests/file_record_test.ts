@@ -40,13 +40,16 @@ Deno.test("FileRecords forgets a record that rests with nothing stored, keeps on
   const stored = records.getOrCreate("/d/kept");
   records.move(stored, "queued");
   records.move(stored, "uploading");
-  stored.stored = { size: 10, mtimeMs: 5 };
+  records.remember(stored, { size: 10, mtimeMs: 5 });
+  records.remember(stored, { size: 12, mtimeMs: 6 }); // a newer version: still one stored file
   records.move(stored, "resting");
   assertEquals(records.get("/d/kept"), stored);
   assertEquals(records.storedPaths(), ["/d/kept"]);
+  assertEquals(records.storedCount(), 1);
   records.forget(stored);
   assertEquals(records.get("/d/kept"), undefined);
   assertEquals(records.count("resting"), 0);
+  assertEquals(records.storedCount(), 0);
 });
 
 Deno.test("FileRecords clears a retry timer and the 'again' mark on the way", () => {
@@ -82,7 +85,7 @@ Deno.test("FileRecords.pending() sums sizes and finds the oldest completion time
   records.move(b, "queued");
   records.move(b, "uploading");
   const c = records.getOrCreate("/d/c");
-  c.stored = { size: 1, mtimeMs: 1 };
+  records.remember(c, { size: 1, mtimeMs: 1 });
   assertEquals(records.pending(), { files: 2, bytes: 300, oldestSince: 1_000 });
   records.move(a, "uploading");
   records.move(a, "resting");

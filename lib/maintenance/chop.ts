@@ -14,8 +14,8 @@
  * refuses to delete is kept and counted, not an error: the run goes on.
  *
  * Memory: the listing is streamed twice; only index keys, the names of kept
- * indexes, one key's versions and one delete batch are held, never the
- * whole listing.
+ * indexes (by directory, see `KeptNames`), one key's versions and one
+ * delete batch are held, never the whole listing.
  */
 import { chooseRestorePoint, indexesPerDirectory, readIndex } from "../bucket/index_reader.ts";
 import { isIndexKey, keyDirectory, keyHead, type KeyNaming, trimSlashes } from "../bucket/keys.ts";
@@ -103,7 +103,7 @@ export async function chop(options: ChopOptions): Promise<ChopResult> {
     cutoff: cutoff.toISOString(),
   });
 
-  const keepFiles = new Set<string>();
+  const keepFiles = new KeptNames();
   const head = keyHead(options.naming);
   const keepNamesOf = async (key: string, deletedSoFar = 0) => {
     let listing;
@@ -117,7 +117,7 @@ export async function chop(options: ChopOptions): Promise<ChopResult> {
     }
     // Both the directory the index states and the one its key is in: keeping more is safe.
     const dirs = new Set([`${head}${trimSlashes(listing.directory)}/`, `${keyDirectory(key)}/`]);
-    for (const name of listing.names) for (const dir of dirs) keepFiles.add(dir + name);
+    for (const dir of dirs) keepFiles.add(dir, listing.names);
   };
   await forEachLimited([...keptIndexes], options.parallel ?? 5, keepNamesOf);
 
@@ -259,6 +259,32 @@ async function keepsVersions(store: Store): Promise<boolean> {
       { error: errorMessage(err) },
     );
     return false;
+  }
+}
+
+/**
+ * The keys kept indexes name, as file names per key directory: a million-key
+ * prefix keeps hundreds of thousands of them, and a bare name is a fraction
+ * of a full key (the directory part is held once).
+ */
+class KeptNames {
+  readonly #byDirectory = new Map<string, Set<string>>();
+
+  /** Keeps `names` in `dirPrefix` (a key directory with its trailing "/"). */
+  add(dirPrefix: string, names: readonly string[]): void {
+    for (const name of names) {
+      // A name with "/" (an unsafe index, which slurp refuses) still keeps the key it spells.
+      const key = name.includes("/") ? dirPrefix + name : undefined;
+      const dir = key === undefined ? dirPrefix : key.slice(0, key.lastIndexOf("/") + 1);
+      let kept = this.#byDirectory.get(dir);
+      if (!kept) this.#byDirectory.set(dir, kept = new Set());
+      kept.add(key === undefined ? name : key.slice(dir.length));
+    }
+  }
+
+  has(key: string): boolean {
+    const slash = key.lastIndexOf("/");
+    return this.#byDirectory.get(key.slice(0, slash + 1))?.has(key.slice(slash + 1)) ?? false;
   }
 }
 

@@ -83,11 +83,15 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
   }
   if (selected.length === 0) problem(prefix, "no index under this prefix");
 
-  const checked = new Set<string>();
+  // Keys already checked, of the directory at hand only: `selected` comes a
+  // directory at a time, and a set over the whole bucket would grow with it.
+  let checked = new Set<string>();
+  let checkedDir: string | undefined;
   for (const index of selected) {
     result.indexes++;
     let names: string[];
     const dir = keyDirectory(index.key);
+    if (dir !== checkedDir) [checked, checkedDir] = [new Set(), dir];
     try {
       const listing = await readIndex(store, index.key);
       names = listing.names;

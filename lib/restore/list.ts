@@ -2,7 +2,7 @@
  * `tablesnap list`: the restore points under a path. One listing of the
  * prefix gives every index and every object's size; each index is read
  * once (its body names the files, its metadata the exact cut time), so no
- * object is HEADed.
+ * object is HEADed. Directories are handled as the listing passes them.
  */
 import {
   chooseRestorePoint,
@@ -21,7 +21,7 @@ import {
 import { errorMessage } from "../common/errors.ts";
 import { formatBytes } from "../common/format.ts";
 import { basename } from "../common/paths.ts";
-import { forEachLimited } from "../common/pool.ts";
+import { Semaphore } from "../common/pool.ts";
 import type { ObjectInfo, Store } from "../store/store.ts";
 
 export interface ListOptions {
@@ -57,83 +57,117 @@ export interface ListedPoint {
   error?: string;
 }
 
-/** Lists every restore point under `path`, oldest first per directory. */
+/** One key directory of the listing: its objects' sizes and its indexes. */
+interface ListedDirectory {
+  dir: string;
+  sizes: Map<string, number>;
+  indexes: ObjectInfo[];
+}
+
+/**
+ * Lists every restore point under `path`, oldest first per directory.
+ * Memory: the listing is streamed and each key directory is handled once
+ * the listing has passed it (keys come in order, so a directory's keys,
+ * those below it included, are contiguous): only the sizes of the
+ * directories being read are held, and the points found, never every key.
+ */
 export async function listRestorePoints(options: ListOptions): Promise<ListedPoint[]> {
   const { store } = options;
   const print = options.print ?? ((line: string) => console.log(line));
   const prefix = directoryPrefix(options.naming, options.path);
-  const head = keyHead(options.naming);
-  const sizes = new Map<string, number>();
-  const indexes = new Map<string, ObjectInfo[]>();
-  // PATH's own indexes and those of every directory below it, in one listing.
+  const parallel = options.parallel ?? 8;
+  const reads = new Semaphore(parallel);
+  const groups: [string, ListedPoint[]][] = [];
+  const running = new Set<Promise<void>>();
+  const done = async (directory: ListedDirectory) => {
+    if (directory.indexes.length === 0) return;
+    // The listing waits while `parallel` directories are being read.
+    while (running.size >= parallel) await Promise.race(running);
+    const task = (async () => {
+      groups.push([directory.dir, await directoryPoints(options, directory, reads)]);
+    })();
+    running.add(task);
+    task.then(() => running.delete(task), () => running.delete(task));
+  };
+  // PATH's own indexes and those of every directory below it, in one listing;
+  // `open` holds the directory being listed and those it is below.
+  const open: ListedDirectory[] = [];
   for await (const info of store.list(prefix)) {
-    if (!isIndexKey(info.key)) {
-      sizes.set(info.key, info.size);
-      continue;
-    }
     const dir = keyDirectory(info.key);
-    let list = indexes.get(dir);
-    if (!list) indexes.set(dir, list = []);
-    list.push(info);
-  }
-  const points: ListedPoint[] = [];
-  const timeOf = (info: ObjectInfo) => byKey.get(info.key)!.time.getTime();
-  const all = [...indexes.values()].flat();
-  const byKey = new Map<string, ListedPoint>();
-  // What each GET told: choosing the newest (and the --at) point then needs no HEAD.
-  const known = new Map<string, KnownIndex>();
-  await forEachLimited(all, options.parallel ?? 8, async (info) => {
-    const dir = keyDirectory(info.key);
-    const point: ListedPoint = {
-      directory: dir.startsWith(head) ? dir.slice(head.length) : dir,
-      index: info.key,
-      time: info.lastModified,
-      exact: false,
-      files: 0,
-      bytes: 0,
-      complete: false,
-      missing: [],
-      newest: false,
-      atChoice: false,
-    };
-    try {
-      const listing = await readIndex(store, info.key);
-      const cut = cutTimeOf(listing.head);
-      if (cut) [point.time, point.exact] = [cut, true];
-      point.directory = listing.directory;
-      point.files = listing.names.length;
-      known.set(info.key, { cut, files: listing.names.length });
-      for (const name of listing.names) {
-        const size = sizes.get(`${dir}/${name}`);
-        if (size === undefined) point.missing.push(name);
-        else point.bytes += size;
-      }
-      point.complete = point.missing.length === 0;
-    } catch (err) {
-      point.error = errorMessage(err);
+    while (open.length > 0 && !`${dir}/`.startsWith(`${open.at(-1)!.dir}/`)) {
+      await done(open.pop()!);
     }
-    byKey.set(info.key, point);
-  });
-  for (const [, inDirectory] of [...indexes].sort(([a], [b]) => (a < b ? -1 : 1))) {
-    const newest = await chooseRestorePoint(store, inDirectory, undefined, known);
-    const chosen = options.at
-      ? await chooseRestorePoint(store, inDirectory, options.at, known)
-      : null;
-    const listed = [...inDirectory]
-      .sort((a, b) => timeOf(a) - timeOf(b) || compareIndexes(a, b))
-      .map((info) => byKey.get(info.key)!);
-    for (const point of listed) {
-      point.newest = point.index === newest?.info.key;
-      point.atChoice = point.index === chosen?.info.key;
-    }
-    points.push(...listed);
+    if (open.at(-1)?.dir !== dir) open.push({ dir, sizes: new Map(), indexes: [] });
+    const current = open.at(-1)!;
+    if (isIndexKey(info.key)) current.indexes.push(info);
+    else current.sizes.set(info.key, info.size);
   }
+  while (open.length > 0) await done(open.pop()!);
+  await Promise.all(running);
+  const points = groups.sort(([a], [b]) => (a < b ? -1 : 1)).flatMap(([, listed]) => listed);
   if (options.json) {
     for (const p of points) print(JSON.stringify(jsonOf(p, options.at !== undefined)));
   } else {
     printText(print, points, options.at);
   }
   return points;
+}
+
+/** The restore points of one key directory, oldest first, each index read once. */
+async function directoryPoints(
+  options: ListOptions,
+  { dir, sizes, indexes }: ListedDirectory,
+  reads: Semaphore,
+): Promise<ListedPoint[]> {
+  const { store } = options;
+  const head = keyHead(options.naming);
+  const byKey = new Map<string, ListedPoint>();
+  // What each GET told: choosing the newest (and the --at) point then needs no HEAD.
+  const known = new Map<string, KnownIndex>();
+  await Promise.all(indexes.map((info) =>
+    reads.use(async () => {
+      const point: ListedPoint = {
+        directory: dir.startsWith(head) ? dir.slice(head.length) : dir,
+        index: info.key,
+        time: info.lastModified,
+        exact: false,
+        files: 0,
+        bytes: 0,
+        complete: false,
+        missing: [],
+        newest: false,
+        atChoice: false,
+      };
+      try {
+        const listing = await readIndex(store, info.key);
+        const cut = cutTimeOf(listing.head);
+        if (cut) [point.time, point.exact] = [cut, true];
+        point.directory = listing.directory;
+        point.files = listing.names.length;
+        known.set(info.key, { cut, files: listing.names.length });
+        for (const name of listing.names) {
+          const size = sizes.get(`${dir}/${name}`);
+          if (size === undefined) point.missing.push(name);
+          else point.bytes += size;
+        }
+        point.complete = point.missing.length === 0;
+      } catch (err) {
+        point.error = errorMessage(err);
+      }
+      byKey.set(info.key, point);
+    })
+  ));
+  const timeOf = (info: ObjectInfo) => byKey.get(info.key)!.time.getTime();
+  const newest = await chooseRestorePoint(store, indexes, undefined, known);
+  const chosen = options.at ? await chooseRestorePoint(store, indexes, options.at, known) : null;
+  const listed = [...indexes]
+    .sort((a, b) => timeOf(a) - timeOf(b) || compareIndexes(a, b))
+    .map((info) => byKey.get(info.key)!);
+  for (const point of listed) {
+    point.newest = point.index === newest?.info.key;
+    point.atChoice = point.index === chosen?.info.key;
+  }
+  return listed;
 }
 
 function jsonOf(p: ListedPoint, withAt: boolean): Record<string, unknown> {

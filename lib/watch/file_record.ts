@@ -47,8 +47,8 @@ export interface FileRecord {
   bytes: number | undefined;
   /** The file became complete again while uploading: look at it once more after. */
   again: boolean;
-  /** What the bucket holds for it, as far as this process knows. */
-  stored: StoredVersion | undefined;
+  /** What the bucket holds for it, as far as this process knows (`FileRecords.remember` sets it). */
+  readonly stored: StoredVersion | undefined;
   /** While retrying: the timer of the next cycle. */
   retryTimer: ReturnType<typeof setTimeout> | undefined;
 }
@@ -64,6 +64,8 @@ export class FileRecords {
     retrying: 0,
     resting: 0,
   };
+  /** Records with a stored version: counted, not counted up, once per stored file. */
+  #stored = 0;
 
   constructor(journal?: RecordJournal) {
     this.#journal = journal;
@@ -122,11 +124,18 @@ export class FileRecords {
     }
   }
 
+  /** Records what the bucket now holds for the file. */
+  remember(record: FileRecord, version: StoredVersion): void {
+    if (record.stored === undefined && this.#records.get(record.path) === record) this.#stored++;
+    (record as { stored: StoredVersion | undefined }).stored = version;
+  }
+
   /** Drops a resting record (the file is gone from disk). */
   forget(record: FileRecord): void {
     if (record.state !== "resting" || this.#records.get(record.path) !== record) return;
     this.#records.delete(record.path);
     this.#counts.resting--;
+    if (record.stored !== undefined) this.#stored--;
   }
 
   /** The record queued first, if any. */
@@ -160,9 +169,7 @@ export class FileRecords {
 
   /** How many files have a known stored version (resting or pending again). */
   storedCount(): number {
-    let n = 0;
-    for (const record of this.#records.values()) if (record.stored) n++;
-    return n;
+    return this.#stored;
   }
 
   /** Files, bytes and the oldest completion time of everything not yet in the bucket. */

@@ -354,7 +354,7 @@ export class UploadPipeline {
   }
 
   #remember(record: FileRecord, version: StoredVersion): void {
-    record.stored = version;
+    this.#records.remember(record, version);
     if (this.#records.storedCount() >= this.#pruneStoredAt && !this.#pruning) {
       void this.#pruneStored();
     }
