@@ -294,6 +294,14 @@ export async function runCrashMatrix(o: CrashMatrixOptions): Promise<CrashMatrix
       async () => await incompleteUploads(s3, prefix) === 0,
       30_000,
     );
+    // A Data.db's pin goes once its index is written too (an --index-wait later).
+    if (o.pin) {
+      await waitFor(
+        "no pin left",
+        async () => await pinsLeft(`${root}/.tablesnap-pins`) === 0,
+        30_000,
+      );
+    }
   } catch (err) {
     log(`${(err as Error).message}\n--- last watcher ---\n${last.stderr()}`);
   }
