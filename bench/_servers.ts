@@ -101,7 +101,8 @@ export function operationOf(method: string, url: URL): string {
   const q = url.searchParams;
   switch (method) {
     case "GET":
-      return bucketOnly ? "ListObjects" : "GetObject";
+      if (bucketOnly) return q.has("uploads") ? "ListMultipartUploads" : "ListObjects";
+      return q.has("uploadId") ? "ListParts" : "GetObject";
     case "HEAD":
       return bucketOnly ? "HeadBucket" : "HeadObject";
     case "PUT":
