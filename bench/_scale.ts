@@ -102,7 +102,7 @@ const LAUNCHER = new URL("./_moto_seeded.py", import.meta.url).pathname;
  * Starts bench/_moto_seeded.py and feeds it `objects` (NDJSON lines, see the
  * launcher); resolves once it serves them.
  */
-export async function startSeededMoto(
+async function startSeededMoto(
   bucket: string,
   objects: Iterable<string> | AsyncIterable<string>,
 ): Promise<SeededMoto> {
@@ -165,7 +165,7 @@ const TINY_MD5 = md5Hex(new TextEncoder().encode(TINY_BODY));
  * The node of (a) and (c): `files` tiny files in `tables` table
  * directories, whole SSTable generations of eight components.
  */
-export async function writeNode(root: string, cfg: ScaleConfig): Promise<Map<string, string[]>> {
+async function writeNode(root: string, cfg: ScaleConfig): Promise<Map<string, string[]>> {
   const rand = seeded(12);
   const tables = await makeTables(root, cfg.tables, rand);
   const byDir = new Map<string, string[]>(tables.map((t) => [t, []]));
@@ -188,7 +188,7 @@ export async function writeNode(root: string, cfg: ScaleConfig): Promise<Map<str
  * with `stat`, `md5sum` and `mtime`, and one index per Data.db naming the
  * whole directory (as a `-B` backlog's indexes do).
  */
-export async function* nodeObjects(
+async function* nodeObjects(
   naming: KeyNaming,
   byDir: Map<string, string[]>,
 ): AsyncIterable<string> {
@@ -245,7 +245,7 @@ function chopShape(cfg: ScaleConfig) {
  * indexes at evenly spaced generations, each naming the generations live
  * then (the last 12). Times run from 30 days ago to now.
  */
-export function* chopObjects(naming: KeyNaming, root: string, cfg: ScaleConfig): Iterable<string> {
+function* chopObjects(naming: KeyNaming, root: string, cfg: ScaleConfig): Iterable<string> {
   const { filesPerDir, indexesPerDir, generations } = chopShape(cfg);
   const names = components(0, () => 0).map(([c]) => c);
   const now = Date.now();

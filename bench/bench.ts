@@ -399,6 +399,20 @@ function jobArgs(job: string, endpoint: string, prefix: string, extra: string[])
 }
 
 /** `tablesnap slurp` with the bench's naming, prefix and endpoint. */
+/** One `tablesnap slurp` of `prefix`'s keys, measured. */
+function measureSlurp(
+  cfg: Config,
+  server: Server,
+  prefix: string,
+  extra: string[],
+): Promise<RunStats> {
+  return measure(Deno.execPath(), slurpArgs(server, prefix, extra), {
+    env: childEnv(),
+    cwd: REPO,
+    forceProc: cfg.forceProc,
+  });
+}
+
 function slurpArgs(server: Server, prefix: string, extra: string[]): string[] {
   return [
     "run",
@@ -516,11 +530,7 @@ async function restoreStep(
     data,
     (tool, target) =>
       tool === "tablesnap"
-        ? measure(Deno.execPath(), slurpArgs(server, prefix, ["-r", server.bucket, data, target]), {
-          env: childEnv(),
-          cwd: REPO,
-          forceProc: cfg.forceProc,
-        })
+        ? measureSlurp(cfg, server, prefix, ["-r", server.bucket, data, target])
         : measure(aws!, [
           "--endpoint-url",
           server.endpoint,
@@ -539,11 +549,14 @@ async function restoreStep(
     const target = `${data}.restored-t32`;
     await Deno.mkdir(target, { recursive: true });
     const cpu0 = await server.cpu();
-    const stats = await measure(
-      Deno.execPath(),
-      slurpArgs(server, prefix, ["-r", "-t", "32", server.bucket, data, target]),
-      { env: childEnv(), cwd: REPO, forceProc: cfg.forceProc },
-    );
+    const stats = await measureSlurp(cfg, server, prefix, [
+      "-r",
+      "-t",
+      "32",
+      server.bucket,
+      data,
+      target,
+    ]);
     const serverCpuS = (await server.cpu()) - cpu0;
     failIfBad(`restore -t 32 run ${i + 1}`, stats);
     await assertSameFiles(`restore -t 32 run ${i + 1}`, data, target);
@@ -576,11 +589,7 @@ async function restoreStep(
     dir,
     (tool, target) =>
       tool === "tablesnap"
-        ? measure(Deno.execPath(), slurpArgs(server, largePrefix, [server.bucket, dir, target]), {
-          env: childEnv(),
-          cwd: REPO,
-          forceProc: cfg.forceProc,
-        })
+        ? measureSlurp(cfg, server, largePrefix, [server.bucket, dir, target])
         : measure(aws!, [
           "--endpoint-url",
           server.endpoint,
