@@ -12,6 +12,8 @@
  * Never pass credentials in `fields`: nothing here redacts.
  */
 
+import { escapeControl, hasControl, safeJson } from "./escape.ts";
+
 export type Level = "debug" | "info" | "warn" | "error";
 export type Fields = Record<string, string | number | boolean | undefined>;
 
@@ -138,15 +140,20 @@ class Logger {
 function jsonLine(level: Level, message: string, fields?: Fields): string {
   const record: Record<string, unknown> = { time: new Date().toISOString(), level, message };
   for (const [k, v] of Object.entries(fields ?? {})) if (v !== undefined) record[k] = v;
-  return JSON.stringify(record);
+  return safeJson(record);
 }
 
 function plainLine(level: Level, message: string, fields: Fields | undefined, stamp: boolean) {
-  let line = stamp ? `${new Date().toISOString()} ${level.toUpperCase()} ${message}` : message;
+  // Messages and values may carry names and error texts from the file
+  // system or the bucket: no control character reaches the line raw.
+  const text = escapeControl(message);
+  let line = stamp ? `${new Date().toISOString()} ${level.toUpperCase()} ${text}` : text;
   for (const [k, v] of Object.entries(fields ?? {})) {
     if (v === undefined) continue;
-    const text = String(v);
-    line += ` ${k}=${/[\s"=]/.test(text) || text === "" ? JSON.stringify(text) : text}`;
+    const value = String(v);
+    line += ` ${k}=${
+      /[\s"=]/.test(value) || value === "" || hasControl(value) ? safeJson(value) : value
+    }`;
   }
   return line;
 }

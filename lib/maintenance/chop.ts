@@ -24,6 +24,7 @@ import { formatBytes } from "../common/format.ts";
 import { log } from "../common/log.ts";
 import { forEachLimited } from "../common/pool.ts";
 import type { DeleteRefusal, ObjectInfo, ObjectVersion, Store } from "../store/store.ts";
+import { printLine } from "../common/escape.ts";
 
 /** What to chop and how. */
 export interface ChopOptions {
@@ -73,7 +74,7 @@ const DAY_MS = 86_400_000;
  */
 export async function chop(options: ChopOptions): Promise<ChopResult> {
   const { store } = options;
-  const print = options.print ?? ((line: string) => console.log(line));
+  const print = options.print ?? printLine;
   const prefix = keyHead(options.naming) + options.path;
   const now = options.now ?? new Date();
   const cutoff = new Date(now.getTime() - options.ageDays * DAY_MS);

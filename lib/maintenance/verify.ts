@@ -29,6 +29,7 @@ import { log } from "../common/log.ts";
 import { forEachLimited } from "../common/pool.ts";
 import { isEncrypted } from "../store/encrypting_store.ts";
 import type { ObjectInfo, Store } from "../store/store.ts";
+import { printLine } from "../common/escape.ts";
 
 /** What to verify. */
 export interface VerifyOptions {
@@ -63,7 +64,7 @@ export interface VerifyResult {
 /** Verifies the backups under `path`; never throws for a problem found, only reports it. */
 export async function verify(options: VerifyOptions): Promise<VerifyResult> {
   const { store } = options;
-  const print = options.print ?? ((line: string) => console.log(line));
+  const print = options.print ?? printLine;
   const prefix = directoryPrefix(options.naming, options.path);
   const head = keyHead(options.naming);
   const result: VerifyResult = { indexes: 0, files: 0, bytes: 0, problems: [] };

@@ -34,6 +34,7 @@ import {
 } from "./plan.ts";
 import { Progress } from "./progress.ts";
 import { SafeDirectories } from "./safe_dirs.ts";
+import { printLine } from "../common/escape.ts";
 
 /** What to restore, from where, and how. */
 export interface SlurpOptions {
@@ -112,7 +113,7 @@ export interface SlurpResult {
  * Requires `--allow-read --allow-write`, and `--allow-net` for S3.
  */
 export async function slurp(options: SlurpOptions): Promise<SlurpResult> {
-  const print = options.print ?? ((line: string) => console.log(line));
+  const print = options.print ?? printLine;
   const plan = await resolvePlan(options);
   const files = plan.files;
   const missing = files.filter((f) => f.planned.size === undefined).map((f) => f.source.key);
