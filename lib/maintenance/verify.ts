@@ -117,7 +117,9 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
       }
     }
     // Whole SSTables: every component a generation's TOC.txt lists is named.
-    for (const gap of await tocGaps(store, dir, names, () => true)) {
+    const onUnreadable = (key: string, reason: string) =>
+      problem(key, `TOC.txt unreadable (${reason}); its generation is not checked`);
+    for (const gap of await tocGaps(store, dir, names, () => true, { onUnreadable })) {
       problem(
         index.key,
         `generation '${gap.generation}' lacks ${gap.missing.join(", ")} (listed by its TOC.txt)`,

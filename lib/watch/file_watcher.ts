@@ -22,6 +22,9 @@ import { secondsSince } from "../common/format.ts";
 import { lstatOrNull } from "../common/fs.ts";
 import { log } from "../common/log.ts";
 import { dirname } from "../common/paths.ts";
+import { FifoGuard } from "./fifo_guard.ts";
+import type { SkipReason } from "./metrics.ts";
+import { OddPaths } from "./odd_paths.ts";
 import type { PathFilter } from "./path_filter.ts";
 import {
   existedBeforeStart,
@@ -50,6 +53,8 @@ export interface WatcherOptions {
   includeExisting: boolean;
   settleMs: number;
   sweepIntervalMs: number;
+  /** A path was skipped unread (once per path): counted by the metrics. */
+  onSkipped?: (reason: SkipReason) => void;
   /** Reports whether events are flowing (for /healthz). */
   onWatching?: (ok: boolean) => void;
   now?: () => number;
@@ -73,6 +78,8 @@ export class FileWatcher {
   /** Directories that existed at start (for the -r / -a distinction). */
   #startDirs = new Set<string>();
   #fsWatcher: Deno.FsWatcher | undefined;
+  /** Frees Deno's watcher thread from a FIFO's open (see fifo_guard.ts). */
+  #fifoGuard: FifoGuard | undefined;
   #closed = false;
   #probeQueue: Probe[] = [];
   #probeQueued = new Map<string, Probe>();
@@ -83,10 +90,17 @@ export class FileWatcher {
   #sweeping: Promise<void> | undefined;
   #sweepAgain = false;
   #loop: Promise<void> | undefined;
+  /** Skips what is not a regular file with a usable name, warning once each. */
+  readonly #oddPaths: OddPaths;
 
   constructor(options: WatcherOptions) {
     this.#o = options;
     this.#startedAt = this.#now();
+    this.#oddPaths = new OddPaths({
+      ...(options.onSkipped ? { onSkipped: options.onSkipped } : {}),
+      holdFifo: (path) => this.#fifoGuard?.hold(path),
+      now: () => this.#now(),
+    });
   }
 
   #now(): number {
@@ -108,6 +122,13 @@ export class FileWatcher {
   /** Starts watching and the periodic sweeps; the caller runs the first sweep. */
   watch(): void {
     void warnOnSmallInotifyQueue();
+    this.#fifoGuard = new FifoGuard(this.#o.roots, {
+      onStuck: (stuck) => {
+        this.#o.onWatching?.(!stuck);
+        if (stuck) this.sweep("file watch stuck");
+      },
+    });
+    this.#fifoGuard.start();
     this.#openWatcher();
     if (this.#o.sweepIntervalMs > 0) {
       this.#sweepTimer = setInterval(() => this.sweep("periodic"), this.#o.sweepIntervalMs);
@@ -119,12 +140,18 @@ export class FileWatcher {
     this.#closed = true;
     clearInterval(this.#sweepTimer);
     clearTimeout(this.#settleTimer);
-    try {
-      this.#fsWatcher?.close();
-    } catch {
-      // already closed
+    // Closing the watch while its thread waits in a FIFO's open would hang:
+    // then it is left to the process exit.
+    if (await this.#fifoGuard?.stop() === false) {
+      log.warn("the file watch is stuck on a FIFO; leaving it to the exit");
+    } else {
+      try {
+        this.#fsWatcher?.close();
+      } catch {
+        // already closed
+      }
+      await this.#loop;
     }
-    await this.#loop;
     await this.#sweeping;
   }
 
@@ -173,7 +200,7 @@ export class FileWatcher {
     const watcher = this.#fsWatcher;
     this.#loop = (async () => {
       try {
-        for await (const event of watcher) this.#onEvent(event);
+        await this.#readEvents(watcher);
       } catch (err) {
         if (!this.#closed) {
           log.error("file watch failed; relying on sweeps until it can be restarted", {
@@ -189,10 +216,39 @@ export class FileWatcher {
     })();
   }
 
+  /**
+   * Hands every event to `#onEvent` until the watch ends. An event whose
+   * path is not UTF-8 cannot reach JavaScript (Deno throws a TypeError for
+   * it, which used to end the watch): that one event is lost, not the
+   * watch; its file is skipped anyway (keys are UTF-8), and a sweep soon
+   * after finds what a rename of it may have hidden.
+   */
+  async #readEvents(watcher: Deno.FsWatcher): Promise<void> {
+    const events = watcher[Symbol.asyncIterator]();
+    for (;;) {
+      let next: IteratorResult<Deno.FsEvent>;
+      try {
+        next = await events.next();
+      } catch (err) {
+        if (!(err instanceof TypeError) || this.#closed) throw err;
+        this.#oddPaths.unreadableEvent(err, () => {
+          if (!this.#closed) this.sweep("path not UTF-8");
+        });
+        continue;
+      }
+      if (next.done) return;
+      this.#onEvent(next.value);
+    }
+  }
+
   /** Re-creates the watcher after it ended (root removed, watch limit). */
   #restartLater(): void {
     setTimeout(async () => {
       if (this.#closed) return;
+      if (this.#fifoGuard?.stuck) {
+        this.#restartLater(); // a new watch would wait on the lock the stuck thread holds
+        return;
+      }
       try {
         for (const root of this.#o.roots) await checkRoot(root);
         this.#openWatcher();
@@ -278,10 +334,7 @@ export class FileWatcher {
       return;
     }
     if (!this.#isWatchedDir(dirname(path))) return;
-    if (!info.isFile) {
-      if (!info.isSymlink) log.warn("skipped: not a regular file", { path });
-      return;
-    }
+    if (!this.#oddPaths.usable(path, info)) return;
     if (!this.#o.filter.accepts(path)) {
       log.debug("skipped: filtered out", { path, reason: this.#o.filter.describe() });
       return;
@@ -312,9 +365,9 @@ export class FileWatcher {
         if (this.#isWatchedDir(path)) count += await this.#scanTree(path, immediate);
         continue;
       }
-      if (!entry.isFile || !this.#o.filter.accepts(path)) continue;
+      if (!this.#o.filter.accepts(path)) continue;
       const info = lstatOrNull(path);
-      if (!info || !info.isFile) continue;
+      if (!this.#oddPaths.usable(path, info) || !info) continue;
       count++;
       if (this.#o.isHandled(path, info)) continue;
       if (!this.#o.includeExisting && existedBeforeStart(info, this.#startedAt)) continue;

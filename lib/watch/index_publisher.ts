@@ -29,9 +29,9 @@
 import { indexBody } from "../bucket/index_body.ts";
 import { CUT_TIME_METADATA } from "../bucket/index_reader.ts";
 import { indexKey, type KeyNaming } from "../bucket/keys.ts";
-import { generationPrefix, parseToc, wantsIndex } from "../bucket/sstable.ts";
+import { generationPrefix, MAX_TOC_BYTES, readToc, wantsIndex } from "../bucket/sstable.ts";
 import { errorMessage } from "../common/errors.ts";
-import { fileNamesOrNull, lstatOrNull, readTextOrNull } from "../common/fs.ts";
+import { fileNamesOrNull, lstatOrNull, readSmallRegularFile } from "../common/fs.ts";
 import { log } from "../common/log.ts";
 import { basename, dirname } from "../common/paths.ts";
 import { type Backoff, backoffMs } from "../common/retry.ts";
@@ -40,6 +40,9 @@ import type { PathFilter } from "./path_filter.ts";
 
 /** Between failed uploads of one index. */
 const INDEX_PUT_BACKOFF: Backoff = { firstMs: 2_000, maxMs: 60_000, jitter: "none" };
+
+/** Unreadable TOC.txt paths remembered (each warned about once); more start the count over. */
+const MAX_REMEMBERED_TOCS = 10_000;
 
 /** Components Cassandra rewrites in place: a new version means a new live set. */
 const MUTABLE_COMPONENTS = ["Statistics.db", "Summary.db", "TOC.txt"];
@@ -58,6 +61,8 @@ export interface IndexPublisherOptions {
   isPinned?(path: string): boolean;
   waitMs: number;
   quietMs?: number;
+  /** A TOC.txt was found unreadable (once per file): counted by the metrics. */
+  onUnreadableToc?(tocPath: string): void;
   now?: () => number;
 }
 
@@ -111,6 +116,8 @@ export class IndexPublisher {
   readonly #again = new Set<string>();
   /** Names we deleted locally after upload (--delete-on-backup), per directory. */
   readonly #deletedByUs = new Map<string, Set<string>>();
+  /** TOC.txt files found unreadable, each warned about once (until readable again). */
+  readonly #unreadableTocs = new Set<string>();
   /** Data.db files found in the bucket at start without their index. */
   #unindexed = new Set<string>();
   /** True while the -B start-up sweep is still queueing existing files. */
@@ -455,6 +462,39 @@ export class IndexPublisher {
   }
 
   /**
+   * The components a generation's TOC.txt lists; null without a TOC, or
+   * when it is not a list of component names (binary, NUL bytes, a FIFO):
+   * the generation is then decided as if it had none, the documented
+   * fallback, and indexed unchecked, which is said once per TOC.txt.
+   */
+  #tocComponents(tocPath: string): string[] | null {
+    const read = readSmallRegularFile(tocPath, MAX_TOC_BYTES);
+    let reason: string;
+    if ("bytes" in read) {
+      const toc = readToc(read.bytes);
+      if ("components" in toc) {
+        this.#unreadableTocs.delete(tocPath);
+        return toc.components;
+      }
+      reason = toc.unreadable;
+    } else if ("gone" in read) {
+      return null;
+    } else {
+      reason = "notRegular" in read ? "not a regular file" : `larger than ${MAX_TOC_BYTES} bytes`;
+    }
+    if (!this.#unreadableTocs.has(tocPath)) {
+      if (this.#unreadableTocs.size >= MAX_REMEMBERED_TOCS) this.#unreadableTocs.clear();
+      this.#unreadableTocs.add(tocPath);
+      this.#o.onUnreadableToc?.(tocPath);
+      log.warn("TOC.txt unreadable; its generation is indexed unchecked, as without a TOC", {
+        path: tocPath,
+        reason,
+      });
+    }
+    return null;
+  }
+
+  /**
    * The directory's live set as of now: the names an index cut now would
    * give (only files in the bucket), and whether it is complete yet.
    */
@@ -470,8 +510,8 @@ export class IndexPublisher {
     const known = (name: string) =>
       deleted.has(name) || this.#o.isPending?.(pathOf(name)) || this.#o.isStored(pathOf(name));
     const tocOf = (prefix: string) => {
-      const text = readTextOrNull(pathOf(`${prefix}TOC.txt`));
-      return text === null ? null : parseToc(text).map((c) => `${prefix}${c}`)
+      const components = this.#tocComponents(pathOf(`${prefix}TOC.txt`));
+      return components === null ? null : components.map((c) => `${prefix}${c}`)
         .filter((name) => this.#o.filter.accepts(pathOf(name)));
     };
 

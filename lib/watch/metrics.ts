@@ -56,6 +56,10 @@ export interface PendingWork {
   oldestSince: number | null;
 }
 
+/** Why a path in the watched tree was skipped unread. */
+export type SkipReason = "fifo" | "socket" | "device" | "symlink" | "bad_name";
+const SKIP_REASONS: readonly SkipReason[] = ["fifo", "socket", "device", "symlink", "bad_name"];
+
 /**
  * The watcher's metrics. Methods record events; `render()` writes the
  * Prometheus text format. No method needs a permission.
@@ -74,6 +78,8 @@ export class Metrics {
   readonly #s3Duration = new Map<string, Histogram>();
   readonly #s3Failures = new Map<string, number>();
   #incompleteIndexes = 0;
+  readonly #skippedPaths = new Map<string, number>(SKIP_REASONS.map((r) => [r, 0]));
+  #unreadableTocs = 0;
   #pins: (() => { files: number; bytes: number }) | undefined;
   readonly #pinsRefused = new Map<string, number>();
   #watching = false;
@@ -132,6 +138,16 @@ export class Metrics {
   indexWritten(root: string, complete = true): void {
     this.#lastIndex.set(root, this.#now());
     if (!complete) this.#incompleteIndexes++;
+  }
+
+  /** A path in the watched tree was skipped, never read (see `SKIP_REASONS`); once per path. */
+  pathSkipped(reason: SkipReason): void {
+    increment(this.#skippedPaths, reason);
+  }
+
+  /** A TOC.txt was not a list of component names: its generation is indexed unchecked. */
+  tocUnreadable(): void {
+    this.#unreadableTocs++;
   }
 
   /** One S3 request (`operation` like "PutObject") took `seconds`. */
@@ -233,6 +249,18 @@ export class Metrics {
       "counter",
       "Indexes written at their --index-wait deadline without every file of their directory",
       [[{}, this.#incompleteIndexes]],
+    );
+    w.metric(
+      "tablesnap_skipped_paths_total",
+      "counter",
+      "Paths in the watched tree skipped without being read, by reason (fifo, socket, device, symlink: not a regular file; bad_name: not UTF-8 or holding control characters)",
+      labelled(this.#skippedPaths, "reason"),
+    );
+    w.metric(
+      "tablesnap_unreadable_tocs_total",
+      "counter",
+      "TOC.txt files that were not a list of component names: their generation was indexed as without a TOC",
+      [[{}, this.#unreadableTocs]],
     );
     if (this.#pins) {
       const pins = this.#pins();

@@ -210,6 +210,7 @@ function startIndexing(
     isInFlight: (path) => pipeline.isInFlight(path),
     ...(pins ? { isPinned: (path: string) => pins.isPinned(path) } : {}),
     waitMs: s.indexWaitMs,
+    onUnreadableToc: () => metrics.tocUnreadable(),
   });
   pipeline.onStored((path, outcome) => publisher.stored(path, outcome));
   if (pins) {
@@ -241,6 +242,7 @@ function newFileWatcher(s: WatchSettings, pipeline: UploadPipeline, metrics: Met
     includeExisting: s.backup,
     sweepIntervalMs: s.once ? 0 : s.sweepIntervalMs,
     onWatching: (ok) => metrics.setWatching(ok),
+    onSkipped: (reason) => metrics.pathSkipped(reason),
   });
   metrics.pendingFrom(() => {
     const pending = pipeline.pending();
