@@ -179,7 +179,9 @@ export class FileWatcher {
         }
         log.debug("sweep done", { why, files, seconds: secondsSince(started) });
       } while (this.#sweepAgain && !this.#closed);
-    })().catch((err) => log.error("sweep failed", { error: errorMessage(err) }))
+    })().catch((err) =>
+      log.repeated("sweep", "error", "sweep failed", { error: errorMessage(err) })
+    )
       .finally(() => this.#sweeping = undefined);
     return this.#sweeping;
   }
@@ -308,7 +310,10 @@ export class FileWatcher {
         try {
           await this.#classify(path, kind);
         } catch (err) {
-          log.warn("could not inspect path", { path, error: errorMessage(err) });
+          log.repeated(`inspect ${path}`, "warn", "could not inspect path", {
+            path,
+            error: errorMessage(err),
+          });
         }
       }
     } finally {

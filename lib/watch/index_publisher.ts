@@ -317,7 +317,12 @@ export class IndexPublisher {
     }
     this.#busy.add(dataPath);
     this.#tryPublish(dataPath)
-      .catch((err) => log.error("index check failed", { path: dataPath, error: errorMessage(err) }))
+      .catch((err) =>
+        log.repeated(`index check ${dataPath}`, "error", "index check failed", {
+          path: dataPath,
+          error: errorMessage(err),
+        })
+      )
       .finally(() => {
         this.#busy.delete(dataPath);
         if (this.#again.delete(dataPath)) this.#evaluate(dataPath);
@@ -398,7 +403,10 @@ export class IndexPublisher {
     } catch (err) {
       entry.failures++;
       entry.notBefore = now + backoffMs(INDEX_PUT_BACKOFF, entry.failures);
-      log.warn("index upload failed, will retry", { key, error: errorMessage(err) });
+      log.repeated(`index put ${key}`, "warn", "index upload failed, will retry", {
+        key,
+        error: errorMessage(err),
+      });
       return;
     }
     this.#forget(dataPath);

@@ -14,6 +14,7 @@
  */
 import { VERSION } from "../common/version.ts";
 import { FAILURE_REASONS } from "../store/failure.ts";
+import { log } from "../common/log.ts";
 
 /** Options for `Metrics`. */
 export interface MetricsOptions {
@@ -255,6 +256,12 @@ export class Metrics {
       "counter",
       "Paths in the watched tree skipped without being read, by reason (fifo, socket, device, symlink: not a regular file; bad_name: not UTF-8 or holding control characters)",
       labelled(this.#skippedPaths, "reason"),
+    );
+    w.metric(
+      "tablesnap_repeated_log_lines_total",
+      "counter",
+      "Occurrences of recurring problems counted instead of logged (each is logged once, then summarised once a period)",
+      [[{}, log.repeatsSuppressed]],
     );
     w.metric(
       "tablesnap_unreadable_tocs_total",
