@@ -40,6 +40,25 @@ export function readTextOrNull(path: string): string | null {
   }
 }
 
+/**
+ * A path that was a regular file when listed is something else when opened
+ * (a FIFO, a device, a directory put in its place): never read.
+ */
+export class NotRegularFileError extends Error {
+  override name = "NotRegularFileError";
+  constructor(path: string) {
+    super(`'${path}' is no longer a regular file`);
+  }
+}
+
+/**
+ * Throws `NotRegularFileError` unless the opened `file` is a regular file:
+ * the re-check after an lstat and an open, for a path swapped in between.
+ */
+export function assertRegular(file: Deno.FsFile, path: string): void {
+  if (!file.statSync().isFile) throw new NotRegularFileError(path);
+}
+
 /** A small file's bytes, or why there are none. */
 export type SmallFileRead =
   | { bytes: Uint8Array }

@@ -41,6 +41,9 @@ import type { PathFilter } from "./path_filter.ts";
 /** Between failed uploads of one index. */
 const INDEX_PUT_BACKOFF: Backoff = { firstMs: 2_000, maxMs: 60_000, jitter: "none" };
 
+/** An index without a TOC is checked at most this often on stored files (the timer's tick catches up). */
+const NO_TOC_CHECK_MS = 250;
+
 /** Unreadable TOC.txt paths remembered (each warned about once); more start the count over. */
 const MAX_REMEMBERED_TOCS = 10_000;
 
@@ -74,6 +77,8 @@ interface PendingIndex {
   backlog: boolean;
   /** When the timer last looked: it looks at most every `quietMs`. */
   checkedAt: number;
+  /** Without a TOC: a file of the directory was stored since the last check. */
+  storedSinceCheck: boolean;
   deadline: number;
   /** Generation file names seen so far, and when that set last grew. */
   seen: Set<string>;
@@ -179,6 +184,7 @@ export class IndexPublisher {
       prefix: generationPrefix(basename(dataPath)) ?? basename(dataPath),
       backlog: this.#inBacklog,
       checkedAt: now,
+      storedSinceCheck: false,
       deadline: now + this.#o.waitMs,
       seen: new Set(),
       changedAt: now,
@@ -254,7 +260,11 @@ export class IndexPublisher {
     for (const dataPath of this.#byDirectory.get(dirname(path)) ?? []) {
       const entry = this.#pending.get(dataPath)!;
       if (entry.awaiting === null) {
-        this.#evaluate(dataPath);
+        // Without a TOC (none, or unreadable) every stored file of the
+        // directory may complete it, and each check reads the directory:
+        // in a busy directory, at most one check per NO_TOC_CHECK_MS.
+        if (this.#now() - entry.checkedAt >= NO_TOC_CHECK_MS) this.#evaluate(dataPath);
+        else entry.storedSinceCheck = true;
       } else if (entry.awaiting.delete(name) && entry.awaiting.size === 0) {
         this.#evaluate(dataPath);
       }
@@ -299,7 +309,10 @@ export class IndexPublisher {
       // Waiting for named files, the stored-file notices drive the checks;
       // the timer then only looks now and then, in case one was missed.
       const interval = entry.awaiting?.size ? every * 5 : every;
-      if (now >= entry.deadline || now - entry.checkedAt >= interval) this.#evaluate(dataPath);
+      const stored = entry.storedSinceCheck && now - entry.checkedAt >= NO_TOC_CHECK_MS;
+      if (now >= entry.deadline || now - entry.checkedAt >= interval || stored) {
+        this.#evaluate(dataPath);
+      }
     }
     return this.settled();
   }
@@ -369,6 +382,7 @@ export class IndexPublisher {
     const now = this.#now();
     if (now < entry.notBefore || this.#inBacklog) return;
     entry.checkedAt = now;
+    entry.storedSinceCheck = false;
     const directory = dirname(dataPath);
     const cut = entry.frozen ? this.#frozenCut(entry, directory) : this.#cutNow(entry, now);
     if (cut === null) return;

@@ -25,7 +25,7 @@
  */
 import { Accounts } from "../common/accounts.ts";
 import { digestFile, type FileDigests, isMd5Hex, md5Hex, multipartEtag } from "../common/digest.ts";
-import { lstatOrNull } from "../common/fs.ts";
+import { assertRegular, lstatOrNull } from "../common/fs.ts";
 import { log } from "../common/log.ts";
 import { type KeyNaming, objectKey } from "../bucket/keys.ts";
 import { MTIME_METADATA, mtimeMetadata, statMetadata } from "../bucket/object_meta.ts";
@@ -400,6 +400,7 @@ class ByteBudget {
  */
 function readExactly(path: string, size: number): Uint8Array {
   using file = Deno.openSync(path, { read: true });
+  assertRegular(file, path);
   const buffer = new Uint8Array(size + 1);
   let filled = 0;
   for (;;) {
