@@ -70,9 +70,10 @@ Deno.test("slurp, slurp --plan, list, list --json, verify and chop print bucket 
     assertClean(what, out);
     printed += out.stdout.length + out.stderr.length;
     if (what === "slurp --plan") {
-      // The TOC's lines are shown, escaped, not dropped.
-      assertStringIncludes(out.stdout, "Summary\\x9b2J.db");
+      // The index entry is shown, escaped; the TOC, which lists no component names, is
+      // said to be unreadable (its generation unchecked).
       assertStringIncludes(out.stdout, "\\x1b]0;PWNED\\x07Index.db");
+      assertStringIncludes(out.stderr, "TOC.txt unreadable");
     }
     if (what === "list --json") {
       for (const line of out.stdout.trim().split("\n")) JSON.parse(line); // still JSON
@@ -92,4 +93,26 @@ Deno.test("an error text quoting a hostile key is one escaped line", async () =>
   assertClean("slurp of a malformed index", out);
   assertEquals(out.stderr.trim().split("\n").length, 1, out.stderr);
   assertStringIncludes(out.stderr, "\\x1b[2J");
+});
+
+Deno.test("the watcher's plain and JSON logs name odd files escaped", async () => {
+  await using dir = await tempDir();
+  const store = await localStore(`${dir.path}/bucket`);
+  const data = `${dir.path}/data`;
+  await Deno.mkdir(data);
+  for (const name of [`a${TITLE}`, `b${CLEAR}`, `c${CSI}`, "d\x7f", "e\nINFO forged", "ok"]) {
+    await Deno.writeTextFile(`${data}/${name}`, "x");
+  }
+  for (const format of ["plain", "json"]) {
+    const out = await runCli(
+      ["-B", "--once", "--log-format", format, "-n", "h", `file://${store.root}`, data],
+      { env: { TDEBUG: "1" } },
+    );
+    assertEquals(out.code, 0, out.stderr);
+    assertClean(`watcher --log-format ${format}`, out);
+    const lines = out.stderr.trim().split("\n");
+    assertEquals(lines.filter((l) => l.includes("skipped, never read")).length, 5, out.stderr);
+    assert(!lines.some((l) => /^\S* ?INFO forged/.test(l)), "no forged line");
+    if (format === "json") { for (const line of lines) JSON.parse(line); }
+  }
 });
