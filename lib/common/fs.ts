@@ -84,18 +84,35 @@ export function readSmallRegularFile(path: string, maxBytes: number): SmallFileR
     throw err;
   }
   try {
-    if (!fstatSync(fd).isFile()) return { notRegular: true };
-    const buffer = new Uint8Array(maxBytes + 1);
+    const stat = fstatSync(fd);
+    if (!stat.isFile()) return { notRegular: true };
+    if (stat.size > maxBytes) return { tooLarge: true };
+    // Sized by fstat (plus one byte, to notice growth), not by the limit:
+    // TOCs are read by the hundred per index check.
+    const buffer = new Uint8Array(stat.size + 1);
     let filled = 0;
     while (filled < buffer.byteLength) {
       const n = readSync(fd, buffer, filled, buffer.byteLength - filled, null);
       if (n === 0) break;
       filled += n;
     }
-    return filled > maxBytes ? { tooLarge: true } : { bytes: buffer.subarray(0, filled) };
+    if (filled > stat.size) return filled > maxBytes ? { tooLarge: true } : readGrown(fd, maxBytes);
+    return { bytes: buffer.subarray(0, filled) };
   } finally {
     closeSync(fd);
   }
+}
+
+/** Reads a file that grew since its fstat from the start, up to the limit. */
+function readGrown(fd: number, maxBytes: number): SmallFileRead {
+  const buffer = new Uint8Array(maxBytes + 1);
+  let filled = 0;
+  while (filled < buffer.byteLength) {
+    const n = readSync(fd, buffer, filled, buffer.byteLength - filled, filled);
+    if (n === 0) break;
+    filled += n;
+  }
+  return filled > maxBytes ? { tooLarge: true } : { bytes: buffer.subarray(0, filled) };
 }
 
 /** Removes a file; one that is already gone is not an error. */
