@@ -67,11 +67,12 @@ export type SmallFileRead =
   | { tooLarge: true };
 
 /**
- * Reads a small regular file whole, never blocking: opened without
- * following a symlink and with O_NONBLOCK (a FIFO's open would otherwise
- * wait for a writer forever), then checked with fstat, so a path swapped
- * for a FIFO, device or directory between a listing and this read is
- * refused, not read. Reads at most `maxBytes` (one more says "too large").
+ * Reads a small regular file whole, never blocking: opened with O_NONBLOCK
+ * (a FIFO's open would otherwise wait for a writer forever) and
+ * O_NOFOLLOW (which Deno's permission check defeats short of --allow-all:
+ * it resolves the path first), then checked with fstat, so a path swapped
+ * for a FIFO, device or directory between a listing and this read, or a
+ * symlink to one, is refused, not read. Reads at most `maxBytes` (one more says "too large").
  */
 export function readSmallRegularFile(path: string, maxBytes: number): SmallFileRead {
   let fd: number;
