@@ -6,7 +6,7 @@
  * within 2× of the same run without the poison (measured here, in the same
  * test, so the machine's load counts for both; give or take the clock's
  * resolution); the poisoned table costs a
- * few dozen log lines at most, however long it stays poisoned.
+ * couple of dozen problem lines at most, however long it stays poisoned.
  */
 import { assert } from "./_assert.ts";
 import { localStore } from "./_bucket_fixture.ts";
@@ -47,11 +47,23 @@ function binary(seed: number): Uint8Array {
   return out;
 }
 
-/** The poison, written again (new bytes, same names) every second while the healthy table is. */
+/**
+ * The poison: generation 1's TOC.txt is binary (written again, new bytes,
+ * every second), beside a name with control characters; and the table
+ * stays busy, a new generation of it every second, so that every file
+ * stored there asks for generation 1's index to be checked again.
+ */
 async function poison(table: string, round: number): Promise<void> {
   await Deno.writeFile(`${table}/nb-1-big-TOC.txt`, binary(round));
-  await Deno.writeTextFile(`${table}/nb-1-big-Data.db`, `poisoned ${round}`);
-  await Deno.writeTextFile(`${table}/nb-1-big-\x1b[2J-Index.db`, `${round}`);
+  if (round === 0) {
+    await Deno.writeTextFile(`${table}/nb-1-big-Data.db`, "poisoned");
+    await Deno.writeTextFile(`${table}/nb-1-big-\x1b[2J-Index.db`, "x");
+  }
+  const generation = round + 2;
+  for (const component of COMPONENTS) {
+    const body = component === "TOC.txt" ? COMPONENTS.join("\n") + "\n" : `${round}`;
+    await Deno.writeTextFile(`${table}/nb-${generation}-big-${component}`, body);
+  }
 }
 
 async function runTables(withPoison: boolean): Promise<Run> {
@@ -83,7 +95,7 @@ async function runTables(withPoison: boolean): Promise<Run> {
     const body = component === "TOC.txt" ? COMPONENTS.join("\n") + "\n" : `${path} bytes`;
     await Deno.writeTextFile(path, body);
     closedAt.set(path, Date.now());
-    if (withPoison && i % FILES_PER_SECOND === 0) await poison(poisoned, 1 + i);
+    if (withPoison && i % FILES_PER_SECOND === 0) await poison(poisoned, 1 + i / FILES_PER_SECOND);
     const due = started + ((i + 1) * 1000) / FILES_PER_SECOND;
     if (due > Date.now()) await delay(due - Date.now());
   }
@@ -105,7 +117,9 @@ async function runTables(withPoison: boolean): Promise<Run> {
   if (Deno.env.get("DEBUG_POISON")) console.log(watcher.stderr());
   assert(code === 0, watcher.stderr());
   latencies.sort((a, b) => a - b);
-  const poisonLines = watcher.stderr().split("\n").filter((l) => l.includes("poisoned-2")).length;
+  // Its problems, that is: uploads of its healthy generations are logged as any.
+  const poisonLines = watcher.stderr().split("\n")
+    .filter((l) => / (WARN|ERROR) /.test(l) && l.includes("poisoned-2")).length;
   return {
     p50: percentile(latencies, 0.5),
     p95: percentile(latencies, 0.95),
@@ -133,5 +147,5 @@ Deno.test("a poisoned table beside a healthy one: every healthy file lands, p95 
   console.log(figures);
   for (const run of poisoned) assert(run.files === SECONDS * FILES_PER_SECOND, figures);
   assert(withPoison.p95 <= 2 * Math.max(baseline.p95, 0) + MTIME_RESOLUTION_MS, figures);
-  for (const run of poisoned) assert(run.poisonLines <= 36, figures);
+  for (const run of poisoned) assert(run.poisonLines <= 24, figures);
 });
