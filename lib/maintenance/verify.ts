@@ -20,9 +20,9 @@ import {
   type KeyNaming,
   trimSlashes,
 } from "../bucket/keys.ts";
-import { expectedMd5 } from "../bucket/object_meta.ts";
+import { etagMd5, expectedMd5 } from "../bucket/object_meta.ts";
 import { ChunkReader } from "../common/chunk_reader.ts";
-import { isMd5Hex, newMd5 } from "../common/digest.ts";
+import { newMd5 } from "../common/digest.ts";
 import { errorMessage, FatalError } from "../common/errors.ts";
 import { formatBytes } from "../common/format.ts";
 import { log } from "../common/log.ts";
@@ -157,9 +157,9 @@ async function checkObject(
   result.files++;
   result.bytes += head.size;
   const metaMd5 = head.metadata["md5sum"]?.trim().toLowerCase();
-  const etag = head.etag.toLowerCase();
+  const etag = etagMd5(head);
   // An encrypted object's ETag is the ciphertext's MD5; --md5 checks its plaintext.
-  if (metaMd5 && isMd5Hex(etag) && etag !== metaMd5 && !isEncrypted(head.metadata)) {
+  if (metaMd5 && etag !== null && etag !== metaMd5 && !isEncrypted(head.metadata)) {
     await object?.body.cancel();
     return `ETag ${etag} differs from md5sum ${metaMd5}: the object is not the file uploaded`;
   }
