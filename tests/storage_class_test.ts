@@ -11,6 +11,7 @@
  * through moto's KMS API, so its ARN has the real shape.
  */
 import {
+  CopyObjectCommand,
   CreateBucketCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
@@ -24,10 +25,16 @@ import { delay, freePort, runCli, tempDir } from "./_helpers.ts";
 const HOST = "cass1.example.com";
 const md5 = (bytes: Uint8Array) => createHash("md5").update(bytes).digest("hex");
 
-/** moto_server, but a single-part SSE-KMS object's ETag is not its MD5 (as on AWS). */
-const MOTO_KMS_ETAGS = `
-import hashlib, sys
+/**
+ * moto_server answering as AWS does where tablesnap depends on it: a
+ * single-part SSE-KMS object's ETag is not its MD5, and a write with a KMS
+ * key the caller may not use (here: any whose id contains "denied") is
+ * refused 403 AccessDenied, AWS's message naming the KMS action.
+ */
+const MOTO_AS_AWS = `
+import hashlib, inspect, sys
 from moto.s3 import models
+from moto.s3.exceptions import S3ClientError
 from moto.server import main
 plain_etag = models.FakeKey.etag
 def etag(self):
@@ -36,6 +43,18 @@ def etag(self):
         return '"%s"' % hashlib.md5(b"kms:" + value.encode()).hexdigest()
     return value
 models.FakeKey.etag = property(etag)
+def refusing_denied_keys(write):
+    signature = inspect.signature(write)
+    def checked(*args, **kwargs):
+        key_id = signature.bind(*args, **kwargs).arguments.get("kms_key_id")
+        if key_id and "denied" in key_id:
+            raise S3ClientError("AccessDenied", "User: arn:aws:iam::123456789012:user/agent is "
+                "not authorized to perform: kms:GenerateDataKey on resource: " + key_id +
+                " because no identity-based policy allows the kms:GenerateDataKey action")
+        return write(*args, **kwargs)
+    return checked
+for name in ["put_object", "create_multipart_upload"]:
+    setattr(models.S3Backend, name, refusing_denied_keys(getattr(models.S3Backend, name)))
 main(sys.argv[1:])
 `;
 
@@ -58,7 +77,7 @@ async function startMoto(buckets: string[]): Promise<Moto> {
   const port = freePort();
   const endpoint = `http://127.0.0.1:${port}`;
   const child = new Deno.Command("python3", {
-    args: ["-c", MOTO_KMS_ETAGS, "-H", "127.0.0.1", "-p", String(port)],
+    args: ["-c", MOTO_AS_AWS, "-H", "127.0.0.1", "-p", String(port)],
     stdin: "null",
     stdout: "null",
     stderr: "null",
@@ -380,6 +399,55 @@ Deno.test("storage classes and SSE round-trip on single and multipart uploads; s
       }
     },
   );
+});
+
+Deno.test("an archived object, or a KMS key the role may not use, is named in one line", async (t) => {
+  await using moto = await startMoto(["backups"]);
+  await using dir = await tempDir();
+  const data = `${dir.path}/data`;
+  const table = `${data}/ks/t-1`;
+  await writeTable(table);
+
+  await t.step("a write refused the KMS key names the KMS action", async () => {
+    const denied = moto.keyArn.replace(/key\/.*/, "key/denied-0000");
+    const out = await runCli(
+      [...WATCH, "--sse", "aws:kms", "--sse-kms-key-id", denied, "backups", data],
+      { env: moto.env },
+    );
+    assertEquals(out.code, 1, out.stderr);
+    assertStringIncludes(
+      out.stderr,
+      `s3:PutObject on '${HOST}:${table}/nb-1-big-Data.db' denied (AccessDenied, HTTP 403): ` +
+        "kms:GenerateDataKey on the object's KMS key is not allowed",
+    );
+    assert(!/\n\s+at /.test(out.stderr), out.stderr);
+  });
+
+  await t.step("slurp of an object a lifecycle rule moved to GLACIER says so, once", async () => {
+    const out = await runCli([...WATCH, "backups", data], { env: moto.env });
+    assertEquals(out.code, 0, out.stderr);
+    const key = `${HOST}:${table}/nb-1-big-Index.db`;
+    await moto.client.send(
+      new CopyObjectCommand({
+        Bucket: "backups",
+        Key: key,
+        CopySource: `backups/${encodeURIComponent(key)}`,
+        StorageClass: "GLACIER",
+        MetadataDirective: "COPY",
+      }),
+    );
+    const slurp = await runCli(
+      ["slurp", "-n", HOST, "backups", table, `${dir.path}/restored`],
+      { env: moto.env },
+    );
+    assertEquals(slurp.code, 1, slurp.stderr);
+    assertStringIncludes(
+      slurp.stdout + slurp.stderr,
+      `'${key}' is in an archive storage class: S3 serves it only after a restore request`,
+    );
+    assert(!slurp.stderr.includes("retrying"), slurp.stderr);
+    assert(!/denied/.test(slurp.stdout + slurp.stderr), slurp.stderr);
+  });
 });
 
 Deno.test("an archive class is refused with one line saying why", async () => {
