@@ -278,6 +278,12 @@ Deno.test("storage classes and SSE round-trip on single and multipart uploads; s
       const env = { ...moto.env, ...(s.sdk ? { TABLESNAP_DIRECT_REQUESTS: "0" } : {}) };
       const out = await runCli([...WATCH, "--prefix", s.prefix, ...args, "backups", data], { env });
       assertEquals(out.code, 0, out.stderr);
+      // The settings are in the start-up line.
+      const started = out.stderr.split("\n").find((l) => l.includes("tablesnap started")) ?? "";
+      if (s.args.some((a) => a === "--storage-class" || a === "-R")) {
+        assertStringIncludes(started, ` storage_class=${s.big}`);
+      } else assert(!started.includes("storage_class="), started);
+      if (s.sse) assertStringIncludes(started, ` sse=${s.sse}`);
       // What the re-run below must not say.
       assertEquals(out.stderr.match(/ uploaded /g)?.length, names.length, out.stderr);
       const stored = await storedUnder(moto.client, "backups", s.prefix);

@@ -114,3 +114,15 @@ export function parseServerSideEncryption(
   }
   return kind === undefined ? undefined : { kind };
 }
+
+/** The settings as log fields (the start-up line), only those given. */
+export function objectStorageFields(storage: ObjectStorage): Record<string, string> {
+  const fields: Record<string, string> = {};
+  if (storage.storageClass) fields["storage_class"] = storage.storageClass;
+  if (storage.smallObjectClass) fields["small_object_class"] = storage.smallObjectClass;
+  if (storage.sse) fields["sse"] = storage.sse.kind;
+  if (storage.sse?.kind === "aws:kms" && storage.sse.keyId) {
+    fields["sse_kms_key_id"] = storage.sse.keyId;
+  }
+  return fields;
+}

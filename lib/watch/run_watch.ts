@@ -20,7 +20,7 @@ import {
   EncryptingStore,
   removeStaleSpoolFiles,
 } from "../store/encrypting_store.ts";
-import type { ObjectStorage } from "../store/object_storage.ts";
+import { type ObjectStorage, objectStorageFields } from "../store/object_storage.ts";
 import { RateLimitedStore, RateLimiter } from "../store/rate_limit.ts";
 import type { Store } from "../store/store.ts";
 import { checkRoot, FileWatcher } from "./file_watcher.ts";
@@ -157,6 +157,7 @@ export async function runWatch(s: WatchSettings): Promise<number> {
       bucket: store.url,
       paths: s.roots.join(","),
       threads: s.threads,
+      ...objectStorageFields(s.objectStorage),
     });
     if (backup || state) {
       // Indexes of the backlog wait until every existing file is queued.
