@@ -62,6 +62,7 @@ Deno.test("slurp, slurp --plan, list, list --json, verify and chop print bucket 
     ["list", ["list", ...host, bucket, "/data/ks"]],
     ["list --json", ["list", "--json", ...host, bucket, "/data/ks"]],
     ["verify", ["verify", ...host, bucket, "/data/ks"]],
+    ["verify --json", ["verify", "--json", ...host, bucket, "/data/ks"]],
     ["chop -d -l", ["chop", "-d", "-l", ...host, bucket, "/data/ks", "0"]],
   ];
   let printed = 0;
@@ -75,7 +76,7 @@ Deno.test("slurp, slurp --plan, list, list --json, verify and chop print bucket 
       assertStringIncludes(out.stdout, "\\x1b]0;PWNED\\x07Index.db");
       assertStringIncludes(out.stderr, "TOC.txt unreadable");
     }
-    if (what === "list --json") {
+    if (what === "list --json" || what === "verify --json") {
       for (const line of out.stdout.trim().split("\n")) JSON.parse(line); // still JSON
       assertStringIncludes(out.stdout, "\\u001b[2J");
     }
