@@ -48,16 +48,20 @@ function binary(seed: number): Uint8Array {
 }
 
 /**
- * The poison: generation 1's TOC.txt is binary (written again, new bytes,
- * every second), beside a name with control characters; and the table
- * stays busy, a new generation of it every second, so that every file
- * stored there asks for generation 1's index to be checked again.
+ * The second table, busy in both runs (a new generation every second, so
+ * that every file stored there asks for generation 1's index to be checked
+ * again). Poisoned, generation 1's TOC.txt is binary (written again, new
+ * bytes, every second) beside a name with control characters; without the
+ * poison it is a text TOC written as often, so both runs do the same work.
  */
-async function poison(table: string, round: number): Promise<void> {
-  await Deno.writeFile(`${table}/nb-1-big-TOC.txt`, binary(round));
+async function secondTable(table: string, round: number, poisoned: boolean): Promise<void> {
+  await Deno.writeFile(
+    `${table}/nb-1-big-TOC.txt`,
+    poisoned ? binary(round) : new TextEncoder().encode(`Data.db\nTOC.txt\n${"\n".repeat(round)}`),
+  );
   if (round === 0) {
-    await Deno.writeTextFile(`${table}/nb-1-big-Data.db`, "poisoned");
-    await Deno.writeTextFile(`${table}/nb-1-big-\x1b[2J-Index.db`, "x");
+    await Deno.writeTextFile(`${table}/nb-1-big-Data.db`, "generation 1");
+    if (poisoned) await Deno.writeTextFile(`${table}/nb-1-big-\x1b[2J-Index.db`, "x");
   }
   const generation = round + 2;
   for (const component of COMPONENTS) {
@@ -84,7 +88,7 @@ async function runTables(withPoison: boolean): Promise<Run> {
     env: { TABLESNAP_LOG_REPEAT_SECONDS: "2" },
   });
   await watcher.waitUntilWatching();
-  if (withPoison) await poison(poisoned, 0);
+  await secondTable(poisoned, 0, withPoison);
   const closedAt = new Map<string, number>();
   const started = Date.now();
   const total = SECONDS * FILES_PER_SECOND;
@@ -95,7 +99,9 @@ async function runTables(withPoison: boolean): Promise<Run> {
     const body = component === "TOC.txt" ? COMPONENTS.join("\n") + "\n" : `${path} bytes`;
     await Deno.writeTextFile(path, body);
     closedAt.set(path, Date.now());
-    if (withPoison && i % FILES_PER_SECOND === 0) await poison(poisoned, 1 + i / FILES_PER_SECOND);
+    if (i % FILES_PER_SECOND === 0) {
+      await secondTable(poisoned, 1 + i / FILES_PER_SECOND, withPoison);
+    }
     const due = started + ((i + 1) * 1000) / FILES_PER_SECOND;
     if (due > Date.now()) await delay(due - Date.now());
   }
@@ -112,7 +118,7 @@ async function runTables(withPoison: boolean): Promise<Run> {
     throw new Error(`${err.message}\n${watcher.stderr()}`);
   });
   // The poisoned table stays poisoned a while longer: its lines stay bounded.
-  if (withPoison) await delay(4_000);
+  await delay(4_000);
   const code = await watcher.stop("SIGTERM");
   if (Deno.env.get("DEBUG_POISON")) console.log(watcher.stderr());
   assert(code === 0, watcher.stderr());
