@@ -39,6 +39,10 @@ const TICK_MS = 250;
  * directory's events wait that long once when a FIFO appears.
  */
 const STALL_MS = 1_000;
+/** The private directories' names; one whose canary was not touched for STALE_CANARY_MS was left by a killed process. */
+const CANARY_PREFIX = "tablesnap-watch-canary-";
+const STALE_CANARY_MS = 60_000;
+
 /** While it stays stuck (a FIFO no walk can open), the tree is walked at most this often. */
 const HUNT_EVERY_MS = 30_000;
 
@@ -76,7 +80,8 @@ export class FifoGuard {
   start(): void {
     if (this.#timer !== undefined) return;
     try {
-      const dir = Deno.makeTempDirSync({ prefix: "tablesnap-watch-canary-" });
+      const dir = Deno.makeTempDirSync({ prefix: CANARY_PREFIX });
+      removeStaleCanaries(dir.slice(0, dir.lastIndexOf("/")));
       this.#canaryDir = dir;
       if (this.#roots.some((root) => dir === root || dir.startsWith(root + "/"))) {
         return; // its events would be the tree's: only the scans guard then
@@ -146,8 +151,13 @@ export class FifoGuard {
     } catch {
       return false; // removed under us: the scans still hold the FIFOs they meet
     }
-    this.#answered = false;
-    this.#touchedAt = this.#now();
+    // Touched every tick, stuck or not (its age tells a live process's
+    // directory from a killed one's); a stall counts from the first touch
+    // left unanswered.
+    if (this.#answered) {
+      this.#answered = false;
+      this.#touchedAt = this.#now();
+    }
     return true;
   }
 
@@ -195,30 +205,31 @@ export class FifoGuard {
       const info = lstatOrNull(path);
       if (!info?.isFifo || info.ino !== held.ino) this.#release(path);
     }
-    if (this.stuck) {
-      // A walk since this stall began did not free the thread: events are lost.
-      const walkedInVain = this.#huntedAt > this.#touchedAt;
-      if (walkedInVain && this.#now() - this.#huntedAt < HUNT_EVERY_MS) return;
-      this.#huntedAt = this.#now();
-      if (walkedInVain) {
-        if (!this.#dead) {
-          this.#dead = true;
-          log.error("the file watch is stuck and no FIFO found explains it; sweeping instead", {
-            hint: "look for a FIFO or device whose name is not UTF-8 in the watched tree",
-          });
-        }
-        this.#onStuck?.(true);
-      }
-      void this.hunt();
-      return;
-    }
-    if (this.#dead) {
+    if (this.stuck) this.#onStall();
+    else if (this.#dead) {
       this.#dead = false;
       log.info("the file watch is working again");
       this.#onStuck?.(false);
     }
-    // One touch at a time: the next only once this one was reported.
-    if (this.#answered) this.#touch();
+    this.#touch();
+  }
+
+  /** The watch is stuck: walk the tree for FIFOs; still stuck after a walk, say so and sweep. */
+  #onStall(): void {
+    // A walk since this stall began did not free the thread: events are lost.
+    const walkedInVain = this.#huntedAt > this.#touchedAt;
+    if (walkedInVain && this.#now() - this.#huntedAt < HUNT_EVERY_MS) return;
+    this.#huntedAt = this.#now();
+    if (walkedInVain) {
+      if (!this.#dead) {
+        this.#dead = true;
+        log.error("the file watch is stuck and no FIFO found explains it; sweeping instead", {
+          hint: "look for a FIFO or device whose name is not UTF-8 in the watched tree",
+        });
+      }
+      this.#onStuck?.(true);
+    }
+    void this.hunt();
   }
 
   #release(path: string): void {
@@ -240,5 +251,30 @@ export class FifoGuard {
       // vanished or unreadable: nothing to hold there
     }
     return found;
+  }
+}
+
+/**
+ * Removes the private directories of processes gone (killed: a clean stop
+ * removes its own). A live process touches its canary four times a
+ * second, stuck or not; Deno refuses /proc/<pid> short of --allow-all, so
+ * the age of that touch is what tells.
+ */
+function removeStaleCanaries(tmp: string): void {
+  try {
+    for (const entry of Deno.readDirSync(tmp)) {
+      if (!entry.isDirectory || !entry.name.startsWith(CANARY_PREFIX)) continue;
+      const dir = `${tmp}/${entry.name}`;
+      const touched = lstatOrNull(`${dir}/canary`)?.mtime?.getTime() ??
+        lstatOrNull(dir)?.mtime?.getTime() ?? Date.now();
+      if (Date.now() - touched < STALE_CANARY_MS) continue;
+      try {
+        Deno.removeSync(dir, { recursive: true });
+      } catch {
+        // another process removed it first, or it is not ours to remove
+      }
+    }
+  } catch {
+    // the temporary directory cannot be listed: leave it
   }
 }
