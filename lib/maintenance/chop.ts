@@ -17,8 +17,14 @@
  * indexes (by directory, see `KeptNames`), one key's versions and one
  * delete batch are held, never the whole listing.
  */
-import { chooseRestorePoint, indexesPerDirectory, readIndex } from "../bucket/index_reader.ts";
+import {
+  chooseRestorePoint,
+  cutTimeOf,
+  indexesPerDirectory,
+  readIndex,
+} from "../bucket/index_reader.ts";
 import { isIndexKey, keyDirectory, keyHead, type KeyNaming, trimSlashes } from "../bucket/keys.ts";
+import { parseSupersededKey } from "../bucket/superseded.ts";
 import { errorMessage, FatalError } from "../common/errors.ts";
 import { formatBytes } from "../common/format.ts";
 import { log } from "../common/log.ts";
@@ -117,7 +123,8 @@ export async function chop(options: ChopOptions): Promise<ChopResult> {
     }
     // Both the directory the index states and the one its key is in: keeping more is safe.
     const dirs = new Set([`${head}${trimSlashes(listing.directory)}/`, `${keyDirectory(key)}/`]);
-    for (const dir of dirs) keepFiles.add(dir, listing.names);
+    const cut = (cutTimeOf(listing.head) ?? listing.head.lastModified).getTime();
+    for (const dir of dirs) keepFiles.add(dir, listing.names, cut);
   };
   await forEachLimited([...keptIndexes], options.parallel ?? 5, keepNamesOf);
 
@@ -268,23 +275,33 @@ async function keepsVersions(store: Store): Promise<boolean> {
  * of a full key (the directory part is held once).
  */
 class KeptNames {
-  readonly #byDirectory = new Map<string, Set<string>>();
+  /** Per directory, each kept name and the earliest cut time (epoch ms) of the points naming it. */
+  readonly #byDirectory = new Map<string, Map<string, number>>();
 
-  /** Keeps `names` in `dirPrefix` (a key directory with its trailing "/"). */
-  add(dirPrefix: string, names: readonly string[]): void {
+  /** Keeps `names` in `dirPrefix` (a key directory with its trailing "/"), named by a point cut at `cutMs`. */
+  add(dirPrefix: string, names: readonly string[], cutMs: number): void {
     for (const name of names) {
       // A name with "/" (an unsafe index, which slurp refuses) still keeps the key it spells.
       const key = name.includes("/") ? dirPrefix + name : undefined;
       const dir = key === undefined ? dirPrefix : key.slice(0, key.lastIndexOf("/") + 1);
       let kept = this.#byDirectory.get(dir);
-      if (!kept) this.#byDirectory.set(dir, kept = new Set());
-      kept.add(key === undefined ? name : key.slice(dir.length));
+      if (!kept) this.#byDirectory.set(dir, kept = new Map());
+      const bare = key === undefined ? name : key.slice(dir.length);
+      kept.set(bare, Math.min(kept.get(bare) ?? Infinity, cutMs));
     }
   }
 
+  /**
+   * A kept point names the key, or it is a superseded copy of a component
+   * a kept point cut before the copy's `until` names: that point may need
+   * those bytes (kept points are the newest, so this keeps few spare).
+   */
   has(key: string): boolean {
-    const slash = key.lastIndexOf("/");
-    return this.#byDirectory.get(key.slice(0, slash + 1))?.has(key.slice(slash + 1)) ?? false;
+    const copy = parseSupersededKey(key);
+    const named = copy?.key ?? key;
+    const slash = named.lastIndexOf("/");
+    const cut = this.#byDirectory.get(named.slice(0, slash + 1))?.get(named.slice(slash + 1));
+    return cut !== undefined && (copy === null || cut < copy.until);
   }
 }
 

@@ -9,6 +9,7 @@
 import { unsafeNameReason } from "../bucket/index_body.ts";
 import {
   chooseRestorePoint,
+  cutTimeOf,
   indexesPerDirectory,
   readIndex,
   tocGaps,
@@ -21,6 +22,8 @@ import {
   trimSlashes,
 } from "../bucket/keys.ts";
 import { expectedMd5 } from "../bucket/object_meta.ts";
+import { isMutableComponent } from "../bucket/sstable.ts";
+import { laterThanCut, SupersededCopies } from "../bucket/superseded.ts";
 import { ChunkReader } from "../common/chunk_reader.ts";
 import { isMd5Hex, newMd5 } from "../common/digest.ts";
 import { errorMessage, FatalError } from "../common/errors.ts";
@@ -28,7 +31,7 @@ import { formatBytes } from "../common/format.ts";
 import { log } from "../common/log.ts";
 import { forEachLimited } from "../common/pool.ts";
 import { isEncrypted } from "../store/encrypting_store.ts";
-import type { ObjectInfo, Store } from "../store/store.ts";
+import type { ObjectHead, ObjectInfo, Store } from "../store/store.ts";
 
 /** What to verify. */
 export interface VerifyOptions {
@@ -73,7 +76,9 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
   };
 
   const selected: ObjectInfo[] = [];
-  for (const [, inDirectory] of await indexesPerDirectory(store, prefix)) {
+  // Copies of rewritten components: the bytes of points cut before the rewrite.
+  const copies = new SupersededCopies();
+  for (const [, inDirectory] of await indexesPerDirectory(store, prefix, (i) => copies.add(i))) {
     if (options.all) {
       selected.push(...inDirectory);
     } else {
@@ -87,14 +92,18 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
   // directory at a time, and a set over the whole bucket would grow with it.
   let checked = new Set<string>();
   let checkedDir: string | undefined;
+  // The metadata of each mutable component checked (its `mtime`), per directory.
+  let mtimes = new Map<string, Record<string, string>>();
   for (const index of selected) {
     result.indexes++;
     let names: string[];
+    let cutMs: number;
     const dir = keyDirectory(index.key);
-    if (dir !== checkedDir) [checked, checkedDir] = [new Set(), dir];
+    if (dir !== checkedDir) [checked, checkedDir, mtimes] = [new Set(), dir, new Map()];
     try {
       const listing = await readIndex(store, index.key);
       names = listing.names;
+      cutMs = (cutTimeOf(listing.head) ?? index.lastModified).getTime();
       if (`${head}${trimSlashes(listing.directory)}` !== dir) {
         problem(index.key, `describes directory '${listing.directory}', not the one its key is in`);
       }
@@ -103,20 +112,24 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
       continue;
     }
     const keys: string[] = [];
+    /** The object holding a named key's bytes as of this point: a copy, or itself. */
+    const keyOf = (named: string) => copies.at(named, cutMs)?.key ?? named;
+    const current: string[] = [];
     for (const name of names) {
       const reason = unsafeNameReason(name);
       if (reason !== null) {
         problem(index.key, `names an unsafe file ${JSON.stringify(name)}: ${reason}`);
         continue;
       }
-      const key = `${dir}/${name}`;
+      const key = keyOf(`${dir}/${name}`);
+      if (key === `${dir}/${name}` && isMutableComponent(name)) current.push(key);
       if (!checked.has(key)) {
         checked.add(key);
         keys.push(key);
       }
     }
     // Whole SSTables: every component a generation's TOC.txt lists is named.
-    for (const gap of await tocGaps(store, dir, names, () => true)) {
+    for (const gap of await tocGaps(store, dir, names, () => true, { keyOf })) {
       problem(
         index.key,
         `generation '${gap.generation}' lacks ${gap.missing.join(", ")} (listed by its TOC.txt)`,
@@ -124,7 +137,9 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
     }
     await forEachLimited(keys, options.parallel ?? 8, async (key) => {
       try {
-        const text = await checkObject(store, key, options.md5 ?? false, result);
+        const text = await checkObject(store, key, options.md5 ?? false, result, (head) => {
+          if (isMutableComponent(key)) mtimes.set(key, head.metadata);
+        });
         if (text !== null) problem(key, `${text} (named by '${index.key}')`);
       } catch (err) {
         problem(
@@ -133,6 +148,11 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
         );
       }
     });
+    // A component rewritten after this point's cut, with no copy of its earlier bytes.
+    for (const key of current) {
+      const later = laterThanCut(mtimes.get(key) ?? {}, cutMs);
+      if (later !== null) problem(key, `${later} (named by '${index.key}')`);
+    }
     log.debug("index verified", { key: index.key, files: names.length });
   }
   print(
@@ -149,11 +169,13 @@ async function checkObject(
   key: string,
   md5: boolean,
   result: VerifyResult,
+  onHead: (head: ObjectHead) => void,
 ): Promise<string | null> {
   // With --md5 the GET's answer carries the head: no HEAD first.
   const object = md5 ? await store.get(key) : null;
   const head = md5 ? object?.head ?? null : await store.head(key);
   if (head === null) return "missing";
+  onHead(head);
   result.files++;
   result.bytes += head.size;
   const metaMd5 = head.metadata["md5sum"]?.trim().toLowerCase();

@@ -7,6 +7,8 @@
  * default); a missing object is not.
  */
 import { expectedMd5, parseStatMetadata } from "../bucket/object_meta.ts";
+import { isMutableComponent } from "../bucket/sstable.ts";
+import { laterThanCut } from "../bucket/superseded.ts";
 import type { Accounts } from "../common/accounts.ts";
 import { md5OfFile, newMd5 } from "../common/digest.ts";
 import { errorMessage, FatalError } from "../common/errors.ts";
@@ -127,6 +129,9 @@ async function downloadOnce(
       await file.sync();
     } finally {
       file.close();
+    }
+    if (source.at !== undefined && isMutableComponent(source.name)) {
+      source.later = laterThanCut(head.metadata, source.at) ?? undefined;
     }
     const stat = parseStatMetadata(head.metadata["stat"]);
     await Deno.chmod(temp, stat?.mode !== undefined ? stat.mode & 0o7777 : 0o644);

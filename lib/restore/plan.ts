@@ -17,7 +17,15 @@ import {
   type TocGap,
   tocGaps,
 } from "../bucket/index_reader.ts";
-import { directoryPrefix, indexKey, keyDirectory, trimSlashes } from "../bucket/keys.ts";
+import {
+  dataKeyOfIndex,
+  directoryPrefix,
+  INDEX_SUFFIX,
+  keyDirectory,
+  objectKey,
+  trimSlashes,
+} from "../bucket/keys.ts";
+import { SupersededCopies } from "../bucket/superseded.ts";
 import { FatalError, UsageError } from "../common/errors.ts";
 import { formatBytes } from "../common/format.ts";
 import { forEachLimited } from "../common/pool.ts";
@@ -39,6 +47,12 @@ export interface Source {
   root: string;
   segments: string[];
   name: string;
+  /** The time of the restore point naming it: a rewritten component's bytes of then. */
+  at?: number;
+  /** Set when `key` is a superseded copy: the key the index names (`<dir>/<name>`). */
+  named?: string;
+  /** Set by the download when the bytes restored were written after `at`: why. */
+  later?: string | undefined;
   /**
    * The object as the plan already read it (each TOC.txt, for the whole-SSTable
    * check): its first download attempt uses these bytes instead of a GET.
@@ -103,13 +117,14 @@ export async function resolvePlan(options: SlurpOptions): Promise<RestorePlan> {
     for (const name of listing.names) checkFileName(name, info.key);
     // The GET brought the metadata: the exact cut time costs nothing more here.
     const cut = cutTimeOf(listing.head);
+    const at = (cut ?? point.time).getTime();
     plan.points.push(cut ? { info, time: cut, exact: true } : point);
     if (namesEncryptedFiles(listing.head.metadata)) plan.encrypted.push(info.key);
     names.set(info.key, listing.names);
     directories.set(info.key, directory);
     const prefix = `${keyDirectory(info.key)}/`;
     for (const name of listing.names) {
-      plan.sources.push({ key: prefix + name, root: target, segments, name });
+      plan.sources.push({ key: prefix + name, root: target, segments, name, at });
     }
   };
 
@@ -151,10 +166,17 @@ export async function resolvePlan(options: SlurpOptions): Promise<RestorePlan> {
         `Option '--file' needs a bare file name such as nb-1-big-Data.db, got '${options.file}'`,
       );
     }
-    const key = indexKey(naming, `${origin}/${options.file}`);
-    const info = await store.head(key);
-    if (info === null) throw new FatalError(`No index '${key}' in ${store.url}`);
-    await addPoint({ info, time: info.lastModified, exact: false }, origin, []);
+    // The file's first index and its later cuts (a rewritten component): the newest.
+    const dataKey = objectKey(naming, `${origin}/${options.file}`);
+    const cuts = (await indexesIn(store, originPrefix)).filter((i) =>
+      dataKeyOfIndex(i.key) === dataKey
+    );
+    const point = await chooseRestorePoint(store, cuts, options.at);
+    if (point === null) {
+      const when = cuts.length > 0 ? ` at or before ${options.at?.toISOString()}` : "";
+      throw new FatalError(`No index '${dataKey}${INDEX_SUFFIX}'${when} in ${store.url}`);
+    }
+    await addPoint(point, origin, []);
   } else {
     const indexes = await indexesIn(store, originPrefix);
     if (indexes.length === 0) {
@@ -261,6 +283,8 @@ async function incompleteGenerations(
     plan.files.filter((f) => f.planned.size !== undefined).map((f) => f.source.key),
   );
   const sources = new Map(plan.files.map((f) => [f.source.key, f.source]));
+  // A point's name to the object restoring it (a rewritten component's copy of its time).
+  const chosen = new Map(plan.files.map((f) => [f.source.named ?? f.source.key, f.source.key]));
   const onToc = (key: string, head: ObjectHead, bytes: Uint8Array<ArrayBuffer>) => {
     const source = sources.get(key);
     if (source) source.fetched = { head, bytes };
@@ -272,7 +296,10 @@ async function incompleteGenerations(
     const isPresent = (key: string) => present.has(key);
     gapsOf.set(
       info.key,
-      await tocGaps(store, keyDirectory(info.key), named, isPresent, { onToc }),
+      await tocGaps(store, keyDirectory(info.key), named, isPresent, {
+        onToc,
+        keyOf: (key) => chosen.get(key) ?? key,
+      }),
     );
   });
   const incomplete: IncompleteGeneration[] = [];
@@ -306,11 +333,21 @@ async function sizeSources(
     return { source, planned };
   });
   const dirs = new Set(sources.map((s) => `${keyDirectory(s.key)}/`));
+  const copies = new SupersededCopies();
   for (const dir of dirs) {
     for await (const info of store.list(dir, { delimiter: "/" })) {
+      if (copies.add(info)) continue;
       const planned = byKey.get(info.key);
       if (planned) planned.size = info.size;
     }
+  }
+  if (copies.size === 0) return out;
+  for (const { source, planned } of out) {
+    const copy = source.at === undefined ? null : copies.at(source.key, source.at);
+    if (copy === null) continue;
+    source.named = source.key;
+    source.key = planned.key = copy.key;
+    planned.size = copy.size;
   }
   return out;
 }
@@ -343,6 +380,10 @@ export function printFindings(print: (line: string) => void, result: SlurpResult
   if (result.incomplete.length > 0) {
     print(`Incomplete SSTables (${result.incomplete.length}):`);
     for (const g of result.incomplete) print(`  ${describeIncomplete(g)}`);
+  }
+  if (result.later.length > 0) {
+    print(`Restored with bytes from after their restore point (${result.later.length}):`);
+    for (const l of result.later) print(`  ${l.path}: ${l.reason}`);
   }
   if (result.missing.length > 0) {
     print(`Missing from the bucket (${result.missing.length}):`);

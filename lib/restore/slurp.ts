@@ -101,6 +101,8 @@ export interface SlurpResult {
   bytes: number;
   /** Keys named by an index but not in the bucket. */
   missing: string[];
+  /** Rewritten components whose bytes of the point's time are not in the bucket. */
+  later: { path: string; reason: string }[];
   /** Files that could not be restored, with the reason. */
   failed: { path: string; key: string; reason: string }[];
 }
@@ -127,6 +129,7 @@ export async function slurp(options: SlurpOptions): Promise<SlurpResult> {
     skipped: 0,
     bytes,
     missing,
+    later: [],
     failed: [],
   };
   if (options.plan) {
@@ -208,6 +211,9 @@ export async function slurp(options: SlurpOptions): Promise<SlurpResult> {
   } finally {
     clearInterval(memory);
     progress.stop();
+  }
+  for (const { source, planned } of files) {
+    if (source.later) result.later.push({ path: planned.path, reason: source.later });
   }
   const restored = result.downloaded + result.skipped;
   print(

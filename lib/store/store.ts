@@ -143,6 +143,15 @@ export interface Store {
   ): Promise<{ head: ObjectHead; body: ReadableStream<Uint8Array> } | null>;
 
   /**
+   * Copies an object inside the bucket as it is, body and metadata (a
+   * server-side copy: an encrypted body stays encrypted, nothing passes
+   * through the client), up to 5 GiB. Throws when `from` is missing.
+   * Stores without it omit it (the watcher then cannot keep the bytes a
+   * rewritten component replaces).
+   */
+  copy?(from: string, to: string): Promise<void>;
+
+  /**
    * Deletes keys (batched internally); missing keys are not an error. A key
    * the store refuses throws (access denied: a one-line `FatalError` naming
    * the action and a key), unless Object Lock (or a legal hold) protects it

@@ -30,6 +30,7 @@ import { log } from "../common/log.ts";
 import { type KeyNaming, objectKey } from "../bucket/keys.ts";
 import { MTIME_METADATA, mtimeMetadata, statMetadata } from "../bucket/object_meta.ts";
 import { isMutableComponent } from "../bucket/sstable.ts";
+import { keepSuperseded } from "../bucket/superseded.ts";
 import { encrypts } from "../store/encrypting_store.ts";
 import type { FileUpload, PutFileOptions, Store } from "../store/store.ts";
 import type { BucketView, RemoteObject } from "./bucket_view.ts";
@@ -174,6 +175,10 @@ export class FileUploader {
     }
     if (existing === "present") return { kind: existing, version };
     if (existing === "conflict") return { kind: existing };
+    if (existing === "replace" && isMutableComponent(path)) {
+      // Points cut before this rewrite still restore the bytes of their time.
+      await keepSuperseded(o.store, key, version.mtimeMs);
+    }
 
     const started = performance.now();
     const multipart = info.size > o.multipartThreshold;

@@ -17,6 +17,7 @@
  * operator can tell which statement of the policy is missing.
  */
 import {
+  CopyObjectCommand,
   DeleteObjectsCommand,
   GetBucketVersioningCommand,
   GetObjectCommand,
@@ -290,6 +291,20 @@ export class S3Store implements Store {
         ContentMD5: md5,
       }),
     );
+  }
+
+  /** CopyObject, metadata copied; the store's storage class, SSE and retention apply. */
+  async copy(from: string, to: string): Promise<void> {
+    const { Metadata: _, ...params } = this.#objectParams(to, {});
+    // URL-encoded as S3 asks, but ":" (in every key: the default separator)
+    // as it is: some servers (s3rver) decode the header with decodeURI, which leaves %3A.
+    const path = from.split("/").map((s) => encodeURIComponent(s).replaceAll("%3A", ":"));
+    const source = `${this.#bucket}/${path.join("/")}`;
+    await this.#client.send(
+      new CopyObjectCommand({ ...params, CopySource: source, MetadataDirective: "COPY" }),
+    ).catch((err) => {
+      throw namedDenial(err, { action: "s3:GetObject and s3:PutObject (CopyObject)", key: to });
+    });
   }
 
   putFile(key: string, file: FileUpload, options: PutFileOptions = {}): Promise<void> {
