@@ -90,70 +90,12 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
 
   // Keys already checked, of the directory at hand only: `selected` comes a
   // directory at a time, and a set over the whole bucket would grow with it.
-  let checked = new Set<string>();
-  let checkedDir: string | undefined;
-  // The metadata of each mutable component checked (its `mtime`), per directory.
-  let mtimes = new Map<string, Record<string, string>>();
+  let seen: DirectorySeen = { dir: "", checked: new Set(), metadata: new Map() };
+  const check = { options, head, copies, result, problem };
   for (const index of selected) {
-    result.indexes++;
-    let names: string[];
-    let cutMs: number;
     const dir = keyDirectory(index.key);
-    if (dir !== checkedDir) [checked, checkedDir, mtimes] = [new Set(), dir, new Map()];
-    try {
-      const listing = await readIndex(store, index.key);
-      names = listing.names;
-      cutMs = (cutTimeOf(listing.head) ?? index.lastModified).getTime();
-      if (`${head}${trimSlashes(listing.directory)}` !== dir) {
-        problem(index.key, `describes directory '${listing.directory}', not the one its key is in`);
-      }
-    } catch (err) {
-      problem(index.key, errorMessage(err));
-      continue;
-    }
-    const keys: string[] = [];
-    /** The object holding a named key's bytes as of this point: a copy, or itself. */
-    const keyOf = (named: string) => copies.at(named, cutMs)?.key ?? named;
-    const current: string[] = [];
-    for (const name of names) {
-      const reason = unsafeNameReason(name);
-      if (reason !== null) {
-        problem(index.key, `names an unsafe file ${JSON.stringify(name)}: ${reason}`);
-        continue;
-      }
-      const key = keyOf(`${dir}/${name}`);
-      if (key === `${dir}/${name}` && isMutableComponent(name)) current.push(key);
-      if (!checked.has(key)) {
-        checked.add(key);
-        keys.push(key);
-      }
-    }
-    // Whole SSTables: every component a generation's TOC.txt lists is named.
-    for (const gap of await tocGaps(store, dir, names, () => true, { keyOf })) {
-      problem(
-        index.key,
-        `generation '${gap.generation}' lacks ${gap.missing.join(", ")} (listed by its TOC.txt)`,
-      );
-    }
-    await forEachLimited(keys, options.parallel ?? 8, async (key) => {
-      try {
-        const text = await checkObject(store, key, options.md5 ?? false, result, (head) => {
-          if (isMutableComponent(key)) mtimes.set(key, head.metadata);
-        });
-        if (text !== null) problem(key, `${text} (named by '${index.key}')`);
-      } catch (err) {
-        problem(
-          key,
-          `cannot check: ${err instanceof FatalError ? err.message : errorMessage(err)}`,
-        );
-      }
-    });
-    // A component rewritten after this point's cut, with no copy of its earlier bytes.
-    for (const key of current) {
-      const later = laterThanCut(mtimes.get(key) ?? {}, cutMs);
-      if (later !== null) problem(key, `${later} (named by '${index.key}')`);
-    }
-    log.debug("index verified", { key: index.key, files: names.length });
+    if (dir !== seen.dir) seen = { dir, checked: new Set(), metadata: new Map() };
+    await verifyIndex(check, index, seen);
   }
   print(
     `Verified ${result.indexes} indexes, ${result.files} files (${formatBytes(result.bytes)}) ` +
@@ -161,6 +103,92 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
       `${result.problems.length} problem${result.problems.length === 1 ? "" : "s"}`,
   );
   return result;
+}
+
+/** What checking every index shares. */
+interface IndexCheck {
+  options: VerifyOptions;
+  /** `<prefix><name><separator>`: an index's directory must be its key's. */
+  head: string;
+  copies: SupersededCopies;
+  result: VerifyResult;
+  problem: (key: string, text: string) => void;
+}
+
+/** What the indexes of one key directory share: the keys checked, each component's metadata. */
+interface DirectorySeen {
+  dir: string;
+  checked: Set<string>;
+  /** Of each mutable component checked: its `mtime` tells a rewrite after a cut. */
+  metadata: Map<string, Record<string, string>>;
+}
+
+/** Checks one index and the objects it names (those not checked for an earlier index). */
+async function verifyIndex(
+  check: IndexCheck,
+  index: ObjectInfo,
+  seen: DirectorySeen,
+): Promise<void> {
+  const { options, copies, result, problem } = check;
+  const { store } = options;
+  const { dir, checked, metadata } = seen;
+  result.indexes++;
+  let names: string[];
+  let cutMs: number;
+  try {
+    const listing = await readIndex(store, index.key);
+    names = listing.names;
+    cutMs = (cutTimeOf(listing.head) ?? index.lastModified).getTime();
+    if (`${check.head}${trimSlashes(listing.directory)}` !== dir) {
+      problem(index.key, `describes directory '${listing.directory}', not the one its key is in`);
+    }
+  } catch (err) {
+    problem(index.key, errorMessage(err));
+    return;
+  }
+  const keys: string[] = [];
+  /** The object holding a named key's bytes as of this point: a copy, or itself. */
+  const keyOf = (named: string) => copies.at(named, cutMs)?.key ?? named;
+  const current: string[] = [];
+  for (const name of names) {
+    const reason = unsafeNameReason(name);
+    if (reason !== null) {
+      problem(index.key, `names an unsafe file ${JSON.stringify(name)}: ${reason}`);
+      continue;
+    }
+    const key = keyOf(`${dir}/${name}`);
+    if (key === `${dir}/${name}` && isMutableComponent(name)) current.push(key);
+    if (!checked.has(key)) {
+      checked.add(key);
+      keys.push(key);
+    }
+  }
+  // Whole SSTables: every component a generation's TOC.txt lists is named.
+  for (const gap of await tocGaps(store, dir, names, () => true, { keyOf })) {
+    problem(
+      index.key,
+      `generation '${gap.generation}' lacks ${gap.missing.join(", ")} (listed by its TOC.txt)`,
+    );
+  }
+  await forEachLimited(keys, options.parallel ?? 8, async (key) => {
+    try {
+      const text = await checkObject(store, key, options.md5 ?? false, result, (head) => {
+        if (isMutableComponent(key)) metadata.set(key, head.metadata);
+      });
+      if (text !== null) problem(key, `${text} (named by '${index.key}')`);
+    } catch (err) {
+      problem(
+        key,
+        `cannot check: ${err instanceof FatalError ? err.message : errorMessage(err)}`,
+      );
+    }
+  });
+  // A component rewritten after this point's cut, with no copy of its earlier bytes.
+  for (const key of current) {
+    const later = laterThanCut(metadata.get(key) ?? {}, cutMs);
+    if (later !== null) problem(key, `${later} (named by '${index.key}')`);
+  }
+  log.debug("index verified", { key: index.key, files: names.length });
 }
 
 /** Checks one object; returns what is wrong with it, or null. */
