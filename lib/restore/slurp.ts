@@ -20,6 +20,7 @@ import { forEachLimited, Semaphore } from "../common/pool.ts";
 import { decrypts } from "../store/encrypting_store.ts";
 import { ARCHIVING_PROPERTIES, archivingProperties } from "./commit_logs.ts";
 import {
+  DEFAULT_CONNECTIONS,
   type DownloadContext,
   downloadContext,
   MissingObjectError,
@@ -32,6 +33,7 @@ import { SafeDirectories } from "./safe_dirs.ts";
 import type { RestorePlan, SlurpOptions, SlurpResult } from "./types.ts";
 
 export type { PlannedFile, SlurpOptions, SlurpResult } from "./types.ts";
+export { DEFAULT_CONNECTIONS } from "./download.ts";
 
 /**
  * Restores (or with `plan`, only resolves) a file set. Never throws for a
@@ -133,7 +135,8 @@ async function downloadAll(
     result.bytes,
     options.progressBar ?? Deno.stderr.isTerminal(),
   );
-  const ctx = downloadContext(options, progress, new Semaphore(options.threads ?? 4));
+  const connections = options.threads ?? DEFAULT_CONNECTIONS;
+  const ctx = downloadContext(options, progress, new Semaphore(connections));
   const dirs = new SafeDirectories();
   const restoreOne = async ({ source, planned }: RestorePlan["files"][number]) => {
     try {
@@ -153,7 +156,7 @@ async function downloadAll(
   try {
     // Twice as many files as connections: a file being checked, fsynced and
     // renamed holds no connection, and the next one downloads meanwhile.
-    await forEachLimited(files, 2 * (options.threads ?? 4), restoreOne);
+    await forEachLimited(files, 2 * connections, restoreOne);
   } finally {
     clearInterval(memory);
     progress.stop();

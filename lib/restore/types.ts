@@ -34,7 +34,7 @@ export interface SlurpOptions {
   group?: number | undefined;
   /** chown from each object's `stat` metadata instead (overrides owner/group). */
   preserve?: boolean | undefined;
-  /** Concurrent downloads (default 4). */
+  /** Connections (default `DEFAULT_CONNECTIONS`, 16: not the watcher's 4). */
   threads?: number | undefined;
   /** Download even files already present and verified. */
   force?: boolean | undefined;
