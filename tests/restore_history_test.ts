@@ -59,9 +59,20 @@ function assertSameFiles(got: Map<string, Uint8Array>, want: Map<string, Uint8Ar
   for (const [path, bytes] of want) assertEquals(got.get(path), bytes, `${path} --at ${at}`);
 }
 
-async function indexKeys(s3: S3Server): Promise<string[]> {
+async function bucketKeys(s3: S3Server): Promise<string[]> {
   const out = await s3.client.send(new ListObjectsV2Command({ Bucket: s3.bucket }));
-  return (out.Contents ?? []).map((o) => o.Key ?? "").filter((k) => k.endsWith("-listdir.json"));
+  return (out.Contents ?? []).map((o) => o.Key ?? "");
+}
+
+async function indexKeys(s3: S3Server): Promise<string[]> {
+  return (await bucketKeys(s3)).filter((k) => k.endsWith("-listdir.json"));
+}
+
+/** The superseded copies in the bucket, as `<file name>.superseded-…`. */
+async function copies(s3: S3Server): Promise<string[]> {
+  return (await bucketKeys(s3)).filter((k) => k.includes(".superseded-")).map((k) =>
+    k.replace(/.*\//, "")
+  );
 }
 
 /**
@@ -214,10 +225,17 @@ for (const server of ["s3rver", "moto"] as const) {
       "newest (Python)",
     );
 
+    // The bytes the two rewrites replaced, kept for the points cut before them.
+    assertEquals((await copies(s3)).map((k) => k.replace(/-\d{8}T.*/, "")).sort(), [
+      "nb-1-big-Statistics.db.superseded",
+      "nb-2-big-Summary.db.superseded",
+    ]);
     // chop counts the re-cut indexes like any other and keeps each table's newest.
     const chopped = await runCli(["chop", "-n", "h", s3.bucket, data, "0"], { env: s3.env });
     assertEquals(chopped.code, 0, chopped.stdout + chopped.stderr);
     assertStringIncludes(chopped.stdout, `${after.length} indexes (2 kept)`);
+    // The newest points need the current bytes only: the copies went with the older points.
+    assertEquals(await copies(s3), []);
     const newest = await runCli(["slurp", "-n", "h", "-r", s3.bucket, data, `${work.path}/n`], {
       env: s3.env,
     });

@@ -68,6 +68,12 @@ export function cutTimeOf(head: Pick<ObjectHead, "metadata">): Date | null {
  */
 export const CUT_WINDOW_MS = 2_000;
 
+/**
+ * S3 gives LastModified to the second, truncated: an upload that ended at
+ * 12:00:00.900 shows 12:00:00.000, and was cut up to then.
+ */
+const LAST_MODIFIED_RESOLUTION_MS = 1_000;
+
 /** What a caller that read an index already knows of it. */
 export interface KnownIndex {
   cut: Date | null;
@@ -115,7 +121,9 @@ export async function chooseRestorePoint(
   for (let k = 0; k < candidates.length; k++) {
     const info = candidates[k]!;
     const modified = info.lastModified.getTime();
-    if (best && modified < best.time.getTime()) break; // its cut time can only be earlier
+    // Its cut is before its upload ended, within LastModified's second: past
+    // that, it can only be earlier than the best so far, and so is the rest.
+    if (best && modified + LAST_MODIFIED_RESOLUTION_MS <= best.time.getTime()) break;
     const next = candidates[k + 1];
     const alone = next === undefined || next.lastModified.getTime() < modified - CUT_WINDOW_MS;
     if (!best && alone && modified + CUT_WINDOW_MS <= limit) {

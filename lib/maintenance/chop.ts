@@ -314,8 +314,8 @@ async function keepsVersions(store: Store): Promise<boolean> {
  * of a full key (the directory part is held once).
  */
 class KeptNames {
-  /** Per directory, each kept name and the earliest cut time (epoch ms) of the points naming it. */
-  readonly #byDirectory = new Map<string, Map<string, number>>();
+  /** Per directory, the kept names and the earliest cut time (epoch ms) of the points naming them. */
+  readonly #byDirectory = new Map<string, { names: Set<string>; earliestCut: number }>();
 
   /** Keeps `names` in `dirPrefix` (a key directory with its trailing "/"), named by a point cut at `cutMs`. */
   add(dirPrefix: string, names: readonly string[], cutMs: number): void {
@@ -324,23 +324,26 @@ class KeptNames {
       const key = name.includes("/") ? dirPrefix + name : undefined;
       const dir = key === undefined ? dirPrefix : key.slice(0, key.lastIndexOf("/") + 1);
       let kept = this.#byDirectory.get(dir);
-      if (!kept) this.#byDirectory.set(dir, kept = new Map());
-      const bare = key === undefined ? name : key.slice(dir.length);
-      kept.set(bare, Math.min(kept.get(bare) ?? Infinity, cutMs));
+      if (!kept) this.#byDirectory.set(dir, kept = { names: new Set(), earliestCut: cutMs });
+      kept.names.add(key === undefined ? name : key.slice(dir.length));
+      kept.earliestCut = Math.min(kept.earliestCut, cutMs);
     }
   }
 
   /**
-   * A kept point names the key, or it is a superseded copy of a component
-   * a kept point cut before the copy's `until` names: that point may need
-   * those bytes (kept points are the newest, so this keeps few spare).
+   * A kept point names the key; or it is a superseded copy of a kept
+   * component, and a kept point of its directory was cut before the copy's
+   * `until`, so may need those bytes (kept points are the newest: few
+   * copies are kept spare, and one number per directory is held, not one
+   * per name).
    */
   has(key: string): boolean {
     const copy = parseSupersededKey(key);
     const named = copy?.key ?? key;
     const slash = named.lastIndexOf("/");
-    const cut = this.#byDirectory.get(named.slice(0, slash + 1))?.get(named.slice(slash + 1));
-    return cut !== undefined && (copy === null || cut < copy.until);
+    const kept = this.#byDirectory.get(named.slice(0, slash + 1));
+    if (!kept?.names.has(named.slice(slash + 1))) return false;
+    return copy === null || kept.earliestCut < copy.until;
   }
 }
 
