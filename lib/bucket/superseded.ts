@@ -41,10 +41,16 @@ export function parseSupersededKey(key: string): { key: string; until: number } 
  * copies keeps nothing (`false`). Other failures throw: the upload waits
  * rather than lose the earlier bytes.
  */
-export async function keepSuperseded(store: Store, key: string, untilMs: number): Promise<boolean> {
+export async function keepSuperseded(
+  store: Store,
+  key: string,
+  untilMs: number,
+  /** The object's size as listed (its storage class goes by it). */
+  size?: number,
+): Promise<boolean> {
   if (!store.copy) return false;
   try {
-    await store.copy(key, supersededKey(key, untilMs));
+    await store.copy(key, supersededKey(key, untilMs), size === undefined ? {} : { size });
   } catch (err) {
     if (await store.head(key) === null) return true; // gone meanwhile: nothing to keep
     throw err;

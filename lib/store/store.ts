@@ -153,10 +153,11 @@ export interface Store {
    * Copies an object inside the bucket as it is, body and metadata (a
    * server-side copy: an encrypted body stays encrypted, nothing passes
    * through the client), up to 5 GiB. Throws when `from` is missing.
-   * Stores without it omit it (the watcher then cannot keep the bytes a
-   * rewritten component replaces).
+   * `size`, when the caller knows it from a listing, spares a HEAD (S3
+   * picks the storage class by size). Stores without it omit it (the
+   * watcher then cannot keep the bytes a rewritten component replaces).
    */
-  copy?(from: string, to: string): Promise<void>;
+  copy?(from: string, to: string, options?: CopyOptions): Promise<void>;
 
   /**
    * Deletes keys (batched internally); missing keys are not an error. A key
@@ -202,6 +203,12 @@ export interface Store {
 
   /** Releases connections. */
   close(): void;
+}
+
+/** What `copy` may be told of the object it copies. */
+export interface CopyOptions {
+  /** The object's size as listed. */
+  size?: number | undefined;
 }
 
 /** Versioning of a bucket, as S3 reports it ("off": never enabled). */

@@ -175,10 +175,6 @@ export class FileUploader {
     }
     if (existing === "present") return { kind: existing, version };
     if (existing === "conflict") return { kind: existing };
-    if (existing === "replace" && isMutableComponent(path)) {
-      // Points cut before this rewrite still restore the bytes of their time.
-      await keepSuperseded(o.store, key, version.mtimeMs);
-    }
 
     const started = performance.now();
     const multipart = info.size > o.multipartThreshold;
@@ -298,6 +294,8 @@ export class FileUploader {
         local_bytes: size,
         remote_bytes: remote.size,
       });
+      // Points cut before this rewrite still restore the bytes of their time.
+      await keepSuperseded(this.#o.store, key, version.mtimeMs, remote.size);
       return "replace";
     }
     if (remote.size !== size) {

@@ -36,6 +36,7 @@ import { errorMessage, FatalError } from "../../common/errors.ts";
 import { log } from "../../common/log.ts";
 import { VERSION } from "../../common/version.ts";
 import type {
+  CopyOptions,
   DeleteOptions,
   DeleteRefusal,
   FileUpload,
@@ -297,12 +298,12 @@ export class S3Store implements Store {
 
   /**
    * CopyObject, metadata copied; the store's storage class (by the object's
-   * size: one HEAD, copies are rare), SSE and retention apply.
+   * size: given, else a HEAD), SSE and retention apply.
    */
-  async copy(from: string, to: string): Promise<void> {
-    const head = await this.head(from);
-    if (head === null) throw new Error(`No object '${from}' to copy in ${this.url}`);
-    const { Metadata: _, ...params } = this.#objectParams(to, {}, undefined, { file: head.size });
+  async copy(from: string, to: string, options: CopyOptions = {}): Promise<void> {
+    const size = options.size ?? (await this.head(from))?.size;
+    if (size === undefined) throw new Error(`No object '${from}' to copy in ${this.url}`);
+    const { Metadata: _, ...params } = this.#objectParams(to, {}, undefined, { file: size });
     // URL-encoded as S3 asks, but ":" (in every key: the default separator)
     // as it is: some servers (s3rver) decode the header with decodeURI, which leaves %3A.
     const path = from.split("/").map((s) => encodeURIComponent(s).replaceAll("%3A", ":"));
