@@ -8,13 +8,11 @@
  * tableslurp's rule restores the newest point, and `chop` counts re-cut
  * indexes like any other. On a plain bucket (s3rver) and a versioned one (moto).
  */
-import {
-  DeleteObjectCommand,
-  ListObjectsV2Command,
-  PutBucketVersioningCommand,
-} from "@aws-sdk/client-s3";
+import { DeleteObjectCommand, PutBucketVersioningCommand } from "@aws-sdk/client-s3";
 import { assert, assertEquals, assertStringIncludes } from "./_assert.ts";
+import { contentOf } from "./_bucket_fixture.ts";
 import {
+  bucketKeys,
   runCli,
   type S3Server,
   spawnWatcher,
@@ -27,14 +25,7 @@ const COMPONENTS = ["Data.db", "Index.db", "Filter.db", "Statistics.db", "Summar
 
 /** Distinct bytes per name and version, `size` long. */
 function bytesOf(name: string, version = 0, size = 300): Uint8Array {
-  const out = new Uint8Array(size);
-  let x = 11 + version * 7919;
-  for (const c of name) x = (x * 31 + c.charCodeAt(0)) >>> 0;
-  for (let i = 0; i < size; i++) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    out[i] = x >>> 24;
-  }
-  return out;
+  return contentOf(version === 0 ? name : `${name} version ${version}`, size);
 }
 
 /** One SSTable generation, flushed as Cassandra does: components, then the TOC. */
@@ -63,18 +54,13 @@ function assertSameFiles(got: Map<string, Uint8Array>, want: Map<string, Uint8Ar
   for (const [path, bytes] of want) assertEquals(got.get(path), bytes, `${path} --at ${at}`);
 }
 
-async function bucketKeys(s3: S3Server): Promise<string[]> {
-  const out = await s3.client.send(new ListObjectsV2Command({ Bucket: s3.bucket }));
-  return (out.Contents ?? []).map((o) => o.Key ?? "");
-}
-
 async function indexKeys(s3: S3Server): Promise<string[]> {
-  return (await bucketKeys(s3)).filter((k) => k.endsWith("-listdir.json"));
+  return [...(await bucketKeys(s3)).keys()].filter((k) => k.endsWith("-listdir.json"));
 }
 
 /** The superseded copies in the bucket, as `<file name>.superseded-…`. */
 async function copies(s3: S3Server): Promise<string[]> {
-  return (await bucketKeys(s3)).filter((k) => k.includes(".superseded-")).map((k) =>
+  return [...(await bucketKeys(s3)).keys()].filter((k) => k.includes(".superseded-")).map((k) =>
     k.replace(/.*\//, "")
   );
 }
@@ -237,7 +223,9 @@ for (const server of ["s3rver", "moto"] as const) {
     // Without a copy (deleted by hand here; the Python tablechop deletes them
     // too), an earlier point's bytes are not in the bucket: verify reports it,
     // and slurp restores the current bytes and says which.
-    const statsCopy = (await bucketKeys(s3)).find((k) => k.includes("Statistics.db.superseded-"))!;
+    const statsCopy = [...(await bucketKeys(s3)).keys()].find((k) =>
+      k.includes("Statistics.db.superseded-")
+    )!;
     await s3.client.send(new DeleteObjectCommand({ Bucket: s3.bucket, Key: statsCopy }));
     const unverified = await runCli(["verify", "-n", "h", "--all", s3.bucket, data], {
       env: s3.env,
