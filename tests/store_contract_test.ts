@@ -181,6 +181,22 @@ async function contract(
     assertEquals(left, []);
   });
 
+  await t.step("copy keeps the body and the metadata, under any key", async () => {
+    assert(store.copy, "every store of ours copies server-side");
+    for (const [i, from] of ["h:/c/nb-1-big-Statistics.db", "h:/c/a b+c=d&e(1)!ü"].entries()) {
+      const body = new TextEncoder().encode(`version ${i}`);
+      const md5 = createHash("md5").update(body).digest("hex");
+      const metadata = { md5sum: md5, mtime: "2026-12-07T21:00:00.000Z" };
+      await store.putFile(from, { path: "/nonexistent", size: body.length, md5, metadata, body });
+      await store.copy(from, `${from}.superseded-x`);
+      await store.putBytes(from, new TextEncoder().encode("overwritten"), {});
+      const got = await store.get(`${from}.superseded-x`);
+      const text = new TextDecoder().decode(await new Response(got!.body).arrayBuffer());
+      assertEquals(text, `version ${i}`);
+      assertEquals([got!.head.metadata.md5sum, got!.head.metadata.mtime], [md5, metadata.mtime]);
+    }
+  });
+
   await t.step("keys with dots, double slashes and percent signs are kept apart", async () => {
     const odd = [
       "h:/x/../y",

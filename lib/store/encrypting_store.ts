@@ -43,6 +43,7 @@ import { errorMessage, FatalError } from "../common/errors.ts";
 import type { AgeIdentities } from "./age_keys.ts";
 import {
   type ByteCounter,
+  type CopyOptions,
   type DeleteOptions,
   DigestMismatchError,
   type FileUpload,
@@ -116,6 +117,7 @@ export interface EncryptionOptions {
 
 /** The optional methods of `Store` (present or not as in the wrapped store), delegated. */
 const OPTIONAL_METHODS = [
+  "copy",
   "versioning",
   "listVersions",
   "deleteVersions",
@@ -137,6 +139,7 @@ export class EncryptingStore implements Store {
   /** Header plus payload nonce, in bytes, for this store's recipients. */
   #headerBytes: Promise<number> | undefined;
 
+  copy?: (from: string, to: string, options?: CopyOptions) => Promise<void>;
   versioning?: () => Promise<Versioning>;
   listVersions?: (prefix: string) => AsyncIterable<ObjectVersion>;
   deleteVersions?: (versions: VersionRef[], options?: DeleteOptions) => Promise<void>;

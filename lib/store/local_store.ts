@@ -117,6 +117,20 @@ export class LocalStore implements Store {
     };
   }
 
+  async copy(from: string, to: string): Promise<void> {
+    await this.#prepare();
+    const head = await this.head(from);
+    if (head === null) throw new Error(`No object '${from}' to copy in ${this.url}`);
+    const tmp = this.#tmpPath();
+    await Deno.copyFile(this.dataPath(from), tmp);
+    await this.#commit(to, tmp, {
+      size: head.size,
+      etag: head.etag,
+      metadata: head.metadata,
+      ...(head.contentType ? { contentType: head.contentType } : {}),
+    });
+  }
+
   async putBytes(
     key: string,
     body: Uint8Array,

@@ -6,6 +6,7 @@
 import { sleep as realSleep } from "../common/retry.ts";
 import type {
   ByteCounter,
+  CopyOptions,
   FileUpload,
   GetOptions,
   MultipartUploadInfo,
@@ -61,6 +62,7 @@ export class RateLimitedStore implements Store {
   readonly #limiter: RateLimiter;
   // The multipart methods exist exactly when the inner store has them, so
   // that callers can still tell a store without multipart uploads.
+  readonly copy?: (from: string, to: string, options?: CopyOptions) => Promise<void>;
   readonly listUploads?: (prefix: string) => AsyncIterable<MultipartUploadInfo>;
   readonly abortUpload?: (key: string, uploadId: string) => Promise<void>;
   readonly listParts?: (key: string, uploadId: string) => Promise<UploadedPart[]>;
@@ -68,6 +70,7 @@ export class RateLimitedStore implements Store {
   constructor(inner: Store, limiter: RateLimiter) {
     this.#inner = inner;
     this.#limiter = limiter;
+    if (inner.copy) this.copy = (from, to, options) => inner.copy!(from, to, options);
     if (inner.listUploads) this.listUploads = (prefix) => inner.listUploads!(prefix);
     if (inner.abortUpload) this.abortUpload = (key, id) => inner.abortUpload!(key, id);
     if (inner.listParts) this.listParts = (key, id) => inner.listParts!(key, id);

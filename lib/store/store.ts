@@ -150,6 +150,16 @@ export interface Store {
   ): Promise<{ head: ObjectHead; body: ReadableStream<Uint8Array> } | null>;
 
   /**
+   * Copies an object inside the bucket as it is, body and metadata (a
+   * server-side copy: an encrypted body stays encrypted, nothing passes
+   * through the client), up to 5 GiB. Throws when `from` is missing.
+   * `size`, when the caller knows it from a listing, spares a HEAD (S3
+   * picks the storage class by size). Stores without it omit it (the
+   * watcher then cannot keep the bytes a rewritten component replaces).
+   */
+  copy?(from: string, to: string, options?: CopyOptions): Promise<void>;
+
+  /**
    * Deletes keys (batched internally); missing keys are not an error. A key
    * the store refuses throws (access denied: a one-line `FatalError` naming
    * the action and a key), unless Object Lock (or a legal hold) protects it
@@ -193,6 +203,12 @@ export interface Store {
 
   /** Releases connections. */
   close(): void;
+}
+
+/** What `copy` may be told of the object it copies. */
+export interface CopyOptions {
+  /** The object's size as listed. */
+  size?: number | undefined;
 }
 
 /** Versioning of a bucket, as S3 reports it ("off": never enabled). */

@@ -30,6 +30,7 @@ import { log } from "../common/log.ts";
 import { type KeyNaming, objectKey } from "../bucket/keys.ts";
 import { MTIME_METADATA, mtimeMetadata, statMetadata } from "../bucket/object_meta.ts";
 import { isMutableComponent } from "../bucket/sstable.ts";
+import { keepSuperseded } from "../bucket/superseded.ts";
 import { encrypts } from "../store/encrypting_store.ts";
 import type { FileUpload, PutFileOptions, Store } from "../store/store.ts";
 import type { BucketView, RemoteObject } from "./bucket_view.ts";
@@ -293,6 +294,8 @@ export class FileUploader {
         local_bytes: size,
         remote_bytes: remote.size,
       });
+      // Points cut before this rewrite still restore the bytes of their time.
+      await keepSuperseded(this.#o.store, key, version.mtimeMs, remote.size);
       return "replace";
     }
     if (remote.size !== size) {

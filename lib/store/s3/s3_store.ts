@@ -17,6 +17,7 @@
  * operator can tell which statement of the policy is missing.
  */
 import {
+  CopyObjectCommand,
   DeleteObjectsCommand,
   GetBucketVersioningCommand,
   GetObjectCommand,
@@ -35,6 +36,7 @@ import { errorMessage, FatalError } from "../../common/errors.ts";
 import { log } from "../../common/log.ts";
 import { VERSION } from "../../common/version.ts";
 import type {
+  CopyOptions,
   DeleteOptions,
   DeleteRefusal,
   FileUpload,
@@ -292,6 +294,25 @@ export class S3Store implements Store {
         ContentMD5: md5,
       }),
     );
+  }
+
+  /**
+   * CopyObject, metadata copied; the store's storage class (by the object's
+   * size: given, else a HEAD), SSE and retention apply.
+   */
+  async copy(from: string, to: string, options: CopyOptions = {}): Promise<void> {
+    const size = options.size ?? (await this.head(from))?.size;
+    if (size === undefined) throw new Error(`No object '${from}' to copy in ${this.url}`);
+    const { Metadata: _, ...params } = this.#objectParams(to, {}, undefined, { file: size });
+    // URL-encoded as S3 asks, but ":" (in every key: the default separator)
+    // as it is: some servers (s3rver) decode the header with decodeURI, which leaves %3A.
+    const path = from.split("/").map((s) => encodeURIComponent(s).replaceAll("%3A", ":"));
+    const source = `${this.#bucket}/${path.join("/")}`;
+    await this.#client.send(
+      new CopyObjectCommand({ ...params, CopySource: source, MetadataDirective: "COPY" }),
+    ).catch((err) => {
+      throw namedDenial(err, { action: "s3:GetObject and s3:PutObject (CopyObject)", key: to });
+    });
   }
 
   putFile(key: string, file: FileUpload, options: PutFileOptions = {}): Promise<void> {
