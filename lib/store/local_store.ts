@@ -151,20 +151,14 @@ export class LocalStore implements Store {
       return;
     }
     try {
-      using source = await Deno.open(file.path, { read: true });
       using target = await Deno.open(tmp, { write: true, createNew: true });
-      const buffer = new Uint8Array(READ_CHUNK);
-      while (copied < file.size) {
+      for await (const chunk of readBody(file)) {
         options.signal?.throwIfAborted();
-        const want = Math.min(READ_CHUNK, file.size - copied);
-        const n = await source.read(buffer.subarray(0, want));
-        if (n === null) break;
-        const chunk = buffer.subarray(0, n);
         hash.update(chunk);
-        await options.onBytes?.(n);
+        await options.onBytes?.(chunk.byteLength);
         let written = 0;
-        while (written < n) written += await target.write(chunk.subarray(written));
-        copied += n;
+        while (written < chunk.byteLength) written += await target.write(chunk.subarray(written));
+        copied += chunk.byteLength;
       }
       const md5 = hash.digest("hex");
       if (copied !== file.size || md5 !== file.md5) {
@@ -327,4 +321,20 @@ function compareKeys(a: string, b: string): number {
   const n = Math.min(ea.length, eb.length);
   for (let i = 0; i < n; i++) if (ea[i] !== eb[i]) return ea[i]! - eb[i]!;
   return ea.length - eb.length;
+}
+
+/** The body of `file`: its source's bytes, else the file's (up to its size). */
+async function* readBody(file: FileUpload): AsyncIterable<Uint8Array> {
+  if (file.source) {
+    yield* file.source.read({ offset: 0, length: file.size });
+    return;
+  }
+  using source = await Deno.open(file.path, { read: true });
+  const buffer = new Uint8Array(READ_CHUNK);
+  for (let copied = 0; copied < file.size;) {
+    const n = await source.read(buffer.subarray(0, Math.min(READ_CHUNK, file.size - copied)));
+    if (n === null) return;
+    copied += n;
+    yield buffer.subarray(0, n);
+  }
 }

@@ -36,6 +36,18 @@ export interface FileUpload {
    * store sends these instead of reading `path` again.
    */
   body?: Uint8Array;
+  /**
+   * A body made from the file rather than its bytes as they are (encrypted):
+   * the store reads every range it sends from here instead of `path`, as
+   * often as it needs (parts, retries). `size` and the MD5s are its own.
+   */
+  source?: BodySource;
+}
+
+/** A body any range of which can be read on demand, again and again. */
+export interface BodySource {
+  /** The bytes of `range`, in order; throws when they cannot be made (the file shrank). */
+  read(range: ByteRange): AsyncIterable<Uint8Array>;
 }
 
 /** Called with the number of bytes just sent, for progress and rate limits. */

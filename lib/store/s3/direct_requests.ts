@@ -379,6 +379,7 @@ function bodyLength(body: Body): number {
  * buffers per upload and reading overlaps sending, with no garbage per chunk.
  */
 async function sendFileRange(req: ClientRequest, range: FileRange): Promise<void> {
+  if (range.source) return await sendMadeRange(req, range);
   using file = await Deno.open(range.path, { read: true });
   await file.seek(range.start, Deno.SeekMode.Start);
   const buffers = [new Uint8Array(CHUNK_BYTES), new Uint8Array(CHUNK_BYTES)];
@@ -408,6 +409,30 @@ async function sendFileRange(req: ClientRequest, range: FileRange): Promise<void
     flushed[i] = written;
   }
   await Promise.all(flushed);
+  req.end();
+}
+
+/**
+ * Writes a range made by its body source into a request, each piece after
+ * the socket took the one before: the source makes a piece while the
+ * previous one is being sent.
+ */
+async function sendMadeRange(req: ClientRequest, range: FileRange): Promise<void> {
+  let flushed = Promise.resolve();
+  let sent = 0;
+  for await (const piece of range.source!.read({ offset: range.start, length: range.length })) {
+    await range.onBytes?.(piece.byteLength);
+    await flushed;
+    if (req.destroyed) return;
+    sent += piece.byteLength;
+    const written = new Promise<void>((resolve, reject) =>
+      req.write(piece, (err) => err ? reject(err) : resolve())
+    );
+    written.catch(() => {});
+    flushed = written;
+  }
+  await flushed;
+  if (sent !== range.length) throw new Error(`Body of '${range.path}' shorter than its range`);
   req.end();
 }
 

@@ -1,0 +1,134 @@
+/**
+ * An encrypted upload's body, made from the plaintext file on demand: the
+ * age header and payload nonce, then the sealed chunks. Any byte range can
+ * be made again (a part, a retried request, a resumed upload), so nothing is
+ * ever written to disk and memory stays at one read buffer per range.
+ */
+import { md5Hex, newMd5 } from "../common/digest.ts";
+import {
+  CHUNK_BYTES,
+  PAYLOAD_NONCE_BYTES,
+  payloadKey,
+  SEALED_CHUNK_BYTES,
+  sealedSize,
+  sealFileChunks,
+} from "./age_payload.ts";
+import { type BodySource, type ByteRange, DigestMismatchError } from "./store.ts";
+
+/** What makes an encrypted object's bytes again: its header, payload nonce and file key. */
+export interface SealingSecret {
+  header: Uint8Array;
+  nonce: Uint8Array;
+  fileKey: Uint8Array;
+}
+
+/** The digests an upload needs before it starts: of the whole body, and of each part. */
+export interface SealedDigests {
+  md5: string;
+  partMd5s: string[];
+}
+
+export class SealedFile implements BodySource {
+  readonly size: number;
+  readonly #file: { path: string; size: number };
+  readonly #prefix: Uint8Array;
+  readonly #key: Uint8Array;
+
+  constructor(file: { path: string; size: number }, secret: SealingSecret) {
+    this.#file = { path: file.path, size: file.size };
+    this.#prefix = new Uint8Array(secret.header.byteLength + PAYLOAD_NONCE_BYTES);
+    this.#prefix.set(secret.header);
+    this.#prefix.set(secret.nonce, secret.header.byteLength);
+    this.#key = payloadKey(secret.fileKey, secret.nonce);
+    this.size = this.#prefix.byteLength + sealedSize(file.size);
+  }
+
+  /** The body's bytes in `range`, sealed again from the file. */
+  async *read(range: ByteRange): AsyncIterable<Uint8Array> {
+    const end = Math.min(range.offset + range.length, this.size);
+    let at = range.offset;
+    if (at < this.#prefix.byteLength) {
+      yield this.#prefix.subarray(at, Math.min(end, this.#prefix.byteLength));
+      at = this.#prefix.byteLength;
+    }
+    if (at >= end) return;
+    const from = at - this.#prefix.byteLength;
+    const to = end - this.#prefix.byteLength;
+    const first = Math.floor(from / SEALED_CHUNK_BYTES);
+    const count = Math.ceil(to / SEALED_CHUNK_BYTES) - first;
+    let chunkStart = first * SEALED_CHUNK_BYTES;
+    for await (const sealed of sealFileChunks(this.#file, this.#key, first, count)) {
+      const lo = Math.max(0, from - chunkStart);
+      const hi = Math.min(sealed.byteLength, to - chunkStart);
+      yield lo === 0 && hi === sealed.byteLength ? sealed : sealed.subarray(lo, hi);
+      chunkStart += sealed.byteLength;
+    }
+  }
+
+  /**
+   * Seals the whole file once for its digests, checking on the way that the
+   * plaintext is still what the caller digested (`md5`): a file that changed
+   * since fails here, as it would fail the store's Content-MD5 check.
+   */
+  async digests(plaintextMd5: string, partSize: number | undefined): Promise<SealedDigests> {
+    const plain = newMd5();
+    const whole = newMd5().update(this.#prefix);
+    const parts = new PartDigests(partSize);
+    parts.update(this.#prefix);
+    const chunks = Math.ceil(this.#file.size / CHUNK_BYTES) || 1;
+    const sealedChunks = sealFileChunks(this.#file, this.#key, 0, chunks, (p) => plain.update(p));
+    for await (const sealed of sealedChunks) {
+      whole.update(sealed);
+      parts.update(sealed);
+    }
+    const md5 = plain.digest("hex");
+    if (md5 !== plaintextMd5) {
+      throw new DigestMismatchError(
+        `Content of '${this.#file.path}' changed during upload (MD5 ${md5}, expected ${plaintextMd5})`,
+      );
+    }
+    return { md5: whole.digest("hex"), partMd5s: parts.finish() };
+  }
+}
+
+/** MD5s of consecutive `partSize` pieces of a stream (none without a part size). */
+class PartDigests {
+  readonly #partSize: number | undefined;
+  readonly #md5s: string[] = [];
+  #hash = newMd5();
+  #inPart = 0;
+
+  constructor(partSize: number | undefined) {
+    this.#partSize = partSize;
+  }
+
+  update(bytes: Uint8Array): void {
+    const size = this.#partSize;
+    if (size === undefined) return;
+    while (bytes.byteLength > 0) {
+      const take = Math.min(size - this.#inPart, bytes.byteLength);
+      this.#hash.update(bytes.subarray(0, take));
+      this.#inPart += take;
+      bytes = bytes.subarray(take);
+      if (this.#inPart === size) {
+        this.#md5s.push(this.#hash.digest("hex"));
+        this.#hash = newMd5();
+        this.#inPart = 0;
+      }
+    }
+  }
+
+  finish(): string[] {
+    if (this.#inPart > 0) this.#md5s.push(this.#hash.digest("hex"));
+    return this.#md5s;
+  }
+}
+
+/** Part MD5s of bytes in memory. */
+export function partMd5sOf(bytes: Uint8Array, partSize: number): string[] {
+  const md5s: string[] = [];
+  for (let start = 0; start < bytes.length; start += partSize) {
+    md5s.push(md5Hex(bytes.subarray(start, start + partSize)));
+  }
+  return md5s;
+}
