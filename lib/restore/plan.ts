@@ -21,7 +21,7 @@ import { directoryPrefix, indexKey, keyDirectory, trimSlashes } from "../bucket/
 import { FatalError, UsageError } from "../common/errors.ts";
 import { formatBytes } from "../common/format.ts";
 import { forEachLimited } from "../common/pool.ts";
-import { namesEncryptedFiles } from "../store/encrypting_store.ts";
+import { namesEncryptedFiles } from "../store/encryption_metadata.ts";
 import type { ObjectHead, ObjectInfo, Store } from "../store/store.ts";
 import type { PlannedFile, SlurpOptions, SlurpResult } from "./slurp.ts";
 

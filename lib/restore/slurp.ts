@@ -20,7 +20,6 @@ import { formatBytes } from "../common/format.ts";
 import { log } from "../common/log.ts";
 import { forEachLimited, Semaphore } from "../common/pool.ts";
 import type { RestorePoint } from "../bucket/index_reader.ts";
-import { decrypts } from "../store/encrypting_store.ts";
 import type { Store } from "../store/store.ts";
 import { MissingObjectError, restoreFile } from "./download.ts";
 import {
@@ -141,7 +140,7 @@ export async function slurp(options: SlurpOptions): Promise<SlurpResult> {
   // Known from the indexes' metadata, before any download. (Files the
   // index metadata does not announce are refused one by one, by the store.)
   const encrypted = plan.encrypted[0];
-  if (encrypted !== undefined && !decrypts(options.store)) {
+  if (encrypted !== undefined && !options.store.traits.readsEncrypted) {
     throw new FatalError(
       `The files of index '${encrypted}' are encrypted with age: give --identity FILE to restore them`,
     );

@@ -34,8 +34,8 @@
  * (lib/watch/upload_file.ts), which `head` answers exactly.
  */
 import { md5Hex } from "../common/digest.ts";
-import { errorMessage, FatalError } from "../common/errors.ts";
-import { fileKeyOf, newHeader, readPrefix } from "./age_header.ts";
+import { errorMessage } from "../common/errors.ts";
+import { newHeader } from "./age_header.ts";
 import type { AgeIdentities } from "./age_keys.ts";
 import {
   openChunks,
@@ -45,59 +45,44 @@ import {
   sealAll,
   sealedSize,
 } from "./age_payload.ts";
+import {
+  AGE_V1,
+  DecryptionError,
+  ENCRYPTION_METADATA,
+  FILE_ENCRYPTION_METADATA,
+  isEncrypted,
+  PLAINTEXT_SIZE_METADATA,
+} from "./encryption_metadata.ts";
+import { ForwardingStore } from "./forwarding_store.ts";
+import {
+  HeaderCache,
+  HeaderError,
+  mapErrors,
+  type OpenedHeader,
+  openHeader,
+  openRange,
+  sealedRange,
+  trackErrors,
+} from "./opened_object.ts";
 import { partMd5sOf, SealedFile, type SealingSecret } from "./sealed_file.ts";
+import { isMd5Hex } from "../common/digest.ts";
 import type {
-  DeleteOptions,
+  ByteRange,
   FileUpload,
   GetOptions,
   ObjectHead,
   ObjectInfo,
-  ObjectVersion,
   PutFileOptions,
   Store,
-  Versioning,
-  VersionRef,
+  StoreTraits,
 } from "./store.ts";
-
-/** Metadata marking an encrypted object, and its value for the format written. */
-export const ENCRYPTION_METADATA = "tablesnap-encryption";
-export const AGE_V1 = "age-v1";
-/** Metadata giving an encrypted object's plaintext size in bytes. */
-export const PLAINTEXT_SIZE_METADATA = "tablesnap-plaintext-size";
-/** Metadata of an index written by an encrypting watcher: the files it names are encrypted. */
-export const FILE_ENCRYPTION_METADATA = "tablesnap-file-encryption";
 
 /** S3 refuses more parts than this. */
 const MAX_PARTS = 10_000;
+/** The first bytes of an object read for its header before ranged reads (ours: ~200 bytes). */
+const HEADER_PROBE_BYTES = 64 * 1024;
 
-/** Whether an object's metadata marks it encrypted. */
-export function isEncrypted(metadata: Record<string, string>): boolean {
-  return metadata[ENCRYPTION_METADATA] !== undefined;
-}
-
-/** Whether an index's metadata says the files it names were uploaded encrypted. */
-export function namesEncryptedFiles(metadata: Record<string, string>): boolean {
-  return metadata[FILE_ENCRYPTION_METADATA] !== undefined;
-}
-
-/** A decryption refused: no identity, not ours, or damaged. Retrying will not help. */
-export class DecryptionError extends FatalError {
-  override name = "DecryptionError";
-}
-
-/**
- * Whether `store` encrypts what it writes (an `EncryptingStore` with
- * recipients): its listings then give computed sizes, and its ETags are
- * those of ciphertext.
- */
-export function encrypts(store: Store): boolean {
-  return store instanceof EncryptingStore && store.hasRecipients;
-}
-
-/** Whether `store` can decrypt encrypted objects (an `EncryptingStore` with an identity). */
-export function decrypts(store: Store): boolean {
-  return store instanceof EncryptingStore && store.hasIdentity;
-}
+type Got = { head: ObjectHead; body: ReadableStream<Uint8Array> } | null;
 
 export interface EncryptionOptions {
   /** X25519 recipients (`age1...`, checked): file bodies are encrypted to all of them. */
@@ -108,177 +93,169 @@ export interface EncryptionOptions {
   plaintext?: ((key: string) => boolean) | undefined;
 }
 
-/** The optional methods of `Store` (present or not as in the wrapped store), delegated. */
-const OPTIONAL_METHODS = [
-  "versioning",
-  "listVersions",
-  "deleteVersions",
-  "listUploads",
-  "abortUpload",
-  "listParts",
-] as const;
-
-export class EncryptingStore implements Store {
-  readonly #inner: Store;
+export class EncryptingStore extends ForwardingStore {
   readonly #recipients: string[];
   readonly #identities: string[];
   readonly #identityFile: string | undefined;
   readonly #plaintext: (key: string) => boolean;
+  readonly #traits: StoreTraits;
+  readonly #headers = new HeaderCache();
   /** Header plus payload nonce, in bytes, for this store's recipients. */
   #prefixBytes: Promise<number> | undefined;
 
-  versioning?: () => Promise<Versioning>;
-  listVersions?: (prefix: string) => AsyncIterable<ObjectVersion>;
-  deleteVersions?: (versions: VersionRef[], options?: DeleteOptions) => Promise<void>;
-
   constructor(inner: Store, options: EncryptionOptions) {
-    this.#inner = inner;
+    super(inner);
     this.#recipients = options.recipients ?? [];
     this.#identities = options.identities?.identities ?? [];
     this.#identityFile = options.identities?.file;
     this.#plaintext = options.plaintext ?? (() => false);
-    // Present exactly when the inner store has them: callers test for them.
-    const self = this as unknown as Record<string, unknown>;
-    const source = inner as unknown as Record<string, unknown>;
-    for (const name of OPTIONAL_METHODS) {
-      const method = source[name];
-      if (typeof method === "function") self[name] = method.bind(inner);
-    }
+    const writes = this.#recipients.length > 0;
+    this.#traits = {
+      ...inner.traits,
+      // Listings show ciphertext: sizes computed for today's recipients, ETags of ciphertext.
+      exactListedSizes: inner.traits.exactListedSizes && !writes,
+      listedEtagIsFileMd5: inner.traits.listedEtagIsFileMd5 && !writes,
+      readsEncrypted: this.#identities.length > 0,
+    };
   }
 
-  get url(): string {
-    return this.#inner.url;
+  override get traits(): StoreTraits {
+    return this.#traits;
   }
 
-  /** Whether file bodies are encrypted (recipients were given). */
-  get hasRecipients(): boolean {
-    return this.#recipients.length > 0;
-  }
-
-  /** Whether `get` can decrypt (an identity was given). */
-  get hasIdentity(): boolean {
-    return this.#identities.length > 0;
-  }
-
-  check(): Promise<void> {
-    return this.#inner.check();
-  }
-
-  async *list(prefix: string, options?: { delimiter?: string }): AsyncIterable<ObjectInfo> {
-    if (!this.hasRecipients) {
-      yield* this.#inner.list(prefix, options);
+  override async *list(
+    prefix: string,
+    options?: { delimiter?: string },
+  ): AsyncIterable<ObjectInfo> {
+    if (this.#recipients.length === 0) {
+      yield* this.inner.list(prefix, options);
       return;
     }
     const prefixBytes = await this.#prefixSize();
-    for await (const info of this.#inner.list(prefix, options)) {
-      const size = openedSize(info.size - prefixBytes);
+    for await (const info of this.inner.list(prefix, options)) {
+      const size = this.#plaintext(info.key) ? null : openedSize(info.size - prefixBytes);
       yield size === null ? info : { ...info, size };
     }
   }
 
-  async head(key: string): Promise<ObjectHead | null> {
-    const head = await this.#inner.head(key);
-    if (!head || !isEncrypted(head.metadata)) return head;
-    const size = Number(head.metadata[PLAINTEXT_SIZE_METADATA]);
-    return Number.isSafeInteger(size) && size >= 0 ? { ...head, size } : head;
+  override async head(key: string): Promise<ObjectHead | null> {
+    const head = await this.inner.head(key);
+    if (head && isEncrypted(head.metadata)) this.#headers.markEncrypted(key);
+    return head && plaintextView(head);
   }
 
-  putBytes(
+  override putBytes(
     key: string,
     body: Uint8Array,
     options: { metadata?: Record<string, string>; contentType?: string },
   ): Promise<void> {
-    if (!this.hasRecipients) return this.#inner.putBytes(key, body, options);
-    return this.#inner.putBytes(key, body, {
+    if (this.#recipients.length === 0) return this.inner.putBytes(key, body, options);
+    return this.inner.putBytes(key, body, {
       ...options,
       metadata: { ...options.metadata, [FILE_ENCRYPTION_METADATA]: AGE_V1 },
     });
   }
 
-  async putFile(key: string, file: FileUpload, options: PutFileOptions = {}): Promise<void> {
-    if (!this.hasRecipients || this.#plaintext(key)) {
-      return await this.#inner.putFile(key, file, options);
+  override async putFile(
+    key: string,
+    file: FileUpload,
+    options: PutFileOptions = {},
+  ): Promise<void> {
+    if (this.#recipients.length === 0 || this.#plaintext(key)) {
+      return await this.inner.putFile(key, file, options);
     }
     // A resumed upload would need this upload's file key: it starts over.
     const { resume: _resume, onUploadStarted: _started, onPartDone: _done, ...forwarded } = options;
     const { header, fileKey } = await newHeader(this.#recipients);
     const secret = { header, fileKey, nonce: crypto.getRandomValues(new Uint8Array(16)) };
-    const metadata = {
+    const upload = file.body
+      ? sealInMemory(file, file.body, secret)
+      : await sealFromFile(file, secret);
+    upload.metadata = {
       ...file.metadata,
       [ENCRYPTION_METADATA]: AGE_V1,
       [PLAINTEXT_SIZE_METADATA]: String(file.size),
     };
-    const upload = file.body
-      ? sealInMemory(file, file.body, secret)
-      : await sealFromFile(file, secret);
-    upload.metadata = metadata;
     if (file.contentType) upload.contentType = file.contentType;
-    await this.#inner.putFile(key, upload, forwarded);
+    await this.inner.putFile(key, upload, forwarded);
   }
 
-  async get(
-    key: string,
-    options: GetOptions = {},
-  ): Promise<{ head: ObjectHead; body: ReadableStream<Uint8Array> } | null> {
-    const object = await this.#inner.get(key, options);
+  override async get(key: string, options: GetOptions = {}): Promise<Got> {
+    if (options.range) return await this.#getRange(key, options.range, options.signal);
+    const object = await this.inner.get(key, options);
     if (!object || !isEncrypted(object.head.metadata)) return object;
-    if (options.range) {
-      await object.body.cancel().catch(() => {});
-      throw new DecryptionError(`Object '${key}' is encrypted: it cannot be read by byte range`);
-    }
-    if (!this.hasIdentity) {
-      await object.body.cancel().catch(() => {});
-      throw new DecryptionError(
-        `Object '${key}' is encrypted with age: give --identity FILE to read it`,
-      );
-    }
+    await this.#refuseWithoutIdentity(key, object.body);
     const source = trackErrors(object.body);
-    const reader = source.stream.getReader();
-    let chunkKey: Uint8Array;
-    let prefixBytes: number;
-    let rest: Uint8Array;
+    let opened;
     try {
-      const prefix = await readPrefix(reader);
-      const fileKey = await fileKeyOf(this.#identities, prefix.header);
-      chunkKey = payloadKey(fileKey, prefix.nonce);
-      prefixBytes = prefix.header.byteLength + PAYLOAD_NONCE_BYTES;
-      rest = prefix.rest;
+      opened = await openHeader(this.#identities, object.head, source.stream);
     } catch (err) {
-      await reader.cancel().catch(() => {});
-      if (source.failed) throw source.error;
-      throw this.#decryptionError(key, err, true);
+      throw source.failed ? source.error : this.#decryptionError(key, err, true);
     }
-    const size = openedSize(object.head.size - prefixBytes);
-    if (size === null) {
-      await reader.cancel().catch(() => {});
-      throw new DecryptionError(`Cannot decrypt '${key}': its size is not that of an age file`);
-    }
-    const sealed = new ReadableStream<Uint8Array>({
-      start: (controller) => {
-        if (rest.byteLength > 0) controller.enqueue(rest);
-      },
-      async pull(controller) {
-        const { done, value } = await reader.read();
-        if (done) controller.close();
-        else controller.enqueue(value);
-      },
-      cancel: (reason) => reader.cancel(reason),
-    });
     return {
-      head: { ...object.head, size },
+      head: { ...plaintextView(object.head), size: opened.header.size },
       body: mapErrors(
-        sealed.pipeThrough(openChunks(chunkKey)),
+        opened.chunks.pipeThrough(openChunks(opened.header.chunkKey)),
         (err) => source.failed ? source.error : this.#decryptionError(key, err, false),
       ),
     };
   }
 
-  deleteMany(keys: string[], options?: DeleteOptions): Promise<void> {
-    return this.#inner.deleteMany(keys, options);
+  /** A plaintext range: the whole sealed chunks that hold it, opened alone. */
+  async #getRange(key: string, range: ByteRange, signal: AbortSignal | undefined): Promise<Got> {
+    if (!this.#headers.knowsEncrypted(key)) {
+      // Most objects are not encrypted: the range asked for is the one to fetch.
+      const object = await this.inner.get(key, { range, signal });
+      if (!object || !isEncrypted(object.head.metadata)) return object;
+      await object.body.cancel().catch(() => {});
+    }
+    const header = await this.#headers.get(key, () => this.#readHeader(key, signal));
+    if (header === null) return null;
+    const where = sealedRange(header, range);
+    const object = await this.inner.get(key, { range: where.range, signal });
+    if (!object) return null;
+    if (object.head.etag !== header.etag) {
+      // Replaced since its header was read: read it again on the next try.
+      this.#headers.forget(key);
+      await object.body.cancel().catch(() => {});
+      throw new Error(`Object '${key}' changed while it was being read`);
+    }
+    const source = trackErrors(object.body);
+    return {
+      head: { ...plaintextView(object.head), size: header.size },
+      body: mapErrors(
+        openRange(header, source.stream, where),
+        (err) => source.failed ? source.error : this.#decryptionError(key, err, false),
+      ),
+    };
   }
 
-  close(): void {
-    this.#inner.close();
+  /** The header of encrypted object `key`, for ranged reads. */
+  async #readHeader(key: string, signal: AbortSignal | undefined): Promise<OpenedHeader | null> {
+    const range = { offset: 0, length: HEADER_PROBE_BYTES };
+    const object = await this.inner.get(key, { range, signal });
+    if (!object) return null;
+    if (!isEncrypted(object.head.metadata)) {
+      await object.body.cancel().catch(() => {});
+      throw new Error(`Object '${key}' changed while it was being read`);
+    }
+    await this.#refuseWithoutIdentity(key, object.body);
+    const source = trackErrors(object.body);
+    try {
+      const { header, chunks } = await openHeader(this.#identities, object.head, source.stream);
+      await chunks.cancel().catch(() => {});
+      return header;
+    } catch (err) {
+      throw source.failed ? source.error : this.#decryptionError(key, err, true);
+    }
+  }
+
+  async #refuseWithoutIdentity(key: string, body: ReadableStream<Uint8Array>): Promise<void> {
+    if (this.#identities.length > 0) return;
+    await body.cancel().catch(() => {});
+    throw new DecryptionError(
+      `Object '${key}' is encrypted with age: give --identity FILE to read it`,
+    );
   }
 
   #decryptionError(key: string, err: unknown, inHeader: boolean): DecryptionError {
@@ -286,6 +263,8 @@ export class EncryptingStore implements Store {
     const identity = this.#identityFile ? ` with the identity in '${this.#identityFile}'` : "";
     const reason = /no identity matched/.test(message)
       ? `the identity does not match any of its recipients`
+      : err instanceof HeaderError
+      ? message
       : inHeader
       ? `its header is damaged or was tampered with (${message})`
       : `its content is damaged or was tampered with (${message})`;
@@ -299,6 +278,22 @@ export class EncryptingStore implements Store {
     );
     return this.#prefixBytes;
   }
+}
+
+/**
+ * An encrypted object as the file it holds: the plaintext's size, and as
+ * ETag the plaintext's MD5 recorded at upload (`md5sum`; the stored ETag is
+ * the ciphertext's, which says nothing about the file).
+ */
+function plaintextView(head: ObjectHead): ObjectHead {
+  if (!isEncrypted(head.metadata)) return head;
+  const size = Number(head.metadata[PLAINTEXT_SIZE_METADATA]);
+  const md5 = head.metadata["md5sum"]?.trim().toLowerCase() ?? "";
+  return {
+    ...head,
+    ...(Number.isSafeInteger(size) && size >= 0 ? { size } : {}),
+    etag: isMd5Hex(md5) ? md5 : "",
+  };
 }
 
 /** The caller's part size, raised if the ciphertext would need more than S3's 10,000 parts. */
@@ -335,50 +330,4 @@ async function sealFromFile(file: FileUpload, secret: SealingSecret): Promise<Fi
   };
   if (partSize !== undefined) upload.parts = { partSize, md5s: digests.partMd5s };
   return upload;
-}
-
-/**
- * The stream as it is, remembering whether it failed by itself (a network
- * error), so that such a failure is not reported as a decryption failure.
- */
-function trackErrors(body: ReadableStream<Uint8Array>) {
-  const reader = body.getReader();
-  const tracked = { failed: false, error: undefined as unknown, stream: undefined as unknown };
-  tracked.stream = new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      let result;
-      try {
-        result = await reader.read();
-      } catch (err) {
-        tracked.failed = true;
-        tracked.error = err;
-        throw err;
-      }
-      if (result.done) controller.close();
-      else controller.enqueue(result.value);
-    },
-    cancel: (reason) => reader.cancel(reason),
-  });
-  return tracked as { failed: boolean; error: unknown; stream: ReadableStream<Uint8Array> };
-}
-
-/** The stream, with any error it fails with replaced by `mapError(error)`. */
-function mapErrors(
-  body: ReadableStream<Uint8Array>,
-  mapError: (err: unknown) => unknown,
-): ReadableStream<Uint8Array> {
-  const reader = body.getReader();
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      let result;
-      try {
-        result = await reader.read();
-      } catch (err) {
-        throw mapError(err);
-      }
-      if (result.done) controller.close();
-      else controller.enqueue(result.value);
-    },
-    cancel: (reason) => reader.cancel(reason),
-  });
 }

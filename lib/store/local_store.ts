@@ -22,8 +22,10 @@ import {
   type GetOptions,
   type ObjectHead,
   type ObjectInfo,
+  PLAIN_TRAITS,
   type PutFileOptions,
   type Store,
+  type StoreTraits,
 } from "./store.ts";
 
 interface Sidecar {
@@ -36,6 +38,7 @@ interface Sidecar {
 const READ_CHUNK = 1024 * 1024;
 
 export class LocalStore implements Store {
+  readonly traits: StoreTraits = PLAIN_TRAITS;
   readonly url: string;
   readonly root: string;
   #tmpCounter = 0;

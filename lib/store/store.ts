@@ -9,7 +9,10 @@
 export interface ObjectInfo {
   key: string;
   size: number;
-  /** The ETag without quotes: the MD5 hex of a single-part upload. */
+  /**
+   * The ETag without quotes: the MD5 hex of a single-part upload (of the
+   * file as `head` and `get` present it; in a listing, see `StoreTraits`).
+   */
   etag: string;
   lastModified: Date;
 }
@@ -109,9 +112,44 @@ export interface GetOptions {
   range?: ByteRange | undefined;
 }
 
+/**
+ * What a store's answers can be relied on for. Jobs ask these, never what
+ * kind of store (or wrapper) they hold; a wrapper that changes an answer
+ * declares so (an encrypting store lists ciphertext sizes and ETags).
+ */
+export interface StoreTraits {
+  /**
+   * `list` gives each object's exact file size. When false, a listed size
+   * may be computed and off (encrypted bodies, recipients changed): `head`
+   * has the exact one.
+   */
+  readonly exactListedSizes: boolean;
+  /**
+   * A listed single-part ETag is the MD5 of the file. When false it is that
+   * of what is stored for it (ciphertext): `head`'s `md5sum` metadata, or
+   * its ETag, decides.
+   */
+  readonly listedEtagIsFileMd5: boolean;
+  /** `get` with a range reads those bytes of the file (large restores fetch ranges in parallel). */
+  readonly rangedReads: boolean;
+  /** `get` reads file bodies stored encrypted (an identity was given). */
+  readonly readsEncrypted: boolean;
+}
+
+/** The traits of a store that holds files as they are (S3, the local store). */
+export const PLAIN_TRAITS: StoreTraits = {
+  exactListedSizes: true,
+  listedEtagIsFileMd5: true,
+  rangedReads: true,
+  readsEncrypted: false,
+};
+
 export interface Store {
   /** `s3://bucket` or `file:///dir`: for logs and errors. */
   readonly url: string;
+
+  /** What its answers can be relied on for. */
+  readonly traits: StoreTraits;
 
   /**
    * Proves the bucket exists and is reachable with these credentials.

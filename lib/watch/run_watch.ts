@@ -15,8 +15,7 @@ import { log } from "../common/log.ts";
 import { VERSION } from "../common/version.ts";
 import { keyHead, type KeyNaming, objectKey } from "../bucket/keys.ts";
 import { type Connection, type ObjectLockRetention, openStore } from "../store/open_store.ts";
-import { EncryptingStore } from "../store/encrypting_store.ts";
-import { RateLimitedStore, RateLimiter } from "../store/rate_limit.ts";
+import { wrapStore } from "../store/wrapped_store.ts";
 import type { Store } from "../store/store.ts";
 import { checkRoot, FileWatcher } from "./file_watcher.ts";
 import { IndexPublisher } from "./index_publisher.ts";
@@ -257,16 +256,14 @@ function openWatchStore(s: WatchSettings, metrics: Metrics): Store {
     checkPrefix: keyHead(s.naming),
     ...(s.objectLock ? { objectLock: s.objectLock } : {}),
   });
-  const limited = s.maxBandwidth === undefined
-    ? store
-    : new RateLimitedStore(store, new RateLimiter(s.maxBandwidth));
-  // Outermost: the rate limit counts the ciphertext that is really sent.
-  if (!s.encryption) return limited;
-  return new EncryptingStore(limited, {
-    ...s.encryption,
-    // Component names only (the index names them too): verify and slurp
-    // check whole SSTables against them without the secret key.
-    plaintext: (key) => key.endsWith("TOC.txt"),
+  return wrapStore(store, {
+    maxBandwidth: s.maxBandwidth,
+    encryption: s.encryption && {
+      recipients: s.encryption.recipients,
+      // Component names only (the index names them too): verify and slurp
+      // check whole SSTables against them without the secret key.
+      plaintext: (key) => key.endsWith("TOC.txt"),
+    },
   });
 }
 

@@ -30,7 +30,6 @@ import { log } from "../common/log.ts";
 import { type KeyNaming, objectKey } from "../bucket/keys.ts";
 import { MTIME_METADATA, mtimeMetadata, statMetadata } from "../bucket/object_meta.ts";
 import { isMutableComponent } from "../bucket/sstable.ts";
-import { encrypts } from "../store/encrypting_store.ts";
 import type { FileUpload, PutFileOptions, Store } from "../store/store.ts";
 import type { BucketView, RemoteObject } from "./bucket_view.ts";
 import type { StoredVersion } from "./file_record.ts";
@@ -88,12 +87,6 @@ export type UploadOutcome =
 
 export class FileUploader {
   readonly #o: UploaderOptions;
-  /**
-   * The store encrypts: its listings' sizes are computed for today's
-   * recipients and its ETags are the ciphertext's, so both are confirmed by
-   * a HEAD (plaintext size, `md5sum`) before a decision is taken on them.
-   */
-  readonly #encrypted: boolean;
   readonly #accounts = new Accounts();
   readonly #smallFileBudget = new ByteBudget(SMALL_FILE_BUDGET_BYTES);
   /** Keys whose object has another size: warned once, left alone. */
@@ -112,7 +105,6 @@ export class FileUploader {
     this.#resume = options.journal
       ? new MultipartResume(options.store, options.journal)
       : undefined;
-    this.#encrypted = encrypts(options.store);
   }
 
   /**
@@ -277,9 +269,10 @@ export class FileUploader {
     let remote = await this.#o.bucket.lookup(key);
     if (!remote) return "absent";
     const size = version.size;
-    if (this.#encrypted && remote.size !== size && remote.md5sum === undefined) {
-      // The listing's size was computed for today's number of recipients:
-      // the HEAD's plaintext size decides (after a rotation, say).
+    const traits = this.#o.store.traits;
+    if (!traits.exactListedSizes && remote.size !== size && remote.md5sum === undefined) {
+      // A listed size may be computed (encrypted bodies, for today's number
+      // of recipients): the HEAD's exact size decides (after a rotation, say).
       remote = await this.#o.bucket.headOf(key);
       if (!remote) return "absent";
     }
@@ -308,7 +301,7 @@ export class FileUploader {
       let remoteMd5 = remote.md5sum;
       const local = await digestFile(path, size);
       // A multipart or encrypted object's ETag is not the file's MD5: its md5sum decides.
-      const etagIsNotMd5 = remote.etag.includes("-") || this.#encrypted;
+      const etagIsNotMd5 = remote.etag.includes("-") || !traits.listedEtagIsFileMd5;
       if (remoteMd5 === undefined && etagIsNotMd5 && local.md5 !== remote.etag) {
         remoteMd5 = (await this.#o.bucket.headOf(key))?.md5sum;
       }

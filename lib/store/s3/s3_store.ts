@@ -49,6 +49,7 @@ import type {
   Versioning,
   VersionRef,
 } from "../store.ts";
+import { PLAIN_TRAITS, type StoreTraits } from "../store.ts";
 import { DirectS3 } from "./direct_requests.ts";
 import {
   isLockRefusal,
@@ -117,6 +118,7 @@ function userAgent(): [string, string?][] {
 }
 
 export class S3Store implements Store {
+  readonly traits: StoreTraits = PLAIN_TRAITS;
   readonly url: string;
   readonly #bucket: string;
   readonly #client: S3Client;
