@@ -64,7 +64,7 @@ import {
   sealedRange,
   trackErrors,
 } from "./opened_object.ts";
-import { partMd5sOf, SealedFile, type SealingSecret } from "./sealed_file.ts";
+import { partMd5sOf, SealedFile, type SealingSecret, secretOf, secretText } from "./sealed_file.ts";
 import { isMd5Hex } from "../common/digest.ts";
 import type {
   ByteRange,
@@ -164,10 +164,7 @@ export class EncryptingStore extends ForwardingStore {
     if (this.#recipients.length === 0 || this.#plaintext(key)) {
       return await this.inner.putFile(key, file, options);
     }
-    // A resumed upload would need this upload's file key: it starts over.
-    const { resume: _resume, onUploadStarted: _started, onPartDone: _done, ...forwarded } = options;
-    const { header, fileKey } = await newHeader(this.#recipients);
-    const secret = { header, fileKey, nonce: crypto.getRandomValues(new Uint8Array(16)) };
+    const { secret, forwarded } = await this.#sealingFor(key, options);
     const upload = file.body
       ? sealInMemory(file, file.body, secret)
       : await sealFromFile(file, secret);
@@ -178,6 +175,34 @@ export class EncryptingStore extends ForwardingStore {
     };
     if (file.contentType) upload.contentType = file.contentType;
     await this.inner.putFile(key, upload, forwarded);
+  }
+
+  /**
+   * The secret to seal a file with: a resumed upload's own (so that the
+   * parts already stored are the same bytes), else a new one, which a
+   * multipart upload hands back with its id for a later resume.
+   */
+  async #sealingFor(
+    key: string,
+    options: PutFileOptions,
+  ): Promise<{ secret: SealingSecret; forwarded: PutFileOptions }> {
+    const { resume, onUploadStarted, ...rest } = options;
+    const kept = resume?.remake === undefined ? null : secretOf(resume.remake, this.#recipients);
+    const forwarded: PutFileOptions = { ...rest };
+    let secret: SealingSecret;
+    if (resume && kept) {
+      secret = kept;
+      forwarded.resume = resume;
+    } else {
+      // Made for other recipients (or by an older version): start afresh.
+      if (resume) await this.inner.abortUpload?.(key, resume.uploadId).catch(() => {});
+      const { header, fileKey } = await newHeader(this.#recipients);
+      secret = { header, fileKey, nonce: crypto.getRandomValues(new Uint8Array(16)) };
+    }
+    // Also when the upload to resume is gone and the store starts another.
+    const remake = secretText(secret, this.#recipients);
+    if (onUploadStarted) forwarded.onUploadStarted = (id) => onUploadStarted(id, remake);
+    return { secret, forwarded };
   }
 
   override async get(key: string, options: GetOptions = {}): Promise<Got> {

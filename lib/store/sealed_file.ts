@@ -4,6 +4,8 @@
  * be made again (a part, a retried request, a resumed upload), so nothing is
  * ever written to disk and memory stays at one read buffer per range.
  */
+import { Buffer } from "node:buffer";
+import { createHash } from "node:crypto";
 import { md5Hex, newMd5 } from "../common/digest.ts";
 import {
   CHUNK_BYTES,
@@ -20,6 +22,38 @@ export interface SealingSecret {
   header: Uint8Array;
   nonce: Uint8Array;
   fileKey: Uint8Array;
+}
+
+const SECRET_TAG = "age-v1";
+const FILE_KEY_BYTES = 16;
+
+/**
+ * A secret as text, for a resumed upload to seal the same bytes: tagged
+ * with the recipients it was made for, since a header for others must not
+ * be resumed.
+ */
+export function secretText(secret: SealingSecret, recipients: readonly string[]): string {
+  const bytes = Buffer.concat([secret.header, secret.nonce, secret.fileKey]);
+  return `${SECRET_TAG}:${recipientsTag(recipients)}:${bytes.toString("base64")}`;
+}
+
+/** The secret of `secretText`, or null when it is not one for these recipients. */
+export function secretOf(text: string, recipients: readonly string[]): SealingSecret | null {
+  const [tag, forWhom, encoded, ...rest] = text.split(":");
+  if (tag !== SECRET_TAG || forWhom !== recipientsTag(recipients) || rest.length > 0) return null;
+  const bytes = new Uint8Array(Buffer.from(encoded ?? "", "base64"));
+  const headerBytes = bytes.byteLength - PAYLOAD_NONCE_BYTES - FILE_KEY_BYTES;
+  if (headerBytes <= 0) return null;
+  return {
+    header: bytes.slice(0, headerBytes),
+    nonce: bytes.slice(headerBytes, headerBytes + PAYLOAD_NONCE_BYTES),
+    fileKey: bytes.slice(headerBytes + PAYLOAD_NONCE_BYTES),
+  };
+}
+
+function recipientsTag(recipients: readonly string[]): string {
+  const hash = createHash("sha256").update([...recipients].sort().join("\n"));
+  return hash.digest("hex").slice(0, 16);
 }
 
 /** The digests an upload needs before it starts: of the whole body, and of each part. */

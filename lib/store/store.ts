@@ -75,9 +75,14 @@ export interface PutFileOptions {
    * not sent again. An upload the store no longer has (expired, aborted) is
    * replaced by a new one, reported through `onUploadStarted`.
    */
-  resume?: { uploadId: string } | undefined;
-  /** A multipart upload was created: what a later `resume` needs. */
-  onUploadStarted?: ((uploadId: string) => void) | undefined;
+  resume?: { uploadId: string; remake?: string | undefined } | undefined;
+  /**
+   * A multipart upload was created: what a later `resume` needs. `remake`
+   * is what a wrapper needs to make the same body again (an encrypting
+   * store's header, nonce and file key: a secret, to keep like the state
+   * directory); it goes back in `resume`.
+   */
+  onUploadStarted?: ((uploadId: string, remake?: string) => void) | undefined;
   /** Part `partNumber` (from 1) is stored with this ETag (quoted as S3 gives it). */
   onPartDone?: ((partNumber: number, etag: string) => void) | undefined;
   /**
