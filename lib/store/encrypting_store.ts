@@ -18,8 +18,10 @@
  *
  * Reading: `get` decrypts a marked object as a stream when an identity is
  * configured, and refuses it in one line (naming the key) otherwise, or when
- * the identity does not match or the bytes were tampered with. `head` gives
- * the plaintext size.
+ * the identity does not match or the bytes were tampered with. `head` and
+ * `get` present an encrypted object as the file it holds: its plaintext size,
+ * and as ETag its `md5sum`. Ranged reads fetch the whole sealed chunks that
+ * hold the range (opened_object.ts).
  *
  * The header is `age-encryption`'s (age_header.ts); the payload is sealed
  * and opened on the platform's cipher (age_payload.ts). Uploads send no
@@ -30,8 +32,9 @@
  * gives each object's plaintext size as computed from its ciphertext size
  * for the header this store writes (one X25519 stanza per recipient):
  * exact for every object written with the same number of recipients. The
- * watcher confirms any other size with a HEAD before acting on it
- * (lib/watch/upload_file.ts), which `head` answers exactly.
+ * store's traits say so (listed sizes not exact, listed ETags not the
+ * file's MD5): the watcher confirms any other size with a HEAD before acting
+ * on it, which `head` answers exactly.
  */
 import { md5Hex } from "../common/digest.ts";
 import { errorMessage } from "../common/errors.ts";
@@ -116,6 +119,8 @@ export class EncryptingStore extends ForwardingStore {
       exactListedSizes: inner.traits.exactListedSizes && !writes,
       listedEtagIsFileMd5: inner.traits.listedEtagIsFileMd5 && !writes,
       readsEncrypted: this.#identities.length > 0,
+      // TOC.txt stays plaintext, but its parts never matter: it is small.
+      bodyIsFile: inner.traits.bodyIsFile && !writes,
     };
   }
 

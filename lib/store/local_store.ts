@@ -11,7 +11,7 @@
  * are renamed into place, so a reader never sees half an object. An object's
  * LastModified is its data file's mtime, which tests may set.
  */
-import { md5Hex, multipartEtag, newMd5 } from "../common/digest.ts";
+import { md5Hex, multipartEtag, newMd5, PartDigests } from "../common/digest.ts";
 import { FatalError } from "../common/errors.ts";
 import { isGone } from "../common/fs.ts";
 import { dirname } from "../common/paths.ts";
@@ -155,22 +155,25 @@ export class LocalStore implements Store {
     }
     try {
       using target = await Deno.open(tmp, { write: true, createNew: true });
+      // A multipart upload is checked part by part, as S3 checks it.
+      const parts = file.parts ? new PartDigests(file.parts.partSize) : undefined;
       for await (const chunk of readBody(file)) {
         options.signal?.throwIfAborted();
-        hash.update(chunk);
+        if (parts) parts.update(chunk);
+        else hash.update(chunk);
         await options.onBytes?.(chunk.byteLength);
         let written = 0;
         while (written < chunk.byteLength) written += await target.write(chunk.subarray(written));
         copied += chunk.byteLength;
       }
-      const md5 = hash.digest("hex");
-      if (copied !== file.size || md5 !== file.md5) {
+      // A multipart upload's ETag is the MD5 of the part MD5s, "-N": keep S3's shape.
+      const expected = file.parts ? multipartEtag(file.parts.md5s) : file.md5;
+      const etag = parts ? multipartEtag(parts.finish()) : hash.digest("hex");
+      if (copied !== file.size || etag !== expected) {
         throw new DigestMismatchError(
-          `Content of '${file.path}' changed during upload (MD5 ${md5}, expected ${file.md5})`,
+          `Content of '${file.path}' changed during upload (MD5 ${etag}, expected ${expected})`,
         );
       }
-      // A multipart upload's ETag is the MD5 of the part MD5s, "-N": keep S3's shape.
-      const etag = file.parts ? multipartEtag(file.parts.md5s) : md5;
       await this.#commit(key, tmp, {
         size: copied,
         etag,

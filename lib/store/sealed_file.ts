@@ -6,7 +6,7 @@
  */
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
-import { md5Hex, newMd5 } from "../common/digest.ts";
+import { md5Hex, newMd5, PartDigests } from "../common/digest.ts";
 import {
   CHUNK_BYTES,
   PAYLOAD_NONCE_BYTES,
@@ -56,8 +56,9 @@ function recipientsTag(recipients: readonly string[]): string {
   return hash.digest("hex").slice(0, 16);
 }
 
-/** The digests an upload needs before it starts: of the whole body, and of each part. */
+/** The digests an upload needs before it starts: of each part, else of the whole body. */
 export interface SealedDigests {
+  /** Empty for a multipart upload, whose parts are checked instead. */
   md5: string;
   partMd5s: string[];
 }
@@ -105,14 +106,17 @@ export class SealedFile implements BodySource {
    * since fails here, as it would fail the store's Content-MD5 check.
    */
   async digests(plaintextMd5: string, partSize: number | undefined): Promise<SealedDigests> {
+    // Each byte hashed once more: the parts' MD5s for a multipart upload
+    // (S3 never sees the whole's), else the whole's.
     const plain = newMd5();
-    const whole = newMd5().update(this.#prefix);
+    const whole = partSize === undefined ? newMd5() : undefined;
     const parts = new PartDigests(partSize);
+    whole?.update(this.#prefix);
     parts.update(this.#prefix);
     const chunks = Math.ceil(this.#file.size / CHUNK_BYTES) || 1;
     const sealedChunks = sealFileChunks(this.#file, this.#key, 0, chunks, (p) => plain.update(p));
     for await (const sealed of sealedChunks) {
-      whole.update(sealed);
+      whole?.update(sealed);
       parts.update(sealed);
     }
     const md5 = plain.digest("hex");
@@ -121,40 +125,7 @@ export class SealedFile implements BodySource {
         `Content of '${this.#file.path}' changed during upload (MD5 ${md5}, expected ${plaintextMd5})`,
       );
     }
-    return { md5: whole.digest("hex"), partMd5s: parts.finish() };
-  }
-}
-
-/** MD5s of consecutive `partSize` pieces of a stream (none without a part size). */
-class PartDigests {
-  readonly #partSize: number | undefined;
-  readonly #md5s: string[] = [];
-  #hash = newMd5();
-  #inPart = 0;
-
-  constructor(partSize: number | undefined) {
-    this.#partSize = partSize;
-  }
-
-  update(bytes: Uint8Array): void {
-    const size = this.#partSize;
-    if (size === undefined) return;
-    while (bytes.byteLength > 0) {
-      const take = Math.min(size - this.#inPart, bytes.byteLength);
-      this.#hash.update(bytes.subarray(0, take));
-      this.#inPart += take;
-      bytes = bytes.subarray(take);
-      if (this.#inPart === size) {
-        this.#md5s.push(this.#hash.digest("hex"));
-        this.#hash = newMd5();
-        this.#inPart = 0;
-      }
-    }
-  }
-
-  finish(): string[] {
-    if (this.#inPart > 0) this.#md5s.push(this.#hash.digest("hex"));
-    return this.#md5s;
+    return { md5: whole?.digest("hex") ?? "", partMd5s: parts.finish() };
   }
 }
 

@@ -28,7 +28,10 @@ export interface ObjectHead extends ObjectInfo {
 export interface FileUpload {
   path: string;
   size: number;
-  /** Lowercase hex MD5 of the whole file. */
+  /**
+   * Lowercase hex MD5 of the whole file. With `parts`, stores check each
+   * part's MD5 instead (a body source may leave this empty then).
+   */
   md5: string;
   /** Set for a multipart upload: the part size and each part's MD5 (hex). */
   parts?: { partSize: number; md5s: string[] };
@@ -139,6 +142,12 @@ export interface StoreTraits {
   readonly rangedReads: boolean;
   /** `get` reads file bodies stored encrypted (an identity was given). */
   readonly readsEncrypted: boolean;
+  /**
+   * `putFile` stores the file's bytes as they are. When false it stores a
+   * body made from them (encrypted), so the file's part MD5s are not the
+   * parts': `FileUpload.parts.md5s` may be left empty, only the part size counts.
+   */
+  readonly bodyIsFile: boolean;
 }
 
 /** The traits of a store that holds files as they are (S3, the local store). */
@@ -147,6 +156,7 @@ export const PLAIN_TRAITS: StoreTraits = {
   listedEtagIsFileMd5: true,
   rangedReads: true,
   readsEncrypted: false,
+  bodyIsFile: true,
 };
 
 export interface Store {

@@ -225,7 +225,9 @@ export class FileUploader {
         body = readExactly(path, info.size);
         digests = { md5: md5Hex(body), size: body.byteLength };
       } else {
-        digests = await digestFile(path, info.size, partSize);
+        // Part MD5s of the file only where the store sends its bytes as they are.
+        const fileParts = this.#o.store.traits.bodyIsFile ? partSize : undefined;
+        digests = await digestFile(path, info.size, fileParts);
       }
       if (digests.size !== info.size) throw new FileChangedError(path);
       const upload: FileUpload = {
@@ -240,14 +242,19 @@ export class FileUploader {
       };
       let options: PutFileOptions = { signal: this.#o.signal };
       if (partSize) {
-        upload.parts = { partSize, md5s: digests.partMd5s! };
+        upload.parts = { partSize, md5s: digests.partMd5s ?? [] };
         const file = { path: keyPath, key, size: info.size, mtimeMs, partSize };
         if (this.#resume) options = { ...options, ...await this.#resume.optionsFor(file) };
       }
       if (body) upload.body = body;
       await this.#o.store.putFile(key, upload, options);
       if (partSize) this.#resume?.completed(keyPath);
-      const etag = partSize ? multipartEtag(digests.partMd5s!) : digests.md5;
+      // A body made from the file (encrypted) has an ETag of its own: unknown here.
+      const etag = !this.#o.store.traits.bodyIsFile
+        ? ""
+        : partSize
+        ? multipartEtag(digests.partMd5s!)
+        : digests.md5;
       return { md5: digests.md5, etag };
     } finally {
       if (buffered) this.#smallFileBudget.give(info.size);
