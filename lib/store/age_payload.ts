@@ -68,14 +68,27 @@ export function sealChunk(
   plaintext: Uint8Array,
   last: boolean,
 ): Uint8Array {
+  const out = new Uint8Array(plaintext.byteLength + TAG_BYTES);
+  sealInto(key, index, plaintext, last, out, 0);
+  return out;
+}
+
+/** Seals chunk `index` into `out` at `at`; returns the offset after it. */
+function sealInto(
+  key: Uint8Array,
+  index: number,
+  plaintext: Uint8Array,
+  last: boolean,
+  out: Uint8Array,
+  at: number,
+): number {
   const cipher = createCipheriv("chacha20-poly1305", key, chunkNonce(index, last), {
     authTagLength: TAG_BYTES,
   });
-  const out = new Uint8Array(plaintext.byteLength + TAG_BYTES);
-  out.set(cipher.update(plaintext), 0);
+  out.set(cipher.update(plaintext), at);
   cipher.final();
-  out.set(cipher.getAuthTag(), plaintext.byteLength);
-  return out;
+  out.set(cipher.getAuthTag(), at + plaintext.byteLength);
+  return at + plaintext.byteLength + TAG_BYTES;
 }
 
 /** Opens sealed chunk `index`; throws `PayloadError` when it does not authenticate. */
@@ -180,7 +193,7 @@ const READ_CHUNKS = 16;
 /**
  * Seals chunks `first` .. `first + count - 1` of a file's plaintext, reading
  * it from the file (`plaintextSize` bytes in all): the payload bytes from
- * `first * SEALED_CHUNK_BYTES` on. `onPlaintext` sees every plaintext byte
+ * `first * SEALED_CHUNK_BYTES` on, in pieces of up to 16 sealed chunks. `onPlaintext` sees every plaintext byte
  * read, in order. Throws when the file is shorter than `plaintextSize`.
  */
 export async function* sealFileChunks(
@@ -207,9 +220,12 @@ export async function* sealFileChunks(
     }
     const plaintext = buffer.subarray(0, want);
     onPlaintext?.(plaintext);
-    for (let i = 0; i < batch; i++, index++) {
+    // One piece per read: fewer, larger writes downstream.
+    const sealed = new Uint8Array(want + batch * TAG_BYTES);
+    for (let i = 0, at = 0; i < batch; i++, index++) {
       const piece = plaintext.subarray(i * CHUNK_BYTES, (i + 1) * CHUNK_BYTES);
-      yield sealChunk(key, index, piece, index === chunks - 1);
+      at = sealInto(key, index, piece, index === chunks - 1, sealed, at);
     }
+    yield sealed;
   }
 }

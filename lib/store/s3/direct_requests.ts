@@ -413,25 +413,26 @@ async function sendFileRange(req: ClientRequest, range: FileRange): Promise<void
 }
 
 /**
- * Writes a range made by its body source into a request, each piece after
- * the socket took the one before: the source makes a piece while the
- * previous one is being sent.
+ * Writes a range made by its body source into a request. Two pieces at
+ * most are in the socket's hands while the source makes the next, as with
+ * file ranges: waiting for each write before the next would leave the
+ * socket idle between pieces.
  */
 async function sendMadeRange(req: ClientRequest, range: FileRange): Promise<void> {
-  let flushed = Promise.resolve();
+  const flushed: Promise<void>[] = [];
   let sent = 0;
   for await (const piece of range.source!.read({ offset: range.start, length: range.length })) {
     await range.onBytes?.(piece.byteLength);
-    await flushed;
+    if (flushed.length >= 2) await flushed.shift();
     if (req.destroyed) return;
     sent += piece.byteLength;
     const written = new Promise<void>((resolve, reject) =>
       req.write(piece, (err) => err ? reject(err) : resolve())
     );
     written.catch(() => {});
-    flushed = written;
+    flushed.push(written);
   }
-  await flushed;
+  await Promise.all(flushed);
   if (sent !== range.length) throw new Error(`Body of '${range.path}' shorter than its range`);
   req.end();
 }
