@@ -67,7 +67,8 @@ export async function restoreFile(
       backoff,
       // A missing object will not appear by waiting; anything else (a reset
       // connection, a digest mismatch from a corrupt transfer) may pass next
-      // time; an object that cannot be decrypted (or is denied) will not.
+      // time; an object that cannot be decrypted, an archived or a denied
+      // one (`FatalError`s, as a `DecryptionError` is), will not.
       isRetryable: (err) => !(err instanceof MissingObjectError || err instanceof FatalError),
       onRetry: (err, attempt) =>
         log.warn("download failed, retrying", {

@@ -16,6 +16,7 @@ import { VERSION } from "../common/version.ts";
 import { keyHead, type KeyNaming, objectKey } from "../bucket/keys.ts";
 import { type Connection, type ObjectLockRetention, openStore } from "../store/open_store.ts";
 import { wrapStore } from "../store/wrapped_store.ts";
+import { type ObjectStorage, objectStorageFields } from "../store/object_storage.ts";
 import type { Store } from "../store/store.ts";
 import { checkRoot, FileWatcher } from "./file_watcher.ts";
 import { IndexPublisher } from "./index_publisher.ts";
@@ -34,8 +35,8 @@ import type { ListenEvent } from "./watch_rules.ts";
 export interface WatchSettings {
   bucket: string;
   connection: Connection;
-  reducedRedundancy: boolean;
-  serverSideEncryption: boolean;
+  /** Storage classes and server-side encryption of the objects written (S3). */
+  objectStorage: ObjectStorage;
   roots: string[];
   naming: KeyNaming;
   filter: PathFilter;
@@ -150,6 +151,7 @@ export async function runWatch(s: WatchSettings): Promise<number> {
       bucket: store.url,
       paths: s.roots.join(","),
       threads: s.threads,
+      ...objectStorageFields(s.objectStorage),
     });
     if (backup || state) {
       // Indexes of the backlog wait until every existing file is queued.
@@ -250,8 +252,7 @@ function newFileWatcher(s: WatchSettings, pipeline: UploadPipeline, metrics: Met
  */
 function openWatchStore(s: WatchSettings, metrics: Metrics): Store {
   const store = openStore(s.bucket, s.connection, {
-    reducedRedundancy: s.reducedRedundancy,
-    serverSideEncryption: s.serverSideEncryption,
+    objectStorage: s.objectStorage,
     onRequest: (operation, seconds, failed) => metrics.s3Request(operation, seconds, failed),
     checkPrefix: keyHead(s.naming),
     ...(s.objectLock ? { objectLock: s.objectLock } : {}),
