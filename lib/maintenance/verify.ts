@@ -30,7 +30,6 @@ import { errorMessage, FatalError } from "../common/errors.ts";
 import { formatBytes } from "../common/format.ts";
 import { log } from "../common/log.ts";
 import { forEachLimited } from "../common/pool.ts";
-import { isEncrypted } from "../store/encrypting_store.ts";
 import type { ObjectHead, ObjectInfo, Store } from "../store/store.ts";
 
 /** What to verify. */
@@ -242,8 +241,7 @@ async function checkHead(
   result.bytes += head.size;
   const metaMd5 = head.metadata["md5sum"]?.trim().toLowerCase();
   const etag = etagMd5(head);
-  // An encrypted object's ETag is the ciphertext's MD5; --md5 checks its plaintext.
-  if (metaMd5 && etag !== null && etag !== metaMd5 && !isEncrypted(head.metadata)) {
+  if (metaMd5 && etag !== null && etag !== metaMd5) {
     await object?.body.cancel();
     return `ETag ${etag} differs from md5sum ${metaMd5}: the object is not the file uploaded`;
   }

@@ -15,7 +15,6 @@ import { errorMessage, FatalError } from "../common/errors.ts";
 import { ChunkReader, writeAll } from "../common/chunk_reader.ts";
 import { lstatOrNull, removeIfPresent } from "../common/fs.ts";
 import type { Semaphore } from "../common/pool.ts";
-import { isEncrypted } from "../store/encrypting_store.ts";
 import type { ObjectHead, Store } from "../store/store.ts";
 import { downloadRanges, RANGED_MIN_BYTES, removeRangeState } from "./ranged_download.ts";
 import { log } from "../common/log.ts";
@@ -123,8 +122,8 @@ export async function restoreFile(
       backoff,
       // A missing object will not appear by waiting; anything else (a reset
       // connection, a digest mismatch from a corrupt transfer) may pass next
-      // time; an object that cannot be decrypted, or an archived one
-      // (`FatalError`s, as a `DecryptionError` is), will not.
+      // time; an object that cannot be decrypted, an archived or a denied
+      // one (`FatalError`s, as a `DecryptionError` is), will not.
       isRetryable: (err) => !(err instanceof MissingObjectError || err instanceof FatalError),
       onRetry: (err, attempt) =>
         log.warn("download failed, retrying", {
@@ -272,9 +271,8 @@ async function fetchRanged(
   if (head === null) {
     throw new MissingObjectError(`Object '${source.key}' is missing from ${ctx.store.url}`);
   }
-  // age has no random access that the library offers: one streamed GET,
-  // decrypted as it comes (docs/restore.md).
-  if (isEncrypted(head.metadata)) {
+  // Stores without ranged reads give the object in one streamed GET.
+  if (!ctx.store.traits.rangedReads) {
     return await connections.use(() => fetchWhole(ctx, source, temp, head.size, onBytes));
   }
   const md5 = await downloadRanges({

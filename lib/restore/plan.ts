@@ -28,7 +28,7 @@ import {
 import { SupersededCopies } from "../bucket/superseded.ts";
 import { FatalError, UsageError } from "../common/errors.ts";
 import { forEachLimited } from "../common/pool.ts";
-import { namesEncryptedFiles } from "../store/encrypting_store.ts";
+import { namesEncryptedFiles } from "../store/encryption_metadata.ts";
 import type { ObjectHead, ObjectInfo, Store } from "../store/store.ts";
 import { addCommitLogs } from "./commit_logs.ts";
 import type {

@@ -17,7 +17,6 @@ import { errorMessage, FatalError } from "../common/errors.ts";
 import { formatBytes } from "../common/format.ts";
 import { log } from "../common/log.ts";
 import { forEachLimited, Semaphore } from "../common/pool.ts";
-import { decrypts } from "../store/encrypting_store.ts";
 import { ARCHIVING_PROPERTIES, archivingProperties } from "./commit_logs.ts";
 import {
   DEFAULT_CONNECTIONS,
@@ -100,7 +99,7 @@ export async function slurp(options: SlurpOptions): Promise<SlurpResult> {
  */
 function refuseUnrestorable(options: SlurpOptions, plan: RestorePlan): void {
   const encrypted = plan.encrypted[0];
-  if (encrypted !== undefined && !decrypts(options.store)) {
+  if (encrypted !== undefined && !options.store.traits.readsEncrypted) {
     throw new FatalError(
       `The files of index '${encrypted}' are encrypted with age: give --identity FILE to restore them`,
     );

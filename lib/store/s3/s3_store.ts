@@ -51,6 +51,7 @@ import type {
   Versioning,
   VersionRef,
 } from "../store.ts";
+import { PLAIN_TRAITS, type StoreTraits } from "../store.ts";
 import { type ObjectKind, type ObjectStorage, storageClassFor } from "../object_storage.ts";
 import { DirectS3 } from "./direct_requests.ts";
 import {
@@ -61,7 +62,7 @@ import {
   type S3Request,
   unquote,
 } from "./errors.ts";
-import { rangeStream } from "./file_range.ts";
+import { fileRange, rangeStream } from "./file_range.ts";
 import { abortUpload, listParts, listUploads, putMultipart } from "./multipart.ts";
 
 /** How to reach S3; every field optional, the SDK's default chain fills in. */
@@ -120,6 +121,7 @@ function userAgent(): [string, string?][] {
 }
 
 export class S3Store implements Store {
+  readonly traits: StoreTraits = PLAIN_TRAITS;
   readonly url: string;
   readonly #bucket: string;
   readonly #client: S3Client;
@@ -327,8 +329,7 @@ export class S3Store implements Store {
     if (file.body) await onBytes?.(file.body.byteLength);
     const direct = await this.#direct();
     if (!file.parts && direct) {
-      const body = file.body ??
-        { path: file.path, start: 0, length: file.size, ...(onBytes ? { onBytes } : {}) };
+      const body = file.body ?? fileRange(file, 0, file.size, onBytes);
       await direct.put(key, body, {
         ...this.#objectHeaders(file.metadata, file.contentType, { file: file.size }),
         "content-md5": hexToBase64(file.md5),
@@ -337,12 +338,7 @@ export class S3Store implements Store {
     }
     if (!file.parts) {
       const body = file.body ??
-        (file.size === 0 ? new Uint8Array(0) : rangeStream({
-          path: file.path,
-          start: 0,
-          length: file.size,
-          ...(onBytes ? { onBytes } : {}),
-        }));
+        (file.size === 0 ? new Uint8Array(0) : rangeStream(fileRange(file, 0, file.size, onBytes)));
       await this.#client.send(
         new PutObjectCommand({
           ...this.#objectParams(key, file.metadata, file.contentType, { file: file.size }),
