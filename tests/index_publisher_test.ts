@@ -9,6 +9,7 @@ import { indexKey } from "../lib/bucket/keys.ts";
 import { LocalStore } from "../lib/store/local_store.ts";
 import type { Store } from "../lib/store/store.ts";
 import { IndexPublisher } from "../lib/watch/index_publisher.ts";
+import { Ledger } from "../lib/watch/ledger.ts";
 import { makePathFilter } from "../lib/watch/path_filter.ts";
 
 const NAMING = { prefix: "", name: "h", separator: ":" };
@@ -22,7 +23,12 @@ async function setup(dir: string, store: Store, waitMs = 60_000) {
     store,
     naming: NAMING,
     filter: makePathFilter({}),
-    isStored: (path) => stored.has(path),
+    ledger: new Ledger(),
+    files: {
+      isStored: (path) => stored.has(path),
+      isPending: () => false,
+      isInFlight: () => false,
+    },
     waitMs,
     quietMs: 2_000,
     now: () => clock.now,
@@ -203,9 +209,12 @@ Deno.test("IndexPublisher with --pin freezes its cut once every file is pinned, 
     store,
     naming: NAMING,
     filter: makePathFilter({}),
-    isStored: (path) => stored.has(path),
-    isPending: (path) => pending.has(path),
-    isInFlight: (path) => pending.has(path),
+    ledger: new Ledger(),
+    files: {
+      isStored: (path) => stored.has(path),
+      isPending: (path) => pending.has(path),
+      isInFlight: (path) => pending.has(path),
+    },
     isPinned: (path) => pinned.has(path),
     waitMs: 60_000,
     quietMs: 2_000,
@@ -259,9 +268,12 @@ Deno.test("IndexPublisher with --pin publishes a directory's frozen cuts in thei
     store,
     naming: NAMING,
     filter: makePathFilter({}),
-    isStored: (path) => stored.has(path),
-    isPending: (path) => pinned.has(path) && !stored.has(path),
-    isInFlight: (path) => pinned.has(path) && !stored.has(path),
+    ledger: new Ledger(),
+    files: {
+      isStored: (path) => stored.has(path),
+      isPending: (path) => pinned.has(path) && !stored.has(path),
+      isInFlight: (path) => pinned.has(path) && !stored.has(path),
+    },
     isPinned: (path) => pinned.has(path),
     waitMs: 60_000,
     now: () => clock.now,

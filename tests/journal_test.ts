@@ -19,6 +19,7 @@ import {
 } from "./_helpers.ts";
 import { FatalError } from "../lib/common/errors.ts";
 import { LocalStore } from "../lib/store/local_store.ts";
+import { Ledger } from "../lib/watch/ledger.ts";
 import { UploadPipeline } from "../lib/watch/pipeline.ts";
 import { Journal, JOURNAL_FILE, parseJournal } from "../lib/watch/journal.ts";
 import { CHANGE_MARGIN_MS } from "../lib/watch/startup.ts";
@@ -208,6 +209,8 @@ Deno.test("the pipeline keeps exactly the files not in the bucket in the journal
     }
   }
   const { journal } = await Journal.open(state.path, { flushDelayMs: 10 });
+  const ledger = new Ledger();
+  journal.follow(ledger);
   const pipeline = new UploadPipeline({
     store: new OutageStore(bucket.path),
     naming: { prefix: "", name: "h", separator: ":" },
@@ -216,6 +219,7 @@ Deno.test("the pipeline keeps exactly the files not in the bucket in the journal
     multipartThreshold: 5 * 1024 ** 3,
     partSize: 256 * 1024 ** 2,
     md5OnStart: false,
+    ledger,
     journal,
   });
   const path = (name: string) => `${data.path}/${name}`;
@@ -227,7 +231,7 @@ Deno.test("the pipeline keeps exactly the files not in the bucket in the journal
   down = false;
   await Deno.writeTextFile(path("c"), "c");
   pipeline.enqueue(path("c"));
-  await waitFor("c uploaded", () => pipeline.isStored(path("c")));
+  await waitFor("c uploaded", () => pipeline.ledger.isStored(path("c")));
   await Deno.writeTextFile(path("gone"), "soon gone");
   pipeline.enqueue(path("gone"));
   await Deno.remove(path("gone"));

@@ -29,61 +29,32 @@
 import { indexBody } from "../bucket/index_body.ts";
 import { CUT_TIME_METADATA } from "../bucket/index_reader.ts";
 import { indexKey, type KeyNaming } from "../bucket/keys.ts";
-import { generationPrefix, parseToc, wantsIndex } from "../bucket/sstable.ts";
+import { generationPrefix, mutableComponentOf, parseToc, wantsIndex } from "../bucket/sstable.ts";
 import { errorMessage } from "../common/errors.ts";
 import { fileNamesOrNull, lstatOrNull, readTextOrNull } from "../common/fs.ts";
 import { log } from "../common/log.ts";
 import { basename, dirname } from "../common/paths.ts";
 import { type Backoff, backoffMs } from "../common/retry.ts";
 import type { Store } from "../store/store.ts";
+import type { FileFacts, IndexRecord, Ledger, StoredOutcome } from "./ledger.ts";
 import type { PathFilter } from "./path_filter.ts";
 
 /** Between failed uploads of one index. */
 const INDEX_PUT_BACKOFF: Backoff = { firstMs: 2_000, maxMs: 60_000, jitter: "none" };
 
-/** Components Cassandra rewrites in place: a new version means a new live set. */
-const MUTABLE_COMPONENTS = ["Statistics.db", "Summary.db", "TOC.txt"];
-
 export interface IndexPublisherOptions {
   store: Store;
   naming: KeyNaming;
   filter: PathFilter;
-  /** Is this file in the bucket with this size? (the pipeline knows) */
-  isStored(path: string, size?: number): boolean;
-  /** Is this file complete and on its way: queued, uploading or waiting to retry? */
-  isPending?(path: string): boolean;
-  /** Is it queued or uploading right now (a -B backlog waits for those)? */
-  isInFlight?(path: string): boolean;
+  /** Where the pending indexes are kept; the publisher follows its events. */
+  ledger: Ledger;
+  /** What is known of each file: in the bucket, pending, in flight (the ledger, by default). */
+  files?: FileFacts;
   /** `--pin`: is this file pinned (held for its upload whatever compaction does)? */
   isPinned?(path: string): boolean;
   waitMs: number;
   quietMs?: number;
   now?: () => number;
-}
-
-interface PendingIndex {
-  dataPath: string;
-  /** The generation's file name prefix (`nb-7-big-`). */
-  prefix: string;
-  /** Requested during the -B backlog: its wait starts when the directory stops uploading. */
-  backlog: boolean;
-  /** When the timer last looked: it looks at most every `quietMs`. */
-  checkedAt: number;
-  deadline: number;
-  /** Generation file names seen so far, and when that set last grew. */
-  seen: Set<string>;
-  changedAt: number;
-  failures: number;
-  notBefore: number;
-  /**
-   * The files the last check waited for, when the own generation has a
-   * TOC.txt: nothing needs re-reading the directory until the last one is
-   * stored (or the deadline comes). Null without a TOC (the quiet period
-   * needs looking).
-   */
-  awaiting: Set<string> | null;
-  /** With --pin: the live set and the moment it was cut, once every file of it was secured. */
-  frozen: { names: string[]; at: number } | null;
 }
 
 /** What an index names now, and whether it may be published. */
@@ -98,46 +69,35 @@ interface Cut {
   at: number;
 }
 
-/** Told after each index is written: `complete` is false when published at its deadline. */
-export type PublishedListener = (dataPath: string, directory: string, complete: boolean) => void;
-
 export class IndexPublisher {
   readonly #o: IndexPublisherOptions;
-  readonly #pending = new Map<string, PendingIndex>();
-  /** Pending data paths by directory: a stored file concerns only its directory's indexes. */
-  readonly #byDirectory = new Map<string, Set<string>>();
+  readonly #ledger: Ledger;
+  readonly #files: FileFacts;
   readonly #busy = new Set<string>();
   /** Indexes asked to be checked while a check was running: checked once more after. */
   readonly #again = new Set<string>();
   /** Names we deleted locally after upload (--delete-on-backup), per directory. */
   readonly #deletedByUs = new Map<string, Set<string>>();
-  /** Data.db files found in the bucket at start without their index. */
-  #unindexed = new Set<string>();
   /** True while the -B start-up sweep is still queueing existing files. */
   #inBacklog = false;
   #timer: ReturnType<typeof setInterval> | undefined;
   #idleWaiters: (() => void)[] = [];
   #settledWaiters: (() => void)[] = [];
-  readonly #publishedListeners: PublishedListener[] = [];
-  readonly #settledListeners: ((dataPath: string) => void)[] = [];
   published = 0;
 
   constructor(options: IndexPublisherOptions) {
     this.#o = options;
+    this.#ledger = options.ledger;
+    this.#files = options.files ?? options.ledger;
+    options.ledger.subscribe((event) => {
+      if (event.type === "stored") this.stored(event.path, event.outcome);
+      else if (event.type === "pinned") this.pinned(event.path);
+      else if (event.type === "deleted") this.deletedByUs(event.path);
+    });
   }
 
   #now(): number {
     return this.#o.now?.() ?? Date.now();
-  }
-
-  /** Calls `listener` after each index is written. */
-  onPublished(listener: PublishedListener): void {
-    this.#publishedListeners.push(listener);
-  }
-
-  /** Calls `listener` when no index is pending for a Data.db any more (written or given up). */
-  onSettled(listener: (dataPath: string) => void): void {
-    this.#settledListeners.push(listener);
   }
 
   /** Starts the timer that re-checks waiting indexes. */
@@ -160,15 +120,16 @@ export class IndexPublisher {
 
   endBacklog(): void {
     this.#inBacklog = false;
-    for (const dataPath of this.#pending.keys()) this.#evaluate(dataPath);
+    for (const entry of this.#ledger.indexes()) this.#evaluate(entry.dataPath);
   }
 
   /** A Data.db is in the bucket: publish its index once its directory's live set is. */
   request(dataPath: string): void {
-    if (this.#pending.has(dataPath)) return;
+    if (this.#ledger.index(dataPath)) return;
     const now = this.#now();
-    this.#pending.set(dataPath, {
+    this.#ledger.requestIndex({
       dataPath,
+      directory: dirname(dataPath),
       prefix: generationPrefix(basename(dataPath)) ?? basename(dataPath),
       backlog: this.#inBacklog,
       checkedAt: now,
@@ -180,36 +141,38 @@ export class IndexPublisher {
       awaiting: null,
       frozen: null,
     });
-    const directory = dirname(dataPath);
-    let inDirectory = this.#byDirectory.get(directory);
-    if (!inDirectory) this.#byDirectory.set(directory, inDirectory = new Set());
-    inDirectory.add(dataPath);
     this.#evaluate(dataPath);
   }
 
   /**
-   * A file reached the bucket (uploaded now, or found there). An uploaded
-   * Data.db asks for its index; so does one found without an index at start
-   * (see `expectIndexes`), and a rewritten mutable component (its
-   * generation's index is cut again). Any file may complete a waiting index.
+   * A file reached the bucket (uploaded now, or found there): it may
+   * complete a waiting index, and it may ask for one (`#indexAskedBy`).
    */
-  stored(path: string, outcome: "uploaded" | "present"): void {
+  stored(path: string, outcome: StoredOutcome): void {
     this.fileStored(path);
+    const early = wantsIndex(path) ? this.#ledger.index(path) : undefined;
+    if (early && !early.frozen && this.#o.isPinned) {
+      // Requested when pinned: its wait counts from its upload, as without --pin.
+      early.deadline = Math.max(early.deadline, this.#now() + this.#o.waitMs);
+    }
+    const dataPath = this.#indexAskedBy(path, outcome);
+    if (dataPath !== undefined) this.request(dataPath);
+  }
+
+  /**
+   * The one rule for when a file reaching the bucket asks for an index: an
+   * uploaded Data.db; one the bucket held without its index at start
+   * (reconciliation's `expectIndexes`); and a rewritten mutable component
+   * (its generation's index is cut again, once that Data.db is stored).
+   */
+  #indexAskedBy(path: string, outcome: StoredOutcome): string | undefined {
     if (wantsIndex(path)) {
-      const early = this.#pending.get(path);
-      if (early && !early.frozen && this.#o.isPinned) {
-        // Requested when pinned: its wait counts from its upload, as without --pin.
-        early.deadline = Math.max(early.deadline, this.#now() + this.#o.waitMs);
-      }
-      if (outcome === "uploaded" || this.#unindexed.delete(path)) this.request(path);
-      return;
+      return outcome === "uploaded" || this.#ledger.takeUnindexed(path) ? path : undefined;
     }
-    const name = basename(path);
-    const mutable = MUTABLE_COMPONENTS.find((c) => name.endsWith(c));
-    if (outcome === "uploaded" && mutable) {
-      const dataPath = `${dirname(path)}/${name.slice(0, -mutable.length)}Data.db`;
-      if (this.#o.isStored(dataPath)) this.request(dataPath);
-    }
+    const mutable = outcome === "uploaded" ? mutableComponentOf(path) : undefined;
+    if (mutable === undefined) return undefined;
+    const dataPath = `${path.slice(0, -mutable.length)}Data.db`;
+    return this.#files.isStored(dataPath) ? dataPath : undefined;
   }
 
   /**
@@ -225,38 +188,21 @@ export class IndexPublisher {
       return;
     }
     const name = basename(path);
-    for (const dataPath of this.#byDirectory.get(dirname(path)) ?? []) {
-      const entry = this.#pending.get(dataPath)!;
-      if (!entry.frozen && name.startsWith(entry.prefix)) this.#evaluate(dataPath);
+    for (const entry of this.#ledger.indexesIn(dirname(path))) {
+      if (!entry.frozen && name.startsWith(entry.prefix)) this.#evaluate(entry.dataPath);
     }
-  }
-
-  /** True while the index of this Data.db is still to be written. */
-  hasPendingIndex(dataPath: string): boolean {
-    return this.#pending.has(dataPath);
-  }
-
-  /** Data.db files the bucket holds without their index (-B writes those indexes). */
-  expectIndexes(dataPaths: Set<string>): void {
-    this.#unindexed = dataPaths;
   }
 
   /** A file reached the bucket: an index of its directory may be ready. */
   fileStored(path: string): void {
     const name = basename(path);
-    for (const dataPath of this.#byDirectory.get(dirname(path)) ?? []) {
-      const entry = this.#pending.get(dataPath)!;
+    for (const entry of this.#ledger.indexesIn(dirname(path))) {
       if (entry.awaiting === null) {
-        this.#evaluate(dataPath);
+        this.#evaluate(entry.dataPath);
       } else if (entry.awaiting.delete(name) && entry.awaiting.size === 0) {
-        this.#evaluate(dataPath);
+        this.#evaluate(entry.dataPath);
       }
     }
-  }
-
-  /** Directories with an index still to publish (delete-on-backup waits for them). */
-  hasPendingIn(directory: string): boolean {
-    return (this.#byDirectory.get(directory)?.size ?? 0) > 0;
   }
 
   /** Remembers a file we deleted after upload, so later indexes still name it. */
@@ -271,12 +217,12 @@ export class IndexPublisher {
   }
 
   pendingCount(): number {
-    return this.#pending.size;
+    return this.#ledger.indexCount();
   }
 
   /** Resolves when no index is waiting. */
   idle(): Promise<void> {
-    if (this.#pending.size === 0) return Promise.resolve();
+    if (this.#ledger.indexCount() === 0) return Promise.resolve();
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 
@@ -288,11 +234,13 @@ export class IndexPublisher {
   checkDue(): Promise<void> {
     const now = this.#now();
     const every = this.#o.quietMs ?? 2_000;
-    for (const [dataPath, entry] of this.#pending) {
+    for (const entry of this.#ledger.indexes()) {
       // Waiting for named files, the stored-file notices drive the checks;
       // the timer then only looks now and then, in case one was missed.
       const interval = entry.awaiting?.size ? every * 5 : every;
-      if (now >= entry.deadline || now - entry.checkedAt >= interval) this.#evaluate(dataPath);
+      if (now >= entry.deadline || now - entry.checkedAt >= interval) {
+        this.#evaluate(entry.dataPath);
+      }
     }
     return this.settled();
   }
@@ -314,7 +262,7 @@ export class IndexPublisher {
       .finally(() => {
         this.#busy.delete(dataPath);
         if (this.#again.delete(dataPath)) this.#evaluate(dataPath);
-        if (this.#pending.size === 0) {
+        if (this.#ledger.indexCount() === 0) {
           for (const resolve of this.#idleWaiters.splice(0)) resolve();
         }
         if (this.#busy.size === 0) {
@@ -323,15 +271,14 @@ export class IndexPublisher {
       });
   }
 
-  #forget(dataPath: string): void {
-    const wasFrozen = this.#pending.get(dataPath)?.frozen;
-    this.#pending.delete(dataPath);
-    const inDirectory = this.#byDirectory.get(dirname(dataPath));
-    inDirectory?.delete(dataPath);
-    if (inDirectory?.size === 0) this.#byDirectory.delete(dirname(dataPath));
-    for (const listener of this.#settledListeners) listener(dataPath);
+  /** The index is written (`complete`: with its whole live set) or, unwritten, given up. */
+  #settle(dataPath: string, written: boolean, complete = false): void {
+    const wasFrozen = this.#ledger.index(dataPath)?.frozen;
+    this.#ledger.settleIndex(dataPath, { written, complete });
     // Indexes of the directory cut later may have waited for this one.
-    if (wasFrozen) { for (const other of inDirectory ?? []) this.#evaluate(other); }
+    if (wasFrozen) {
+      for (const other of this.#ledger.indexesIn(dirname(dataPath))) this.#evaluate(other.dataPath);
+    }
   }
 
   /**
@@ -341,18 +288,18 @@ export class IndexPublisher {
    * its files were uploaded (--pin), and readers that order indexes by
    * upload time (LastModified, see index_reader.ts) still find the newest.
    */
-  #earlierCutPending(entry: PendingIndex, at: number): boolean {
-    for (const other of this.#byDirectory.get(dirname(entry.dataPath)) ?? []) {
-      const frozen = other === entry.dataPath ? null : this.#pending.get(other)?.frozen;
+  #earlierCutPending(entry: IndexRecord, at: number): boolean {
+    for (const other of this.#ledger.indexesIn(entry.directory)) {
+      const frozen = other === entry ? null : other.frozen;
       if (!frozen) continue;
       // Cut in the same millisecond: the one named first goes first.
-      if (frozen.at < at || (frozen.at === at && other < entry.dataPath)) return true;
+      if (frozen.at < at || (frozen.at === at && other.dataPath < entry.dataPath)) return true;
     }
     return false;
   }
 
   async #tryPublish(dataPath: string): Promise<void> {
-    const entry = this.#pending.get(dataPath);
+    const entry = this.#ledger.index(dataPath);
     if (!entry) return;
     const now = this.#now();
     if (now < entry.notBefore || this.#inBacklog) return;
@@ -365,9 +312,9 @@ export class IndexPublisher {
     }
     if (entry.frozen && cut.waiting.has(basename(dataPath))) {
       // Never published without its own Data.db: wait while it is on its way.
-      if (this.#o.isPending?.(dataPath)) return;
+      if (this.#files.isPending(dataPath)) return;
       log.warn("index not written: its Data.db did not reach the bucket", { path: dataPath });
-      this.#forget(dataPath);
+      this.#settle(dataPath, false);
       return;
     }
     if (!cut.complete && now < entry.deadline) return;
@@ -394,10 +341,9 @@ export class IndexPublisher {
       log.warn("index upload failed, will retry", { key, error: errorMessage(err) });
       return;
     }
-    this.#forget(dataPath);
     this.published++;
+    this.#settle(dataPath, true, cut.complete);
     log.info("index written", { key, files: cut.names.length });
-    for (const listener of this.#publishedListeners) listener(dataPath, directory, cut.complete);
   }
 
   /**
@@ -405,21 +351,21 @@ export class IndexPublisher {
    * publish yet (or ever: the entry is then dropped). With --pin a cut
    * whose every file is secured is frozen.
    */
-  #cutNow(entry: PendingIndex, now: number): Cut | null {
+  #cutNow(entry: IndexRecord, now: number): Cut | null {
     const dataPath = entry.dataPath;
     const directory = dirname(dataPath);
     const files = fileNamesOrNull(directory);
     if (files === null) {
       // The directory is gone (table dropped): nothing consistent to publish.
       log.warn("index not written: directory vanished", { path: dataPath });
-      this.#forget(dataPath);
+      this.#settle(dataPath, false);
       return null;
     }
     if (!files.has(basename(dataPath))) {
       log.warn("index not written: its Data.db is no longer in the directory", {
         path: dataPath,
       });
-      this.#forget(dataPath);
+      this.#settle(dataPath, false);
       return null;
     }
     const { secured, members, ...cut } = this.#liveSet(entry, directory, files, now);
@@ -428,22 +374,20 @@ export class IndexPublisher {
       return this.#frozenCut(entry, directory);
     }
     // Requested when pinned: not published before its own Data.db is stored.
-    if (!this.#o.isStored(dataPath)) return null;
+    if (!this.#files.isStored(dataPath)) return null;
     return { ...cut, at: now };
   }
 
   /** A frozen cut: its names, once in the bucket (their originals may be gone). */
-  #frozenCut(entry: PendingIndex, directory: string): Cut {
+  #frozenCut(entry: IndexRecord, directory: string): Cut {
     const { names, at } = entry.frozen!;
     const deleted = this.#deletedByUs.get(directory) ?? new Set<string>();
     const stored = (name: string) => {
       const path = `${directory}/${name}`;
-      return deleted.has(name) || this.#o.isStored(path, lstatOrNull(path)?.size);
+      return deleted.has(name) || this.#files.isStored(path, lstatOrNull(path)?.size);
     };
     const waiting = new Set(names.filter((name) => !stored(name)));
-    const inFlight = [...waiting].some((name) =>
-      this.#o.isInFlight?.(`${directory}/${name}`) ?? false
-    );
+    const inFlight = [...waiting].some((name) => this.#files.isInFlight(`${directory}/${name}`));
     entry.awaiting = waiting;
     return {
       names: names.filter((name) => !waiting.has(name)),
@@ -458,17 +402,18 @@ export class IndexPublisher {
    * The directory's live set as of now: the names an index cut now would
    * give (only files in the bucket), and whether it is complete yet.
    */
-  #liveSet(entry: PendingIndex, directory: string, files: Set<string>, now: number) {
+  #liveSet(entry: IndexRecord, directory: string, files: Set<string>, now: number) {
     const pathOf = (name: string) => `${directory}/${name}`;
     const accepted = [...files].filter((n) => this.#o.filter.accepts(pathOf(n)));
     const deleted = this.#deletedByUs.get(directory) ?? new Set<string>();
     const stored = (name: string) => {
       if (deleted.has(name)) return true;
       const size = lstatOrNull(pathOf(name))?.size;
-      return size !== undefined && this.#o.isStored(pathOf(name), size);
+      return size !== undefined && this.#files.isStored(pathOf(name), size);
     };
     const known = (name: string) =>
-      deleted.has(name) || this.#o.isPending?.(pathOf(name)) || this.#o.isStored(pathOf(name));
+      deleted.has(name) || this.#files.isPending(pathOf(name)) ||
+      this.#files.isStored(pathOf(name));
     const tocOf = (prefix: string) => {
       const text = readTextOrNull(pathOf(`${prefix}TOC.txt`));
       return text === null ? null : parseToc(text).map((c) => `${prefix}${c}`)
@@ -509,7 +454,7 @@ export class IndexPublisher {
     for (const name of deleted) members.add(name);
 
     const waiting = new Set([...members].filter((name) => !stored(name)));
-    const inFlight = [...waiting].some((name) => this.#o.isInFlight?.(pathOf(name)) ?? false);
+    const inFlight = [...waiting].some((name) => this.#files.isInFlight(pathOf(name)));
     entry.awaiting = ownToc ? waiting : null;
     const quiet = now - entry.changedAt >= (this.#o.quietMs ?? 2_000);
     const whole = ownToc !== null || quiet;

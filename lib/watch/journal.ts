@@ -41,7 +41,7 @@
 import { errorMessage, FatalError } from "../common/errors.ts";
 import { isGone } from "../common/fs.ts";
 import { log } from "../common/log.ts";
-import type { RecordJournal } from "./file_record.ts";
+import type { Ledger } from "./ledger.ts";
 import type { InFlightUpload, UploadJournal } from "./multipart_resume.ts";
 
 export const JOURNAL_FILE = "journal.jsonl";
@@ -241,7 +241,7 @@ export interface JournalOptions {
   compactMinBytes?: number;
 }
 
-export class Journal implements RecordJournal, UploadJournal {
+export class Journal implements UploadJournal {
   readonly dir: string;
   readonly path: string;
   readonly #lock: Deno.FsFile;
@@ -271,9 +271,6 @@ export class Journal implements RecordJournal, UploadJournal {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #chain: Promise<void> = Promise.resolve();
   #closed = false;
-  /** Paths whose `done` waits for something else (a Data.db for its index). */
-  #hold: ((path: string) => boolean) | undefined;
-  readonly #held = new Set<string>();
   /** For the debug log and the benchmark notes: the last batch's cost. */
   readonly stats = { batches: 0, lines: 0, compactions: 0, lastBatchMs: 0, maxBatchMs: 0 };
 
@@ -373,10 +370,23 @@ export class Journal implements RecordJournal, UploadJournal {
     return this.#live.size;
   }
 
+  /**
+   * Persists the ledger's transitions: a file leaving rest is `pending`, one
+   * released is `done` (a Data.db held for its index is released only once
+   * the index is written, so a crash in between still gets it an index: at
+   * the next start it is queued again, found in the bucket, and expected to
+   * get its index).
+   */
+  follow(ledger: Ledger): void {
+    ledger.subscribe((event) => {
+      if (event.type === "pending") this.pending(event.path, event.since);
+      else if (event.type === "released") this.done(event.path);
+    });
+  }
+
   /** The file is complete and not in the bucket. */
   pending(path: string, since: number): void {
     if (this.#closed) return;
-    this.#held.delete(path);
     if (this.#live.get(path) === since && this.#written.has(path) && !this.#unwritten.has(path)) {
       return; // already in the file as it is (a replayed entry queued again)
     }
@@ -425,29 +435,10 @@ export class Journal implements RecordJournal, UploadJournal {
     this.#flushSoon();
   }
 
-  /** The file rests: in the bucket, skipped or gone (unless held, see `holdWhile`). */
+  /** The file rests for good: in the bucket (and indexed), skipped or gone. */
   done(path: string): void {
     if (this.#closed) return;
-    if (this.#hold?.(path)) {
-      this.#held.add(path);
-      return;
-    }
     this.#remove(path);
-  }
-
-  /** `done` of a path for which `hold` is true waits for `release(path)`. */
-  holdWhile(hold: (path: string) => boolean): void {
-    this.#hold = hold;
-  }
-
-  /** A held path is done now. */
-  release(path: string): void {
-    if (this.#held.delete(path)) this.#remove(path);
-  }
-
-  /** Paths whose `done` is held. */
-  heldPaths(): string[] {
-    return [...this.#held];
   }
 
   /**

@@ -14,6 +14,7 @@
  */
 import { VERSION } from "../common/version.ts";
 import { FAILURE_REASONS } from "../store/failure.ts";
+import type { Ledger } from "./ledger.ts";
 
 /** Options for `Metrics`. */
 export interface MetricsOptions {
@@ -82,6 +83,15 @@ export class Metrics {
   constructor(options: MetricsOptions = {}) {
     this.#now = options.now ?? Date.now;
     this.#startedMs = this.#now();
+  }
+
+  /** Follows the ledger: each index written, under the watched path `rootOf` gives. */
+  follow(ledger: Ledger, rootOf: (path: string) => string): void {
+    ledger.subscribe((event) => {
+      if (event.type === "index-settled" && event.written) {
+        this.indexWritten(rootOf(`${event.directory}/x`), event.complete);
+      }
+    });
   }
 
   /** A file under the watched path `root` was uploaded in `seconds`. */

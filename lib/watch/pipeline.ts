@@ -3,10 +3,10 @@
  * objects in the bucket. It owns the bounded pool (`-t` uploads at once) and
  * the retry rules: a try-cycle is 1 + `--retries` attempts; a file whose
  * cycle failed waits (5 s doubling up to 5 min) and is tried again, never
- * dropped. Each file is one `FileRecord` (file_record.ts); one upload is
- * `FileUploader`'s (upload_file.ts). With `--state-dir` the records tell the
- * journal which files are pending (journal.ts). With `--pin` each complete
- * file is pinned (pins.ts) and uploaded from its pin.
+ * dropped. Each file is one `FileRecord` in the ledger (ledger.ts), moved
+ * only through it; one upload is `FileUploader`'s (upload_file.ts). Who else
+ * cares about a file (the journal, pins, the index publisher) follows the
+ * ledger's events, not the pipeline. With `--pin` an upload reads the pin.
  */
 import { errorMessage } from "../common/errors.ts";
 import { lstatOrNull } from "../common/fs.ts";
@@ -19,10 +19,11 @@ import type { Store } from "../store/store.ts";
 import { BucketView, type RemoteListing } from "./bucket_view.ts";
 import {
   type FileRecord,
-  FileRecords,
-  type RecordJournal,
+  Ledger,
+  type PendingSummary,
+  type StoredOutcome,
   type StoredVersion,
-} from "./file_record.ts";
+} from "./ledger.ts";
 import type { UploadJournal } from "./multipart_resume.ts";
 import { FileUploader } from "./upload_file.ts";
 
@@ -43,12 +44,8 @@ export interface UploadObserver {
 
 /** `--pin` as the pipeline uses it. `Pins` (pins.ts) implements it. */
 export interface PipelinePins {
-  /** The file is complete (again): pin it, or move its pin to its current version. */
-  pin(path: string): void;
   /** The file an upload of `path` reads: its pin, or undefined (the original). */
   sourceOf(path: string): string | undefined;
-  /** The file rests (in the bucket, skipped or gone): its pin may go. */
-  rested(path: string): void;
 }
 
 export interface UploadPipelineOptions {
@@ -69,17 +66,15 @@ export interface UploadPipelineOptions {
   rootOf?: (path: string) => string;
   /** Stored files remembered before deleted ones are first pruned (default 10,000). */
   pruneStoredAfter?: number;
-  /**
-   * The durable journal (`--state-dir`): told which files are pending, and
-   * which multipart uploads are in flight.
-   */
-  journal?: (RecordJournal & UploadJournal) | undefined;
-  /** `--pin`: complete files are pinned and uploaded from their pin. */
+  /** The watcher's records (a new ledger of its own when not given). */
+  ledger?: Ledger;
+  /** The durable journal (`--state-dir`): which multipart uploads are in flight. */
+  journal?: UploadJournal | undefined;
+  /** `--pin`: complete files are uploaded from their pin. */
   pins?: PipelinePins | undefined;
 }
 
-/** How a file came to be in the bucket. */
-export type StoredOutcome = "uploaded" | "present";
+export type { StoredOutcome };
 
 export interface PipelineSummary {
   uploaded: number;
@@ -90,11 +85,12 @@ export interface PipelineSummary {
 
 export class UploadPipeline {
   readonly #o: UploadPipelineOptions;
-  readonly #records: FileRecords;
+  /** The records: read them here, not through the pipeline. */
+  readonly ledger: Ledger;
+  readonly #records: Ledger;
   readonly #bucket: BucketView;
   readonly #uploader: FileUploader;
   readonly #abort = new AbortController();
-  readonly #storedListeners: ((path: string, outcome: StoredOutcome) => void)[] = [];
   #pruneStoredAt: number;
   #pruning = false;
   #accepting = true;
@@ -104,7 +100,7 @@ export class UploadPipeline {
   constructor(options: UploadPipelineOptions) {
     this.#o = options;
     this.#pruneStoredAt = options.pruneStoredAfter ?? STORED_PRUNE_MIN;
-    this.#records = new FileRecords(options.journal);
+    this.ledger = this.#records = options.ledger ?? new Ledger();
     this.#bucket = new BucketView(options.store);
     this.#uploader = new FileUploader({
       store: options.store,
@@ -118,43 +114,9 @@ export class UploadPipeline {
     });
   }
 
-  /** Calls `listener` each time a file is confirmed in the bucket (uploaded or found there). */
-  onStored(listener: (path: string, outcome: StoredOutcome) => void): void {
-    this.#storedListeners.push(listener);
-  }
-
   /** Uses a startup listing instead of asking the bucket per file (until set to undefined). */
   setListing(listing: RemoteListing | undefined): void {
     this.#bucket.setStartupListing(listing);
-  }
-
-  /** How many files are remembered as stored (after pruning). */
-  storedCount(): number {
-    return this.#records.storedCount();
-  }
-
-  /** True when `path` with this size is known to be in the bucket. */
-  isStored(path: string, size?: number): boolean {
-    const stored = this.#records.get(path)?.stored;
-    return stored !== undefined && (size === undefined || stored.size === size);
-  }
-
-  /** True when the file is known in the bucket with exactly this size and mtime. */
-  isStoredUnchanged(path: string, size: number, mtimeMs: number): boolean {
-    const stored = this.#records.get(path)?.stored;
-    return stored !== undefined && stored.size === size && stored.mtimeMs === mtimeMs;
-  }
-
-  /** True when the file is queued or uploading now (not waiting for a retry). */
-  isInFlight(path: string): boolean {
-    const state = this.#records.get(path)?.state;
-    return state === "queued" || state === "uploading";
-  }
-
-  /** True when the file is queued, uploading or waiting for a retry. */
-  isPending(path: string): boolean {
-    const state = this.#records.get(path)?.state;
-    return state !== undefined && state !== "resting";
   }
 
   /**
@@ -183,12 +145,12 @@ export class UploadPipeline {
     if (queue) this.#records.move(record, "queued");
     // Once pending (whoever hears of the pin finds the file on its way), and
     // before its upload can start (which then reads the pin).
-    this.#o.pins?.pin(path);
+    this.#records.complete(path);
     if (queue) this.#pump();
   }
 
   /** Files and the oldest completion time of everything not yet in the bucket. */
-  pending(): { files: number; bytes: number; oldestSince: number | null } {
+  pending(): PendingSummary {
     return this.#records.pending();
   }
 
@@ -230,7 +192,7 @@ export class UploadPipeline {
         await this.idle();
       }
     }
-    const unfinished = inFlight.filter((r) => !this.isStored(r.path)).map((r) => r.path);
+    const unfinished = inFlight.filter((r) => !this.ledger.isStored(r.path)).map((r) => r.path);
     return [...notStarted.map((r) => r.path), ...unfinished];
   }
 
@@ -249,9 +211,8 @@ export class UploadPipeline {
           const again = record.again && this.#accepting;
           // Stopped by shutdown, or a newer version is not uploaded: still pending.
           const unfinished = !finished || record.again;
+          // Unfinished (shutdown): neither held nor released, kept for the next start.
           this.#records.move(record, again ? "queued" : "resting", { unfinished });
-          // Unfinished (shutdown): the pin stays for the next start.
-          if (!again && !unfinished) this.#o.pins?.rested(record.path);
         }
         this.#pump();
         if (this.#isIdle()) { for (const resolve of this.#idleWaiters.splice(0)) resolve(); }
@@ -324,13 +285,11 @@ export class UploadPipeline {
         this.summary.skipped++;
         return;
       case "present":
-        this.#remember(record, outcome.version);
         this.summary.skipped++;
-        this.#emitStored(record.path, "present");
+        this.#stored(record, outcome.version, "present");
         return;
       case "uploaded": {
         const { size } = outcome.version;
-        this.#remember(record, outcome.version);
         this.summary.uploaded++;
         this.summary.uploadedBytes += size;
         this.#o.observer?.fileUploaded(
@@ -344,17 +303,13 @@ export class UploadPipeline {
           seconds: roundSeconds(outcome.seconds),
           parts: outcome.parts,
         });
-        this.#emitStored(record.path, "uploaded");
+        this.#stored(record, outcome.version, "uploaded");
       }
     }
   }
 
-  #emitStored(path: string, outcome: StoredOutcome): void {
-    for (const listener of this.#storedListeners) listener(path, outcome);
-  }
-
-  #remember(record: FileRecord, version: StoredVersion): void {
-    this.#records.remember(record, version);
+  #stored(record: FileRecord, version: StoredVersion, outcome: StoredOutcome): void {
+    this.#records.stored(record, version, outcome);
     if (this.#records.storedCount() >= this.#pruneStoredAt && !this.#pruning) {
       void this.#pruneStored();
     }

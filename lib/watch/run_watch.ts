@@ -1,13 +1,12 @@
 /**
- * The watcher job, composed: each part is built after the parts it needs,
- * and later parts attach themselves to earlier ones' events.
+ * The watcher job, composed: it builds the parts, subscribes them to the
+ * ledger (ledger.ts), starts and stops them.
  *
  *   FileWatcher (complete files) -> UploadPipeline (the bucket)
- *        -> IndexPublisher (-listdir.json) -> LocalCleanup (--delete-on-backup)
+ *        -> Ledger (one record per file and per pending index)
+ *             -> Journal, Pins, IndexPublisher, LocalCleanup, Metrics
  *
- * plus pins (--pin: the pipeline pins each complete file; a Data.db's pin
- * waits for its index), start-up reconciliation (-B), --once, metrics and
- * signals.
+ * plus start-up reconciliation (-B, --state-dir), --once and signals.
  */
 import { errorMessage, FatalError } from "../common/errors.ts";
 import { secondsSince } from "../common/format.ts";
@@ -24,6 +23,7 @@ import { RateLimitedStore, RateLimiter } from "../store/rate_limit.ts";
 import type { Store } from "../store/store.ts";
 import { checkRoot, FileWatcher } from "./file_watcher.ts";
 import { IndexPublisher } from "./index_publisher.ts";
+import { Ledger } from "./ledger.ts";
 import { LocalCleanup } from "./local_cleanup.ts";
 import { Metrics } from "./metrics.ts";
 import { serveMetrics } from "./metrics_server.ts";
@@ -104,9 +104,14 @@ export async function runWatch(s: WatchSettings): Promise<number> {
   const state = s.stateDir === undefined ? undefined : await DurableState.open(s.stateDir);
   // A new or damaged journal cannot say what changed meanwhile: reconcile as -B does.
   const backup = s.backup || (state?.needsFullReconciliation ?? false);
+  const ledger = new Ledger();
+  state?.journal.follow(ledger);
   const metrics = new Metrics();
+  const rootOf = (path: string) => s.roots.find((r) => path.startsWith(r + "/")) ?? path;
+  metrics.follow(ledger, rootOf);
   const pins = s.pin ? Pins.open({ roots: s.roots, ...s.pin, observer: metrics }) : undefined;
   if (pins) {
+    pins.follow(ledger);
     metrics.pinsFrom(() => pins.usage());
     // Pin paths are neither watched, swept, indexed nor uploaded.
     s = { ...s, filter: pins.excluding(s.filter) };
@@ -114,7 +119,6 @@ export async function runWatch(s: WatchSettings): Promise<number> {
   const store = openWatchStore(s, metrics);
   const reachable = await checkReachable(store, metrics, backup);
   const server = s.metricsListen === undefined ? undefined : serveMetrics(metrics, s.metricsListen);
-  const rootOf = (path: string) => s.roots.find((r) => path.startsWith(r + "/")) ?? path;
   // Before any upload of ours: whatever is listed is an earlier run's. (Not
   // while S3 is unreachable: the start would wait for the listing's timeouts.)
   if ((backup || state) && reachable) {
@@ -124,23 +128,25 @@ export async function runWatch(s: WatchSettings): Promise<number> {
     await abortStaleUploads(store, prefixes, keep);
   }
 
-  const journal = state?.journal;
   const pipeline = new UploadPipeline({
     ...s,
     store,
     observer: metrics,
     rootOf,
-    journal,
+    ledger,
+    journal: state?.journal,
     pins,
   });
-  const publisher = s.withoutIndex
-    ? undefined
-    : startIndexing(s, store, pipeline, metrics, rootOf, pins);
-  const cleanup = s.deleteOnBackup ? new LocalCleanup(pipeline, publisher) : undefined;
-  if (cleanup) {
-    pipeline.onStored((path) => cleanup.fileStored(path));
-    publisher?.onPublished((_, directory) => cleanup.directoryIndexed(directory));
-  }
+  // Before the cleanup: a stored Data.db asks for its index before its directory is cleaned.
+  const publisher = s.withoutIndex ? undefined : new IndexPublisher({
+    store,
+    naming: s.naming,
+    filter: s.filter,
+    ledger,
+    ...(pins ? { isPinned: (path: string) => pins.isPinned(path) } : {}),
+    waitMs: s.indexWaitMs,
+  });
+  const cleanup = s.deleteOnBackup ? new LocalCleanup(ledger) : undefined;
   const watcher = newFileWatcher({ ...s, backup }, pipeline, metrics);
 
   const signals = listenForStopSignals();
@@ -149,6 +155,7 @@ export async function runWatch(s: WatchSettings): Promise<number> {
   try {
     // Pins left by a killed run, adopted before any file is pinned or queued.
     const recovered = pins ? await pins.recover(s.filter) : [];
+    publisher?.start();
     await watcher.prepare();
     if (!s.once) watcher.watch();
     log.info("tablesnap started", {
@@ -161,7 +168,7 @@ export async function runWatch(s: WatchSettings): Promise<number> {
       // Indexes of the backlog wait until every existing file is queued.
       publisher?.beginBacklog();
       try {
-        const parts = { ...s, store, pipeline, publisher, watcher };
+        const parts = { ...s, store, pipeline, ledger, indexing: !!publisher, watcher };
         if (state) await state.reconcile(parts);
         else await reconcileAtStart(parts);
       } finally {
@@ -192,41 +199,6 @@ export async function runWatch(s: WatchSettings): Promise<number> {
   }
 }
 
-/** The index publisher, told of every stored file by the pipeline. */
-function startIndexing(
-  s: WatchSettings,
-  store: Store,
-  pipeline: UploadPipeline,
-  metrics: Metrics,
-  rootOf: (path: string) => string,
-  pins: Pins | undefined,
-): IndexPublisher {
-  const publisher = new IndexPublisher({
-    store,
-    naming: s.naming,
-    filter: s.filter,
-    isStored: (path, size) => pipeline.isStored(path, size),
-    isPending: (path) => pipeline.isPending(path),
-    isInFlight: (path) => pipeline.isInFlight(path),
-    ...(pins ? { isPinned: (path: string) => pins.isPinned(path) } : {}),
-    waitMs: s.indexWaitMs,
-  });
-  pipeline.onStored((path, outcome) => publisher.stored(path, outcome));
-  if (pins) {
-    // A Data.db keeps its pin until its index is written (or given up).
-    pins.onPinned((path) => publisher.pinned(path));
-    pins.holdWhile((path) => publisher.hasPendingIndex(path));
-    publisher.onSettled((dataPath) => {
-      if (!pipeline.isPending(dataPath)) pins.release(dataPath);
-    });
-  }
-  publisher.onPublished((_, directory, complete) =>
-    metrics.indexWritten(rootOf(`${directory}/x`), complete)
-  );
-  publisher.start();
-  return publisher;
-}
-
 /** The watcher, feeding complete files to the pipeline; its candidates count as pending. */
 function newFileWatcher(s: WatchSettings, pipeline: UploadPipeline, metrics: Metrics): FileWatcher {
   const watcher = new FileWatcher({
@@ -236,14 +208,15 @@ function newFileWatcher(s: WatchSettings, pipeline: UploadPipeline, metrics: Met
       pipeline.enqueue(path);
     },
     isHandled: (path, info) =>
-      pipeline.isPending(path) ||
-      pipeline.isStoredUnchanged(path, info.size, info.mtime?.getTime() ?? 0),
+      pipeline.ledger.isPending(path) ||
+      pipeline.ledger.isStoredUnchanged(path, info.size, info.mtime?.getTime() ?? 0),
     includeExisting: s.backup,
     sweepIntervalMs: s.once ? 0 : s.sweepIntervalMs,
     onWatching: (ok) => metrics.setWatching(ok),
   });
+  // Files still settling count as pending too.
   metrics.pendingFrom(() => {
-    const pending = pipeline.pending();
+    const pending = pipeline.ledger.pending();
     return { ...pending, files: pending.files + watcher.candidates() };
   });
   return watcher;

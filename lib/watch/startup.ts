@@ -36,8 +36,8 @@ import { wantsIndex } from "../bucket/sstable.ts";
 import type { Store } from "../store/store.ts";
 import type { RemoteListing, RemoteObject } from "./bucket_view.ts";
 import type { FileWatcher } from "./file_watcher.ts";
-import type { IndexPublisher } from "./index_publisher.ts";
 import { Journal, type JournalRecovery } from "./journal.ts";
+import type { Ledger } from "./ledger.ts";
 import type { PathFilter } from "./path_filter.ts";
 import type { UploadPipeline } from "./pipeline.ts";
 import { isWatchedDir } from "./watch_rules.ts";
@@ -52,7 +52,10 @@ export interface StartupParts {
   /** With --once a failed listing is fatal; otherwise files are checked one by one. */
   once: boolean;
   pipeline: UploadPipeline;
-  publisher: IndexPublisher | undefined;
+  /** The records: reconciliation reads them and feeds them the bucket's facts. */
+  ledger: Ledger;
+  /** Indexes are written (not --without-index): Data.db files without one are worth noting. */
+  indexing: boolean;
   watcher: FileWatcher;
 }
 
@@ -60,33 +63,31 @@ export interface StartupParts {
 interface StartupExtras {
   /** Runs once the listing is in place, before the sweep (queues the journal's files). */
   beforeSweep?: () => void;
-  /** Data.db files whose index is to be written if found in the bucket; more are added to it. */
-  expected?: Set<string>;
+  /** Data.db files whose index is to be written if found in the bucket. */
+  expected?: Iterable<string>;
 }
 
 /**
- * Lists the bucket, queues every existing file, and frees the listing once
- * they are checked. Returns the Data.db files expected to get an index.
+ * Lists the bucket, tells the ledger which Data.db files it holds without
+ * an index, queues every existing file, and frees the listing once they are
+ * checked.
  */
 export async function reconcileAtStart(
   parts: StartupParts,
   extras: StartupExtras = {},
-): Promise<Set<string>> {
+): Promise<void> {
   const { pipeline, naming } = parts;
   const listing = await listExisting(parts);
-  const expected = extras.expected ?? new Set<string>();
-  if (listing) {
-    pipeline.setListing(listing);
-    for (const path of dataFilesWithoutIndex(listing, naming)) expected.add(path);
+  if (listing) pipeline.setListing(listing);
+  if (parts.indexing) {
+    parts.ledger.expectIndexes(extras.expected ?? []);
+    if (listing) parts.ledger.expectIndexes(dataFilesWithoutIndex(listing, naming));
   }
-  // A copy: the publisher takes paths out of its set as it handles them.
-  if (listing || expected.size > 0) parts.publisher?.expectIndexes(new Set(expected));
   extras.beforeSweep?.();
   await parts.watcher.sweep("startup", true);
   // The sweep only queues files: keep the listing until they are checked
   // against it (one request per file otherwise), then free it.
   void pipeline.idle().then(() => pipeline.setListing(undefined));
-  return expected;
 }
 
 async function listExisting(parts: StartupParts): Promise<RemoteListing | undefined> {
@@ -150,10 +151,6 @@ export class DurableState {
   #coveredBefore = 0;
   #timer: ReturnType<typeof setInterval> | undefined;
   #scanning: Promise<void> | undefined;
-  /** Data.db files whose index is still to be written: they stay in the journal until it is. */
-  readonly #awaitingIndex = new Set<string>();
-  /** Data.db files expected to get an index when found in the bucket (as the publisher's). */
-  readonly #expected = new Set<string>();
 
   private constructor(journal: Journal, recovery: JournalRecovery) {
     this.journal = journal;
@@ -178,13 +175,12 @@ export class DurableState {
    */
   async reconcile(parts: DurableParts): Promise<void> {
     let startedAt = Date.now();
-    this.#keepDataUntilIndexed(parts);
     if (parts.recursive !== parts.autoAdd) {
       for (const root of parts.roots) await collectDirs(root, this.#startDirs);
     }
     // Replayed Data.db files may have been stored before their index was written.
-    for (const path of this.recovery.pending.keys()) if (wantsIndex(path)) this.#expected.add(path);
-    const extras = { beforeSweep: () => this.#queuePending(parts), expected: this.#expected };
+    const expected = [...this.recovery.pending.keys()].filter(wantsIndex);
+    const extras = { beforeSweep: () => this.#queuePending(parts), expected };
     const checkpoint = this.recovery.checkpoint;
     if (parts.backup || checkpoint === undefined) {
       if (!parts.backup && !this.recovery.damaged) {
@@ -240,14 +236,12 @@ export class DurableState {
     const at = Date.now();
     let bound = at;
     let queued = 0;
-    const { pipeline, settleMs } = parts;
+    const { ledger, pipeline, settleMs } = parts;
     const scope = { ...parts, startDirs: this.#startDirs };
     await walkTree(parts.roots, parts.filter, (dir) => isWatchedDir(dir, scope), (_, __, files) => {
       for (const { path, info } of files) {
         const mtime = info.mtime?.getTime() ?? 0;
-        if (pipeline.isPending(path) || pipeline.isStoredUnchanged(path, info.size, mtime)) {
-          continue;
-        }
+        if (ledger.isPending(path) || ledger.isStoredUnchanged(path, info.size, mtime)) continue;
         const ctime = info.ctime?.getTime() ?? mtime;
         if (ctime < this.#coveredBefore) continue;
         if ((info.nlink ?? 1) > 1 || Date.now() - mtime >= settleMs) {
@@ -259,9 +253,6 @@ export class DurableState {
         }
       }
     });
-    for (const path of this.journal.heldPaths()) {
-      if (!lstatOrNull(path)) this.journal.release(path);
-    }
     this.journal.checkpoint(bound);
     log.debug("checkpoint scan done", {
       checkpoint: new Date(bound).toISOString(),
@@ -284,40 +275,20 @@ export class DurableState {
     }
     if (queued > 0) log.info("queued the files pending in the state journal", { files: queued });
   }
-
-  /**
-   * A Data.db stays in the journal until its index is written, so that a
-   * crash in between still gets it an index: at the next start it is
-   * queued again, found in the bucket, and expected to get its index.
-   */
-  #keepDataUntilIndexed(parts: DurableParts): void {
-    const { pipeline, publisher } = parts;
-    if (!publisher) return;
-    pipeline.onStored((path, outcome) => {
-      if (!wantsIndex(path)) return;
-      // Exactly when the publisher asks for an index (index_publisher.ts `stored`).
-      if (outcome === "uploaded" || this.#expected.delete(path)) this.#awaitingIndex.add(path);
-    });
-    publisher.onPublished((dataPath) => {
-      this.#awaitingIndex.delete(dataPath);
-      if (!pipeline.isPending(dataPath)) this.journal.release(dataPath);
-    });
-    this.journal.holdWhile((path) => this.#awaitingIndex.has(path));
-  }
 }
 
 /**
  * Without -B and with a checkpoint: lists only the directories with an
  * entry changed since it (one request per 1,000 keys each) and queues their
- * files, checked against those listings. Returns the Data.db files expected
- * to get an index.
+ * files, checked against those listings. Data.db files found there
+ * without an index are told to the ledger.
  */
 async function reconcileChanged(
   parts: DurableParts,
   checkpoint: number,
   extras: StartupExtras,
-): Promise<Set<string>> {
-  const { pipeline, naming, store } = parts;
+): Promise<void> {
+  const { ledger, pipeline, naming, store } = parts;
   const started = performance.now();
   const since = checkpoint - CHANGE_MARGIN_MS;
   const changed: ScannedFile[][] = [];
@@ -334,7 +305,7 @@ async function reconcileChanged(
     const ctime = info.ctime?.getTime() ?? 0;
     return ctime >= since && ctime > (info.mtime?.getTime() ?? 0);
   });
-  const expected = extras.expected ?? new Set<string>();
+  const expected = new Set(extras.expected);
   const objects = new Map<string, RemoteObject>();
   const directories = new Set<string>();
   let listing: RemoteListing | undefined = { objects, prefixes: [], directories };
@@ -367,13 +338,13 @@ async function reconcileChanged(
       }
     }
   }
-  if (expected.size > 0) parts.publisher?.expectIndexes(new Set(expected));
+  if (parts.indexing) ledger.expectIndexes(expected);
   extras.beforeSweep?.();
   let queued = 0;
   for (const files of changed) {
     for (const { path, info } of files) {
       const mtime = info.mtime?.getTime() ?? 0;
-      if (pipeline.isPending(path) || pipeline.isStoredUnchanged(path, info.size, mtime)) continue;
+      if (ledger.isPending(path) || ledger.isStoredUnchanged(path, info.size, mtime)) continue;
       pipeline.enqueue(path);
       queued++;
     }
@@ -387,7 +358,6 @@ async function reconcileChanged(
   });
   // Kept until the queued files are checked against it, as -B does.
   if (listing) void pipeline.idle().then(() => pipeline.setListing(undefined));
-  return expected;
 }
 
 /** A regular file found by a walk, with its lstat. */

@@ -33,7 +33,7 @@ import { isMutableComponent } from "../bucket/sstable.ts";
 import { encrypts } from "../store/encrypting_store.ts";
 import type { FileUpload, PutFileOptions, Store } from "../store/store.ts";
 import type { BucketView, RemoteObject } from "./bucket_view.ts";
-import type { StoredVersion } from "./file_record.ts";
+import type { StoredVersion } from "./ledger.ts";
 import { MultipartResume, type UploadJournal } from "./multipart_resume.ts";
 
 /** S3 refuses more parts than this. */
