@@ -1,5 +1,5 @@
 /**
- * The index publisher's waits (lib/watch/index_publisher.ts) on a fake
+ * The index publisher's waits (lib/watch/index/index_publisher.ts) on a fake
  * clock, with real files and a real local store: the TOC, the quiet period
  * without one, the deadline, and retries of a failed index upload.
  */
@@ -8,9 +8,9 @@ import { tempDir } from "./_helpers.ts";
 import { indexKey } from "../lib/bucket/keys.ts";
 import { LocalStore } from "../lib/store/local_store.ts";
 import type { Store } from "../lib/store/store.ts";
-import { IndexPublisher } from "../lib/watch/index_publisher.ts";
+import { IndexPublisher } from "../lib/watch/index/index_publisher.ts";
 import { Ledger } from "../lib/watch/ledger.ts";
-import { makePathFilter } from "../lib/watch/path_filter.ts";
+import { makePathFilter } from "../lib/watch/detect/path_filter.ts";
 
 const NAMING = { prefix: "", name: "h", separator: ":" };
 

@@ -1,6 +1,6 @@
 /**
- * The durable journal (`--state-dir`, lib/watch/journal.ts and the
- * checkpoint rules of lib/watch/startup.ts): first the file format and its
+ * The durable journal (`--state-dir`, lib/watch/durable/journal.ts and the
+ * checkpoint rules of lib/watch/durable/startup.ts): first the file format and its
  * batching and compaction in-process, then real watchers killed with real
  * signals against a real s3rver, restarted without -B.
  */
@@ -20,9 +20,9 @@ import {
 import { FatalError } from "../lib/common/errors.ts";
 import { LocalStore } from "../lib/store/local_store.ts";
 import { Ledger } from "../lib/watch/ledger.ts";
-import { UploadPipeline } from "../lib/watch/pipeline.ts";
-import { Journal, JOURNAL_FILE, parseJournal } from "../lib/watch/journal.ts";
-import { CHANGE_MARGIN_MS } from "../lib/watch/startup.ts";
+import { UploadPipeline } from "../lib/watch/upload/pipeline.ts";
+import { Journal, JOURNAL_FILE, parseJournal } from "../lib/watch/durable/journal.ts";
+import { CHANGE_MARGIN_MS } from "../lib/watch/durable/startup.ts";
 
 const HOST = "testhost";
 

@@ -6,7 +6,7 @@
 import { assert, assertEquals } from "./_assert.ts";
 import { tempDir, waitFor } from "./_helpers.ts";
 import { LocalStore } from "../lib/store/local_store.ts";
-import { UploadPipeline } from "../lib/watch/pipeline.ts";
+import { UploadPipeline } from "../lib/watch/upload/pipeline.ts";
 
 Deno.test("stored files that were deleted locally are forgotten as new ones arrive", async () => {
   await using store = await tempDir("tablesnap-store-");

@@ -21,19 +21,19 @@ import {
 } from "../store/encrypting_store.ts";
 import { RateLimitedStore, RateLimiter } from "../store/rate_limit.ts";
 import type { Store } from "../store/store.ts";
-import { checkRoot, FileWatcher } from "./file_watcher.ts";
-import { IndexPublisher } from "./index_publisher.ts";
+import { checkRoot, FileWatcher } from "./detect/file_watcher.ts";
+import { IndexPublisher } from "./index/index_publisher.ts";
 import { Ledger } from "./ledger.ts";
-import { LocalCleanup } from "./local_cleanup.ts";
-import { Metrics } from "./metrics.ts";
-import { serveMetrics } from "./metrics_server.ts";
-import type { PathFilter } from "./path_filter.ts";
-import { Pins } from "./pins.ts";
-import { UploadPipeline } from "./pipeline.ts";
-import { abortStaleUploads, uploadsToKeep } from "./stale_uploads.ts";
-import { DurableState, reconcileAtStart } from "./startup.ts";
+import { LocalCleanup } from "./keepers/local_cleanup.ts";
+import { Metrics } from "./metrics/metrics.ts";
+import { serveMetrics } from "./metrics/metrics_server.ts";
+import type { PathFilter } from "./detect/path_filter.ts";
+import { Pins } from "./keepers/pins.ts";
+import { UploadPipeline } from "./upload/pipeline.ts";
+import { abortStaleUploads, uploadsToKeep } from "./upload/stale_uploads.ts";
+import { DurableState, reconcileAtStart } from "./durable/startup.ts";
 import { listenForStopSignals } from "./stop_signals.ts";
-import type { ListenEvent } from "./watch_rules.ts";
+import type { ListenEvent } from "./detect/watch_rules.ts";
 
 /** Everything the watcher needs, parsed and checked (lib/cli/watch.ts makes it). */
 export interface WatchSettings {

@@ -19,28 +19,28 @@
  * compared with `CHANGE_MARGIN_MS` of slack: Deno reports ctime in whole
  * seconds and the kernel's file clock lags the wall clock by a tick.
  */
-import { errorMessage, FatalError } from "../common/errors.ts";
-import { secondsSince } from "../common/format.ts";
-import { lstatOrNull } from "../common/fs.ts";
-import { log } from "../common/log.ts";
-import { forEachLimited } from "../common/pool.ts";
-import { dirname } from "../common/paths.ts";
+import { errorMessage, FatalError } from "../../common/errors.ts";
+import { secondsSince } from "../../common/format.ts";
+import { lstatOrNull } from "../../common/fs.ts";
+import { log } from "../../common/log.ts";
+import { forEachLimited } from "../../common/pool.ts";
+import { dirname } from "../../common/paths.ts";
 import {
   directoryPrefix,
   INDEX_SUFFIX,
   type KeyNaming,
   objectKey,
   pathOfKey,
-} from "../bucket/keys.ts";
-import { wantsIndex } from "../bucket/sstable.ts";
-import type { Store } from "../store/store.ts";
-import type { RemoteListing, RemoteObject } from "./bucket_view.ts";
-import type { FileWatcher } from "./file_watcher.ts";
+} from "../../bucket/keys.ts";
+import { wantsIndex } from "../../bucket/sstable.ts";
+import type { Store } from "../../store/store.ts";
+import type { RemoteListing, RemoteObject } from "../upload/bucket_view.ts";
+import type { FileWatcher } from "../detect/file_watcher.ts";
 import { Journal, type JournalRecovery } from "./journal.ts";
-import type { Ledger } from "./ledger.ts";
-import type { PathFilter } from "./path_filter.ts";
-import type { UploadPipeline } from "./pipeline.ts";
-import { isWatchedDir } from "./watch_rules.ts";
+import type { Ledger } from "../ledger.ts";
+import type { PathFilter } from "../detect/path_filter.ts";
+import type { UploadPipeline } from "../upload/pipeline.ts";
+import { isWatchedDir } from "../detect/watch_rules.ts";
 
 /** Slack when comparing file times with a checkpoint (see above). */
 export const CHANGE_MARGIN_MS = 2_000;

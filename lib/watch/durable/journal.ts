@@ -38,11 +38,11 @@
  * (temp file, fsync, rename, fsync of the directory), so it stays the size
  * of the backlog however long the watcher runs.
  */
-import { errorMessage, FatalError } from "../common/errors.ts";
-import { isGone } from "../common/fs.ts";
-import { log } from "../common/log.ts";
-import type { Ledger } from "./ledger.ts";
-import type { InFlightUpload, UploadJournal } from "./multipart_resume.ts";
+import { errorMessage, FatalError } from "../../common/errors.ts";
+import { isGone } from "../../common/fs.ts";
+import { log } from "../../common/log.ts";
+import type { Ledger } from "../ledger.ts";
+import type { InFlightUpload, UploadJournal } from "../upload/multipart_resume.ts";
 
 export const JOURNAL_FILE = "journal.jsonl";
 export const LOCK_FILE = "lock";

@@ -12,9 +12,9 @@
  * computed at scrape time from the injected clock, so a stalled watcher shows
  * a growing age even if nothing calls into this module any more.
  */
-import { VERSION } from "../common/version.ts";
-import { FAILURE_REASONS } from "../store/failure.ts";
-import type { Ledger } from "./ledger.ts";
+import { VERSION } from "../../common/version.ts";
+import { FAILURE_REASONS } from "../../store/failure.ts";
+import type { Ledger } from "../ledger.ts";
 
 /** Options for `Metrics`. */
 export interface MetricsOptions {

@@ -17,11 +17,11 @@
  * async worker, so Deno's 1,024-event queue never fills because of us.
  * What each event means is decided by the pure rules of watch_rules.ts.
  */
-import { errorMessage, UsageError } from "../common/errors.ts";
-import { secondsSince } from "../common/format.ts";
-import { lstatOrNull } from "../common/fs.ts";
-import { log } from "../common/log.ts";
-import { dirname } from "../common/paths.ts";
+import { errorMessage, UsageError } from "../../common/errors.ts";
+import { secondsSince } from "../../common/format.ts";
+import { lstatOrNull } from "../../common/fs.ts";
+import { log } from "../../common/log.ts";
+import { dirname } from "../../common/paths.ts";
 import type { PathFilter } from "./path_filter.ts";
 import {
   existedBeforeStart,

@@ -27,13 +27,13 @@
  * Pins left by an earlier run (SIGKILL, a crash) are adopted at start
  * (`recover`): uploaded to the original's key, then removed.
  */
-import { errorMessage } from "../common/errors.ts";
-import { formatBytes } from "../common/format.ts";
-import { isGone, lstatOrNull } from "../common/fs.ts";
-import { log } from "../common/log.ts";
-import { dirname } from "../common/paths.ts";
-import type { Ledger } from "./ledger.ts";
-import type { PathFilter } from "./path_filter.ts";
+import { errorMessage } from "../../common/errors.ts";
+import { formatBytes } from "../../common/format.ts";
+import { isGone, lstatOrNull } from "../../common/fs.ts";
+import { log } from "../../common/log.ts";
+import { dirname } from "../../common/paths.ts";
+import type { Ledger } from "../ledger.ts";
+import type { PathFilter } from "../detect/path_filter.ts";
 
 /** The staging directory's name under each watched root, by default. */
 export const DEFAULT_PIN_DIR = ".tablesnap-pins";

@@ -8,14 +8,14 @@
  * cares about a file (the journal, pins, the index publisher) follows the
  * ledger's events, not the pipeline. With `--pin` an upload reads the pin.
  */
-import { errorMessage } from "../common/errors.ts";
-import { lstatOrNull } from "../common/fs.ts";
-import { log } from "../common/log.ts";
-import { roundSeconds } from "../common/format.ts";
-import { type Backoff, backoffMs, retry } from "../common/retry.ts";
-import { type KeyNaming, objectKey } from "../bucket/keys.ts";
-import { failureReason } from "../store/failure.ts";
-import type { Store } from "../store/store.ts";
+import { errorMessage } from "../../common/errors.ts";
+import { lstatOrNull } from "../../common/fs.ts";
+import { log } from "../../common/log.ts";
+import { roundSeconds } from "../../common/format.ts";
+import { type Backoff, backoffMs, retry } from "../../common/retry.ts";
+import { type KeyNaming, objectKey } from "../../bucket/keys.ts";
+import { failureReason } from "../../store/failure.ts";
+import type { Store } from "../../store/store.ts";
 import { BucketView, type RemoteListing } from "./bucket_view.ts";
 import {
   type FileRecord,
@@ -23,7 +23,7 @@ import {
   type PendingSummary,
   type StoredOutcome,
   type StoredVersion,
-} from "./ledger.ts";
+} from "../ledger.ts";
 import type { UploadJournal } from "./multipart_resume.ts";
 import { FileUploader } from "./upload_file.ts";
 

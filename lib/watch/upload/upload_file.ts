@@ -23,17 +23,23 @@
  * store through two reused 256 KiB buffers, so memory is about
  * `threads` x 1.5 MiB whatever the file sizes and the part size.
  */
-import { Accounts } from "../common/accounts.ts";
-import { digestFile, type FileDigests, isMd5Hex, md5Hex, multipartEtag } from "../common/digest.ts";
-import { lstatOrNull } from "../common/fs.ts";
-import { log } from "../common/log.ts";
-import { type KeyNaming, objectKey } from "../bucket/keys.ts";
-import { MTIME_METADATA, mtimeMetadata, statMetadata } from "../bucket/object_meta.ts";
-import { isMutableComponent } from "../bucket/sstable.ts";
-import { encrypts } from "../store/encrypting_store.ts";
-import type { FileUpload, PutFileOptions, Store } from "../store/store.ts";
+import { Accounts } from "../../common/accounts.ts";
+import {
+  digestFile,
+  type FileDigests,
+  isMd5Hex,
+  md5Hex,
+  multipartEtag,
+} from "../../common/digest.ts";
+import { lstatOrNull } from "../../common/fs.ts";
+import { log } from "../../common/log.ts";
+import { type KeyNaming, objectKey } from "../../bucket/keys.ts";
+import { MTIME_METADATA, mtimeMetadata, statMetadata } from "../../bucket/object_meta.ts";
+import { isMutableComponent } from "../../bucket/sstable.ts";
+import { encrypts } from "../../store/encrypting_store.ts";
+import type { FileUpload, PutFileOptions, Store } from "../../store/store.ts";
 import type { BucketView, RemoteObject } from "./bucket_view.ts";
-import type { StoredVersion } from "./ledger.ts";
+import type { StoredVersion } from "../ledger.ts";
 import { MultipartResume, type UploadJournal } from "./multipart_resume.ts";
 
 /** S3 refuses more parts than this. */

@@ -26,18 +26,23 @@
  * them meanwhile (their pins still hold them): an index cut before a
  * compaction names its inputs, and restores them.
  */
-import { indexBody } from "../bucket/index_body.ts";
-import { CUT_TIME_METADATA } from "../bucket/index_reader.ts";
-import { indexKey, type KeyNaming } from "../bucket/keys.ts";
-import { generationPrefix, mutableComponentOf, parseToc, wantsIndex } from "../bucket/sstable.ts";
-import { errorMessage } from "../common/errors.ts";
-import { fileNamesOrNull, lstatOrNull, readTextOrNull } from "../common/fs.ts";
-import { log } from "../common/log.ts";
-import { basename, dirname } from "../common/paths.ts";
-import { type Backoff, backoffMs } from "../common/retry.ts";
-import type { Store } from "../store/store.ts";
-import type { FileFacts, IndexRecord, Ledger, StoredOutcome } from "./ledger.ts";
-import type { PathFilter } from "./path_filter.ts";
+import { indexBody } from "../../bucket/index_body.ts";
+import { CUT_TIME_METADATA } from "../../bucket/index_reader.ts";
+import { indexKey, type KeyNaming } from "../../bucket/keys.ts";
+import {
+  generationPrefix,
+  mutableComponentOf,
+  parseToc,
+  wantsIndex,
+} from "../../bucket/sstable.ts";
+import { errorMessage } from "../../common/errors.ts";
+import { fileNamesOrNull, lstatOrNull, readTextOrNull } from "../../common/fs.ts";
+import { log } from "../../common/log.ts";
+import { basename, dirname } from "../../common/paths.ts";
+import { type Backoff, backoffMs } from "../../common/retry.ts";
+import type { Store } from "../../store/store.ts";
+import type { FileFacts, IndexRecord, Ledger, StoredOutcome } from "../ledger.ts";
+import type { PathFilter } from "../detect/path_filter.ts";
 
 /** Between failed uploads of one index. */
 const INDEX_PUT_BACKOFF: Backoff = { firstMs: 2_000, maxMs: 60_000, jitter: "none" };

@@ -14,10 +14,10 @@
  * It needs s3:ListBucketMultipartUploads (and s3:AbortMultipartUpload); a
  * store or a policy without them costs a one-line warning, nothing more.
  */
-import { errorMessage } from "../common/errors.ts";
-import { log } from "../common/log.ts";
-import type { Store } from "../store/store.ts";
-import type { Journal } from "./journal.ts";
+import { errorMessage } from "../../common/errors.ts";
+import { log } from "../../common/log.ts";
+import type { Store } from "../../store/store.ts";
+import type { Journal } from "../durable/journal.ts";
 
 /** Aborts the uploads under `prefixes` whose id is not in `keep`; returns how many. */
 export async function abortStaleUploads(

@@ -4,10 +4,10 @@
  * seen it (the index must name it); those files are deleted when that index
  * is written. It follows the ledger: `stored` and `index-settled`.
  */
-import { errorMessage } from "../common/errors.ts";
-import { log } from "../common/log.ts";
-import { dirname } from "../common/paths.ts";
-import type { Ledger } from "./ledger.ts";
+import { errorMessage } from "../../common/errors.ts";
+import { log } from "../../common/log.ts";
+import { dirname } from "../../common/paths.ts";
+import type { Ledger } from "../ledger.ts";
 
 export class LocalCleanup {
   readonly #ledger: Ledger;
