@@ -1,6 +1,6 @@
 /**
  * The durable journal (`--state-dir`, lib/watch/durable/journal.ts and the
- * checkpoint rules of lib/watch/durable/startup.ts): first the file format and its
+ * checkpoint rules of lib/watch/durable/durable_state.ts): first the file format and its
  * batching and compaction in-process, then real watchers killed with real
  * signals against a real s3rver, restarted without -B.
  */
@@ -21,8 +21,9 @@ import { FatalError } from "../lib/common/errors.ts";
 import { LocalStore } from "../lib/store/local_store.ts";
 import { Ledger } from "../lib/watch/ledger.ts";
 import { UploadPipeline } from "../lib/watch/upload/pipeline.ts";
-import { Journal, JOURNAL_FILE, parseJournal } from "../lib/watch/durable/journal.ts";
-import { CHANGE_MARGIN_MS } from "../lib/watch/durable/startup.ts";
+import { Journal } from "../lib/watch/durable/journal.ts";
+import { JOURNAL_FILE, parseJournal } from "../lib/watch/durable/journal_format.ts";
+import { CHANGE_MARGIN_MS } from "../lib/watch/durable/reconcile.ts";
 
 const HOST = "testhost";
 

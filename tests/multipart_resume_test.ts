@@ -25,7 +25,8 @@ import {
   tempDir,
   waitFor,
 } from "./_helpers.ts";
-import { Journal, JOURNAL_FILE, parseJournal } from "../lib/watch/durable/journal.ts";
+import { Journal } from "../lib/watch/durable/journal.ts";
+import { JOURNAL_FILE, parseJournal } from "../lib/watch/durable/journal_format.ts";
 import { S3Store } from "../lib/store/s3/s3_store.ts";
 
 const HOST = "resumehost";

@@ -9,7 +9,6 @@
  * plus start-up reconciliation (-B, --state-dir), --once and signals.
  */
 import { errorMessage, FatalError } from "../common/errors.ts";
-import { secondsSince } from "../common/format.ts";
 import { log } from "../common/log.ts";
 import { VERSION } from "../common/version.ts";
 import { keyHead, type KeyNaming, objectKey } from "../bucket/keys.ts";
@@ -21,7 +20,8 @@ import {
 } from "../store/encrypting_store.ts";
 import { RateLimitedStore, RateLimiter } from "../store/rate_limit.ts";
 import type { Store } from "../store/store.ts";
-import { checkRoot, FileWatcher } from "./detect/file_watcher.ts";
+import { FileWatcher } from "./detect/file_watcher.ts";
+import { checkRoot } from "./detect/watch_setup.ts";
 import { IndexPublisher } from "./index/index_publisher.ts";
 import { Ledger } from "./ledger.ts";
 import { LocalCleanup } from "./keepers/local_cleanup.ts";
@@ -31,7 +31,9 @@ import type { PathFilter } from "./detect/path_filter.ts";
 import { Pins } from "./keepers/pins.ts";
 import { UploadPipeline } from "./upload/pipeline.ts";
 import { abortStaleUploads, uploadsToKeep } from "./upload/stale_uploads.ts";
-import { DurableState, reconcileAtStart } from "./durable/startup.ts";
+import { DurableState } from "./durable/durable_state.ts";
+import { reconcileAtStart } from "./durable/reconcile.ts";
+import { finishOnce, logStopped, reportMemoryWhenDebugging } from "./finish.ts";
 import { listenForStopSignals } from "./stop_signals.ts";
 import type { ListenEvent } from "./detect/watch_rules.ts";
 
@@ -91,15 +93,61 @@ export interface WatchEncryption {
  * Runs the watcher until SIGTERM/SIGINT (or, with `once`, until everything
  * that existed is uploaded). Returns the exit code.
  */
-export async function runWatch(s: WatchSettings): Promise<number> {
+export async function runWatch(settings: WatchSettings): Promise<number> {
+  const w = await buildWatch(settings);
+  const signals = listenForStopSignals();
+  const memoryReport = reportMemoryWhenDebugging(w.pipeline);
+  const started = performance.now();
+  try {
+    await startWatch(w);
+    if (w.s.once) {
+      const code = await finishOnce(w.pipeline, w.publisher, w.s.indexWaitMs, signals.stopped);
+      // --delete-on-backup: the files that waited for their index go before the exit.
+      await w.cleanup?.idle();
+      return code;
+    }
+    log.info("signal received, stopping", { signal: await signals.stopped });
+    return 0;
+  } finally {
+    signals.dispose();
+    clearInterval(memoryReport);
+    await w.state?.stop();
+    await w.watcher.close();
+    const notUploaded = await w.pipeline.shutdown(w.s.shutdownGraceMs);
+    w.publisher?.stop();
+    await w.state?.close();
+    logStopped(w.pipeline, w.publisher, notUploaded, started, w.state !== undefined);
+    await w.server?.shutdown();
+    w.store.close();
+  }
+}
+
+/** The watcher's parts, built and subscribed to the ledger. */
+interface WatchParts {
+  /** The settings, with pin paths filtered out. */
+  s: WatchSettings;
+  /** -B, or a journal that cannot say what changed while we were down. */
+  backup: boolean;
+  state: DurableState | undefined;
+  ledger: Ledger;
+  pins: Pins | undefined;
+  store: Store;
+  server: ReturnType<typeof serveMetrics> | undefined;
+  pipeline: UploadPipeline;
+  publisher: IndexPublisher | undefined;
+  cleanup: LocalCleanup | undefined;
+  watcher: FileWatcher;
+}
+
+/**
+ * Builds the parts and subscribes each to the ledger, in the order they
+ * must hear its events: the journal first, the publisher before the cleanup
+ * (a stored Data.db asks for its index before its directory is cleaned).
+ */
+async function buildWatch(s: WatchSettings): Promise<WatchParts> {
   // A missing path is a usage error, found before any request is made.
   for (const root of s.roots) await checkRoot(root);
-  if (s.encryption) {
-    const spoolDir = s.encryption.spoolDir ?? defaultSpoolDir();
-    await checkRoot(spoolDir);
-    const removed = await removeStaleSpoolFiles(spoolDir);
-    if (removed > 0) log.info("removed spool files of an earlier run", { dir: spoolDir, removed });
-  }
+  if (s.encryption) await prepareSpool(s.encryption);
   // Locked and read first: a second watcher or an unusable directory stops here.
   const state = s.stateDir === undefined ? undefined : await DurableState.open(s.stateDir);
   // A new or damaged journal cannot say what changed meanwhile: reconcile as -B does.
@@ -121,23 +169,17 @@ export async function runWatch(s: WatchSettings): Promise<number> {
   const server = s.metricsListen === undefined ? undefined : serveMetrics(metrics, s.metricsListen);
   // Before any upload of ours: whatever is listed is an earlier run's. (Not
   // while S3 is unreachable: the start would wait for the listing's timeouts.)
-  if ((backup || state) && reachable) {
-    const backsUp = (path: string) => rootOf(path) !== path && s.filter.accepts(path);
-    const keep = state ? uploadsToKeep(state.journal, backsUp) : new Set<string>();
-    const prefixes = s.roots.map((root) => objectKey(s.naming, `${root}/`));
-    await abortStaleUploads(store, prefixes, keep);
-  }
-
+  if ((backup || state) && reachable) await abortEarlierUploads(s, store, state, rootOf);
+  const journal = state?.journal;
   const pipeline = new UploadPipeline({
     ...s,
     store,
     observer: metrics,
     rootOf,
     ledger,
-    journal: state?.journal,
+    journal,
     pins,
   });
-  // Before the cleanup: a stored Data.db asks for its index before its directory is cleaned.
   const publisher = s.withoutIndex ? undefined : new IndexPublisher({
     store,
     naming: s.naming,
@@ -148,55 +190,58 @@ export async function runWatch(s: WatchSettings): Promise<number> {
   });
   const cleanup = s.deleteOnBackup ? new LocalCleanup(ledger) : undefined;
   const watcher = newFileWatcher({ ...s, backup }, pipeline, metrics);
+  return { s, backup, state, ledger, pins, store, server, pipeline, publisher, cleanup, watcher };
+}
 
-  const signals = listenForStopSignals();
-  const memoryReport = reportMemoryWhenDebugging(pipeline);
-  const started = performance.now();
-  try {
-    // Pins left by a killed run, adopted before any file is pinned or queued.
-    const recovered = pins ? await pins.recover(s.filter) : [];
-    publisher?.start();
-    await watcher.prepare();
-    if (!s.once) watcher.watch();
-    log.info("tablesnap started", {
-      version: VERSION,
-      bucket: store.url,
-      paths: s.roots.join(","),
-      threads: s.threads,
-    });
-    if (backup || state) {
-      // Indexes of the backlog wait until every existing file is queued.
-      publisher?.beginBacklog();
-      try {
-        const parts = { ...s, store, pipeline, ledger, indexing: !!publisher, watcher };
-        if (state) await state.reconcile(parts);
-        else await reconcileAtStart(parts);
-      } finally {
-        publisher?.endBacklog();
-      }
+/** Starts watching, then reconciles with the bucket (-B, --state-dir). */
+async function startWatch(w: WatchParts): Promise<void> {
+  const { s, pins, publisher, watcher, pipeline, state } = w;
+  // Pins left by a killed run, adopted before any file is pinned or queued.
+  const recovered = pins ? await pins.recover(s.filter) : [];
+  publisher?.start();
+  await watcher.prepare();
+  if (!s.once) watcher.watch();
+  log.info("tablesnap started", {
+    version: VERSION,
+    bucket: w.store.url,
+    paths: s.roots.join(","),
+    threads: s.threads,
+  });
+  if (w.backup || state) {
+    // Indexes of the backlog wait until every existing file is queued.
+    publisher?.beginBacklog();
+    try {
+      // `backup` as given (-B): the state decides itself whether its journal needs a full one.
+      const parts = { ...w, ...s, indexing: publisher !== undefined };
+      if (state) await state.reconcile(parts);
+      else await reconcileAtStart(parts);
+    } finally {
+      publisher?.endBacklog();
     }
-    // Uploaded to their originals' keys, from the pin where the original is gone.
-    for (const path of recovered) pipeline.enqueue(path);
-    if (s.once) {
-      const code = await finishOnce(pipeline, publisher, s.indexWaitMs, signals.stopped);
-      // --delete-on-backup: the files that waited for their index go before the exit.
-      await cleanup?.idle();
-      return code;
-    }
-    log.info("signal received, stopping", { signal: await signals.stopped });
-    return 0;
-  } finally {
-    signals.dispose();
-    clearInterval(memoryReport);
-    await state?.stop();
-    await watcher.close();
-    const notUploaded = await pipeline.shutdown(s.shutdownGraceMs);
-    publisher?.stop();
-    await state?.close();
-    logStopped(pipeline, publisher, notUploaded, started, state !== undefined);
-    await server?.shutdown();
-    store.close();
   }
+  // Uploaded to their originals' keys, from the pin where the original is gone.
+  for (const path of recovered) pipeline.enqueue(path);
+}
+
+/** --encrypt-to: the spool directory must exist; an earlier run's leftovers go. */
+async function prepareSpool(encryption: WatchEncryption): Promise<void> {
+  const spoolDir = encryption.spoolDir ?? defaultSpoolDir();
+  await checkRoot(spoolDir);
+  const removed = await removeStaleSpoolFiles(spoolDir);
+  if (removed > 0) log.info("removed spool files of an earlier run", { dir: spoolDir, removed });
+}
+
+/** Multipart uploads an earlier run left, aborted (unless the journal resumes them). */
+async function abortEarlierUploads(
+  s: WatchSettings,
+  store: Store,
+  state: DurableState | undefined,
+  rootOf: (path: string) => string,
+): Promise<void> {
+  const backsUp = (path: string) => rootOf(path) !== path && s.filter.accepts(path);
+  const keep = state ? uploadsToKeep(state.journal, backsUp) : new Set<string>();
+  const prefixes = s.roots.map((root) => objectKey(s.naming, `${root}/`));
+  await abortStaleUploads(store, prefixes, keep);
 }
 
 /** The watcher, feeding complete files to the pipeline; its candidates count as pending. */
@@ -267,82 +312,4 @@ async function checkReachable(store: Store, metrics: Metrics, backup: boolean): 
     metrics.setS3Reachable(false);
     return false;
   }
-}
-
-/**
- * --once: waits until every file found is uploaded and its indexes written
- * (or a stop signal); 1 when some file or index could not be.
- */
-async function finishOnce(
-  pipeline: UploadPipeline,
-  publisher: IndexPublisher | undefined,
-  indexWaitMs: number,
-  stopped: Promise<string>,
-): Promise<number> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const finished = (async () => {
-    await pipeline.idle();
-    // An index whose upload keeps failing must not hold --once forever.
-    const limit = new Promise<void>((resolve) => timer = setTimeout(resolve, indexWaitMs + 30_000));
-    await Promise.race([publisher?.idle(), limit]);
-  })();
-  const signal = await Promise.race([finished.then(() => undefined), stopped]);
-  clearTimeout(timer);
-  if (signal) log.info("signal received, stopping", { signal });
-  let exitCode = 0;
-  const failed = pipeline.failedPaths();
-  if (failed.length > 0) {
-    log.error("some files could not be uploaded", { files: failed.length });
-    for (const path of failed) log.error("not uploaded", { path });
-    exitCode = 1;
-  }
-  if ((publisher?.pendingCount() ?? 0) > 0) {
-    log.error("some indexes could not be written", { indexes: publisher?.pendingCount() });
-    exitCode = 1;
-  }
-  return exitCode;
-}
-
-function logStopped(
-  pipeline: UploadPipeline,
-  publisher: IndexPublisher | undefined,
-  notUploaded: string[],
-  started: number,
-  journaled: boolean,
-): void {
-  const s = pipeline.summary;
-  log.info("tablesnap stopped", {
-    uploaded: s.uploaded,
-    bytes: s.uploadedBytes,
-    already_present: s.skipped,
-    indexes: publisher?.published ?? 0,
-    not_uploaded: notUploaded.length,
-    unpublished_indexes: publisher?.pendingCount() ?? 0,
-    seconds: secondsSince(started),
-  });
-  if (notUploaded.length > 0) {
-    // With a state directory they are in the journal; without, only -B finds them again.
-    const hint = journaled
-      ? "files not uploaded yet; the journal keeps them for the next start"
-      : "files not uploaded yet; run with -B next time to pick them up";
-    log.warn(hint, { files: notUploaded.length });
-  }
-}
-
-/** With TDEBUG, a memory line every second (for profiling memory by hand). */
-function reportMemoryWhenDebugging(
-  pipeline: UploadPipeline,
-): ReturnType<typeof setInterval> | undefined {
-  if (!log.debugEnabled) return undefined;
-  const mb = (n: number) => Math.round(n / 1024 / 1024);
-  return setInterval(() => {
-    const m = Deno.memoryUsage();
-    log.debug("memory", {
-      rss_mb: mb(m.rss),
-      heap_mb: mb(m.heapUsed),
-      heap_total_mb: mb(m.heapTotal),
-      external_mb: mb(m.external),
-      pending: pipeline.pending().files,
-    });
-  }, 1000);
 }

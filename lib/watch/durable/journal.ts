@@ -2,36 +2,17 @@
  * The durable journal (`--state-dir DIR`): which files are complete but not
  * yet in the bucket, and the last checkpoint, so that a restart after
  * SIGKILL, a crash or a reboot uploads what was pending and looks only at
- * what changed since (see startup.ts). One watcher per directory: `lock`
- * holds an exclusive advisory lock (flock) and the holder's pid.
- *
- * `DIR/journal.jsonl` is JSON lines, appended in order:
- *
- *   {"journal":"tablesnap","version":1}                header, always first
- *   {"op":"checkpoint","at":1767225600000}             see startup.ts
- *   {"op":"pending","path":"/var/lib/...","since":...} complete, not in the bucket
- *   {"op":"done","path":"/var/lib/..."}                in the bucket, skipped or gone
- *   {"op":"upload","path":..,"key":..,"uploadId":..,   a multipart upload began
- *    "partSize":..,"size":..,"mtime":..}
- *   {"op":"part","path":..,"n":3,"etag":"\"..\""}      its part 3 is stored
- *   {"op":"upload-end","path":..}                      completed or aborted
- *
- * A path is pending when its last `pending` line has no `done` after it;
- * the last checkpoint counts. A multipart upload is in flight from its
- * `upload` line to its `upload-end` (see multipart_resume.ts); its file
- * counts as pending too. Anything else (a line that is not one of these, a
- * last line without its newline, another version) makes the file
- * untrustworthy: the watcher then reconciles the whole tree. The upload
- * lines came without a version change: journals from before them read the
- * same, and an older tablesnap takes them for damage: a full
- * reconciliation; their uploads wait for a newer start's clean-up.
+ * what changed since (see durable_state.ts). It persists the ledger's
+ * transitions (`follow`) and the multipart uploads in flight. The file's
+ * format is journal_format.ts's; the lock and durable rewrites,
+ * journal_files.ts's.
  *
  * Cost on the upload path: `pending` and `done` only update two maps. The
  * lines are written by a batch every `FLUSH_DELAY_MS`, one write and one
  * fdatasync, off the event loop; a file whose `done` comes before its
  * `pending` was written (most uploads take a few ms) is never written at
  * all. Files complete less than ~100 ms before a crash may be missing: the
- * checkpoint rules of startup.ts find them anyway.
+ * checkpoint rules of durable_state.ts find them anyway.
  *
  * Compaction: when the file passes `max(1 MiB, 4 x the live lines)`, and at
  * every start and clean stop, it is rewritten from the live entries
@@ -39,16 +20,40 @@
  * of the backlog however long the watcher runs.
  */
 import { errorMessage, FatalError } from "../../common/errors.ts";
-import { isGone } from "../../common/fs.ts";
 import { log } from "../../common/log.ts";
 import type { Ledger } from "../ledger.ts";
 import type { InFlightUpload, UploadJournal } from "../upload/multipart_resume.ts";
+import {
+  batchLines,
+  checkpointLine,
+  HEADER,
+  JOURNAL_FILE,
+  type JournalRecovery,
+  lineBytes,
+  partLine,
+  pendingLine,
+  uploadBytes,
+  uploadEndLine,
+  uploadLines,
+} from "./journal_format.ts";
+import {
+  type BatchStats,
+  cannotUse,
+  lockStateDir,
+  noteBatch,
+  readJournalFile,
+  replaceDurably,
+  writeAll,
+} from "./journal_files.ts";
 
-export const JOURNAL_FILE = "journal.jsonl";
-export const LOCK_FILE = "lock";
-export const JOURNAL_VERSION = 1;
-/** Where a damaged journal is kept for a look (the last one only). */
-export const DAMAGED_SUFFIX = ".damaged";
+/** What `open` finds without a journal: nothing is known of what happened before. */
+const NO_JOURNAL = (): JournalRecovery => ({
+  fresh: true,
+  pending: new Map(),
+  uploads: new Map(),
+  checkpoint: undefined,
+  damaged: false,
+});
 
 /** How long appends wait to be written together. */
 const FLUSH_DELAY_MS = 100;
@@ -56,185 +61,6 @@ const FLUSH_DELAY_MS = 100;
 const COMPACT_MIN_BYTES = 1024 * 1024;
 /** Compact when the file is this many times the size of its live lines. */
 const COMPACT_RATIO = 4;
-
-const HEADER = JSON.stringify({ journal: "tablesnap", version: JOURNAL_VERSION });
-
-/** What a journal file says. */
-export interface JournalContents {
-  /** Pending paths and since when (epoch ms) each has been complete. */
-  pending: Map<string, number>;
-  /** The last checkpoint (epoch ms), if any. */
-  checkpoint: number | undefined;
-  /** Multipart uploads in flight, by path. */
-  uploads: Map<string, InFlightUpload>;
-  /** Why the file cannot be trusted; `pending` then holds what came before. */
-  damage: string | undefined;
-}
-
-/** Reads a journal's text. Never throws: damage is reported in `damage`. */
-export function parseJournal(text: string): JournalContents {
-  const contents: JournalContents = {
-    pending: new Map(),
-    checkpoint: undefined,
-    uploads: new Map(),
-    damage: undefined,
-  };
-  if (text === "") {
-    contents.damage = "the file is empty";
-    return contents;
-  }
-  const lines = text.split("\n");
-  const last = lines.pop();
-  if (last !== "") {
-    // The newline is written with its line: without it, the line was cut short.
-    contents.damage = `line ${lines.length + 1} is incomplete (no newline)`;
-  }
-  for (const [i, line] of lines.entries()) {
-    const problem = i === 0 ? headerProblem(line) : applyLine(line, contents);
-    if (problem) {
-      contents.damage = `line ${i + 1}: ${problem}`;
-      break;
-    }
-  }
-  return contents;
-}
-
-function parseObject(line: string): Record<string, unknown> | string {
-  let value: unknown;
-  try {
-    value = JSON.parse(line);
-  } catch {
-    return "not JSON";
-  }
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    return "not a JSON object";
-  }
-  return value as Record<string, unknown>;
-}
-
-function headerProblem(line: string): string | undefined {
-  const header = parseObject(line);
-  if (typeof header === "string") return `${header} (expected the header)`;
-  if (header.journal !== "tablesnap") return "not a tablesnap journal header";
-  if (header.version !== JOURNAL_VERSION) {
-    return `unknown version ${
-      JSON.stringify(header.version)
-    } (this tablesnap reads ${JOURNAL_VERSION})`;
-  }
-  return undefined;
-}
-
-function applyLine(line: string, contents: JournalContents): string | undefined {
-  const entry = parseObject(line);
-  if (typeof entry === "string") return entry;
-  const { op, path } = entry;
-  switch (op) {
-    case "pending":
-      if (typeof path !== "string" || !path.startsWith("/")) return "pending without a path";
-      if (!isTime(entry.since)) return "pending without a since time";
-      contents.pending.set(path, entry.since);
-      return undefined;
-    case "done":
-      if (typeof path !== "string" || !path.startsWith("/")) return "done without a path";
-      contents.pending.delete(path);
-      return undefined;
-    case "checkpoint":
-      if (!isTime(entry.at)) return "checkpoint without a time";
-      contents.checkpoint = entry.at;
-      return undefined;
-    case "upload": {
-      const { key, uploadId, partSize, size, mtime } = entry;
-      if (typeof path !== "string" || !path.startsWith("/")) return "upload without a path";
-      if (typeof key !== "string" || typeof uploadId !== "string" || uploadId === "") {
-        return "upload without a key and upload id";
-      }
-      if (!isCount(partSize) || partSize === 0 || !isCount(size) || typeof mtime !== "number") {
-        return "upload without a part size, size and mtime";
-      }
-      contents.uploads.set(path, {
-        key,
-        uploadId,
-        partSize,
-        size,
-        mtimeMs: mtime,
-        parts: new Map(),
-      });
-      return undefined;
-    }
-    case "part": {
-      if (typeof path !== "string" || !path.startsWith("/")) return "part without a path";
-      if (!isCount(entry.n) || entry.n === 0 || typeof entry.etag !== "string") {
-        return "part without a number and etag";
-      }
-      // A part of an upload already ended is history: nothing to do.
-      contents.uploads.get(path)?.parts.set(entry.n, entry.etag);
-      return undefined;
-    }
-    case "upload-end":
-      if (typeof path !== "string" || !path.startsWith("/")) return "upload-end without a path";
-      contents.uploads.delete(path);
-      return undefined;
-    default:
-      return `unknown op ${JSON.stringify(op)}`;
-  }
-}
-
-function isTime(value: unknown): value is number {
-  return typeof value === "number" && Number.isFinite(value) && value >= 0;
-}
-
-function isCount(value: unknown): value is number {
-  return Number.isSafeInteger(value) && (value as number) >= 0;
-}
-
-function uploadLines(path: string, upload: InFlightUpload): string[] {
-  const { key, uploadId, partSize, size, mtimeMs } = upload;
-  const lines = [
-    JSON.stringify({ op: "upload", path, key, uploadId, partSize, size, mtime: mtimeMs }),
-  ];
-  for (const [n, etag] of upload.parts) lines.push(partLine(path, n, etag));
-  return lines;
-}
-
-function partLine(path: string, n: number, etag: string): string {
-  return JSON.stringify({ op: "part", path, n, etag });
-}
-
-function uploadEndLine(path: string): string {
-  return JSON.stringify({ op: "upload-end", path });
-}
-
-/** The bytes an upload's lines take (near enough for the compaction bound). */
-function uploadBytes(path: string, upload: InFlightUpload): number {
-  return 2 * path.length + upload.key.length + upload.uploadId.length + 160 +
-    upload.parts.size * (path.length + 80);
-}
-
-function pendingLine(path: string, since: number): string {
-  return JSON.stringify({ op: "pending", path, since });
-}
-
-function doneLine(path: string): string {
-  return JSON.stringify({ op: "done", path });
-}
-
-function checkpointLine(at: number): string {
-  return JSON.stringify({ op: "checkpoint", at });
-}
-
-/** What `Journal.open` found. */
-export interface JournalRecovery {
-  /** No journal existed: nothing is known of what happened before. */
-  fresh: boolean;
-  /** Pending files to queue again, with their since times (those of `uploads` too). */
-  pending: Map<string, number>;
-  /** Multipart uploads a crash left in flight, by path (multipart_resume.ts resumes them). */
-  uploads: Map<string, InFlightUpload>;
-  /** The last checkpoint, unless the journal was fresh or damaged. */
-  checkpoint: number | undefined;
-  /** The journal could not be trusted (already reported as a warning). */
-  damaged: boolean;
-}
 
 export interface JournalOptions {
   flushDelayMs?: number;
@@ -272,7 +98,13 @@ export class Journal implements UploadJournal {
   #chain: Promise<void> = Promise.resolve();
   #closed = false;
   /** For the debug log and the benchmark notes: the last batch's cost. */
-  readonly stats = { batches: 0, lines: 0, compactions: 0, lastBatchMs: 0, maxBatchMs: 0 };
+  readonly stats: BatchStats = {
+    batches: 0,
+    lines: 0,
+    compactions: 0,
+    lastBatchMs: 0,
+    maxBatchMs: 0,
+  };
 
   private constructor(dir: string, lock: Deno.FsFile, options: JournalOptions) {
     this.dir = dir;
@@ -292,25 +124,9 @@ export class Journal implements UploadJournal {
     dir: string,
     options: JournalOptions = {},
   ): Promise<{ journal: Journal; recovery: JournalRecovery }> {
-    const cannot = (err: unknown) =>
-      new FatalError(`Cannot use the state directory '${dir}': ${errorMessage(err)}`);
-    let lock: Deno.FsFile;
-    try {
-      await Deno.mkdir(dir, { recursive: true });
-      lock = await Deno.open(`${dir}/${LOCK_FILE}`, { read: true, write: true, create: true });
-    } catch (err) {
-      throw cannot(err);
-    }
-    if (!await lock.tryLock(true)) {
-      const holder = await Deno.readTextFile(`${dir}/${LOCK_FILE}`).catch(() => "");
-      lock.close();
-      const pid = holder.trim() ? ` (pid ${holder.trim()})` : "";
-      throw new FatalError(`The state directory '${dir}' is in use by another tablesnap${pid}`);
-    }
+    const lock = await lockStateDir(dir);
     const journal = new Journal(dir, lock, options);
     try {
-      await lock.truncate(0);
-      await writeAll(lock, new TextEncoder().encode(`${Deno.pid}\n`));
       const recovery = await journal.#recover();
       // Written at once: proves the directory is writable before the watcher starts.
       await journal.#compact();
@@ -318,46 +134,24 @@ export class Journal implements UploadJournal {
     } catch (err) {
       journal.#file?.close();
       lock.close();
-      throw err instanceof FatalError ? err : cannot(err);
+      throw err instanceof FatalError ? err : cannotUse(dir, err);
     }
   }
 
   async #recover(): Promise<JournalRecovery> {
-    await Deno.remove(`${this.path}.tmp`).catch(() => {});
-    let text: string;
-    try {
-      text = await Deno.readTextFile(this.path);
-    } catch (err) {
-      if (isGone(err)) {
-        return {
-          fresh: true,
-          pending: new Map(),
-          uploads: new Map(),
-          checkpoint: undefined,
-          damaged: false,
-        };
-      }
-      throw err;
-    }
-    const contents = parseJournal(text);
+    const contents = await readJournalFile(this.path);
+    if (!contents) return NO_JOURNAL();
     const { pending, uploads } = contents;
     // A file whose upload was in flight was pending, even if its pending
     // line was not written yet (both are written by the same batches).
     for (const path of uploads.keys()) if (!pending.has(path)) pending.set(path, Date.now());
     for (const [path, since] of pending) this.#setLive(path, since);
     for (const [path, upload] of uploads) this.#setUpload(path, upload);
-    if (contents.damage === undefined) {
-      this.#checkpoint = contents.checkpoint;
-      return { fresh: false, pending, uploads, checkpoint: contents.checkpoint, damaged: false };
-    }
-    // Kept for a look; the journal itself is rewritten from what was readable.
-    await Deno.rename(this.path, this.path + DAMAGED_SUFFIX).catch(() => {});
-    log.warn("state journal damaged; reconciling the whole tree with the bucket", {
-      file: this.path,
-      problem: contents.damage,
-      kept_as: this.path + DAMAGED_SUFFIX,
-    });
-    return { fresh: false, pending, uploads, checkpoint: undefined, damaged: true };
+    const damaged = contents.damage !== undefined;
+    // A damaged journal's checkpoint cannot be trusted: the whole tree is reconciled.
+    const checkpoint = damaged ? undefined : contents.checkpoint;
+    this.#checkpoint = checkpoint;
+    return { fresh: false, pending, uploads, checkpoint, damaged };
   }
 
   /** The last checkpoint recorded (or asked for). */
@@ -371,11 +165,9 @@ export class Journal implements UploadJournal {
   }
 
   /**
-   * Persists the ledger's transitions: a file leaving rest is `pending`, one
-   * released is `done` (a Data.db held for its index is released only once
-   * the index is written, so a crash in between still gets it an index: at
-   * the next start it is queued again, found in the bucket, and expected to
-   * get its index).
+   * Persists the ledger's transitions: leaving rest is `pending`, released
+   * is `done`. A Data.db is released once its index is written: after a
+   * crash before, it is queued again, found in the bucket, and indexed.
    */
   follow(ledger: Ledger): void {
     ledger.subscribe((event) => {
@@ -443,7 +235,7 @@ export class Journal implements UploadJournal {
 
   /**
    * Records that every file changed before `at` is in the bucket or
-   * pending here (startup.ts establishes it). Written only after every
+   * pending here (durable_state.ts establishes it). Written only after every
    * line appended before it is synced; never moves back.
    */
   checkpoint(at: number): void {
@@ -522,15 +314,7 @@ export class Journal implements UploadJournal {
     const batch = this.#unwritten;
     this.#unwritten = new Map();
     // Counted as written from now: later lines are appended after these.
-    for (const [path, since] of batch) {
-      if (since === null) {
-        lines.push(doneLine(path));
-        this.#written.delete(path);
-      } else {
-        lines.push(pendingLine(path, since));
-        this.#written.add(path);
-      }
-    }
+    lines.push(...batchLines(batch, this.#written));
     const wanted = this.#checkpointWanted;
     this.#checkpointWanted = undefined;
     if (lines.length > 0) {
@@ -541,9 +325,7 @@ export class Journal implements UploadJournal {
         this.#fileBytes += bytes.length;
       } catch (err) {
         this.#broken = true;
-        if (wanted !== undefined || ready !== undefined) {
-          this.#checkpointWanted = wanted ?? ready;
-        }
+        this.#checkpointWanted = wanted ?? ready ?? this.#checkpointWanted;
         this.#checkpointReady = undefined;
         this.#failed(err);
         this.#flushSoon();
@@ -553,7 +335,7 @@ export class Journal implements UploadJournal {
         this.#checkpoint = ready;
         this.#checkpointReady = undefined;
       }
-      this.#noteBatch(started, lines.length);
+      noteBatch(this.stats, started, lines.length);
     }
     if (wanted !== undefined) {
       // The lines it covers are synced now: it goes first in the next batch.
@@ -566,21 +348,7 @@ export class Journal implements UploadJournal {
     }
   }
 
-  #noteBatch(started: number, lines: number): void {
-    const ms = performance.now() - started;
-    const s = this.stats;
-    s.batches++;
-    s.lines += lines;
-    s.lastBatchMs = ms;
-    s.maxBatchMs = Math.max(s.maxBatchMs, ms);
-    log.debug("journal synced", { lines, ms: Math.round(ms * 100) / 100 });
-  }
-
-  /**
-   * Rewrites the file from the live entries: a temp file, synced, renamed
-   * over the journal, then the directory synced, so a crash leaves either
-   * the old file or the new one.
-   */
+  /** Rewrites the file from the live entries (durably: a crash leaves the old or the new). */
   async #compact(): Promise<void> {
     const checkpoint = this.checkpointTime;
     const lines = [HEADER];
@@ -596,17 +364,8 @@ export class Journal implements UploadJournal {
     this.#checkpointWanted = undefined;
     this.#checkpointReady = undefined;
     const bytes = new TextEncoder().encode(lines.join("\n") + "\n");
-    const tmp = `${this.path}.tmp`;
     try {
-      const out = await Deno.open(tmp, { write: true, create: true, truncate: true });
-      try {
-        await writeAll(out, bytes);
-        await out.sync();
-      } finally {
-        out.close();
-      }
-      await Deno.rename(tmp, this.path);
-      await syncDirectory(this.dir);
+      await replaceDurably(this.dir, this.path, bytes);
       this.#file?.close();
       this.#file = await Deno.open(this.path, { append: true });
     } catch (err) {
@@ -637,25 +396,5 @@ export class Journal implements UploadJournal {
       file: this.path,
       error: errorMessage(err),
     });
-  }
-}
-
-/** The bytes one pending line takes (near enough for the compaction bound). */
-function lineBytes(path: string): number {
-  return path.length + 48;
-}
-
-async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
-  let offset = 0;
-  while (offset < bytes.length) offset += await file.write(bytes.subarray(offset));
-}
-
-/** fsync of a directory: makes a rename in it durable. */
-async function syncDirectory(dir: string): Promise<void> {
-  const handle = await Deno.open(dir, { read: true });
-  try {
-    await handle.sync();
-  } finally {
-    handle.close();
   }
 }

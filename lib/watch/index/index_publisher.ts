@@ -29,19 +29,15 @@
 import { indexBody } from "../../bucket/index_body.ts";
 import { CUT_TIME_METADATA } from "../../bucket/index_reader.ts";
 import { indexKey, type KeyNaming } from "../../bucket/keys.ts";
-import {
-  generationPrefix,
-  mutableComponentOf,
-  parseToc,
-  wantsIndex,
-} from "../../bucket/sstable.ts";
+import { generationPrefix, mutableComponentOf, wantsIndex } from "../../bucket/sstable.ts";
 import { errorMessage } from "../../common/errors.ts";
-import { fileNamesOrNull, lstatOrNull, readTextOrNull } from "../../common/fs.ts";
+import { fileNamesOrNull } from "../../common/fs.ts";
 import { log } from "../../common/log.ts";
 import { basename, dirname } from "../../common/paths.ts";
 import { type Backoff, backoffMs } from "../../common/retry.ts";
 import type { Store } from "../../store/store.ts";
 import type { FileFacts, IndexRecord, Ledger, StoredOutcome } from "../ledger.ts";
+import { type Cut, type CutContext, frozenCut, liveSet } from "./cut.ts";
 import type { PathFilter } from "../detect/path_filter.ts";
 
 /** Between failed uploads of one index. */
@@ -60,18 +56,6 @@ export interface IndexPublisherOptions {
   waitMs: number;
   quietMs?: number;
   now?: () => number;
-}
-
-/** What an index names now, and whether it may be published. */
-interface Cut {
-  names: string[];
-  /** Files it waits for (named once in the bucket). */
-  waiting: Set<string>;
-  complete: boolean;
-  /** Some of `waiting` are queued or uploading. */
-  inFlight: boolean;
-  /** The cut time (epoch ms) it records. */
-  at: number;
 }
 
 export class IndexPublisher {
@@ -310,7 +294,9 @@ export class IndexPublisher {
     if (now < entry.notBefore || this.#inBacklog) return;
     entry.checkedAt = now;
     const directory = dirname(dataPath);
-    const cut = entry.frozen ? this.#frozenCut(entry, directory) : this.#cutNow(entry, now);
+    const cut = entry.frozen
+      ? frozenCut(this.#cutContext(directory), entry)
+      : this.#cutNow(entry, now);
     if (cut === null) return;
     if ((entry.backlog || entry.frozen) && cut.inFlight) {
       entry.deadline = Math.max(entry.deadline, now + this.#o.waitMs);
@@ -373,102 +359,23 @@ export class IndexPublisher {
       this.#settle(dataPath, false);
       return null;
     }
-    const { secured, members, ...cut } = this.#liveSet(entry, directory, files, now);
+    const { secured, members, ...cut } = liveSet(this.#cutContext(directory), entry, files, now);
     if (secured) {
       entry.frozen = { names: members, at: now };
-      return this.#frozenCut(entry, directory);
+      return frozenCut(this.#cutContext(directory), entry);
     }
     // Requested when pinned: not published before its own Data.db is stored.
     if (!this.#files.isStored(dataPath)) return null;
     return { ...cut, at: now };
   }
 
-  /** A frozen cut: its names, once in the bucket (their originals may be gone). */
-  #frozenCut(entry: IndexRecord, directory: string): Cut {
-    const { names, at } = entry.frozen!;
-    const deleted = this.#deletedByUs.get(directory) ?? new Set<string>();
-    const stored = (name: string) => {
-      const path = `${directory}/${name}`;
-      return deleted.has(name) || this.#files.isStored(path, lstatOrNull(path)?.size);
-    };
-    const waiting = new Set(names.filter((name) => !stored(name)));
-    const inFlight = [...waiting].some((name) => this.#files.isInFlight(`${directory}/${name}`));
-    entry.awaiting = waiting;
+  #cutContext(directory: string): CutContext {
     return {
-      names: names.filter((name) => !waiting.has(name)),
-      waiting,
-      complete: waiting.size === 0,
-      inFlight,
-      at,
+      files: this.#files,
+      filter: this.#o.filter,
+      isPinned: this.#o.isPinned,
+      quietMs: this.#o.quietMs ?? 2_000,
+      deleted: this.#deletedByUs.get(directory) ?? new Set<string>(),
     };
-  }
-
-  /**
-   * The directory's live set as of now: the names an index cut now would
-   * give (only files in the bucket), and whether it is complete yet.
-   */
-  #liveSet(entry: IndexRecord, directory: string, files: Set<string>, now: number) {
-    const pathOf = (name: string) => `${directory}/${name}`;
-    const accepted = [...files].filter((n) => this.#o.filter.accepts(pathOf(n)));
-    const deleted = this.#deletedByUs.get(directory) ?? new Set<string>();
-    const stored = (name: string) => {
-      if (deleted.has(name)) return true;
-      const size = lstatOrNull(pathOf(name))?.size;
-      return size !== undefined && this.#files.isStored(pathOf(name), size);
-    };
-    const known = (name: string) =>
-      deleted.has(name) || this.#files.isPending(pathOf(name)) ||
-      this.#files.isStored(pathOf(name));
-    const tocOf = (prefix: string) => {
-      const text = readTextOrNull(pathOf(`${prefix}TOC.txt`));
-      return text === null ? null : parseToc(text).map((c) => `${prefix}${c}`)
-        .filter((name) => this.#o.filter.accepts(pathOf(name)));
-    };
-
-    // The own generation: every component its TOC lists, else what has appeared.
-    const own = accepted.filter((n) => n.startsWith(entry.prefix));
-    for (const name of own) {
-      if (!entry.seen.has(name)) {
-        entry.seen.add(name);
-        entry.changedAt = now;
-      }
-    }
-    const ownToc = tocOf(entry.prefix);
-    const members = new Set([...own, ...(ownToc ?? [])]);
-
-    // Other generations with a TOC count only once whole; everything else once complete.
-    const tocPrefixes = accepted.filter((n) => n.endsWith("TOC.txt") && !n.startsWith(entry.prefix))
-      .map((n) => n.slice(0, -"TOC.txt".length))
-      .sort((a, b) => b.length - a.length);
-    const wholeGenerations = new Map<string, boolean>();
-    for (const name of accepted) {
-      if (members.has(name)) continue;
-      const prefix = tocPrefixes.find((p) => name.startsWith(p));
-      if (prefix === undefined) {
-        if (known(name)) members.add(name);
-        continue;
-      }
-      let whole = wholeGenerations.get(prefix);
-      if (whole === undefined) {
-        const toc = tocOf(prefix) ?? [];
-        whole = toc.every((c) => files.has(c) ? known(c) : deleted.has(c));
-        wholeGenerations.set(prefix, whole);
-      }
-      if (whole && known(name)) members.add(name);
-    }
-    for (const name of deleted) members.add(name);
-
-    const waiting = new Set([...members].filter((name) => !stored(name)));
-    const inFlight = [...waiting].some((name) => this.#files.isInFlight(pathOf(name)));
-    entry.awaiting = ownToc ? waiting : null;
-    const quiet = now - entry.changedAt >= (this.#o.quietMs ?? 2_000);
-    const whole = ownToc !== null || quiet;
-    const complete = waiting.size === 0 && whole;
-    const names = [...members].filter((name) => !waiting.has(name)).sort();
-    // --pin: every file named is in the bucket or pinned, so will be.
-    const isPinned = this.#o.isPinned;
-    const secured = isPinned !== undefined && whole &&
-      [...waiting].every((name) => isPinned(pathOf(name)));
-    return { names, waiting, complete, inFlight, secured, members: [...members].sort() };
   }
 }
