@@ -3,7 +3,9 @@
  * one place. Everything else reads it, and hears of its changes through
  * typed events (`LedgerEvent`): the durable journal persists them, pins and
  * local cleanup act on them, the index publisher and the metrics follow
- * them. Nothing keeps its own per-file state in step by hand.
+ * them. What stage a file is in, and when it is let go, is decided here
+ * only; the others keep just their own resources (journal lines, links,
+ * the publisher's working notes on each index record).
  *
  * A file's life, as the ledger tells it:
  *
@@ -100,7 +102,7 @@ export class Ledger implements FileFacts {
         bytes: undefined,
         again: false,
         stored: undefined,
-        retryTimer: undefined,
+        cancelRetry: undefined,
       };
       this.#records.set(path, record);
       this.#counts.resting++;
@@ -126,8 +128,8 @@ export class Ledger implements FileFacts {
     }
     if (from === "queued") this.#queue.delete(record);
     if (from === "retrying" && to !== "retrying") {
-      clearTimeout(record.retryTimer);
-      record.retryTimer = undefined;
+      record.cancelRetry?.();
+      record.cancelRetry = undefined;
     }
     this.#counts[from]--;
     this.#counts[to]++;

@@ -27,8 +27,8 @@ export interface FileRecord {
   again: boolean;
   /** What the bucket holds for it, as far as this process knows (`Ledger.stored` sets it). */
   readonly stored: StoredVersion | undefined;
-  /** While retrying: the timer of the next cycle. */
-  retryTimer: ReturnType<typeof setTimeout> | undefined;
+  /** While retrying: cancels the timer of the next cycle. */
+  cancelRetry: (() => void) | undefined;
 }
 
 /**

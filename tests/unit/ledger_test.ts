@@ -63,9 +63,10 @@ Deno.test("Ledger clears a retry timer and the 'again' mark on the way", () => {
   assert(!record.again, "the new upload covers what arrived during the last one");
   records.move(record, "retrying");
   let fired = false;
-  record.retryTimer = setTimeout(() => fired = true, 10);
+  const timer = setTimeout(() => fired = true, 10);
+  record.cancelRetry = () => clearTimeout(timer);
   records.move(record, "queued");
-  assertEquals(record.retryTimer, undefined);
+  assertEquals(record.cancelRetry, undefined);
   return new Promise((resolve) =>
     setTimeout(() => {
       assert(!fired, "the timer of a retry that was overtaken does not fire");

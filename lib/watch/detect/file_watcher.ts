@@ -22,6 +22,7 @@ import { secondsSince } from "../../common/format.ts";
 import { lstatOrNull } from "../../common/fs.ts";
 import { log } from "../../common/log.ts";
 import { dirname } from "../../common/paths.ts";
+import { type Clock, systemClock, type TimerId } from "../clock.ts";
 import type { PathFilter } from "./path_filter.ts";
 import { checkRoot, warnOnSmallInotifyQueue, WatchLimitError } from "./watch_setup.ts";
 import {
@@ -53,7 +54,8 @@ export interface WatcherOptions {
   sweepIntervalMs: number;
   /** Reports whether events are flowing (for /healthz). */
   onWatching?: (ok: boolean) => void;
-  now?: () => number;
+  /** Time and timers (tests move them by hand). */
+  clock?: Clock;
 }
 
 /** A path to look at, and what its event said. */
@@ -79,19 +81,21 @@ export class FileWatcher {
   #probeQueued = new Map<string, Probe>();
   #probing = false;
   #candidates = new Map<string, Candidate>();
-  #settleTimer: ReturnType<typeof setTimeout> | undefined;
-  #sweepTimer: ReturnType<typeof setInterval> | undefined;
+  readonly #clock: Clock;
+  #settleTimer: TimerId | undefined;
+  #sweepTimer: TimerId | undefined;
   #sweeping: Promise<void> | undefined;
   #sweepAgain = false;
   #loop: Promise<void> | undefined;
 
   constructor(options: WatcherOptions) {
     this.#o = options;
+    this.#clock = options.clock ?? systemClock;
     this.#startedAt = this.#now();
   }
 
   #now(): number {
-    return this.#o.now?.() ?? Date.now();
+    return this.#clock.now();
   }
 
   /**
@@ -111,15 +115,18 @@ export class FileWatcher {
     void warnOnSmallInotifyQueue();
     this.#openWatcher();
     if (this.#o.sweepIntervalMs > 0) {
-      this.#sweepTimer = setInterval(() => this.sweep("periodic"), this.#o.sweepIntervalMs);
+      this.#sweepTimer = this.#clock.setInterval(
+        () => this.sweep("periodic"),
+        this.#o.sweepIntervalMs,
+      );
     }
   }
 
   /** Stops watching; pending candidates are dropped (a later -B finds them). */
   async close(): Promise<void> {
     this.#closed = true;
-    clearInterval(this.#sweepTimer);
-    clearTimeout(this.#settleTimer);
+    this.#clock.clearInterval(this.#sweepTimer);
+    this.#clock.clearTimeout(this.#settleTimer);
     try {
       this.#fsWatcher?.close();
     } catch {
@@ -192,7 +199,7 @@ export class FileWatcher {
 
   /** Re-creates the watcher after it ended (root removed, watch limit). */
   #restartLater(): void {
-    setTimeout(async () => {
+    this.#clock.setTimeout(async () => {
       if (this.#closed) return;
       try {
         for (const root of this.#o.roots) await checkRoot(root);
@@ -272,7 +279,7 @@ export class FileWatcher {
       // this scan: files (hard links above all) made in that gap produce no
       // event. Scanning again shortly after closes the gap.
       for (const ms of NEW_DIR_RESCANS_MS) {
-        setTimeout(() => {
+        this.#clock.setTimeout(() => {
           if (!this.#closed) this.#scanTree(path, false).catch(() => {});
         }, ms);
       }
@@ -341,7 +348,7 @@ export class FileWatcher {
 
   #scheduleSettle(): void {
     if (this.#settleTimer !== undefined || this.#closed) return;
-    this.#settleTimer = setTimeout(() => {
+    this.#settleTimer = this.#clock.setTimeout(() => {
       this.#settleTimer = undefined;
       for (const [path, seen] of [...this.#candidates]) {
         const info = lstatOrNull(path);

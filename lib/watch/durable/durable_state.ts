@@ -21,6 +21,7 @@ import { secondsSince } from "../../common/format.ts";
 import { log } from "../../common/log.ts";
 import { wantsIndex } from "../../bucket/sstable.ts";
 import { isWatchedDir } from "../detect/watch_rules.ts";
+import { type Clock, systemClock, type TimerId } from "../clock.ts";
 import { Journal } from "./journal.ts";
 import type { JournalRecovery } from "./journal_format.ts";
 import {
@@ -44,18 +45,20 @@ export class DurableState {
   #startDirs = new Set<string>();
   /** Files with a ctime before this were covered by the reconciliation at start. */
   #coveredBefore = 0;
-  #timer: ReturnType<typeof setInterval> | undefined;
+  readonly #clock: Clock;
+  #timer: TimerId | undefined;
   #scanning: Promise<void> | undefined;
 
-  private constructor(journal: Journal, recovery: JournalRecovery) {
+  private constructor(journal: Journal, recovery: JournalRecovery, clock: Clock) {
     this.journal = journal;
     this.recovery = recovery;
+    this.#clock = clock;
   }
 
   /** Locks and reads the state directory (`FatalError` when it cannot be used). */
-  static async open(dir: string): Promise<DurableState> {
+  static async open(dir: string, clock: Clock = systemClock): Promise<DurableState> {
     const { journal, recovery } = await Journal.open(dir);
-    return new DurableState(journal, recovery);
+    return new DurableState(journal, recovery, clock);
   }
 
   /** A new or damaged journal cannot say what changed while we were down: reconcile everything. */
@@ -69,7 +72,7 @@ export class DurableState {
    * the directories changed since it), and records the first checkpoint.
    */
   async reconcile(parts: DurableParts): Promise<void> {
-    let startedAt = Date.now();
+    let startedAt = this.#clock.now();
     if (parts.recursive !== parts.autoAdd) {
       for (const root of parts.roots) await collectDirs(root, this.#startDirs);
     }
@@ -96,7 +99,10 @@ export class DurableState {
     // Only now: a scan before the reconciliation is done would skip what it has to queue.
     this.#parts = parts;
     if (parts.sweepIntervalMs > 0 && !parts.once) {
-      this.#timer = setInterval(() => void this.checkpointScan(), parts.sweepIntervalMs);
+      this.#timer = this.#clock.setInterval(
+        () => void this.checkpointScan(),
+        parts.sweepIntervalMs,
+      );
     }
   }
 
@@ -115,7 +121,7 @@ export class DurableState {
 
   /** At shutdown, before the watches close: stops the scans, then one last checkpoint. */
   async stop(): Promise<void> {
-    clearInterval(this.#timer);
+    this.#clock.clearInterval(this.#timer);
     this.#timer = undefined;
     await this.#scanning;
     await this.checkpointScan();
@@ -128,7 +134,7 @@ export class DurableState {
 
   async #scan(parts: DurableParts): Promise<void> {
     const started = performance.now();
-    const at = Date.now();
+    const at = this.#clock.now();
     let bound = at;
     let queued = 0;
     const { ledger, pipeline, settleMs } = parts;
@@ -139,7 +145,7 @@ export class DurableState {
         if (ledger.isPending(path) || ledger.isStoredUnchanged(path, info.size, mtime)) continue;
         const ctime = info.ctime?.getTime() ?? mtime;
         if (ctime < this.#coveredBefore) continue;
-        if ((info.nlink ?? 1) > 1 || Date.now() - mtime >= settleMs) {
+        if ((info.nlink ?? 1) > 1 || this.#clock.now() - mtime >= settleMs) {
           pipeline.enqueue(path);
           queued++;
         } else {

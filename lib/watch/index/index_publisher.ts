@@ -38,6 +38,7 @@ import { type Backoff, backoffMs } from "../../common/retry.ts";
 import type { Store } from "../../store/store.ts";
 import type { FileFacts, IndexRecord, Ledger, StoredOutcome } from "../ledger.ts";
 import { type Cut, type CutContext, frozenCut, liveSet } from "./cut.ts";
+import { type Clock, systemClock, type TimerId } from "../clock.ts";
 import type { PathFilter } from "../detect/path_filter.ts";
 
 /** Between failed uploads of one index. */
@@ -55,7 +56,8 @@ export interface IndexPublisherOptions {
   isPinned?(path: string): boolean;
   waitMs: number;
   quietMs?: number;
-  now?: () => number;
+  /** Time and timers (tests move them by hand). */
+  clock?: Clock;
 }
 
 export class IndexPublisher {
@@ -69,7 +71,8 @@ export class IndexPublisher {
   readonly #deletedByUs = new Map<string, Set<string>>();
   /** True while the -B start-up sweep is still queueing existing files. */
   #inBacklog = false;
-  #timer: ReturnType<typeof setInterval> | undefined;
+  readonly #clock: Clock;
+  #timer: TimerId | undefined;
   #idleWaiters: (() => void)[] = [];
   #settledWaiters: (() => void)[] = [];
   published = 0;
@@ -77,6 +80,7 @@ export class IndexPublisher {
   constructor(options: IndexPublisherOptions) {
     this.#o = options;
     this.#ledger = options.ledger;
+    this.#clock = options.clock ?? systemClock;
     this.#files = options.files ?? options.ledger;
     options.ledger.subscribe((event) => {
       if (event.type === "stored") this.stored(event.path, event.outcome);
@@ -86,16 +90,16 @@ export class IndexPublisher {
   }
 
   #now(): number {
-    return this.#o.now?.() ?? Date.now();
+    return this.#clock.now();
   }
 
   /** Starts the timer that re-checks waiting indexes. */
   start(intervalMs = 500): void {
-    this.#timer ??= setInterval(() => this.checkDue(), intervalMs);
+    this.#timer ??= this.#clock.setInterval(() => this.checkDue(), intervalMs);
   }
 
   stop(): void {
-    clearInterval(this.#timer);
+    this.#clock.clearInterval(this.#timer);
     this.#timer = undefined;
   }
 

@@ -16,6 +16,7 @@ import { type Backoff, backoffMs, retry } from "../../common/retry.ts";
 import { type KeyNaming, objectKey } from "../../bucket/keys.ts";
 import { failureReason } from "../../store/failure.ts";
 import type { Store } from "../../store/store.ts";
+import { type Clock, sleepOn, systemClock } from "../clock.ts";
 import { BucketView, type RemoteListing } from "./bucket_view.ts";
 import {
   type FileRecord,
@@ -72,6 +73,8 @@ export interface UploadPipelineOptions {
   journal?: UploadJournal | undefined;
   /** `--pin`: complete files are uploaded from their pin. */
   pins?: PipelinePins | undefined;
+  /** Time and timers (tests move them by hand). */
+  clock?: Clock;
 }
 
 export type { StoredOutcome };
@@ -88,6 +91,7 @@ export class UploadPipeline {
   /** The records: read them here, not through the pipeline. */
   readonly ledger: Ledger;
   readonly #records: Ledger;
+  readonly #clock: Clock;
   readonly #bucket: BucketView;
   readonly #uploader: FileUploader;
   readonly #abort = new AbortController();
@@ -101,6 +105,7 @@ export class UploadPipeline {
     this.#o = options;
     this.#pruneStoredAt = options.pruneStoredAfter ?? STORED_PRUNE_MIN;
     this.ledger = this.#records = options.ledger ?? new Ledger();
+    this.#clock = options.clock ?? systemClock;
     this.#bucket = new BucketView(options.store);
     this.#uploader = new FileUploader({
       store: options.store,
@@ -123,7 +128,7 @@ export class UploadPipeline {
    * Accepts a complete file. Returns at once; the upload happens in the
    * pool. `since` is when the file became complete (for the RPO metric).
    */
-  enqueue(path: string, since = Date.now()): void {
+  enqueue(path: string, since = this.#clock.now()): void {
     if (!this.#accepting) return;
     const record = this.#records.getOrCreate(path);
     let queue = true;
@@ -181,10 +186,9 @@ export class UploadPipeline {
         files: inFlight.length,
         grace: graceMs / 1000,
       });
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const timeout = new Promise<void>((resolve) => timer = setTimeout(resolve, graceMs));
-      await Promise.race([this.idle(), timeout]);
-      clearTimeout(timer);
+      const graceOver = new AbortController();
+      await Promise.race([this.idle(), sleepOn(this.#clock, graceMs, graceOver.signal)]);
+      graceOver.abort();
       const still = this.#records.count("uploading");
       if (still > 0) {
         log.warn("aborting uploads still in progress", { files: still });
@@ -233,6 +237,7 @@ export class UploadPipeline {
         attempts,
         backoff: ATTEMPT_BACKOFF,
         signal: this.#abort.signal,
+        sleep: (ms, signal) => sleepOn(this.#clock, ms, signal),
         onRetry: (err, attempt, ms) => {
           const reason = failureReason(err);
           this.#o.observer?.uploadRetried(reason);
@@ -263,9 +268,10 @@ export class UploadPipeline {
       });
       if (!this.#accepting) return false;
       this.#records.move(record, "retrying");
-      record.retryTimer = setTimeout(() => {
+      const timer = this.#clock.setTimeout(() => {
         if (record.state === "retrying") this.enqueue(record.path, record.since);
       }, wait);
+      record.cancelRetry = () => this.#clock.clearTimeout(timer);
       return false;
     }
   }
