@@ -3,7 +3,7 @@
  * memory and on disk). `DIR/journal.jsonl` is JSON lines, appended in order:
  *
  *   {"journal":"tablesnap","version":1}                header, always first
- *   {"op":"checkpoint","at":1767225600000}             see startup.ts
+ *   {"op":"checkpoint","at":1767225600000}             see durable_state.ts
  *   {"op":"pending","path":"/var/lib/...","since":...} complete, not in the bucket
  *   {"op":"done","path":"/var/lib/..."}                in the bucket, skipped or gone
  *   {"op":"upload","path":..,"key":..,"uploadId":..,   a multipart upload began
