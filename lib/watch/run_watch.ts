@@ -18,6 +18,7 @@ import {
   EncryptingStore,
   removeStaleSpoolFiles,
 } from "../store/encrypting_store.ts";
+import { type ObjectStorage, objectStorageFields } from "../store/object_storage.ts";
 import { RateLimitedStore, RateLimiter } from "../store/rate_limit.ts";
 import type { Store } from "../store/store.ts";
 import { FileWatcher } from "./detect/file_watcher.ts";
@@ -41,8 +42,8 @@ import type { ListenEvent } from "./detect/watch_rules.ts";
 export interface WatchSettings {
   bucket: string;
   connection: Connection;
-  reducedRedundancy: boolean;
-  serverSideEncryption: boolean;
+  /** Storage classes and server-side encryption of the objects written (S3). */
+  objectStorage: ObjectStorage;
   roots: string[];
   naming: KeyNaming;
   filter: PathFilter;
@@ -206,6 +207,7 @@ async function startWatch(w: WatchParts): Promise<void> {
     bucket: w.store.url,
     paths: s.roots.join(","),
     threads: s.threads,
+    ...objectStorageFields(s.objectStorage),
   });
   if (w.backup || state) {
     // Indexes of the backlog wait until every existing file is queued.
@@ -274,8 +276,7 @@ function newFileWatcher(s: WatchSettings, pipeline: UploadPipeline, metrics: Met
  */
 function openWatchStore(s: WatchSettings, metrics: Metrics): Store {
   const store = openStore(s.bucket, s.connection, {
-    reducedRedundancy: s.reducedRedundancy,
-    serverSideEncryption: s.serverSideEncryption,
+    objectStorage: s.objectStorage,
     onRequest: (operation, seconds, failed) => metrics.s3Request(operation, seconds, failed),
     checkPrefix: keyHead(s.naming),
     ...(s.objectLock ? { objectLock: s.objectLock } : {}),
