@@ -209,6 +209,11 @@ export class Ledger implements FileFacts {
     return state !== undefined && state !== "resting";
   }
 
+  /** Already taken care of: on its way, or in the bucket in exactly this version. */
+  handles(path: string, size: number, mtimeMs: number): boolean {
+    return this.isPending(path) || this.isStoredUnchanged(path, size, mtimeMs);
+  }
+
   /** True while the file rests waiting for its index. */
   isHeld(path: string): boolean {
     return this.#held.has(path);

@@ -190,7 +190,7 @@ async function buildWatch(s: WatchSettings): Promise<WatchParts> {
     waitMs: s.indexWaitMs,
   });
   const cleanup = s.deleteOnBackup ? new LocalCleanup(ledger) : undefined;
-  const watcher = newFileWatcher({ ...s, backup }, pipeline, metrics);
+  const watcher = newFileWatcher({ ...s, backup }, ledger, pipeline, metrics);
   return { s, backup, state, ledger, pins, store, server, pipeline, publisher, cleanup, watcher };
 }
 
@@ -247,23 +247,26 @@ async function abortEarlierUploads(
 }
 
 /** The watcher, feeding complete files to the pipeline; its candidates count as pending. */
-function newFileWatcher(s: WatchSettings, pipeline: UploadPipeline, metrics: Metrics): FileWatcher {
+function newFileWatcher(
+  s: WatchSettings,
+  ledger: Ledger,
+  pipeline: UploadPipeline,
+  metrics: Metrics,
+): FileWatcher {
   const watcher = new FileWatcher({
     ...s,
     onComplete: (path, how) => {
       log.debug("complete", { path, how });
       pipeline.enqueue(path);
     },
-    isHandled: (path, info) =>
-      pipeline.ledger.isPending(path) ||
-      pipeline.ledger.isStoredUnchanged(path, info.size, info.mtime?.getTime() ?? 0),
+    isHandled: (path, info) => ledger.handles(path, info.size, info.mtime?.getTime() ?? 0),
     includeExisting: s.backup,
     sweepIntervalMs: s.once ? 0 : s.sweepIntervalMs,
     onWatching: (ok) => metrics.setWatching(ok),
   });
   // Files still settling count as pending too.
   metrics.pendingFrom(() => {
-    const pending = pipeline.ledger.pending();
+    const pending = ledger.pending();
     return { ...pending, files: pending.files + watcher.candidates() };
   });
   return watcher;

@@ -53,9 +53,7 @@ Deno.test("checkpoint scans queue what changed and hold the checkpoint for files
     ...options,
     listen: new Set(LISTEN_EVENTS),
     onComplete: (path) => pipeline.enqueue(path),
-    isHandled: (path, info) =>
-      ledger.isPending(path) ||
-      ledger.isStoredUnchanged(path, info.size, info.mtime?.getTime() ?? 0),
+    isHandled: (path, info) => ledger.handles(path, info.size, info.mtime?.getTime() ?? 0),
     includeExisting: true,
     sweepIntervalMs: 0,
     clock,

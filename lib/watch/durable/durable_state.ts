@@ -142,7 +142,7 @@ export class DurableState {
     await walkTree(parts.roots, parts.filter, (dir) => isWatchedDir(dir, scope), (_, __, files) => {
       for (const { path, info } of files) {
         const mtime = info.mtime?.getTime() ?? 0;
-        if (ledger.isPending(path) || ledger.isStoredUnchanged(path, info.size, mtime)) continue;
+        if (ledger.handles(path, info.size, mtime)) continue;
         const ctime = info.ctime?.getTime() ?? mtime;
         if (ctime < this.#coveredBefore) continue;
         if ((info.nlink ?? 1) > 1 || this.#clock.now() - mtime >= settleMs) {

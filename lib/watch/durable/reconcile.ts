@@ -192,7 +192,7 @@ export async function reconcileChanged(
   for (const files of changed) {
     for (const { path, info } of files) {
       const mtime = info.mtime?.getTime() ?? 0;
-      if (ledger.isPending(path) || ledger.isStoredUnchanged(path, info.size, mtime)) continue;
+      if (ledger.handles(path, info.size, mtime)) continue;
       pipeline.enqueue(path);
       queued++;
     }
