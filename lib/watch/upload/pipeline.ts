@@ -88,9 +88,8 @@ export interface PipelineSummary {
 
 export class UploadPipeline {
   readonly #o: UploadPipelineOptions;
-  /** The records: read them here, not through the pipeline. */
+  /** The records (this pipeline moves them; everyone else reads them). */
   readonly ledger: Ledger;
-  readonly #records: Ledger;
   readonly #clock: Clock;
   readonly #bucket: BucketView;
   readonly #uploader: FileUploader;
@@ -104,7 +103,7 @@ export class UploadPipeline {
   constructor(options: UploadPipelineOptions) {
     this.#o = options;
     this.#pruneStoredAt = options.pruneStoredAfter ?? STORED_PRUNE_MIN;
-    this.ledger = this.#records = options.ledger ?? new Ledger();
+    this.ledger = options.ledger ?? new Ledger();
     this.#clock = options.clock ?? systemClock;
     this.#bucket = new BucketView(options.store);
     this.#uploader = new FileUploader({
@@ -130,7 +129,7 @@ export class UploadPipeline {
    */
   enqueue(path: string, since = this.#clock.now()): void {
     if (!this.#accepting) return;
-    const record = this.#records.getOrCreate(path);
+    const record = this.ledger.getOrCreate(path);
     let queue = true;
     switch (record.state) {
       case "uploading":
@@ -147,21 +146,21 @@ export class UploadPipeline {
       case "resting":
         record.since = since;
     }
-    if (queue) this.#records.move(record, "queued");
+    if (queue) this.ledger.move(record, "queued");
     // Once pending (whoever hears of the pin finds the file on its way), and
     // before its upload can start (which then reads the pin).
-    this.#records.complete(path);
+    this.ledger.complete(path);
     if (queue) this.#pump();
   }
 
   /** Files and the oldest completion time of everything not yet in the bucket. */
   pending(): PendingSummary {
-    return this.#records.pending();
+    return this.ledger.pending();
   }
 
   /** Paths between failed try-cycles (what --once reports as failed). */
   failedPaths(): string[] {
-    return this.#records.inState("retrying").map((r) => r.path);
+    return this.ledger.inState("retrying").map((r) => r.path);
   }
 
   /** Resolves when nothing is queued or uploading (failed files may wait). */
@@ -177,10 +176,10 @@ export class UploadPipeline {
    */
   async shutdown(graceMs: number): Promise<string[]> {
     this.#accepting = false;
-    const notStarted = [...this.#records.inState("queued"), ...this.#records.inState("retrying")];
+    const notStarted = [...this.ledger.inState("queued"), ...this.ledger.inState("retrying")];
     // Not uploaded: the journal keeps them for the next start.
-    for (const record of notStarted) this.#records.move(record, "resting", { unfinished: true });
-    const inFlight = this.#records.inState("uploading");
+    for (const record of notStarted) this.ledger.move(record, "resting", { unfinished: true });
+    const inFlight = this.ledger.inState("uploading");
     if (inFlight.length > 0) {
       log.info("waiting for uploads in progress", {
         files: inFlight.length,
@@ -189,7 +188,7 @@ export class UploadPipeline {
       const graceOver = new AbortController();
       await Promise.race([this.idle(), sleepOn(this.#clock, graceMs, graceOver.signal)]);
       graceOver.abort();
-      const still = this.#records.count("uploading");
+      const still = this.ledger.count("uploading");
       if (still > 0) {
         log.warn("aborting uploads still in progress", { files: still });
         this.#abort.abort(new Error("shutting down"));
@@ -201,14 +200,14 @@ export class UploadPipeline {
   }
 
   #isIdle(): boolean {
-    return this.#records.count("queued") === 0 && this.#records.count("uploading") === 0;
+    return this.ledger.count("queued") === 0 && this.ledger.count("uploading") === 0;
   }
 
   #pump(): void {
-    while (this.#records.count("uploading") < this.#o.threads) {
-      const record = this.#records.nextQueued();
+    while (this.ledger.count("uploading") < this.#o.threads) {
+      const record = this.ledger.nextQueued();
       if (!record) break;
-      this.#records.move(record, "uploading");
+      this.ledger.move(record, "uploading");
       let finished = false;
       this.#runCycle(record).then((outcome) => finished = outcome).finally(() => {
         if (record.state === "uploading") {
@@ -216,7 +215,7 @@ export class UploadPipeline {
           // Stopped by shutdown, or a newer version is not uploaded: still pending.
           const unfinished = !finished || record.again;
           // Unfinished (shutdown): neither held nor released, kept for the next start.
-          this.#records.move(record, again ? "queued" : "resting", { unfinished });
+          this.ledger.move(record, again ? "queued" : "resting", { unfinished });
         }
         this.#pump();
         if (this.#isIdle()) { for (const resolve of this.#idleWaiters.splice(0)) resolve(); }
@@ -267,7 +266,7 @@ export class UploadPipeline {
         retry_in: roundSeconds(wait / 1000),
       });
       if (!this.#accepting) return false;
-      this.#records.move(record, "retrying");
+      this.ledger.move(record, "retrying");
       const timer = this.#clock.setTimeout(() => {
         if (record.state === "retrying") this.enqueue(record.path, record.since);
       }, wait);
@@ -315,8 +314,8 @@ export class UploadPipeline {
   }
 
   #stored(record: FileRecord, version: StoredVersion, outcome: StoredOutcome): void {
-    this.#records.stored(record, version, outcome);
-    if (this.#records.storedCount() >= this.#pruneStoredAt && !this.#pruning) {
+    this.ledger.stored(record, version, outcome);
+    if (this.ledger.storedCount() >= this.#pruneStoredAt && !this.#pruning) {
       void this.#pruneStored();
     }
   }
@@ -331,10 +330,10 @@ export class UploadPipeline {
     this.#pruning = true;
     try {
       let looked = 0;
-      for (const path of this.#records.storedPaths()) {
+      for (const path of this.ledger.storedPaths()) {
         try {
-          const record = this.#records.get(path);
-          if (record && !lstatOrNull(path)) this.#records.forget(record);
+          const record = this.ledger.get(path);
+          if (record && !lstatOrNull(path)) this.ledger.forget(record);
         } catch {
           // unreadable now (permissions): keep it, look again next time
         }
@@ -343,7 +342,7 @@ export class UploadPipeline {
     } finally {
       this.#pruneStoredAt = Math.max(
         this.#o.pruneStoredAfter ?? STORED_PRUNE_MIN,
-        this.#records.storedCount() * 2,
+        this.ledger.storedCount() * 2,
       );
       this.#pruning = false;
     }
