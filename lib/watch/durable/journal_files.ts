@@ -22,7 +22,7 @@ export function cannotUse(dir: string, err: unknown): FatalError {
 export async function lockStateDir(dir: string): Promise<Deno.FsFile> {
   let lock: Deno.FsFile;
   try {
-    await Deno.mkdir(dir, { recursive: true });
+    await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
     lock = await Deno.open(`${dir}/${LOCK_FILE}`, { read: true, write: true, create: true });
   } catch (err) {
     throw cannotUse(dir, err);
@@ -75,7 +75,9 @@ export async function readJournalFile(path: string): Promise<JournalContents | u
  */
 export async function replaceDurably(dir: string, path: string, bytes: Uint8Array): Promise<void> {
   const tmp = `${path}.tmp`;
-  const out = await Deno.open(tmp, { write: true, create: true, truncate: true });
+  // 0600: encrypted uploads in flight keep their file keys here (docs/encryption.md).
+  const out = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
+  await Deno.chmod(tmp, 0o600);
   try {
     await writeAll(out, bytes);
     await out.sync();

@@ -7,7 +7,7 @@
  *   {"op":"pending","path":"/var/lib/...","since":...} complete, not in the bucket
  *   {"op":"done","path":"/var/lib/..."}                in the bucket, skipped or gone
  *   {"op":"upload","path":..,"key":..,"uploadId":..,   a multipart upload began
- *    "partSize":..,"size":..,"mtime":..}
+ *    "partSize":..,"size":..,"mtime":..,"remake":..}   (remake: encrypted ones, a secret)
  *   {"op":"part","path":..,"n":3,"etag":"\"..\""}      its part 3 is stored
  *   {"op":"upload-end","path":..}                      completed or aborted
  *
@@ -115,7 +115,7 @@ function applyLine(line: string, contents: JournalContents): string | undefined 
       contents.checkpoint = entry.at;
       return undefined;
     case "upload": {
-      const { key, uploadId, partSize, size, mtime } = entry;
+      const { key, uploadId, partSize, size, mtime, remake } = entry;
       if (typeof path !== "string" || !path.startsWith("/")) return "upload without a path";
       if (typeof key !== "string" || typeof uploadId !== "string" || uploadId === "") {
         return "upload without a key and upload id";
@@ -130,6 +130,7 @@ function applyLine(line: string, contents: JournalContents): string | undefined 
         size,
         mtimeMs: mtime,
         parts: new Map(),
+        ...(typeof remake === "string" ? { remake } : {}),
       });
       return undefined;
     }
@@ -160,9 +161,9 @@ function isCount(value: unknown): value is number {
 }
 
 export function uploadLines(path: string, upload: InFlightUpload): string[] {
-  const { key, uploadId, partSize, size, mtimeMs } = upload;
+  const { key, uploadId, partSize, size, mtimeMs, remake } = upload;
   const lines = [
-    JSON.stringify({ op: "upload", path, key, uploadId, partSize, size, mtime: mtimeMs }),
+    JSON.stringify({ op: "upload", path, key, uploadId, partSize, size, mtime: mtimeMs, remake }),
   ];
   for (const [n, etag] of upload.parts) lines.push(partLine(path, n, etag));
   return lines;
@@ -179,6 +180,7 @@ export function uploadEndLine(path: string): string {
 /** The bytes an upload's lines take (near enough for the compaction bound). */
 export function uploadBytes(path: string, upload: InFlightUpload): number {
   return 2 * path.length + upload.key.length + upload.uploadId.length + 160 +
+    (upload.remake?.length ?? 0) +
     upload.parts.size * (path.length + 80);
 }
 

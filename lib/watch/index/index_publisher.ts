@@ -28,7 +28,7 @@
  */
 import { indexBody } from "../../bucket/index_body.ts";
 import { CUT_TIME_METADATA } from "../../bucket/index_reader.ts";
-import { indexKey, type KeyNaming } from "../../bucket/keys.ts";
+import { indexKey, type KeyNaming, recutIndexKey } from "../../bucket/keys.ts";
 import { generationPrefix, mutableComponentOf, wantsIndex } from "../../bucket/sstable.ts";
 import { errorMessage } from "../../common/errors.ts";
 import { fileNamesOrNull } from "../../common/fs.ts";
@@ -320,8 +320,9 @@ export class IndexPublisher {
         missing: [...cut.waiting].sort().join(",") || "(no TOC.txt)",
       });
     }
-    const key = indexKey(this.#o.naming, dataPath);
+    let key = indexKey(this.#o.naming, dataPath);
     try {
+      key = await this.#freeKey(dataPath, cut.at);
       await this.#o.store.putBytes(
         key,
         new TextEncoder().encode(indexBody(directory, cut.names)),
@@ -371,6 +372,20 @@ export class IndexPublisher {
     // Requested when pinned: not published before its own Data.db is stored.
     if (!this.#files.isStored(dataPath)) return null;
     return { ...cut, at: now };
+  }
+
+  /**
+   * Where this cut goes, never over another cut (every restore point stays):
+   * the generation's first index at `<Data.db key>-listdir.json`, later cuts
+   * at `recutIndexKey`; the same cut again (a lost answer) to the same key.
+   */
+  async #freeKey(dataPath: string, at: number): Promise<string> {
+    const first = indexKey(this.#o.naming, dataPath);
+    const head = await this.#o.store.head(first);
+    if (head === null || head.metadata[CUT_TIME_METADATA] === new Date(at).toISOString()) {
+      return first;
+    }
+    return recutIndexKey(this.#o.naming, dataPath, at);
   }
 
   #cutContext(directory: string): CutContext {
