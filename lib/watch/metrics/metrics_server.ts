@@ -2,8 +2,8 @@
  * The small HTTP server of `--metrics-listen`: `/metrics` in the Prometheus
  * text exposition format 0.0.4, `/healthz` for liveness checks.
  */
-import { errorMessage, FatalError, UsageError } from "../common/errors.ts";
-import { log } from "../common/log.ts";
+import { errorMessage, FatalError, UsageError } from "../../common/errors.ts";
+import { log } from "../../common/log.ts";
 import type { Metrics } from "./metrics.ts";
 
 const CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";

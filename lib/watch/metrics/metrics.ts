@@ -12,8 +12,9 @@
  * computed at scrape time from the injected clock, so a stalled watcher shows
  * a growing age even if nothing calls into this module any more.
  */
-import { VERSION } from "../common/version.ts";
-import { FAILURE_REASONS } from "../store/failure.ts";
+import { VERSION } from "../../common/version.ts";
+import { FAILURE_REASONS } from "../../store/failure.ts";
+import type { Ledger } from "../ledger.ts";
 
 /** Options for `Metrics`. */
 export interface MetricsOptions {
@@ -82,6 +83,15 @@ export class Metrics {
   constructor(options: MetricsOptions = {}) {
     this.#now = options.now ?? Date.now;
     this.#startedMs = this.#now();
+  }
+
+  /** Follows the ledger: each index written, under the watched path `rootOf` gives. */
+  follow(ledger: Ledger, rootOf: (path: string) => string): void {
+    ledger.subscribe((event) => {
+      if (event.type === "index-settled" && event.written) {
+        this.indexWritten(rootOf(`${event.directory}/x`), event.complete);
+      }
+    });
   }
 
   /** A file under the watched path `root` was uploaded in `seconds`. */
@@ -167,8 +177,17 @@ export class Metrics {
 
   /** The Prometheus text exposition format 0.0.4, ending in a newline. */
   render(): string {
-    const now = this.#now();
     const w = new Writer();
+    this.#renderState(w);
+    this.#renderUploads(w);
+    this.#renderPending(w);
+    if (this.#pins) this.#renderPins(w, this.#pins());
+    this.#renderRequests(w);
+    return w.text();
+  }
+
+  /** Build, health, watches and S3 reachability. */
+  #renderState(w: Writer): void {
     w.metric("tablesnap_build_info", "gauge", "Always 1; the version is a label", [
       [{ version: VERSION }, 1],
     ]);
@@ -181,6 +200,10 @@ export class Metrics {
     w.metric("tablesnap_s3_reachable", "gauge", "1 if the last contact with S3 succeeded", [
       [{}, this.#s3Reachable ? 1 : 0],
     ]);
+  }
+
+  /** Uploads done, failed and retried. */
+  #renderUploads(w: Writer): void {
     w.metric("tablesnap_uploaded_files_total", "counter", "Files uploaded", [
       [{}, this.#uploadedFiles],
     ]);
@@ -202,6 +225,11 @@ export class Metrics {
       "Failed upload attempts that were tried again, by reason",
       labelled(this.#retries, "reason"),
     );
+  }
+
+  /** What is not in the bucket yet, and the last upload and index. */
+  #renderPending(w: Writer): void {
+    const now = this.#now();
     const pending = this.#pending();
     w.metric("tablesnap_pending_files", "gauge", "Files complete but not yet in the bucket", [
       [{}, pending.files],
@@ -234,21 +262,26 @@ export class Metrics {
       "Indexes written at their --index-wait deadline without every file of their directory",
       [[{}, this.#incompleteIndexes]],
     );
-    if (this.#pins) {
-      const pins = this.#pins();
-      w.metric("tablesnap_pinned_files", "gauge", "Files held by --pin links", [
-        [{}, pins.files],
-      ]);
-      w.metric("tablesnap_pinned_bytes", "gauge", "Bytes of the files held by --pin links", [
-        [{}, pins.bytes],
-      ]);
-      w.metric(
-        "tablesnap_pins_refused_total",
-        "counter",
-        "Complete files not pinned, by reason (limit: past --pin-max-bytes; unavailable: pinning is off for their path)",
-        labelled(this.#pinsRefused, "reason"),
-      );
-    }
+  }
+
+  /** `--pin`: what is pinned, and what could not be. */
+  #renderPins(w: Writer, pins: { files: number; bytes: number }): void {
+    w.metric("tablesnap_pinned_files", "gauge", "Files held by --pin links", [
+      [{}, pins.files],
+    ]);
+    w.metric("tablesnap_pinned_bytes", "gauge", "Bytes of the files held by --pin links", [
+      [{}, pins.bytes],
+    ]);
+    w.metric(
+      "tablesnap_pins_refused_total",
+      "counter",
+      "Complete files not pinned, by reason (limit: past --pin-max-bytes; unavailable: pinning is off for their path)",
+      labelled(this.#pinsRefused, "reason"),
+    );
+  }
+
+  /** S3 requests, and the process. */
+  #renderRequests(w: Writer): void {
     w.histogram(
       "tablesnap_s3_request_duration_seconds",
       "S3 request latency, by operation",
@@ -266,7 +299,6 @@ export class Metrics {
     w.metric("tablesnap_process_start_time_seconds", "gauge", "Unix time the process started", [
       [{}, this.#startedMs / 1000],
     ]);
-    return w.text();
   }
 }
 

@@ -11,9 +11,9 @@
  * those whose file changed during the send: the object is then the version
  * that was sent) are applied to them.
  */
-import { keyDirectory } from "../bucket/keys.ts";
-import { mtimeOf } from "../bucket/object_meta.ts";
-import type { Store } from "../store/store.ts";
+import { keyDirectory } from "../../bucket/keys.ts";
+import { mtimeOf } from "../../bucket/object_meta.ts";
+import type { Store } from "../../store/store.ts";
 
 /** What the bucket holds under a key. */
 export interface RemoteObject {

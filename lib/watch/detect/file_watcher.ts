@@ -17,12 +17,14 @@
  * async worker, so Deno's 1,024-event queue never fills because of us.
  * What each event means is decided by the pure rules of watch_rules.ts.
  */
-import { errorMessage, UsageError } from "../common/errors.ts";
-import { secondsSince } from "../common/format.ts";
-import { lstatOrNull } from "../common/fs.ts";
-import { log } from "../common/log.ts";
-import { dirname } from "../common/paths.ts";
+import { errorMessage, UsageError } from "../../common/errors.ts";
+import { secondsSince } from "../../common/format.ts";
+import { lstatOrNull } from "../../common/fs.ts";
+import { log } from "../../common/log.ts";
+import { dirname } from "../../common/paths.ts";
+import { type Clock, systemClock, type TimerId } from "../clock.ts";
 import type { PathFilter } from "./path_filter.ts";
+import { checkRoot, warnOnSmallInotifyQueue, WatchLimitError } from "./watch_setup.ts";
 import {
   existedBeforeStart,
   fileVerdict,
@@ -52,7 +54,8 @@ export interface WatcherOptions {
   sweepIntervalMs: number;
   /** Reports whether events are flowing (for /healthz). */
   onWatching?: (ok: boolean) => void;
-  now?: () => number;
+  /** Time and timers (tests move them by hand). */
+  clock?: Clock;
 }
 
 /** A path to look at, and what its event said. */
@@ -78,19 +81,21 @@ export class FileWatcher {
   #probeQueued = new Map<string, Probe>();
   #probing = false;
   #candidates = new Map<string, Candidate>();
-  #settleTimer: ReturnType<typeof setTimeout> | undefined;
-  #sweepTimer: ReturnType<typeof setInterval> | undefined;
+  readonly #clock: Clock;
+  #settleTimer: TimerId | undefined;
+  #sweepTimer: TimerId | undefined;
   #sweeping: Promise<void> | undefined;
   #sweepAgain = false;
   #loop: Promise<void> | undefined;
 
   constructor(options: WatcherOptions) {
     this.#o = options;
+    this.#clock = options.clock ?? systemClock;
     this.#startedAt = this.#now();
   }
 
   #now(): number {
-    return this.#o.now?.() ?? Date.now();
+    return this.#clock.now();
   }
 
   /**
@@ -110,15 +115,18 @@ export class FileWatcher {
     void warnOnSmallInotifyQueue();
     this.#openWatcher();
     if (this.#o.sweepIntervalMs > 0) {
-      this.#sweepTimer = setInterval(() => this.sweep("periodic"), this.#o.sweepIntervalMs);
+      this.#sweepTimer = this.#clock.setInterval(
+        () => this.sweep("periodic"),
+        this.#o.sweepIntervalMs,
+      );
     }
   }
 
   /** Stops watching; pending candidates are dropped (a later -B finds them). */
   async close(): Promise<void> {
     this.#closed = true;
-    clearInterval(this.#sweepTimer);
-    clearTimeout(this.#settleTimer);
+    this.#clock.clearInterval(this.#sweepTimer);
+    this.#clock.clearTimeout(this.#settleTimer);
     try {
       this.#fsWatcher?.close();
     } catch {
@@ -191,7 +199,7 @@ export class FileWatcher {
 
   /** Re-creates the watcher after it ended (root removed, watch limit). */
   #restartLater(): void {
-    setTimeout(async () => {
+    this.#clock.setTimeout(async () => {
       if (this.#closed) return;
       try {
         for (const root of this.#o.roots) await checkRoot(root);
@@ -271,7 +279,7 @@ export class FileWatcher {
       // this scan: files (hard links above all) made in that gap produce no
       // event. Scanning again shortly after closes the gap.
       for (const ms of NEW_DIR_RESCANS_MS) {
-        setTimeout(() => {
+        this.#clock.setTimeout(() => {
           if (!this.#closed) this.#scanTree(path, false).catch(() => {});
         }, ms);
       }
@@ -340,7 +348,7 @@ export class FileWatcher {
 
   #scheduleSettle(): void {
     if (this.#settleTimer !== undefined || this.#closed) return;
-    this.#settleTimer = setTimeout(() => {
+    this.#settleTimer = this.#clock.setTimeout(() => {
       this.#settleTimer = undefined;
       for (const [path, seen] of [...this.#candidates]) {
         const info = lstatOrNull(path);
@@ -373,56 +381,11 @@ export class FileWatcher {
   }
 }
 
-/** The OS refused more watches (fs.inotify.max_user_watches). */
-export class WatchLimitError extends Error {
-  override name = "WatchLimitError";
-  constructor(cause: unknown) {
-    super(
-      `Cannot watch the paths: ${errorMessage(cause)} (raise fs.inotify.max_user_watches)`,
-    );
-  }
-}
-
-/** Throws `UsageError` unless `root` is a readable directory. */
-export async function checkRoot(root: string): Promise<void> {
-  let info: Deno.FileInfo;
-  try {
-    info = await Deno.stat(root);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) throw new UsageError(`Path '${root}' does not exist`);
-    if (err instanceof Deno.errors.PermissionDenied) {
-      throw new UsageError(`Path '${root}' is not readable (permission denied)`);
-    }
-    throw err;
-  }
-  if (!info.isDirectory) throw new UsageError(`Path '${root}' is not a directory`);
-}
-
 async function collectDirs(dir: string, out: Set<string>): Promise<void> {
   for await (const entry of Deno.readDir(dir)) {
     if (!entry.isDirectory) continue;
     const path = `${dir}/${entry.name}`;
     out.add(path);
     await collectDirs(path, out);
-  }
-}
-
-/** The kernel drops events silently past this queue length: say so at start. */
-async function warnOnSmallInotifyQueue(): Promise<void> {
-  try {
-    const value = Number(
-      (await Deno.readTextFile("/proc/sys/fs/inotify/max_queued_events")).trim(),
-    );
-    if (value < 524_288) {
-      log.warn(
-        "fs.inotify.max_queued_events is low; bursts may drop events (sweeps recover them)",
-        {
-          value,
-          hint: "sysctl -w fs.inotify.max_queued_events=1048576",
-        },
-      );
-    }
-  } catch {
-    // not Linux, or /proc not readable: nothing to say
   }
 }

@@ -15,9 +15,9 @@
  * failed, an upload created just before a kill and not yet journaled) is
  * found at the next start by stale_uploads.ts.
  */
-import { errorMessage } from "../common/errors.ts";
-import { log } from "../common/log.ts";
-import type { PutFileOptions, Store } from "../store/store.ts";
+import { errorMessage } from "../../common/errors.ts";
+import { log } from "../../common/log.ts";
+import type { PutFileOptions, Store } from "../../store/store.ts";
 
 /** A multipart upload in flight, as the journal keeps it. */
 export interface InFlightUpload {

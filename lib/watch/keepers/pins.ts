@@ -27,12 +27,13 @@
  * Pins left by an earlier run (SIGKILL, a crash) are adopted at start
  * (`recover`): uploaded to the original's key, then removed.
  */
-import { errorMessage } from "../common/errors.ts";
-import { formatBytes } from "../common/format.ts";
-import { isGone, lstatOrNull } from "../common/fs.ts";
-import { log } from "../common/log.ts";
-import { dirname } from "../common/paths.ts";
-import type { PathFilter } from "./path_filter.ts";
+import { errorMessage } from "../../common/errors.ts";
+import { formatBytes } from "../../common/format.ts";
+import { isGone, lstatOrNull } from "../../common/fs.ts";
+import { log } from "../../common/log.ts";
+import { dirname } from "../../common/paths.ts";
+import type { Ledger } from "../ledger.ts";
+import type { PathFilter } from "../detect/path_filter.ts";
 
 /** The staging directory's name under each watched root, by default. */
 export const DEFAULT_PIN_DIR = ".tablesnap-pins";
@@ -85,8 +86,8 @@ export class Pins {
   #bytes = 0;
   /** True from a refusal at the limit until pins fall back under half of it. */
   #atLimit = false;
-  #holds: ((path: string) => boolean)[] = [];
-  readonly #pinnedListeners: ((path: string) => void)[] = [];
+  /** Told of each pin made (the index publisher takes a cut early). */
+  #ledger: Ledger | undefined;
 
   private constructor(areas: PinArea[], options: PinOptions) {
     this.#areas = areas;
@@ -131,14 +132,17 @@ export class Pins {
     };
   }
 
-  /** Calls `listener` each time a pin is made or refreshed. */
-  onPinned(listener: (path: string) => void): void {
-    this.#pinnedListeners.push(listener);
-  }
-
-  /** Keeps the pin of a resting file while `predicate` holds (a Data.db awaiting its index). */
-  holdWhile(predicate: (path: string) => boolean): void {
-    this.#holds.push(predicate);
+  /**
+   * Follows the ledger: a complete file is pinned (before its upload can
+   * start, which then reads the pin); a released one loses its pin. A
+   * Data.db held for its index keeps it until the index is written.
+   */
+  follow(ledger: Ledger): void {
+    this.#ledger = ledger;
+    ledger.subscribe((event) => {
+      if (event.type === "complete") this.pin(event.path);
+      else if (event.type === "released") this.release(event.path);
+    });
   }
 
   /** Files and bytes pinned now. */
@@ -194,13 +198,7 @@ export class Pins {
     if (!linked) return;
     this.#bytes += linked.size - (held?.bytes ?? 0);
     this.#pins.set(path, { path: pinPath, bytes: linked.size, dev: linked.dev, ino: linked.ino });
-    for (const listener of this.#pinnedListeners) listener(path);
-  }
-
-  /** The file rests (in the bucket, skipped or gone): its pin goes unless held. */
-  rested(path: string): void {
-    if (!this.#pins.has(path) || this.#holds.some((held) => held(path))) return;
-    this.release(path);
+    this.#ledger?.pinned(path);
   }
 
   /** Removes the pin of `path`, if any. */

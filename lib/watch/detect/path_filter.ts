@@ -5,7 +5,7 @@
  * `isTransient`). The index publisher lists directories through the same
  * filter, so what is skipped here is never named by an index either.
  */
-import { UsageError } from "../common/errors.ts";
+import { UsageError } from "../../common/errors.ts";
 
 export interface PathFilter {
   /** True when `path` (absolute) should be uploaded. */

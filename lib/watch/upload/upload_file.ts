@@ -23,17 +23,24 @@
  * store through two reused 256 KiB buffers, so memory is about
  * `threads` x 1.5 MiB whatever the file sizes and the part size.
  */
-import { Accounts } from "../common/accounts.ts";
-import { digestFile, type FileDigests, isMd5Hex, md5Hex, multipartEtag } from "../common/digest.ts";
-import { lstatOrNull } from "../common/fs.ts";
-import { log } from "../common/log.ts";
-import { type KeyNaming, objectKey } from "../bucket/keys.ts";
-import { MTIME_METADATA, mtimeMetadata, statMetadata } from "../bucket/object_meta.ts";
-import { isMutableComponent } from "../bucket/sstable.ts";
-import { keepSuperseded } from "../bucket/superseded.ts";
-import type { FileUpload, PutFileOptions, Store } from "../store/store.ts";
+import { Accounts } from "../../common/accounts.ts";
+import {
+  digestFile,
+  type FileDigests,
+  isMd5Hex,
+  md5Hex,
+  multipartEtag,
+} from "../../common/digest.ts";
+import { lstatOrNull } from "../../common/fs.ts";
+import { log } from "../../common/log.ts";
+import { type KeyNaming, objectKey } from "../../bucket/keys.ts";
+import { MTIME_METADATA, mtimeMetadata, statMetadata } from "../../bucket/object_meta.ts";
+import { isMutableComponent } from "../../bucket/sstable.ts";
+import { keepSuperseded } from "../../bucket/superseded.ts";
+import type { FileUpload, PutFileOptions, Store } from "../../store/store.ts";
 import type { BucketView, RemoteObject } from "./bucket_view.ts";
-import type { StoredVersion } from "./file_record.ts";
+import type { StoredVersion } from "../ledger.ts";
+import { ByteBudget, FileChangedError, readExactly } from "./file_bytes.ts";
 import { MultipartResume, type UploadJournal } from "./multipart_resume.ts";
 
 /** S3 refuses more parts than this. */
@@ -370,47 +377,4 @@ type InBucket = "absent" | "present" | "conflict" | "replace";
 function normalMd5(text: string | undefined): string | undefined {
   const md5 = text?.trim().toLowerCase();
   return md5 !== undefined && isMd5Hex(md5) ? md5 : undefined;
-}
-
-/** The file's size or mtime moved during the upload. */
-export class FileChangedError extends Error {
-  override name = "FileChangedError";
-  constructor(path: string) {
-    super(`File '${path}' changed while it was being uploaded`);
-  }
-}
-
-/** A count of bytes that callers take and give back, never waiting. */
-class ByteBudget {
-  #left: number;
-  constructor(bytes: number) {
-    this.#left = bytes;
-  }
-  tryTake(bytes: number): boolean {
-    if (bytes > this.#left) return false;
-    this.#left -= bytes;
-    return true;
-  }
-  give(bytes: number): void {
-    this.#left += bytes;
-  }
-}
-
-/**
- * Reads `size` bytes of a small file; a different length means the file
- * changed. Synchronous like `lstatOrNull`: at most 4 MiB from a local disk,
- * and one call instead of four async file operations per small file.
- */
-function readExactly(path: string, size: number): Uint8Array {
-  using file = Deno.openSync(path, { read: true });
-  const buffer = new Uint8Array(size + 1);
-  let filled = 0;
-  for (;;) {
-    const n = file.readSync(buffer.subarray(filled));
-    if (n === null || n === 0) break;
-    filled += n;
-    if (filled > size) throw new FileChangedError(path);
-  }
-  if (filled !== size) throw new FileChangedError(path);
-  return buffer.subarray(0, size);
 }

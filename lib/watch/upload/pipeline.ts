@@ -3,26 +3,28 @@
  * objects in the bucket. It owns the bounded pool (`-t` uploads at once) and
  * the retry rules: a try-cycle is 1 + `--retries` attempts; a file whose
  * cycle failed waits (5 s doubling up to 5 min) and is tried again, never
- * dropped. Each file is one `FileRecord` (file_record.ts); one upload is
- * `FileUploader`'s (upload_file.ts). With `--state-dir` the records tell the
- * journal which files are pending (journal.ts). With `--pin` each complete
- * file is pinned (pins.ts) and uploaded from its pin.
+ * dropped. Each file is one `FileRecord` in the ledger (ledger.ts), moved
+ * only through it; one upload is `FileUploader`'s (upload_file.ts). Who else
+ * cares about a file (the journal, pins, the index publisher) follows the
+ * ledger's events, not the pipeline. With `--pin` an upload reads the pin.
  */
-import { errorMessage } from "../common/errors.ts";
-import { lstatOrNull } from "../common/fs.ts";
-import { log } from "../common/log.ts";
-import { roundSeconds } from "../common/format.ts";
-import { type Backoff, backoffMs, retry } from "../common/retry.ts";
-import { type KeyNaming, objectKey } from "../bucket/keys.ts";
-import { failureReason } from "../store/failure.ts";
-import type { Store } from "../store/store.ts";
+import { errorMessage } from "../../common/errors.ts";
+import { lstatOrNull } from "../../common/fs.ts";
+import { log } from "../../common/log.ts";
+import { roundSeconds } from "../../common/format.ts";
+import { type Backoff, backoffMs, retry } from "../../common/retry.ts";
+import { type KeyNaming, objectKey } from "../../bucket/keys.ts";
+import { failureReason } from "../../store/failure.ts";
+import type { Store } from "../../store/store.ts";
+import { type Clock, sleepOn, systemClock } from "../clock.ts";
 import { BucketView, type RemoteListing } from "./bucket_view.ts";
 import {
   type FileRecord,
-  FileRecords,
-  type RecordJournal,
+  Ledger,
+  type PendingSummary,
+  type StoredOutcome,
   type StoredVersion,
-} from "./file_record.ts";
+} from "../ledger.ts";
 import type { UploadJournal } from "./multipart_resume.ts";
 import { FileUploader } from "./upload_file.ts";
 
@@ -43,12 +45,8 @@ export interface UploadObserver {
 
 /** `--pin` as the pipeline uses it. `Pins` (pins.ts) implements it. */
 export interface PipelinePins {
-  /** The file is complete (again): pin it, or move its pin to its current version. */
-  pin(path: string): void;
   /** The file an upload of `path` reads: its pin, or undefined (the original). */
   sourceOf(path: string): string | undefined;
-  /** The file rests (in the bucket, skipped or gone): its pin may go. */
-  rested(path: string): void;
 }
 
 export interface UploadPipelineOptions {
@@ -69,17 +67,17 @@ export interface UploadPipelineOptions {
   rootOf?: (path: string) => string;
   /** Stored files remembered before deleted ones are first pruned (default 10,000). */
   pruneStoredAfter?: number;
-  /**
-   * The durable journal (`--state-dir`): told which files are pending, and
-   * which multipart uploads are in flight.
-   */
-  journal?: (RecordJournal & UploadJournal) | undefined;
-  /** `--pin`: complete files are pinned and uploaded from their pin. */
+  /** The watcher's records (a new ledger of its own when not given). */
+  ledger?: Ledger;
+  /** The durable journal (`--state-dir`): which multipart uploads are in flight. */
+  journal?: UploadJournal | undefined;
+  /** `--pin`: complete files are uploaded from their pin. */
   pins?: PipelinePins | undefined;
+  /** Time and timers (tests move them by hand). */
+  clock?: Clock;
 }
 
-/** How a file came to be in the bucket. */
-export type StoredOutcome = "uploaded" | "present";
+export type { StoredOutcome };
 
 export interface PipelineSummary {
   uploaded: number;
@@ -90,11 +88,12 @@ export interface PipelineSummary {
 
 export class UploadPipeline {
   readonly #o: UploadPipelineOptions;
-  readonly #records: FileRecords;
+  /** The records (this pipeline moves them; everyone else reads them). */
+  readonly ledger: Ledger;
+  readonly #clock: Clock;
   readonly #bucket: BucketView;
   readonly #uploader: FileUploader;
   readonly #abort = new AbortController();
-  readonly #storedListeners: ((path: string, outcome: StoredOutcome) => void)[] = [];
   #pruneStoredAt: number;
   #pruning = false;
   #accepting = true;
@@ -104,7 +103,8 @@ export class UploadPipeline {
   constructor(options: UploadPipelineOptions) {
     this.#o = options;
     this.#pruneStoredAt = options.pruneStoredAfter ?? STORED_PRUNE_MIN;
-    this.#records = new FileRecords(options.journal);
+    this.ledger = options.ledger ?? new Ledger();
+    this.#clock = options.clock ?? systemClock;
     this.#bucket = new BucketView(options.store);
     this.#uploader = new FileUploader({
       store: options.store,
@@ -118,52 +118,18 @@ export class UploadPipeline {
     });
   }
 
-  /** Calls `listener` each time a file is confirmed in the bucket (uploaded or found there). */
-  onStored(listener: (path: string, outcome: StoredOutcome) => void): void {
-    this.#storedListeners.push(listener);
-  }
-
   /** Uses a startup listing instead of asking the bucket per file (until set to undefined). */
   setListing(listing: RemoteListing | undefined): void {
     this.#bucket.setStartupListing(listing);
-  }
-
-  /** How many files are remembered as stored (after pruning). */
-  storedCount(): number {
-    return this.#records.storedCount();
-  }
-
-  /** True when `path` with this size is known to be in the bucket. */
-  isStored(path: string, size?: number): boolean {
-    const stored = this.#records.get(path)?.stored;
-    return stored !== undefined && (size === undefined || stored.size === size);
-  }
-
-  /** True when the file is known in the bucket with exactly this size and mtime. */
-  isStoredUnchanged(path: string, size: number, mtimeMs: number): boolean {
-    const stored = this.#records.get(path)?.stored;
-    return stored !== undefined && stored.size === size && stored.mtimeMs === mtimeMs;
-  }
-
-  /** True when the file is queued or uploading now (not waiting for a retry). */
-  isInFlight(path: string): boolean {
-    const state = this.#records.get(path)?.state;
-    return state === "queued" || state === "uploading";
-  }
-
-  /** True when the file is queued, uploading or waiting for a retry. */
-  isPending(path: string): boolean {
-    const state = this.#records.get(path)?.state;
-    return state !== undefined && state !== "resting";
   }
 
   /**
    * Accepts a complete file. Returns at once; the upload happens in the
    * pool. `since` is when the file became complete (for the RPO metric).
    */
-  enqueue(path: string, since = Date.now()): void {
+  enqueue(path: string, since = this.#clock.now()): void {
     if (!this.#accepting) return;
-    const record = this.#records.getOrCreate(path);
+    const record = this.ledger.getOrCreate(path);
     let queue = true;
     switch (record.state) {
       case "uploading":
@@ -180,21 +146,21 @@ export class UploadPipeline {
       case "resting":
         record.since = since;
     }
-    if (queue) this.#records.move(record, "queued");
+    if (queue) this.ledger.move(record, "queued");
     // Once pending (whoever hears of the pin finds the file on its way), and
     // before its upload can start (which then reads the pin).
-    this.#o.pins?.pin(path);
+    this.ledger.complete(path);
     if (queue) this.#pump();
   }
 
   /** Files and the oldest completion time of everything not yet in the bucket. */
-  pending(): { files: number; bytes: number; oldestSince: number | null } {
-    return this.#records.pending();
+  pending(): PendingSummary {
+    return this.ledger.pending();
   }
 
   /** Paths between failed try-cycles (what --once reports as failed). */
   failedPaths(): string[] {
-    return this.#records.inState("retrying").map((r) => r.path);
+    return this.ledger.inState("retrying").map((r) => r.path);
   }
 
   /** Resolves when nothing is queued or uploading (failed files may wait). */
@@ -210,48 +176,46 @@ export class UploadPipeline {
    */
   async shutdown(graceMs: number): Promise<string[]> {
     this.#accepting = false;
-    const notStarted = [...this.#records.inState("queued"), ...this.#records.inState("retrying")];
+    const notStarted = [...this.ledger.inState("queued"), ...this.ledger.inState("retrying")];
     // Not uploaded: the journal keeps them for the next start.
-    for (const record of notStarted) this.#records.move(record, "resting", { unfinished: true });
-    const inFlight = this.#records.inState("uploading");
+    for (const record of notStarted) this.ledger.move(record, "resting", { unfinished: true });
+    const inFlight = this.ledger.inState("uploading");
     if (inFlight.length > 0) {
       log.info("waiting for uploads in progress", {
         files: inFlight.length,
         grace: graceMs / 1000,
       });
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const timeout = new Promise<void>((resolve) => timer = setTimeout(resolve, graceMs));
-      await Promise.race([this.idle(), timeout]);
-      clearTimeout(timer);
-      const still = this.#records.count("uploading");
+      const graceOver = new AbortController();
+      await Promise.race([this.idle(), sleepOn(this.#clock, graceMs, graceOver.signal)]);
+      graceOver.abort();
+      const still = this.ledger.count("uploading");
       if (still > 0) {
         log.warn("aborting uploads still in progress", { files: still });
         this.#abort.abort(new Error("shutting down"));
         await this.idle();
       }
     }
-    const unfinished = inFlight.filter((r) => !this.isStored(r.path)).map((r) => r.path);
+    const unfinished = inFlight.filter((r) => !this.ledger.isStored(r.path)).map((r) => r.path);
     return [...notStarted.map((r) => r.path), ...unfinished];
   }
 
   #isIdle(): boolean {
-    return this.#records.count("queued") === 0 && this.#records.count("uploading") === 0;
+    return this.ledger.count("queued") === 0 && this.ledger.count("uploading") === 0;
   }
 
   #pump(): void {
-    while (this.#records.count("uploading") < this.#o.threads) {
-      const record = this.#records.nextQueued();
+    while (this.ledger.count("uploading") < this.#o.threads) {
+      const record = this.ledger.nextQueued();
       if (!record) break;
-      this.#records.move(record, "uploading");
+      this.ledger.move(record, "uploading");
       let finished = false;
       this.#runCycle(record).then((outcome) => finished = outcome).finally(() => {
         if (record.state === "uploading") {
           const again = record.again && this.#accepting;
           // Stopped by shutdown, or a newer version is not uploaded: still pending.
           const unfinished = !finished || record.again;
-          this.#records.move(record, again ? "queued" : "resting", { unfinished });
-          // Unfinished (shutdown): the pin stays for the next start.
-          if (!again && !unfinished) this.#o.pins?.rested(record.path);
+          // Unfinished (shutdown): neither held nor released, kept for the next start.
+          this.ledger.move(record, again ? "queued" : "resting", { unfinished });
         }
         this.#pump();
         if (this.#isIdle()) { for (const resolve of this.#idleWaiters.splice(0)) resolve(); }
@@ -272,6 +236,7 @@ export class UploadPipeline {
         attempts,
         backoff: ATTEMPT_BACKOFF,
         signal: this.#abort.signal,
+        sleep: (ms, signal) => sleepOn(this.#clock, ms, signal),
         onRetry: (err, attempt, ms) => {
           const reason = failureReason(err);
           this.#o.observer?.uploadRetried(reason);
@@ -301,10 +266,11 @@ export class UploadPipeline {
         retry_in: roundSeconds(wait / 1000),
       });
       if (!this.#accepting) return false;
-      this.#records.move(record, "retrying");
-      record.retryTimer = setTimeout(() => {
+      this.ledger.move(record, "retrying");
+      const timer = this.#clock.setTimeout(() => {
         if (record.state === "retrying") this.enqueue(record.path, record.since);
       }, wait);
+      record.cancelRetry = () => this.#clock.clearTimeout(timer);
       return false;
     }
   }
@@ -324,13 +290,11 @@ export class UploadPipeline {
         this.summary.skipped++;
         return;
       case "present":
-        this.#remember(record, outcome.version);
         this.summary.skipped++;
-        this.#emitStored(record.path, "present");
+        this.#stored(record, outcome.version, "present");
         return;
       case "uploaded": {
         const { size } = outcome.version;
-        this.#remember(record, outcome.version);
         this.summary.uploaded++;
         this.summary.uploadedBytes += size;
         this.#o.observer?.fileUploaded(
@@ -344,18 +308,14 @@ export class UploadPipeline {
           seconds: roundSeconds(outcome.seconds),
           parts: outcome.parts,
         });
-        this.#emitStored(record.path, "uploaded");
+        this.#stored(record, outcome.version, "uploaded");
       }
     }
   }
 
-  #emitStored(path: string, outcome: StoredOutcome): void {
-    for (const listener of this.#storedListeners) listener(path, outcome);
-  }
-
-  #remember(record: FileRecord, version: StoredVersion): void {
-    this.#records.remember(record, version);
-    if (this.#records.storedCount() >= this.#pruneStoredAt && !this.#pruning) {
+  #stored(record: FileRecord, version: StoredVersion, outcome: StoredOutcome): void {
+    this.ledger.stored(record, version, outcome);
+    if (this.ledger.storedCount() >= this.#pruneStoredAt && !this.#pruning) {
       void this.#pruneStored();
     }
   }
@@ -370,10 +330,10 @@ export class UploadPipeline {
     this.#pruning = true;
     try {
       let looked = 0;
-      for (const path of this.#records.storedPaths()) {
+      for (const path of this.ledger.storedPaths()) {
         try {
-          const record = this.#records.get(path);
-          if (record && !lstatOrNull(path)) this.#records.forget(record);
+          const record = this.ledger.get(path);
+          if (record && !lstatOrNull(path)) this.ledger.forget(record);
         } catch {
           // unreadable now (permissions): keep it, look again next time
         }
@@ -382,7 +342,7 @@ export class UploadPipeline {
     } finally {
       this.#pruneStoredAt = Math.max(
         this.#o.pruneStoredAfter ?? STORED_PRUNE_MIN,
-        this.#records.storedCount() * 2,
+        this.ledger.storedCount() * 2,
       );
       this.#pruning = false;
     }

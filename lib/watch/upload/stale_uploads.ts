@@ -14,10 +14,10 @@
  * It needs s3:ListBucketMultipartUploads (and s3:AbortMultipartUpload); a
  * store or a policy without them costs a one-line warning, nothing more.
  */
-import { errorMessage } from "../common/errors.ts";
-import { log } from "../common/log.ts";
-import type { Store } from "../store/store.ts";
-import type { Journal } from "./journal.ts";
+import { errorMessage } from "../../common/errors.ts";
+import { log } from "../../common/log.ts";
+import type { Store } from "../../store/store.ts";
+import type { InFlightUpload } from "./multipart_resume.ts";
 
 /** Aborts the uploads under `prefixes` whose id is not in `keep`; returns how many. */
 export async function abortStaleUploads(
@@ -61,7 +61,16 @@ export async function abortStaleUploads(
  * of files it still backs up. The others (a PATH no longer given, a file now
  * filtered out) are forgotten, so that `abortStaleUploads` aborts them.
  */
-export function uploadsToKeep(journal: Journal, backsUp: (path: string) => boolean): Set<string> {
+/** The journal's multipart uploads in flight, as the clean-up at start sees them. */
+export interface JournaledUploads {
+  uploads(): [string, InFlightUpload][];
+  uploadEnded(path: string): void;
+}
+
+export function uploadsToKeep(
+  journal: JournaledUploads,
+  backsUp: (path: string) => boolean,
+): Set<string> {
   const keep = new Set<string>();
   for (const [path, upload] of journal.uploads()) {
     if (backsUp(path)) keep.add(upload.uploadId);

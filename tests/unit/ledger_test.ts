@@ -1,9 +1,9 @@
-/** One record per file (lib/watch/file_record.ts): its moves, and what each keeps or drops. */
-import { assert, assertEquals } from "./_assert.ts";
-import { FileRecords } from "../lib/watch/file_record.ts";
+/** One record per file (lib/watch/ledger.ts): its moves, and what each keeps or drops. */
+import { assert, assertEquals } from "../_assert.ts";
+import { Ledger } from "../../lib/watch/ledger.ts";
 
-Deno.test("FileRecords queues in order and counts every state", () => {
-  const records = new FileRecords();
+Deno.test("Ledger queues in order and counts every state", () => {
+  const records = new Ledger();
   for (const path of ["/d/a", "/d/b", "/d/c"]) records.move(records.getOrCreate(path), "queued");
   assertEquals(records.count("queued"), 3);
   const first = records.nextQueued()!;
@@ -15,10 +15,10 @@ Deno.test("FileRecords queues in order and counts every state", () => {
   assertEquals(records.inState("queued").map((r) => r.path), ["/d/b", "/d/c"]);
 });
 
-Deno.test("FileRecords keeps failed cycles across retry, queue and upload", () => {
+Deno.test("Ledger keeps failed cycles across retry, queue and upload", () => {
   // A file whose cycles keep failing must wait longer each time: the count
   // survives its way back through the queue (it was once lost there).
-  const records = new FileRecords();
+  const records = new Ledger();
   const record = records.getOrCreate("/d/a");
   records.move(record, "queued");
   records.move(record, "uploading");
@@ -30,8 +30,8 @@ Deno.test("FileRecords keeps failed cycles across retry, queue and upload", () =
   assertEquals(record.failedCycles, 2);
 });
 
-Deno.test("FileRecords forgets a record that rests with nothing stored, keeps one that has", () => {
-  const records = new FileRecords();
+Deno.test("Ledger forgets a record that rests with nothing stored, keeps one that has", () => {
+  const records = new Ledger();
   const skipped = records.getOrCreate("/d/gone");
   records.move(skipped, "queued");
   records.move(skipped, "resting");
@@ -52,8 +52,8 @@ Deno.test("FileRecords forgets a record that rests with nothing stored, keeps on
   assertEquals(records.storedCount(), 0);
 });
 
-Deno.test("FileRecords clears a retry timer and the 'again' mark on the way", () => {
-  const records = new FileRecords();
+Deno.test("Ledger clears a retry timer and the 'again' mark on the way", () => {
+  const records = new Ledger();
   const record = records.getOrCreate("/d/a");
   records.move(record, "queued");
   records.move(record, "uploading");
@@ -63,9 +63,10 @@ Deno.test("FileRecords clears a retry timer and the 'again' mark on the way", ()
   assert(!record.again, "the new upload covers what arrived during the last one");
   records.move(record, "retrying");
   let fired = false;
-  record.retryTimer = setTimeout(() => fired = true, 10);
+  const timer = setTimeout(() => fired = true, 10);
+  record.cancelRetry = () => clearTimeout(timer);
   records.move(record, "queued");
-  assertEquals(record.retryTimer, undefined);
+  assertEquals(record.cancelRetry, undefined);
   return new Promise((resolve) =>
     setTimeout(() => {
       assert(!fired, "the timer of a retry that was overtaken does not fire");
@@ -74,8 +75,8 @@ Deno.test("FileRecords clears a retry timer and the 'again' mark on the way", ()
   );
 });
 
-Deno.test("FileRecords.pending() sums sizes and finds the oldest completion time", () => {
-  const records = new FileRecords();
+Deno.test("Ledger.pending() sums sizes and finds the oldest completion time", () => {
+  const records = new Ledger();
   const a = records.getOrCreate("/d/a");
   a.since = 2_000;
   records.move(a, "queued");

@@ -2,32 +2,36 @@
  * `--delete-on-backup`: each local file is deleted once it is safely in the
  * bucket, but never before an index of its directory still to be written has
  * seen it (the index must name it); those files are deleted when that index
- * is published.
+ * is written. It follows the ledger: `stored` and `index-settled`.
  */
-import { errorMessage } from "../common/errors.ts";
-import { log } from "../common/log.ts";
-import { dirname } from "../common/paths.ts";
-import type { IndexPublisher } from "./index_publisher.ts";
-import type { UploadPipeline } from "./pipeline.ts";
+import { errorMessage } from "../../common/errors.ts";
+import { log } from "../../common/log.ts";
+import { dirname } from "../../common/paths.ts";
+import type { Ledger } from "../ledger.ts";
 
 export class LocalCleanup {
-  readonly #pipeline: UploadPipeline;
-  readonly #publisher: IndexPublisher | undefined;
+  readonly #ledger: Ledger;
   /** Deletions under way: --once waits for them before it exits. */
   readonly #running = new Set<Promise<void>>();
 
-  constructor(pipeline: UploadPipeline, publisher: IndexPublisher | undefined) {
-    this.#pipeline = pipeline;
-    this.#publisher = publisher;
+  /** Subscribes after the index publisher: a stored Data.db's index is asked for first. */
+  constructor(ledger: Ledger) {
+    this.#ledger = ledger;
+    ledger.subscribe((event) => {
+      if (event.type === "stored") this.fileStored(event.path);
+      else if (event.type === "index-settled" && event.written) {
+        this.directoryIndexed(event.directory);
+      }
+    });
   }
 
   /** A file is in the bucket: delete it, unless an index of its directory is pending. */
   fileStored(path: string): void {
-    if (this.#publisher?.hasPendingIn(dirname(path))) return;
+    if (this.#ledger.hasIndexIn(dirname(path))) return;
     this.#track(
       Deno.remove(path).then(
         () => {
-          this.#publisher?.deletedByUs(path);
+          this.#ledger.deleted(path);
           log.info("deleted local file after backup", { path });
         },
         (err) => {
@@ -48,7 +52,7 @@ export class LocalCleanup {
       (async () => {
         for await (const entry of Deno.readDir(directory)) {
           const path = `${directory}/${entry.name}`;
-          if (entry.isFile && this.#pipeline.isStored(path)) this.fileStored(path);
+          if (entry.isFile && this.#ledger.isStored(path)) this.fileStored(path);
         }
       })().catch((err) => {
         log.warn("could not delete local files after their index", {
