@@ -6,16 +6,18 @@
 import { S3Client } from "@aws-sdk/client-s3";
 import { assertEquals } from "./_assert.ts";
 import { DirectS3 } from "../lib/store/s3/direct_requests.ts";
+import { HttpClient } from "../lib/store/s3/transport/http_client.ts";
 
 const credentials = { accessKeyId: "AKIDEXAMPLE", secretAccessKey: "secret" };
 
 async function baseUrl(bucket: string, config: ConstructorParameters<typeof S3Client>[0]) {
   const client = new S3Client({ credentials, ...config });
-  const direct = new DirectS3({ client, bucket, idleTimeoutMs: 1000 });
+  const http = new HttpClient({ idleTimeoutMs: 1000 });
+  const direct = new DirectS3({ client, bucket, http });
   try {
     return await direct.baseUrl();
   } finally {
-    direct.close();
+    http.close();
     client.destroy();
   }
 }

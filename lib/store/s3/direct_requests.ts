@@ -5,10 +5,10 @@
  * each costs about 1 ms of CPU and 2-3 ms of latency more than the request
  * itself (serialisation, endpoint rules, retries, logging, parsing:
  * measured against a local server), which was most of the CPU of 10,000
- * small files and most of close->visible latency; and the SDK's stream
- * handling allocates a new buffer per chunk, which the two reused buffers
- * here avoid. GET goes through http1_client.ts, whose bodies stream into
- * the reader's own buffer (restores are bound by CPU per byte).
+ * small files and most of close->visible latency. They go out through the
+ * same transport as the SDK's requests (transport/http_client.ts): file
+ * bodies written from two reused buffers, GET bodies read straight into the
+ * reader's own buffer (restores are bound by CPU per byte).
  *
  * Everything else stays on the SDK: listing, creating, completing and
  * aborting multipart uploads, deletes. The pieces that must be right are
@@ -19,14 +19,6 @@
  */
 import type { S3Client } from "@aws-sdk/client-s3";
 import { SignatureV4 } from "@smithy/signature-v4";
-import {
-  Agent as HttpAgent,
-  type ClientRequest,
-  type IncomingMessage,
-  request as httpRequest,
-} from "node:http";
-import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
-import { Buffer } from "node:buffer";
 import { errorMessage } from "../../common/errors.ts";
 import { log } from "../../common/log.ts";
 import { type Backoff, retry } from "../../common/retry.ts";
@@ -34,12 +26,10 @@ import { isTransient } from "../failure.ts";
 import type { ByteRange, ObjectHead } from "../store.ts";
 import { responseError, unquote } from "./errors.ts";
 import type { FileRange } from "./file_range.ts";
-import { Http1Client } from "./http1_client.ts";
+import type { HttpClient, HttpResponse } from "./transport/http_client.ts";
+import { escapeUri as escapeComponent } from "./transport/sdk_handler.ts";
 
 type Body = Uint8Array | FileRange;
-
-/** Bytes read from a file per write: two such buffers per upload, reused. */
-const CHUNK_BYTES = 256 * 1024;
 
 /** Where the bucket's objects live and how requests to it are signed. */
 interface BucketEndpoint {
@@ -54,25 +44,21 @@ const REQUEST_BACKOFF: Backoff = { firstMs: 200, maxMs: 20_000, jitter: "full" }
 export class DirectS3 {
   readonly #client: S3Client;
   readonly #bucket: string;
-  readonly #idleTimeoutMs: number;
   readonly #onRequest: ((operation: string, seconds: number, failed: boolean) => void) | undefined;
   #endpoint?: Promise<BucketEndpoint | null>;
   #signer?: SignatureV4;
-  readonly #httpAgent = new HttpAgent({ keepAlive: true });
-  readonly #httpsAgent = new HttpsAgent({ keepAlive: true });
-  readonly #http: Http1Client;
+  readonly #http: HttpClient;
 
   constructor(options: {
     client: S3Client;
     bucket: string;
-    idleTimeoutMs: number;
+    http: HttpClient;
     onRequest?: (operation: string, seconds: number, failed: boolean) => void;
   }) {
     this.#client = options.client;
     this.#bucket = options.bucket;
-    this.#idleTimeoutMs = options.idleTimeoutMs;
     this.#onRequest = options.onRequest;
-    this.#http = new Http1Client({ idleTimeoutMs: options.idleTimeoutMs });
+    this.#http = options.http;
   }
 
   /**
@@ -93,17 +79,12 @@ export class DirectS3 {
     const res = await this.#send("HeadObject", "HEAD", key, {}, {}, undefined, signal);
     if (res.status === 404) return null;
     const h = res.headers;
-    // Node gives header names in lower case, as `ObjectHead.metadata` wants them.
-    const value = (name: string) => {
-      const v = h[name];
-      return v === undefined ? undefined : String(v);
-    };
-    return headOf(key, value, Object.keys(h));
+    return headOf(key, (name) => h.get(name), h.keys());
   }
 
   /**
    * GET of a key (or of a range of it), through the byte-stream client
-   * (http1_client.ts): the body streams straight into the reader's buffer.
+   * (transport/http_client.ts): the body streams straight into the reader's buffer.
    * Null when there is no such key. Retried until an answer's headers are
    * in; a failure while the body streams is the caller's to retry.
    */
@@ -180,14 +161,11 @@ export class DirectS3 {
   ): Promise<string> {
     const query = { partNumber: String(partNumber), uploadId };
     const res = await this.#send("UploadPart", "PUT", key, query, headers, body, signal);
-    return String(res.headers["etag"] ?? "");
+    return res.headers.get("etag") ?? "";
   }
 
-  close(): void {
-    this.#http.close();
-    this.#httpAgent.destroy();
-    this.#httpsAgent.destroy();
-  }
+  /** The transport belongs to the store, which closes it. */
+  close(): void {}
 
   #resolve(): Promise<BucketEndpoint | null> {
     this.#endpoint ??= (async () => {
@@ -273,20 +251,22 @@ export class DirectS3 {
     extraHeaders: Record<string, string>,
     body: Body | undefined,
     signal?: AbortSignal,
-  ): Promise<{ status: number; headers: IncomingMessage["headers"] }> {
+  ): Promise<{ status: number; headers: Map<string, string> }> {
     const { base, target, sign } = await this.#prepare(method, key, query, extraHeaders, body);
     return await retry(async () => {
       const started = performance.now();
       let res;
       try {
         res = await this.#exchange(base, method, target, await sign(), body, signal);
+        if (res.status >= 300) res.text = await new Response(res.body).text();
+        else await drain(res.body);
       } catch (err) {
         this.#onRequest?.(operation, (performance.now() - started) / 1000, true);
         throw err;
       }
       const failed = res.status >= 300 && !(method === "HEAD" && res.status === 404);
       this.#onRequest?.(operation, (performance.now() - started) / 1000, failed);
-      if (failed) throw responseError(res.status, res.body, method);
+      if (failed) throw responseError(res.status, res.text ?? "", method);
       return res;
     }, {
       attempts: ATTEMPTS,
@@ -296,51 +276,23 @@ export class DirectS3 {
     });
   }
 
-  /** One HTTP exchange; resolves with the status, headers and (error) body. */
+  /** One HTTP exchange, through the store's transport. */
   #exchange(
     base: URL,
     method: string,
-    path: string,
+    target: string,
     headers: Record<string, string>,
     body: Body | undefined,
     signal?: AbortSignal,
-  ): Promise<{ status: number; headers: IncomingMessage["headers"]; body: string }> {
-    const https = base.protocol === "https:";
-    return new Promise((resolve, reject) => {
-      const req = (https ? httpsRequest : httpRequest)({
-        method,
-        hostname: base.hostname,
-        port: base.port || (https ? 443 : 80),
-        path,
-        headers,
-        agent: https ? this.#httpsAgent : this.#httpAgent,
-        ...(signal ? { signal } : {}),
-      }, (res) => {
-        const status = res.statusCode ?? 0;
-        const chunks: Buffer[] = [];
-        // Only error answers have a body worth reading (a short XML document).
-        res.on("data", (chunk: Buffer) => {
-          if (status >= 300) chunks.push(chunk);
-        });
-        res.on("end", () => {
-          // S3 may refuse a body before it has all been sent: stop sending it.
-          if (status >= 300 && !req.writableFinished) req.destroy();
-          resolve({ status, headers: res.headers, body: Buffer.concat(chunks).toString("utf8") });
-        });
-        res.on("error", reject);
-      });
-      req.setNoDelay(true);
-      // A socket silent this long is treated as a network error (retried).
-      req.setTimeout(this.#idleTimeoutMs, () => {
-        req.destroy(Object.assign(new Error("S3 request timed out"), { code: "ETIMEDOUT" }));
-      });
-      req.on("error", reject);
-      if (body === undefined || body instanceof Uint8Array) {
-        req.end(body);
-      } else {
-        sendFileRange(req, body).catch((err) => req.destroy(err));
-      }
-    });
+  ): Promise<HttpResponse & { text?: string }> {
+    return this.#http.request({ url: base, method, target, headers, body, signal });
+  }
+}
+
+/** Reads a (short) answer body to its end, so that its connection can be used again. */
+async function drain(body: ReadableStream<Uint8Array>): Promise<void> {
+  for await (const _ of body) {
+    // nothing to keep
   }
 }
 
@@ -373,54 +325,9 @@ function bodyLength(body: Body): number {
   return body instanceof Uint8Array ? body.byteLength : body.length;
 }
 
-/**
- * Writes a file range into a request. A buffer is refilled only after the
- * socket took its previous contents (the write callback), so memory is two
- * buffers per upload and reading overlaps sending, with no garbage per chunk.
- */
-async function sendFileRange(req: ClientRequest, range: FileRange): Promise<void> {
-  using file = await Deno.open(range.path, { read: true });
-  await file.seek(range.start, Deno.SeekMode.Start);
-  const buffers = [new Uint8Array(CHUNK_BYTES), new Uint8Array(CHUNK_BYTES)];
-  const flushed: Promise<void>[] = [Promise.resolve(), Promise.resolve()];
-  let sent = 0;
-  for (let i = 0; sent < range.length; i ^= 1) {
-    await flushed[i];
-    const buffer = buffers[i]!;
-    const want = Math.min(CHUNK_BYTES, range.length - sent);
-    let filled = 0;
-    while (filled < want) {
-      const n = await file.read(buffer.subarray(filled, want));
-      if (n === null) throw new Error(`File '${range.path}' became shorter while being sent`);
-      filled += n;
-    }
-    await range.onBytes?.(filled);
-    // Aborted (shutdown) or failed meanwhile: stop reading; the request's
-    // own error is what the caller sees.
-    if (req.destroyed) return;
-    sent += filled;
-    const written = new Promise<void>((resolve, reject) =>
-      req.write(buffer.subarray(0, filled), (err) => err ? reject(err) : resolve())
-    );
-    // Awaited on the buffer's next turn or at the end; never left unhandled
-    // if the request fails before that.
-    written.catch(() => {});
-    flushed[i] = written;
-  }
-  await Promise.all(flushed);
-  req.end();
-}
-
 /** S3 keys keep their slashes; everything else is percent-encoded (RFC 3986). */
 function escapeKey(key: string): string {
   return key.split("/").map(escapeComponent).join("/");
-}
-
-function escapeComponent(text: string): string {
-  return encodeURIComponent(text).replace(
-    /[!'()*]/g,
-    (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`,
-  );
 }
 
 function endpointUrl(

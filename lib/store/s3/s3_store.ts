@@ -29,7 +29,6 @@ import {
   type StorageClass,
 } from "@aws-sdk/client-s3";
 import { Buffer } from "node:buffer";
-import type { Readable } from "node:stream";
 import { hexToBase64, md5Base64 } from "../../common/digest.ts";
 import { errorMessage, FatalError } from "../../common/errors.ts";
 import { log } from "../../common/log.ts";
@@ -59,6 +58,9 @@ import {
   unquote,
 } from "./errors.ts";
 import { rangeStream } from "./file_range.ts";
+import { HttpClient } from "./transport/http_client.ts";
+import type { ProxySettings } from "./transport/proxy.ts";
+import { SdkHttpHandler } from "./transport/sdk_handler.ts";
 import { abortUpload, listParts, listUploads, putMultipart } from "./multipart.ts";
 
 /** How to reach S3; every field optional, the SDK's default chain fills in. */
@@ -84,6 +86,12 @@ export interface S3Options {
    * retried (a half-open connection, a stuck proxy). Default 120 s.
    */
   requestTimeoutMs?: number | undefined;
+  /** PEM certificates trusted besides the system roots (CA bundles). */
+  caCerts?: string[] | undefined;
+  /** The proxies requests go through (HTTPS_PROXY, NO_PROXY...). */
+  proxy?: ProxySettings | undefined;
+  /** Path-style addressing even without an endpoint (an S3-compatible server on a host name). */
+  forcePathStyle?: boolean | undefined;
   /** Retention set explicitly on every object written (the watcher's --object-lock-*). */
   objectLock?: ObjectLockRetention | undefined;
   /**
@@ -123,6 +131,8 @@ export class S3Store implements Store {
   readonly #options: S3Options;
   /** HEAD and in-memory PUT without the SDK's per-request overhead (see direct_requests.ts). */
   readonly #directRequests: DirectS3 | null;
+  /** The one HTTP transport: direct requests and the SDK's alike. */
+  readonly #http: HttpClient;
 
   constructor(options: S3Options) {
     this.#options = options;
@@ -130,6 +140,13 @@ export class S3Store implements Store {
     this.url = `s3://${options.bucket}`;
     const requestTimeoutMs = options.requestTimeoutMs ?? 120_000;
     const agent = userAgent();
+    this.#http = new HttpClient({
+      caCerts: options.caCerts,
+      proxy: options.proxy,
+      idleTimeoutMs: requestTimeoutMs,
+      connectTimeoutMs: 10_000,
+      userAgent: `tablesnap/${VERSION}`,
+    });
     const config: S3ClientConfig = {
       region: options.region ?? "us-east-1",
       // Many S3-compatible servers reject the SDK's default CRC32 trailers;
@@ -138,7 +155,7 @@ export class S3Store implements Store {
       responseChecksumValidation: "WHEN_REQUIRED",
       maxAttempts: 3,
       defaultUserAgentProvider: () => Promise.resolve(agent),
-      requestHandler: { connectionTimeout: 10_000, requestTimeout: requestTimeoutMs },
+      requestHandler: new SdkHttpHandler(this.#http),
       // The SDK would print some warnings with console.warn, breaking our
       // one-line log format: route them to debug logs instead.
       logger: {
@@ -149,10 +166,8 @@ export class S3Store implements Store {
         error: (...args: unknown[]) => log.debug("aws-sdk error", { message: sdkText(args) }),
       },
     };
-    if (options.endpoint) {
-      config.endpoint = options.endpoint;
-      config.forcePathStyle = true;
-    }
+    if (options.endpoint) config.endpoint = options.endpoint;
+    config.forcePathStyle = options.forcePathStyle ?? options.endpoint !== undefined;
     if (options.accessKeyId && options.secretAccessKey) {
       config.credentials = {
         accessKeyId: options.accessKeyId,
@@ -183,7 +198,7 @@ export class S3Store implements Store {
     this.#directRequests = options.directRequests === false ? null : new DirectS3({
       client: this.#client,
       bucket: this.#bucket,
-      idleTimeoutMs: requestTimeoutMs,
+      http: this.#http,
       ...(options.onRequest ? { onRequest: options.onRequest } : {}),
     });
   }
@@ -374,7 +389,7 @@ export class S3Store implements Store {
       // A ranged answer's Content-Length is the range's: the total is in Content-Range.
       const total = /\/(\d+)$/.exec(out.ContentRange ?? "")?.[1];
       if (range && total !== undefined) head.size = Number(total);
-      return { head, body: pacedWebStream(out.Body as unknown as Readable) };
+      return { head, body: out.Body!.transformToWebStream() };
     } catch (err) {
       if (isNoSuchKey(err)) return null;
       throw namedDenial(err, { action: "s3:GetObject", key });
@@ -537,6 +552,7 @@ export class S3Store implements Store {
   close(): void {
     this.#directRequests?.close();
     this.#client.destroy();
+    this.#http.close();
   }
 
   /** `#objectParams` as HTTP headers, for direct requests. */
@@ -600,36 +616,6 @@ function versionOrder(x: ObjectVersion, y: ObjectVersion): number {
 
 function sdkText(args: unknown[]): string {
   return args.map((a) => typeof a === "string" ? a : errorMessage(a)).join(" ");
-}
-
-/**
- * A Node response body as a web stream that reads only as fast as it is
- * consumed: the SDK's `transformToWebStream()` buffered whole ranges under
- * Deno (a 1 GB restore peaked at 150-180 MB RSS with one connection). The
- * socket is paused whenever a few chunks are queued and resumed on demand.
- */
-function pacedWebStream(body: Readable): ReadableStream<Uint8Array> {
-  // Once cancelled, events still queued in the socket must not reach the
-  // controller: enqueue or close would throw, uncaught, from the event.
-  let cancelled = false;
-  return new ReadableStream<Uint8Array>({
-    start(controller) {
-      body.on("data", (chunk: Buffer) => {
-        if (cancelled) return;
-        controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
-        if ((controller.desiredSize ?? 0) <= 0) body.pause();
-      });
-      body.once("end", () => cancelled || controller.close());
-      body.once("error", (err) => cancelled || controller.error(err));
-    },
-    pull() {
-      body.resume();
-    },
-    cancel(reason) {
-      cancelled = true;
-      body.destroy(reason instanceof Error ? reason : undefined);
-    },
-  }, { highWaterMark: 4 });
 }
 
 /** The facts HEAD and GET responses share. */
