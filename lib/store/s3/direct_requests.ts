@@ -12,51 +12,55 @@
  *
  * Everything else stays on the SDK: listing, creating, completing and
  * aborting multipart uploads, deletes. The pieces that must be right are
- * still the SDK's: the same client's credential chain (refreshing instance
- * roles, profiles...), its endpoint rules (resolved once per bucket), and
- * AWS's `SignatureV4` signer. The body is covered by Content-MD5, so the
- * payload itself is sent as UNSIGNED-PAYLOAD (as the SDK does over HTTPS).
+ * still the SDK's (signed_requests.ts): the same client's credential chain
+ * (refreshing instance roles, profiles...), its endpoint rules, and AWS's
+ * `SignatureV4` signer. Retries, region redirects and clock skew are
+ * handled as for the SDK's requests (bucket_region.ts).
  */
 import type { S3Client } from "@aws-sdk/client-s3";
-import { SignatureV4 } from "@smithy/signature-v4";
-import { errorMessage } from "../../common/errors.ts";
-import { log } from "../../common/log.ts";
 import { type Backoff, retry } from "../../common/retry.ts";
 import { isTransient } from "../failure.ts";
 import type { ByteRange, ObjectHead } from "../store.ts";
+import { type BucketRegion, skewOffset, temporaryRedirectHost } from "./bucket_region.ts";
 import { responseError, unquote } from "./errors.ts";
 import type { FileRange } from "./file_range.ts";
+import { BucketSigner, type PreparedRequest } from "./signed_requests.ts";
 import type { HttpClient, HttpResponse } from "./transport/http_client.ts";
-import { escapeUri as escapeComponent } from "./transport/sdk_handler.ts";
 
 type Body = Uint8Array | FileRange;
 
-/** Where the bucket's objects live and how requests to it are signed. */
-interface BucketEndpoint {
-  url: URL;
-  signingRegion: string;
+/** As the SDK's standard retry mode: 3 tries, 200 ms doubling, full jitter. */
+export const ATTEMPTS = 3;
+export const REQUEST_BACKOFF: Backoff = { firstMs: 200, maxMs: 20_000, jitter: "full" };
+
+type OnRequest = (operation: string, seconds: number, failed: boolean) => void;
+
+/** What one request is: its signing input. */
+interface Call {
+  operation: string;
+  method: string;
+  key: string;
+  query: Record<string, string>;
+  headers: Record<string, string>;
+  body: Body | undefined;
+  signal?: AbortSignal | undefined;
 }
 
-/** As the SDK's standard retry mode: 3 tries, 200 ms doubling, full jitter. */
-const ATTEMPTS = 3;
-const REQUEST_BACKOFF: Backoff = { firstMs: 200, maxMs: 20_000, jitter: "full" };
-
 export class DirectS3 {
-  readonly #client: S3Client;
-  readonly #bucket: string;
-  readonly #onRequest: ((operation: string, seconds: number, failed: boolean) => void) | undefined;
-  #endpoint?: Promise<BucketEndpoint | null>;
-  #signer?: SignatureV4;
+  readonly #signer: BucketSigner;
+  readonly #region: BucketRegion;
+  readonly #onRequest: OnRequest | undefined;
   readonly #http: HttpClient;
 
   constructor(options: {
     client: S3Client;
     bucket: string;
     http: HttpClient;
-    onRequest?: (operation: string, seconds: number, failed: boolean) => void;
+    region: BucketRegion;
+    onRequest?: OnRequest;
   }) {
-    this.#client = options.client;
-    this.#bucket = options.bucket;
+    this.#region = options.region;
+    this.#signer = new BucketSigner(options.client, options.bucket, options.region);
     this.#onRequest = options.onRequest;
     this.#http = options.http;
   }
@@ -66,27 +70,36 @@ export class DirectS3 {
    * Express, access points...): the caller then uses the SDK for everything.
    */
   async usable(): Promise<boolean> {
-    return (await this.#resolve()) !== null;
+    return (await this.#signer.resolve()) !== null;
   }
 
   /** The URL objects of the bucket live under, or null when direct requests are not used. */
   async baseUrl(): Promise<string | null> {
-    return (await this.#resolve())?.url.href ?? null;
+    return (await this.#signer.resolve())?.url.href ?? null;
   }
 
   /** HEAD of a key: null when there is no such object. */
   async head(key: string, signal?: AbortSignal): Promise<ObjectHead | null> {
-    const res = await this.#send("HeadObject", "HEAD", key, {}, {}, undefined, signal);
+    const call = {
+      operation: "HeadObject",
+      method: "HEAD",
+      key,
+      query: {},
+      headers: {},
+      body: undefined,
+      signal,
+    };
+    const res = await this.#send(call);
     if (res.status === 404) return null;
     const h = res.headers;
     return headOf(key, (name) => h.get(name), h.keys());
   }
 
   /**
-   * GET of a key (or of a range of it), through the byte-stream client
-   * (transport/http_client.ts): the body streams straight into the reader's buffer.
-   * Null when there is no such key. Retried until an answer's headers are
-   * in; a failure while the body streams is the caller's to retry.
+   * GET of a key (or of a range of it): the body streams straight into the
+   * reader's buffer. Null when there is no such key. Retried until an
+   * answer's head is in; a failure while the body streams is the caller's
+   * to retry.
    */
   async get(
     key: string,
@@ -96,45 +109,23 @@ export class DirectS3 {
     const headers = range
       ? { range: `bytes=${range.offset}-${range.offset + range.length - 1}` }
       : {};
-    const { base, target, sign } = await this.#prepare("GET", key, {}, headers, undefined);
-    return await retry(async () => {
-      const started = performance.now();
-      const seconds = () => (performance.now() - started) / 1000;
-      let res;
-      try {
-        res = await this.#http.request({
-          url: base,
-          method: "GET",
-          target,
-          headers: await sign(),
-          signal,
-        });
-      } catch (err) {
-        this.#onRequest?.("GetObject", seconds(), true);
-        throw err;
-      }
-      const h = res.headers;
-      if (res.status >= 300) {
-        const text = await new Response(res.body).text();
-        const err = responseError(res.status, text, "GET");
-        // A missing key is an answer; a missing bucket is not.
-        const missing = res.status === 404 && err.name !== "NoSuchBucket";
-        this.#onRequest?.("GetObject", seconds(), !missing);
-        if (missing) return null;
-        throw err;
-      }
-      this.#onRequest?.("GetObject", seconds(), false);
-      const head = headOf(key, (name) => h.get(name), h.keys());
-      // A ranged answer's Content-Length is the range's: the total is in Content-Range.
-      const total = /\/(\d+)$/.exec(h.get("content-range") ?? "")?.[1];
-      if (total !== undefined) head.size = Number(total);
-      return { head, body: res.body };
-    }, {
-      attempts: ATTEMPTS,
-      backoff: REQUEST_BACKOFF,
-      isRetryable: isTransient,
-      ...(signal ? { signal } : {}),
-    });
+    const call = {
+      operation: "GetObject",
+      method: "GET",
+      key,
+      query: {},
+      headers,
+      body: undefined,
+      signal,
+    };
+    const res = await this.#send(call, true);
+    if (res.status === 404) return null;
+    const h = res.headers;
+    const head = headOf(key, (name) => h.get(name), h.keys());
+    // A ranged answer's Content-Length is the range's: the total is in Content-Range.
+    const total = /\/(\d+)$/.exec(h.get("content-range") ?? "")?.[1];
+    if (total !== undefined) head.size = Number(total);
+    return { head, body: res.body };
   }
 
   /**
@@ -147,7 +138,15 @@ export class DirectS3 {
     headers: Record<string, string>,
     signal?: AbortSignal,
   ): Promise<void> {
-    await this.#send("PutObject", "PUT", key, {}, headers, body, signal);
+    await this.#send({
+      operation: "PutObject",
+      method: "PUT",
+      key,
+      query: {},
+      headers,
+      body,
+      signal,
+    });
   }
 
   /** One part of a multipart upload; returns the part's ETag for the completion. */
@@ -160,132 +159,87 @@ export class DirectS3 {
     signal?: AbortSignal,
   ): Promise<string> {
     const query = { partNumber: String(partNumber), uploadId };
-    const res = await this.#send("UploadPart", "PUT", key, query, headers, body, signal);
+    const res = await this.#send({
+      operation: "UploadPart",
+      method: "PUT",
+      key,
+      query,
+      headers,
+      body,
+      signal,
+    });
     return res.headers.get("etag") ?? "";
   }
 
   /** The transport belongs to the store, which closes it. */
   close(): void {}
 
-  #resolve(): Promise<BucketEndpoint | null> {
-    this.#endpoint ??= (async () => {
-      const config = this.#client.config;
-      const region = await config.region();
-      const endpoint = await config.endpointProvider({
-        Bucket: this.#bucket,
-        Region: region,
-        UseFIPS: await config.useFipsEndpoint(),
-        UseDualStack: await config.useDualstackEndpoint(),
-        ForcePathStyle: config.forcePathStyle ?? false,
-        Accelerate: config.useAccelerateEndpoint ?? false,
-        ...(config.endpoint ? { Endpoint: endpointUrl(await config.endpoint()) } : {}),
-      });
-      const schemes = (endpoint.properties?.authSchemes ?? []) as {
-        name?: string;
-        signingRegion?: string;
-      }[];
-      const scheme = schemes[0];
-      if (scheme && scheme.name !== "sigv4") return null;
-      this.#signer = new SignatureV4({
-        service: "s3",
-        region,
-        credentials: config.credentials,
-        // The client's own hash constructor (node:crypto SHA-256 and HMAC).
-        sha256: config.sha256,
-        uriEscapePath: false,
-        applyChecksum: false,
-      });
-      return { url: endpoint.url, signingRegion: scheme?.signingRegion ?? region };
-    })().catch((err) => {
-      // The SDK path reports whatever is wrong (a bucket name its rules
-      // refuse, say) in its own words; direct requests just stand aside.
-      log.debug("direct S3 requests not used", { error: errorMessage(err) });
-      return null;
-    });
-    return this.#endpoint;
-  }
-
-  /** The encoded request target and signing input of a request. */
-  async #prepare(
-    method: string,
-    key: string,
-    query: Record<string, string>,
-    extraHeaders: Record<string, string>,
-    body: Body | undefined,
-  ) {
-    const endpoint = await this.#resolve();
-    if (!endpoint) throw new Error("direct S3 requests are not usable for this endpoint");
-    const base = endpoint.url;
-    const path = `${base.pathname.replace(/\/$/, "")}/${escapeKey(key)}`;
-    // Sent encoded as the signer encodes it for the canonical request (RFC 3986).
-    const search = Object.keys(query).sort().map((name) =>
-      `${escapeComponent(name)}=${escapeComponent(query[name]!)}`
-    ).join("&");
-    const target = search ? `${path}?${search}` : path;
-    const request = {
-      method,
-      protocol: base.protocol,
-      hostname: base.hostname,
-      ...(base.port ? { port: Number(base.port) } : {}),
-      path,
-      query,
-      headers: {
-        host: base.host,
-        "x-amz-content-sha256": "UNSIGNED-PAYLOAD",
-        ...(body ? { "content-length": String(bodyLength(body)) } : {}),
-        ...extraHeaders,
-      },
-    };
-    // Signed again on every attempt: the signature covers the time.
-    const sign = async () =>
-      (await this.#signer!.sign(request, { signingRegion: endpoint.signingRegion }))
-        .headers as Record<string, string>;
-    return { base, target, sign };
-  }
-
-  async #send(
-    operation: string,
-    method: string,
-    key: string,
-    query: Record<string, string>,
-    extraHeaders: Record<string, string>,
-    body: Body | undefined,
-    signal?: AbortSignal,
-  ): Promise<{ status: number; headers: Map<string, string> }> {
-    const { base, target, sign } = await this.#prepare(method, key, query, extraHeaders, body);
-    return await retry(async () => {
-      const started = performance.now();
-      let res;
+  /**
+   * Sends a request: retried with backoff while failures are transient;
+   * sent again once after a region redirect (in the new region), a clock
+   * skew (signed with S3's time) or a 307 (to its Location). A 404 of HEAD
+   * or GET is an answer; with `keepBody`, a success's body is the caller's.
+   */
+  async #send(call: Call, keepBody = false): Promise<HttpResponse> {
+    let host: string | undefined;
+    for (let turn = 1;; turn++) {
       try {
-        res = await this.#exchange(base, method, target, await sign(), body, signal);
-        if (res.status >= 300) res.text = await new Response(res.body).text();
-        else await drain(res.body);
+        const prepared = await this.#signer.prepare(
+          call.method,
+          call.key,
+          call.query,
+          call.headers,
+          call.body,
+          host,
+        );
+        return await retry(() => this.#attempt(call, prepared, keepBody), {
+          attempts: ATTEMPTS,
+          backoff: REQUEST_BACKOFF,
+          isRetryable: isTransient,
+          ...(call.signal ? { signal: call.signal } : {}),
+        });
       } catch (err) {
-        this.#onRequest?.(operation, (performance.now() - started) / 1000, true);
-        throw err;
+        if (turn >= 3) throw err;
+        if (this.#region.follow(err)) continue;
+        const offset = skewOffset(err);
+        if (offset !== undefined) {
+          this.#signer.correctClock(offset);
+          continue;
+        }
+        host = temporaryRedirectHost(err);
+        if (host === undefined) throw err;
       }
-      const failed = res.status >= 300 && !(method === "HEAD" && res.status === 404);
-      this.#onRequest?.(operation, (performance.now() - started) / 1000, failed);
-      if (failed) throw responseError(res.status, res.text ?? "", method);
-      return res;
-    }, {
-      attempts: ATTEMPTS,
-      backoff: REQUEST_BACKOFF,
-      isRetryable: isTransient,
-      ...(signal ? { signal } : {}),
-    });
+    }
   }
 
-  /** One HTTP exchange, through the store's transport. */
-  #exchange(
-    base: URL,
-    method: string,
-    target: string,
-    headers: Record<string, string>,
-    body: Body | undefined,
-    signal?: AbortSignal,
-  ): Promise<HttpResponse & { text?: string }> {
-    return this.#http.request({ url: base, method, target, headers, body, signal });
+  async #attempt(call: Call, prepared: PreparedRequest, keepBody: boolean): Promise<HttpResponse> {
+    const started = performance.now();
+    const seconds = () => (performance.now() - started) / 1000;
+    let res: HttpResponse;
+    let text = "";
+    try {
+      res = await this.#http.request({
+        url: prepared.url,
+        method: call.method,
+        target: prepared.target,
+        headers: await prepared.sign(),
+        body: call.body,
+        signal: call.signal,
+      });
+      if (res.status >= 300) text = await new Response(res.body).text();
+      else if (!keepBody) await drain(res.body);
+    } catch (err) {
+      this.#onRequest?.(call.operation, seconds(), true);
+      throw err;
+    }
+    const err = res.status >= 300
+      ? responseError(res.status, text, call.method, res.headers)
+      : null;
+    // A missing key is an answer; a missing bucket is not.
+    const missing = res.status === 404 && err?.name !== "NoSuchBucket" && call.method !== "PUT";
+    this.#onRequest?.(call.operation, seconds(), err !== null && !missing);
+    if (err && !missing) throw err;
+    return res;
   }
 }
 
@@ -319,21 +273,4 @@ function headOf(
     metadata,
     ...(contentType ? { contentType } : {}),
   };
-}
-
-function bodyLength(body: Body): number {
-  return body instanceof Uint8Array ? body.byteLength : body.length;
-}
-
-/** S3 keys keep their slashes; everything else is percent-encoded (RFC 3986). */
-function escapeKey(key: string): string {
-  return key.split("/").map(escapeComponent).join("/");
-}
-
-function endpointUrl(
-  endpoint: { protocol: string; hostname: string; port?: number; path: string },
-) {
-  const port = endpoint.port ? `:${endpoint.port}` : "";
-  const protocol = endpoint.protocol.endsWith(":") ? endpoint.protocol : `${endpoint.protocol}:`;
-  return `${protocol}//${endpoint.hostname}${port}${endpoint.path}`;
 }

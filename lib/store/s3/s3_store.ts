@@ -24,14 +24,12 @@ import {
   ListObjectsV2Command,
   ListObjectVersionsCommand,
   PutObjectCommand,
-  S3Client,
-  type S3ClientConfig,
+  type S3Client,
   type StorageClass,
 } from "@aws-sdk/client-s3";
 import { Buffer } from "node:buffer";
 import { hexToBase64, md5Base64 } from "../../common/digest.ts";
-import { errorMessage, FatalError } from "../../common/errors.ts";
-import { log } from "../../common/log.ts";
+import { FatalError } from "../../common/errors.ts";
 import { VERSION } from "../../common/version.ts";
 import type {
   DeleteOptions,
@@ -60,7 +58,8 @@ import {
 import { rangeStream } from "./file_range.ts";
 import { HttpClient } from "./transport/http_client.ts";
 import type { ProxySettings } from "./transport/proxy.ts";
-import { SdkHttpHandler } from "./transport/sdk_handler.ts";
+import { createSdkClient } from "./sdk_client.ts";
+import { BucketRegion } from "./bucket_region.ts";
 import { abortUpload, listParts, listUploads, putMultipart } from "./multipart.ts";
 
 /** How to reach S3; every field optional, the SDK's default chain fills in. */
@@ -109,21 +108,6 @@ export interface ObjectLockRetention {
 
 const DAY_MS = 86_400_000;
 
-/**
- * The user agent, computed once per client: the SDK's default builds it for
- * every request and asks the OS for its release each time (about 40 us per
- * request in Deno, measurable with many small files).
- */
-function userAgent(): [string, string?][] {
-  return [
-    ["tablesnap", VERSION],
-    ["ua", "2.1"],
-    [`os/${Deno.build.os}`, Deno.osRelease()],
-    ["lang/js"],
-    ["md/deno", Deno.version.deno],
-  ];
-}
-
 export class S3Store implements Store {
   readonly url: string;
   readonly #bucket: string;
@@ -133,13 +117,14 @@ export class S3Store implements Store {
   readonly #directRequests: DirectS3 | null;
   /** The one HTTP transport: direct requests and the SDK's alike. */
   readonly #http: HttpClient;
+  /** The bucket's region: the configured one until S3 names another. */
+  readonly #region: BucketRegion;
 
   constructor(options: S3Options) {
     this.#options = options;
     this.#bucket = options.bucket;
     this.url = `s3://${options.bucket}`;
     const requestTimeoutMs = options.requestTimeoutMs ?? 120_000;
-    const agent = userAgent();
     this.#http = new HttpClient({
       caCerts: options.caCerts,
       proxy: options.proxy,
@@ -147,58 +132,14 @@ export class S3Store implements Store {
       connectTimeoutMs: 10_000,
       userAgent: `tablesnap/${VERSION}`,
     });
-    const config: S3ClientConfig = {
-      region: options.region ?? "us-east-1",
-      // Many S3-compatible servers reject the SDK's default CRC32 trailers;
-      // we send Content-MD5 ourselves instead.
-      requestChecksumCalculation: "WHEN_REQUIRED",
-      responseChecksumValidation: "WHEN_REQUIRED",
-      maxAttempts: 3,
-      defaultUserAgentProvider: () => Promise.resolve(agent),
-      requestHandler: new SdkHttpHandler(this.#http),
-      // The SDK would print some warnings with console.warn, breaking our
-      // one-line log format: route them to debug logs instead.
-      logger: {
-        trace: () => {},
-        debug: () => {},
-        info: () => {},
-        warn: (...args: unknown[]) => log.debug("aws-sdk warning", { message: sdkText(args) }),
-        error: (...args: unknown[]) => log.debug("aws-sdk error", { message: sdkText(args) }),
-      },
-    };
-    if (options.endpoint) config.endpoint = options.endpoint;
-    config.forcePathStyle = options.forcePathStyle ?? options.endpoint !== undefined;
-    if (options.accessKeyId && options.secretAccessKey) {
-      config.credentials = {
-        accessKeyId: options.accessKeyId,
-        secretAccessKey: options.secretAccessKey,
-        ...(options.sessionToken ? { sessionToken: options.sessionToken } : {}),
-      };
-    }
-    this.#client = new S3Client(config);
-    this.#client.middlewareStack.add(
-      (next, context) => async (args) => {
-        const operation = String(context.commandName ?? "unknown").replace(/Command$/, "");
-        const started = performance.now();
-        let failed = false;
-        try {
-          return await next(args);
-        } catch (err) {
-          failed = true;
-          throw err;
-        } finally {
-          options.onRequest?.(operation, (performance.now() - started) / 1000, failed);
-        }
-      },
-      { step: "initialize", name: "tablesnapRequestCounter" },
-    );
-    // Its only job would be an info() call with a filtered copy of every
-    // request and response, which we discard anyway.
-    this.#client.middlewareStack.remove("loggerMiddleware");
+    const region = new BucketRegion(options.bucket, options.region ?? "us-east-1");
+    this.#region = region;
+    this.#client = createSdkClient(options, this.#http, region);
     this.#directRequests = options.directRequests === false ? null : new DirectS3({
       client: this.#client,
       bucket: this.#bucket,
       http: this.#http,
+      region,
       ...(options.onRequest ? { onRequest: options.onRequest } : {}),
     });
   }
@@ -227,7 +168,7 @@ export class S3Store implements Store {
   }
 
   #permanentError(err: unknown, request?: S3Request) {
-    return permanentError(err, this.#bucket, this.#options.region ?? "us-east-1", request);
+    return permanentError(err, this.#bucket, this.#region.current, request);
   }
 
   async *list(prefix: string, options: { delimiter?: string } = {}): AsyncIterable<ObjectInfo> {
@@ -612,10 +553,6 @@ function versionOrder(x: ObjectVersion, y: ObjectVersion): number {
   if (byKey !== 0) return byKey;
   if (x.latest !== y.latest) return x.latest ? -1 : 1;
   return y.lastModified.getTime() - x.lastModified.getTime();
-}
-
-function sdkText(args: unknown[]): string {
-  return args.map((a) => typeof a === "string" ? a : errorMessage(a)).join(" ");
 }
 
 /** The facts HEAD and GET responses share. */
