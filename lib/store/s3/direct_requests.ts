@@ -22,7 +22,8 @@ import { type Backoff, retry } from "../../common/retry.ts";
 import { isTransient } from "../failure.ts";
 import type { ByteRange, ObjectHead } from "../store.ts";
 import { type BucketRegion, skewOffset, temporaryRedirectHost } from "./bucket_region.ts";
-import { responseError, unquote } from "./errors.ts";
+import { responseError } from "./errors.ts";
+import { headOf } from "./s3_options.ts";
 import type { FileRange } from "./file_range.ts";
 import { BucketSigner, type PreparedRequest } from "./signed_requests.ts";
 import type { HttpClient, HttpResponse } from "./transport/http_client.ts";
@@ -248,29 +249,4 @@ async function drain(body: ReadableStream<Uint8Array>): Promise<void> {
   for await (const _ of body) {
     // nothing to keep
   }
-}
-
-/** The facts HEAD and GET answers share, from their (lower-case) headers. */
-function headOf(
-  key: string,
-  header: (name: string) => string | undefined,
-  names: Iterable<string>,
-): ObjectHead {
-  const metadata: Record<string, string> = {};
-  for (const name of names) {
-    const value = header(name);
-    if (name.startsWith("x-amz-meta-") && value !== undefined) {
-      metadata[name.slice("x-amz-meta-".length)] = value;
-    }
-  }
-  const lastModified = header("last-modified");
-  const contentType = header("content-type");
-  return {
-    key,
-    size: Number(header("content-length") ?? 0),
-    etag: unquote(header("etag")),
-    lastModified: lastModified ? new Date(lastModified) : new Date(0),
-    metadata,
-    ...(contentType ? { contentType } : {}),
-  };
 }
