@@ -3,6 +3,7 @@
  * SDK's default chain fills in), and the facts HEAD and GET answers share,
  * whether they came through the SDK or as direct requests.
  */
+import type { ObjectStorage } from "../object_storage.ts";
 import type { ObjectHead } from "../store.ts";
 import { unquote } from "./errors.ts";
 import type { ProxySettings } from "./transport/proxy.ts";
@@ -15,8 +16,8 @@ export interface S3Options {
   accessKeyId?: string | undefined;
   secretAccessKey?: string | undefined;
   sessionToken?: string | undefined;
-  reducedRedundancy?: boolean | undefined;
-  serverSideEncryption?: boolean | undefined;
+  /** Storage classes and server-side encryption of the objects written. */
+  objectStorage?: ObjectStorage | undefined;
   /**
    * Send PUT, HEAD and GET signed by ourselves (direct_requests.ts) rather than
    * through the SDK's middleware; default on. Off: everything goes through
@@ -60,6 +61,8 @@ export function objectHead(
     LastModified?: Date | undefined;
     Metadata?: Record<string, string> | undefined;
     ContentType?: string | undefined;
+    StorageClass?: string | undefined;
+    ServerSideEncryption?: string | undefined;
   },
 ): ObjectHead {
   return {
@@ -69,6 +72,9 @@ export function objectHead(
     lastModified: out.LastModified ?? new Date(0),
     metadata: lowerKeys(out.Metadata ?? {}),
     ...(out.ContentType ? { contentType: out.ContentType } : {}),
+    // S3 names the class only when it is not STANDARD.
+    storageClass: out.StorageClass ?? "STANDARD",
+    ...(out.ServerSideEncryption ? { serverSideEncryption: out.ServerSideEncryption } : {}),
   };
 }
 
@@ -91,6 +97,7 @@ export function headOf(
   }
   const lastModified = header("last-modified");
   const contentType = header("content-type");
+  const sse = header("x-amz-server-side-encryption");
   return {
     key,
     size: Number(header("content-length") ?? 0),
@@ -98,5 +105,8 @@ export function headOf(
     lastModified: lastModified ? new Date(lastModified) : new Date(0),
     metadata,
     ...(contentType ? { contentType } : {}),
+    // S3 names the class only when it is not STANDARD.
+    storageClass: header("x-amz-storage-class") ?? "STANDARD",
+    ...(sse ? { serverSideEncryption: sse } : {}),
   };
 }
