@@ -9,7 +9,10 @@
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { ChunkReader } from "../lib/common/chunk_reader.ts";
 import { failureReason } from "../lib/store/failure.ts";
+import { Buffer } from "node:buffer";
+import { Readable } from "node:stream";
 import { HttpClient, type HttpResponse } from "../lib/store/s3/transport/http_client.ts";
+import { SdkHttpHandler } from "../lib/store/s3/transport/sdk_handler.ts";
 
 /** What the scripted server does with one request on one connection. */
 type Script = (conn: Deno.Conn, request: string, connection: number) => Promise<"keep" | "close">;
@@ -361,4 +364,36 @@ Deno.test("a stream of unknown length goes chunked", async () => {
   }
   assert(/transfer-encoding: chunked/i.test(head) && !/content-length/i.test(head), head);
   assertEquals(received, "6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n");
+});
+
+Deno.test("the SDK's stream body with a Content-Length goes as it is, not chunked", async () => {
+  let head = "";
+  let received = "";
+  await using server = rawServer(async (conn, h, rest) => {
+    head = h;
+    received = new TextDecoder().decode(await readBody(conn, rest, 11));
+    await send(conn, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+  });
+  const client = new HttpClient({ idleTimeoutMs: 10_000 });
+  try {
+    const handler = new SdkHttpHandler(client);
+    const { response } = await handler.handle({
+      method: "PUT",
+      protocol: "http:",
+      hostname: "127.0.0.1",
+      port: Number(server.url.port),
+      path: "/bucket/a%3Ab",
+      query: { partNumber: "1", uploadId: "x/y" },
+      headers: { "content-length": "11", expect: "100-continue" },
+      body: Readable.from([Buffer.from("hello "), Buffer.from("world")]),
+    });
+    assertEquals(response.statusCode, 200);
+    assertEquals(await new Response(response.body).text(), "ok");
+  } finally {
+    client.close();
+  }
+  assert(head.startsWith("PUT /bucket/a%3Ab?partNumber=1&uploadId=x%2Fy HTTP/1.1"), head);
+  assert(/content-length: 11/i.test(head), head);
+  assert(!/transfer-encoding|expect/i.test(head), head);
+  assertEquals(received, "hello world");
 });
