@@ -194,6 +194,8 @@ export interface ConnectProxy extends AsyncDisposable {
   tunnels: string[];
   /** The Proxy-Authorization values seen. */
   authorizations: string[];
+  /** Plain HTTP connections forwarded (absolute-form requests), by host:port. */
+  forwarded: string[];
 }
 
 /**
@@ -208,6 +210,7 @@ export function startConnectProxy(
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const tunnels: string[] = [];
   const authorizations: string[] = [];
+  const forwarded: string[] = [];
   const open = new Set<Deno.Conn>();
   const expected = options.password === undefined
     ? undefined
@@ -216,21 +219,44 @@ export function startConnectProxy(
     open.add(client);
     try {
       const buffer = new Uint8Array(8192);
+      let raw = new Uint8Array(0);
       let text = "";
       while (!text.includes("\r\n\r\n")) {
         const n = await client.read(buffer);
         if (n === null) return;
-        text += new TextDecoder().decode(buffer.subarray(0, n));
+        raw = new Uint8Array([...raw, ...buffer.subarray(0, n)]);
+        text = new TextDecoder().decode(raw);
       }
       const [line, ...headers] = text.split("\r\n\r\n")[0]!.split("\r\n");
       const target = /^CONNECT (\S+):(\d+) HTTP\/1\.1$/.exec(line ?? "");
       const auth = headers.find((h) => /^proxy-authorization:/i.test(h))?.replace(/^[^:]*:\s*/, "");
       if (auth) authorizations.push(auth);
       const reply = (s: string) => client.write(new TextEncoder().encode(`HTTP/1.1 ${s}\r\n\r\n`));
-      if (!target) return void await reply("405 Method Not Allowed");
       if (expected !== undefined && auth !== expected) {
         return void await reply("407 Proxy Authentication Required");
       }
+      // Plain HTTP: the absolute URL is the target; the bytes go on as they came.
+      const plain = /^[A-Z]+ http:\/\/([^/:\s]+)(?::(\d+))?\//.exec(line ?? "");
+      if (!target && plain) {
+        const to = route(plain[1]!, Number(plain[2] ?? 80));
+        if (!to) return void await reply("502 Bad Gateway");
+        const upstream = await Deno.connect(to);
+        open.add(upstream);
+        forwarded.push(`${plain[1]}:${plain[2] ?? 80}`);
+        // Sent on in origin form, as proxies do (servers take the URL's path as the path).
+        const origin = originForm(`http://${plain[1]}${plain[2] ? `:${plain[2]}` : ""}`);
+        const toServer = origin.readable.pipeTo(upstream.writable).catch(() => {});
+        const writer = origin.writable.getWriter();
+        await writer.write(raw);
+        writer.releaseLock();
+        await Promise.all([
+          toServer,
+          client.readable.pipeTo(origin.writable).catch(() => {}),
+          upstream.readable.pipeTo(client.writable).catch(() => {}),
+        ]);
+        return;
+      }
+      if (!target) return void await reply("405 Method Not Allowed");
       const to = route(target[1]!.replace(/^\[(.*)\]$/, "$1"), Number(target[2]));
       if (!to) return void await reply("502 Bad Gateway");
       const upstream = await Deno.connect(to);
@@ -261,6 +287,7 @@ export function startConnectProxy(
     port: (listener.addr as Deno.NetAddr).port,
     tunnels,
     authorizations,
+    forwarded,
     [Symbol.asyncDispose]: async () => {
       listener.close();
       for (const c of open) {
@@ -312,4 +339,40 @@ export async function spawnProgram(
       await pump;
     },
   };
+}
+
+/**
+ * Rewrites ` http://host:port/` to ` /` in a byte stream: the request lines
+ * of plain-HTTP requests through a proxy (test bodies never hold it).
+ */
+function originForm(prefix: string): TransformStream<Uint8Array, Uint8Array> {
+  const pattern = new TextEncoder().encode(` ${prefix}/`);
+  let carry = new Uint8Array(0);
+  const rewrite = (bytes: Uint8Array, last: boolean) => {
+    const out: number[] = [];
+    let i = 0;
+    while (i < bytes.length) {
+      const left = bytes.length - i;
+      let match = 0;
+      while (match < Math.min(left, pattern.length) && bytes[i + match] === pattern[match]) match++;
+      if (match === pattern.length) {
+        out.push(32, 47); // " /"
+        i += match;
+      } else if (match === left && !last) {
+        break; // maybe the start of the pattern: wait for the next bytes
+      } else {
+        out.push(bytes[i++]!);
+      }
+    }
+    carry = bytes.slice(i);
+    return new Uint8Array(out);
+  };
+  return new TransformStream({
+    transform(chunk, controller) {
+      controller.enqueue(rewrite(new Uint8Array([...carry, ...chunk]), false));
+    },
+    flush(controller) {
+      controller.enqueue(rewrite(carry, true));
+    },
+  });
 }

@@ -8,7 +8,7 @@
  * nothing is reachable directly.
  */
 import { assert, assertEquals } from "./_assert.ts";
-import { tempDir } from "./_helpers.ts";
+import { startS3Server, tempDir } from "./_helpers.ts";
 import {
   AWS_S3_NAMES,
   makeAuthority,
@@ -228,4 +228,25 @@ Deno.test("through a CONNECT proxy, AWS host names reach S3 virtual-hosted and p
     assertEquals(out.code, 1, out.stderr);
     assertEquals(proxy.tunnels.length, tunnels);
   });
+});
+
+Deno.test("HTTP_PROXY carries plain-HTTP requests with the absolute URL, credentials and all", async () => {
+  // moto over plain HTTP, named by a port where nothing listens: only the proxy reaches it.
+  const moto = await startS3Server("tablesnap-http", { server: "moto" });
+  try {
+    await using home = await tempDir();
+    await using proxy = startConnectProxy(
+      (host) => host === "localhost" ? { hostname: "127.0.0.1", port: moto.port } : undefined,
+      { user: "backup", password: "pw" },
+    );
+    await using work = await tempDir();
+    await backupListRestore(work.path, "tablesnap-http", {
+      ...baseEnv(home.path),
+      http_proxy: `http://backup:pw@127.0.0.1:${proxy.port}`,
+    }, ["--endpoint-url", "http://localhost:9"]);
+    assert(proxy.forwarded.length > 0 && proxy.tunnels.length === 0);
+    assert(proxy.forwarded.every((f) => f === "localhost:9"), proxy.forwarded.join());
+  } finally {
+    await moto.stop();
+  }
 });
