@@ -111,7 +111,7 @@ const USAGE = `Usage: deno task bench [options]
   --quick                tiny sizes (20M tree, 1 run, 200 objects, 50 files...)
   --size SIZE            data tree size (default 1G)
   --runs N               alternating runs of each bulk tool (default 3)
-  --encrypt              bulk backup also with --encrypt-to (a throwaway age key)
+  --encrypt              bulk backup and restores also encrypted (--encrypt-to, --identity)
   --files-at-start N     objects already in the bucket for reconciliation (default 20000)
   --latency-files N      files written at the steady rate (default 600)
   --rate N               steady rate, files per second (default 20)
@@ -368,6 +368,14 @@ async function bulk(cfg: Config, server: Server, tree: Tree, aws: string | undef
   return runs;
 }
 
+/** A new age identity kept in `dir` for the run's encrypted restores, and its recipient. */
+async function keptIdentity(dir: string): Promise<{ file: string; recipient: string }> {
+  const identity = await generateIdentity();
+  const file = `${dir}/bench-identity.txt`;
+  await Deno.writeTextFile(file, `${identity}\n`, { mode: 0o600 });
+  return { file, recipient: await identityToRecipient(identity) };
+}
+
 /** The recipient of a new age identity that is dropped at once. */
 async function throwawayRecipient(): Promise<string> {
   return await identityToRecipient(await generateIdentity());
@@ -376,7 +384,8 @@ async function throwawayRecipient(): Promise<string> {
 // ---------------------------------------------------------------- step 6
 
 interface RestoreRun {
-  tool: "tablesnap" | "aws";
+  /** "encrypted": `slurp --identity` of the same files, uploaded with --encrypt-to. */
+  tool: "tablesnap" | "aws" | "encrypted";
   run: number;
   stats: RunStats;
   serverCpuS: number;
@@ -473,15 +482,16 @@ async function alternateRestores(
   label: string,
   bytes: number,
   original: string,
-  restore: (tool: "tablesnap" | "aws", target: string) => Promise<RunStats>,
+  restore: (tool: RestoreRun["tool"], target: string) => Promise<RunStats>,
 ): Promise<RestoreRun[]> {
   const runs: RestoreRun[] = [];
   for (let i = 0; i < cfg.runs; i++) {
-    const order: ("tablesnap" | "aws")[] = i % 2 === 0
-      ? ["tablesnap", "aws"]
-      : ["aws", "tablesnap"];
+    const order: RestoreRun["tool"][] = i % 2 === 0
+      ? ["tablesnap", "aws", "encrypted"]
+      : ["encrypted", "aws", "tablesnap"];
     for (const tool of order) {
       if (tool === "aws" && !aws) continue;
+      if (tool === "encrypted" && !cfg.encrypt) continue;
       const target = `${original}.restored-${tool}`;
       await Deno.mkdir(target, { recursive: true });
       const cpu0 = await server.cpu();
@@ -513,12 +523,20 @@ async function restoreStep(
   work: string,
 ): Promise<RestoreResult> {
   const prefix = "restore/";
-  const up = await measure(
-    Deno.execPath(),
-    tablesnapArgs(server, prefix, ["--once", "-B", "-r", server.bucket, tree.root]),
-    { env: childEnv(), cwd: REPO, forceProc: cfg.forceProc },
-  );
-  failIfBad("restore step upload", up);
+  const upload = async (to: string, root: string, encrypted: boolean) => {
+    const encrypt = encrypted ? ["--encrypt-to", keys!.recipient] : [];
+    const up = await measure(
+      Deno.execPath(),
+      tablesnapArgs(server, to, ["--once", "-B", "-r", ...encrypt, server.bucket, root]),
+      { env: childEnv(), cwd: REPO, forceProc: cfg.forceProc },
+    );
+    failIfBad(`${to} upload`, up);
+  };
+  // With --encrypt, the same files also uploaded encrypted, restored with the identity.
+  const keys = cfg.encrypt ? await keptIdentity(work) : undefined;
+  const encPrefix = "restore-enc/";
+  await upload(prefix, tree.root, false);
+  if (keys) await upload(encPrefix, tree.root, true);
   const data = `${tree.root}/data`;
   const keyPrefix = `${prefix}${NAME}:${data}/`;
   const runs = await alternateRestores(
@@ -531,6 +549,10 @@ async function restoreStep(
     (tool, target) =>
       tool === "tablesnap"
         ? measureSlurp(cfg, server, prefix, ["-r", server.bucket, data, target])
+        : tool === "encrypted"
+        ? measureSlurp(cfg, server, encPrefix, [
+          ...["--identity", keys!.file, "-r", server.bucket, data, target],
+        ])
         : measure(aws!, [
           "--endpoint-url",
           server.endpoint,
@@ -568,18 +590,16 @@ async function restoreStep(
     wide.push({ tool: "tablesnap", run: i + 1, stats, serverCpuS });
   }
   await dropS3rverPrefix(server, prefix);
+  await dropS3rverPrefix(server, encPrefix);
 
   // One large object alone: the ranged GETs.
   const dir = `${work}/large/data/ks/big-1`;
   await Deno.mkdir(dir, { recursive: true });
   await writeRandomFile(`${dir}/nb-1-big-Data.db`, cfg.large, seeded(11));
   const largePrefix = "large/";
-  const upLarge = await measure(
-    Deno.execPath(),
-    tablesnapArgs(server, largePrefix, ["--once", "-B", "-r", server.bucket, `${work}/large`]),
-    { env: childEnv(), cwd: REPO, forceProc: cfg.forceProc },
-  );
-  failIfBad("large object upload", upLarge);
+  const encLargePrefix = "large-enc/";
+  await upload(largePrefix, `${work}/large`, false);
+  if (keys) await upload(encLargePrefix, `${work}/large`, true);
   const large = await alternateRestores(
     cfg,
     server,
@@ -590,6 +610,10 @@ async function restoreStep(
     (tool, target) =>
       tool === "tablesnap"
         ? measureSlurp(cfg, server, largePrefix, [server.bucket, dir, target])
+        : tool === "encrypted"
+        ? measureSlurp(cfg, server, encLargePrefix, [
+          ...["--identity", keys!.file, server.bucket, dir, target],
+        ])
         : measure(aws!, [
           "--endpoint-url",
           server.endpoint,
@@ -601,6 +625,7 @@ async function restoreStep(
         ], { env: childEnv(), forceProc: cfg.forceProc }),
   );
   await dropS3rverPrefix(server, largePrefix);
+  await dropS3rverPrefix(server, encLargePrefix);
   await Deno.remove(`${work}/large`, { recursive: true });
   return {
     runs,
@@ -1242,12 +1267,14 @@ function report(r: Results): string {
   if (r.restore) {
     const x = r.restore;
     const table = (runs: RestoreRun[], bytes: number) =>
-      (["tablesnap", "aws"] as const).map((tool) =>
+      (["tablesnap", "aws", "encrypted"] as const).map((tool) =>
         [tool, runs.filter((run) => run.tool === tool)] as const
       )
         .filter(([, of]) => of.length > 0)
         .map(([tool, of]) => [
-          tool === "tablesnap" ? "tablesnap slurp" : "aws s3",
+          { tablesnap: "tablesnap slurp", aws: "aws s3", encrypted: "tablesnap slurp, encrypted" }[
+            tool
+          ],
           of.map((run) => fmt(bytes / MB / run.stats.wallS)).join(", "),
           fmt(median(of.map((run) => bytes / MB / run.stats.wallS))),
           fmt(median(of.map((run) => run.stats.wallS)), 2),

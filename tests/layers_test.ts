@@ -49,3 +49,25 @@ Deno.test("lib/ folders import only folders below them", async () => {
   assertEquals(wrong, []);
   assertEquals(files > 40, true, `read ${files} files`);
 });
+
+/** Store wrappers: jobs get a `Store` and its traits (lib/store/wrapped_store.ts builds them). */
+const STORE_WRAPPERS = ["encrypting_store.ts", "rate_limit.ts", "forwarding_store.ts"];
+const JOBS = ["cli", "watch", "restore", "maintenance", "bucket"];
+
+Deno.test("no job imports a store wrapper", async () => {
+  const lib = `${REPO}lib`;
+  const wrong: string[] = [];
+  for await (const path of sources(lib)) {
+    const folder = path.slice(lib.length + 1).split("/")[0]!;
+    if (!JOBS.includes(folder)) continue;
+    const text = await Deno.readTextFile(path);
+    for (const [, specifier] of text.matchAll(/from "(\.[^"]+)"/g)) {
+      const target = new URL(specifier!, `file://${path}`).pathname;
+      const name = target.slice(target.lastIndexOf("/") + 1);
+      if (target.startsWith(`${lib}/store/`) && STORE_WRAPPERS.includes(name)) {
+        wrong.push(`${path.slice(lib.length + 1)} imports ${target.slice(lib.length + 1)}`);
+      }
+    }
+  }
+  assertEquals(wrong, []);
+});

@@ -17,8 +17,14 @@
  * indexes (by directory, see `KeptNames`), one key's versions and one
  * delete batch are held, never the whole listing.
  */
-import { chooseRestorePoint, indexesPerDirectory, readIndex } from "../bucket/index_reader.ts";
+import {
+  chooseRestorePoint,
+  cutTimeOf,
+  indexesPerDirectory,
+  readIndex,
+} from "../bucket/index_reader.ts";
 import { isIndexKey, keyDirectory, keyHead, type KeyNaming, trimSlashes } from "../bucket/keys.ts";
+import { parseSupersededKey } from "../bucket/superseded.ts";
 import { errorMessage, FatalError } from "../common/errors.ts";
 import { formatBytes } from "../common/format.ts";
 import { log } from "../common/log.ts";
@@ -73,61 +79,41 @@ const DAY_MS = 86_400_000;
  */
 export async function chop(options: ChopOptions): Promise<ChopResult> {
   const { store } = options;
-  const print = options.print ?? ((line: string) => console.log(line));
   const prefix = keyHead(options.naming) + options.path;
   const now = options.now ?? new Date();
   const cutoff = new Date(now.getTime() - options.ageDays * DAY_MS);
-  const isYoung = (info: ObjectInfo) => info.lastModified.getTime() >= cutoff.getTime();
+  const run = new ChopRun(options, cutoff);
 
   // Pass 1: the indexes only.
-  const indexes = new Map<string, ObjectInfo>();
-  const keptIndexes = new Set<string>();
   for (const [, inDirectory] of await indexesPerDirectory(store, prefix)) {
     for (const info of inDirectory) {
-      indexes.set(info.key, info);
-      if (isYoung(info)) keptIndexes.add(info.key);
+      run.indexes.set(info.key, info);
+      if (run.isYoung(info)) run.keptIndexes.add(info.key);
     }
     // Each directory's newest restore point is kept, whatever its age.
     const newest = await chooseRestorePoint(store, inDirectory);
-    if (newest) keptIndexes.add(newest.info.key);
+    if (newest) run.keptIndexes.add(newest.info.key);
   }
-  if (indexes.size === 0) {
+  if (run.indexes.size === 0) {
     throw new FatalError(
       `No index under '${prefix}' in ${store.url}: nothing to base retention on, nothing deleted`,
     );
   }
   log.info("chop: reading kept indexes", {
     prefix,
-    indexes: indexes.size,
-    kept: keptIndexes.size,
+    indexes: run.indexes.size,
+    kept: run.keptIndexes.size,
     cutoff: cutoff.toISOString(),
   });
-
-  const keepFiles = new KeptNames();
-  const head = keyHead(options.naming);
-  const keepNamesOf = async (key: string, deletedSoFar = 0) => {
-    let listing;
-    try {
-      listing = await readIndex(store, key);
-    } catch (err) {
-      const done = deletedSoFar === 0
-        ? "nothing deleted"
-        : `stopped after deleting ${deletedSoFar} objects`;
-      throw new FatalError(`Cannot read index '${key}', ${done}: ${errorMessage(err)}`);
-    }
-    // Both the directory the index states and the one its key is in: keeping more is safe.
-    const dirs = new Set([`${head}${trimSlashes(listing.directory)}/`, `${keyDirectory(key)}/`]);
-    for (const dir of dirs) keepFiles.add(dir, listing.names);
-  };
-  await forEachLimited([...keptIndexes], options.parallel ?? 5, keepNamesOf);
+  await forEachLimited([...run.keptIndexes], options.parallel ?? 5, (key) => run.keepNamesOf(key));
 
   // Pass 2: stream the listing again and delete in batches as we go.
   const result: ChopResult = {
     prefix,
     cutoff,
     versioned: await keepsVersions(store),
-    indexes: indexes.size,
-    indexesKept: keptIndexes.size,
+    indexes: run.indexes.size,
+    indexesKept: run.keptIndexes.size,
     kept: 0,
     keptBytes: 0,
     deleted: 0,
@@ -136,23 +122,84 @@ export async function chop(options: ChopOptions): Promise<ChopResult> {
     keptByLock: 0,
     keptByLockBytes: 0,
   };
-  const verb = options.dryRun ? "would delete" : "deleted";
-  const keep = (info: ObjectInfo) => {
-    result.kept++;
-    result.keptBytes += info.size;
-  };
-  // Keys and versions refused by Object Lock in the batch being deleted.
-  const locked = new Set<string>();
-  const onLocked = (refusal: DeleteRefusal) =>
-    locked.add(versionName(refusal.key, refusal.versionId));
-  const settle = (info: ObjectInfo, versionId?: string, marker = false) => {
+  run.result = result;
+  if (result.versioned) await run.chopVersions(prefix);
+  else await run.chopKeys(prefix);
+
+  const unit = result.versioned ? "versions" : "objects";
+  const markers = result.deleteMarkers > 0 ? ` and ${result.deleteMarkers} delete markers` : "";
+  run.print(
+    `${options.dryRun ? "Dry run: " : ""}under '${prefix}' in ${store.url}${
+      result.versioned ? " (versioned)" : ""
+    }, cutoff ${cutoff.toISOString()}: ` +
+      `${result.indexes} indexes (${result.indexesKept} kept); ` +
+      `kept ${result.kept} ${unit} (${formatBytes(result.keptBytes)}), ` +
+      `${run.verb} ${result.deleted} ${unit} (${formatBytes(result.deletedBytes)})${markers}, ` +
+      `kept by lock ${result.keptByLock} ${unit} (${formatBytes(result.keptByLockBytes)})`,
+  );
+  return result;
+}
+
+/** One chop's state: the indexes, what they keep, and the counts. */
+class ChopRun {
+  readonly indexes = new Map<string, ObjectInfo>();
+  readonly keptIndexes = new Set<string>();
+  readonly keepFiles = new KeptNames();
+  readonly print: (line: string) => void;
+  readonly verb: string;
+  result!: ChopResult;
+  readonly #options: ChopOptions;
+  readonly #cutoff: Date;
+  /** Keys and versions refused by Object Lock in the batch being deleted. */
+  readonly #locked = new Set<string>();
+  readonly #onLocked = (refusal: DeleteRefusal) =>
+    this.#locked.add(versionName(refusal.key, refusal.versionId));
+
+  constructor(options: ChopOptions, cutoff: Date) {
+    this.#options = options;
+    this.#cutoff = cutoff;
+    this.print = options.print ?? ((line: string) => console.log(line));
+    this.verb = options.dryRun ? "would delete" : "deleted";
+  }
+
+  isYoung(info: ObjectInfo): boolean {
+    return info.lastModified.getTime() >= this.#cutoff.getTime();
+  }
+
+  /** Keeps what the index at `key` names; one that cannot be read stops the run. */
+  async keepNamesOf(key: string): Promise<void> {
+    const deletedSoFar = this.#options.dryRun ? 0 : this.result?.deleted ?? 0;
+    let listing;
+    try {
+      listing = await readIndex(this.#options.store, key);
+    } catch (err) {
+      const done = deletedSoFar === 0
+        ? "nothing deleted"
+        : `stopped after deleting ${deletedSoFar} objects`;
+      throw new FatalError(`Cannot read index '${key}', ${done}: ${errorMessage(err)}`);
+    }
+    // Both the directory the index states and the one its key is in: keeping more is safe.
+    const head = keyHead(this.#options.naming);
+    const dirs = new Set([`${head}${trimSlashes(listing.directory)}/`, `${keyDirectory(key)}/`]);
+    const cut = (cutTimeOf(listing.head) ?? listing.head.lastModified).getTime();
+    for (const dir of dirs) this.keepFiles.add(dir, listing.names, cut);
+  }
+
+  #keep(info: ObjectInfo): void {
+    this.result.kept++;
+    this.result.keptBytes += info.size;
+  }
+
+  /** Counts (and with -l prints) a key or version the batch deleted, or the lock kept. */
+  #settle(info: ObjectInfo, versionId?: string, marker = false): void {
+    const { result, print } = this;
     const name = versionId === undefined
       ? info.key
       : `${info.key} (${marker ? "delete marker" : "version"} ${versionId})`;
-    if (locked.has(versionName(info.key, versionId))) {
+    if (this.#locked.has(versionName(info.key, versionId))) {
       result.keptByLock++;
       result.keptByLockBytes += info.size;
-      if (options.listDeletes) print(`kept by lock ${name}`);
+      if (this.#options.listDeletes) print(`kept by lock ${name}`);
       return;
     }
     if (marker) result.deleteMarkers++;
@@ -160,21 +207,25 @@ export async function chop(options: ChopOptions): Promise<ChopResult> {
       result.deleted++;
       result.deletedBytes += info.size;
     }
-    if (options.listDeletes) print(`${verb} ${name}`);
-  };
+    if (this.#options.listDeletes) print(`${this.verb} ${name}`);
+  }
 
-  if (result.versioned) {
-    // Every version of a key goes or stays together: a key is kept (all its
-    // versions) when a kept index names it or its newest version is young.
+  /**
+   * A versioned bucket: every version of a key goes or stays together: a
+   * key is kept (all its versions) when a kept index names it or its newest
+   * version is young.
+   */
+  async chopVersions(prefix: string): Promise<void> {
+    const { store, dryRun } = this.#options;
     let pending: ObjectVersion[] = [];
     const flush = async () => {
-      const batch = pending.filter((v) => !keepFiles.has(v.key));
-      for (const v of pending) if (keepFiles.has(v.key) && !v.deleteMarker) keep(v);
+      const batch = pending.filter((v) => !this.keepFiles.has(v.key));
+      for (const v of pending) if (this.keepFiles.has(v.key) && !v.deleteMarker) this.#keep(v);
       pending = [];
       if (batch.length === 0) return;
-      locked.clear();
-      if (!options.dryRun) await store.deleteVersions!(batch, { onLocked });
-      for (const v of batch) settle(v, v.versionId, v.deleteMarker);
+      this.#locked.clear();
+      if (!dryRun) await store.deleteVersions!(batch, { onLocked: this.#onLocked });
+      for (const v of batch) this.#settle(v, v.versionId, v.deleteMarker);
     };
     let group: ObjectVersion[] = [];
     const decide = async () => {
@@ -183,11 +234,12 @@ export async function chop(options: ChopOptions): Promise<ChopResult> {
       const first = versions[0];
       if (!first) return;
       const latest = versions.find((v) => v.latest) ?? first;
-      if (isIndexKey(first.key) && !indexes.has(first.key) && !latest.deleteMarker) {
-        await keepNamesOf(first.key, options.dryRun ? 0 : result.deleted);
+      if (isIndexKey(first.key) && !this.indexes.has(first.key) && !latest.deleteMarker) {
+        await this.keepNamesOf(first.key);
       }
-      if (keptIndexes.has(first.key) || keepFiles.has(first.key) || isYoung(latest)) {
-        for (const v of versions) if (!v.deleteMarker) keep(v);
+      const key = first.key;
+      if (this.keptIndexes.has(key) || this.keepFiles.has(key) || this.isYoung(latest)) {
+        for (const v of versions) if (!v.deleteMarker) this.#keep(v);
         return;
       }
       pending.push(...versions);
@@ -199,25 +251,32 @@ export async function chop(options: ChopOptions): Promise<ChopResult> {
     }
     await decide();
     await flush();
-  } else {
+  }
+
+  /** An unversioned bucket: keys deleted in batches as the listing streams by. */
+  async chopKeys(prefix: string): Promise<void> {
+    const { store, dryRun } = this.#options;
     let pending: ObjectInfo[] = [];
     const flush = async () => {
       // An index published since pass 1 may have added names: filter again.
-      const batch = pending.filter((info) => !keepFiles.has(info.key));
-      for (const info of pending) if (keepFiles.has(info.key)) keep(info);
+      const batch = pending.filter((info) => !this.keepFiles.has(info.key));
+      for (const info of pending) if (this.keepFiles.has(info.key)) this.#keep(info);
       pending = [];
       if (batch.length === 0) return;
-      locked.clear();
-      if (!options.dryRun) await store.deleteMany(batch.map((info) => info.key), { onLocked });
-      for (const info of batch) settle(info);
+      this.#locked.clear();
+      if (!dryRun) {
+        await store.deleteMany(batch.map((info) => info.key), { onLocked: this.#onLocked });
+      }
+      for (const info of batch) this.#settle(info);
     };
     for await (const info of store.list(prefix)) {
-      if (isIndexKey(info.key) && !indexes.has(info.key)) {
+      if (isIndexKey(info.key) && !this.indexes.has(info.key)) {
         // Published during this run: young, so kept; its files must be kept too.
-        await keepNamesOf(info.key, options.dryRun ? 0 : result.deleted);
+        await this.keepNamesOf(info.key);
       }
-      if (keptIndexes.has(info.key) || keepFiles.has(info.key) || isYoung(info)) {
-        keep(info);
+      const key = info.key;
+      if (this.keptIndexes.has(key) || this.keepFiles.has(key) || this.isYoung(info)) {
+        this.#keep(info);
         continue;
       }
       pending.push(info);
@@ -225,19 +284,6 @@ export async function chop(options: ChopOptions): Promise<ChopResult> {
     }
     await flush();
   }
-
-  const unit = result.versioned ? "versions" : "objects";
-  const markers = result.deleteMarkers > 0 ? ` and ${result.deleteMarkers} delete markers` : "";
-  print(
-    `${options.dryRun ? "Dry run: " : ""}under '${prefix}' in ${store.url}${
-      result.versioned ? " (versioned)" : ""
-    }, cutoff ${cutoff.toISOString()}: ` +
-      `${result.indexes} indexes (${result.indexesKept} kept); ` +
-      `kept ${result.kept} ${unit} (${formatBytes(result.keptBytes)}), ` +
-      `${verb} ${result.deleted} ${unit} (${formatBytes(result.deletedBytes)})${markers}, ` +
-      `kept by lock ${result.keptByLock} ${unit} (${formatBytes(result.keptByLockBytes)})`,
-  );
-  return result;
 }
 
 /**
@@ -268,23 +314,36 @@ async function keepsVersions(store: Store): Promise<boolean> {
  * of a full key (the directory part is held once).
  */
 class KeptNames {
-  readonly #byDirectory = new Map<string, Set<string>>();
+  /** Per directory, the kept names and the earliest cut time (epoch ms) of the points naming them. */
+  readonly #byDirectory = new Map<string, { names: Set<string>; earliestCut: number }>();
 
-  /** Keeps `names` in `dirPrefix` (a key directory with its trailing "/"). */
-  add(dirPrefix: string, names: readonly string[]): void {
+  /** Keeps `names` in `dirPrefix` (a key directory with its trailing "/"), named by a point cut at `cutMs`. */
+  add(dirPrefix: string, names: readonly string[], cutMs: number): void {
     for (const name of names) {
       // A name with "/" (an unsafe index, which slurp refuses) still keeps the key it spells.
       const key = name.includes("/") ? dirPrefix + name : undefined;
       const dir = key === undefined ? dirPrefix : key.slice(0, key.lastIndexOf("/") + 1);
       let kept = this.#byDirectory.get(dir);
-      if (!kept) this.#byDirectory.set(dir, kept = new Set());
-      kept.add(key === undefined ? name : key.slice(dir.length));
+      if (!kept) this.#byDirectory.set(dir, kept = { names: new Set(), earliestCut: cutMs });
+      kept.names.add(key === undefined ? name : key.slice(dir.length));
+      kept.earliestCut = Math.min(kept.earliestCut, cutMs);
     }
   }
 
+  /**
+   * A kept point names the key; or it is a superseded copy of a kept
+   * component, and a kept point of its directory was cut before the copy's
+   * `until`, so may need those bytes (kept points are the newest: few
+   * copies are kept spare, and one number per directory is held, not one
+   * per name).
+   */
   has(key: string): boolean {
-    const slash = key.lastIndexOf("/");
-    return this.#byDirectory.get(key.slice(0, slash + 1))?.has(key.slice(slash + 1)) ?? false;
+    const copy = parseSupersededKey(key);
+    const named = copy?.key ?? key;
+    const slash = named.lastIndexOf("/");
+    const kept = this.#byDirectory.get(named.slice(0, slash + 1));
+    if (!kept?.names.has(named.slice(slash + 1))) return false;
+    return copy === null || kept.earliestCut < copy.until;
   }
 }
 

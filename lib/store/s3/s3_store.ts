@@ -17,17 +17,18 @@
  * operator can tell which statement of the policy is missing.
  */
 import {
+  CopyObjectCommand,
   GetBucketVersioningCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   type S3Client,
-  type StorageClass,
 } from "@aws-sdk/client-s3";
 import { hexToBase64, md5Base64 } from "../../common/digest.ts";
 import { VERSION } from "../../common/version.ts";
 import type {
+  CopyOptions,
   DeleteOptions,
   FileUpload,
   GetOptions,
@@ -41,12 +42,13 @@ import type {
   Versioning,
   VersionRef,
 } from "../store.ts";
-import { type ObjectKind, storageClassFor } from "../object_storage.ts";
+import { PLAIN_TRAITS, type StoreTraits } from "../store.ts";
 import { DirectS3 } from "./direct_requests.ts";
+import { objectHeaders, objectParams } from "./object_params.ts";
 
 export type { ObjectLockRetention, S3Options } from "./s3_options.ts";
 import { isNoSuchKey, namedDenial, permanentError, type S3Request, unquote } from "./errors.ts";
-import { rangeStream } from "./file_range.ts";
+import { fileRange, rangeStream } from "./file_range.ts";
 import { HttpClient } from "./transport/http_client.ts";
 import { objectHead, type S3Options } from "./s3_options.ts";
 import { createSdkClient } from "./sdk_client.ts";
@@ -54,9 +56,8 @@ import { deleteMany, type DeleteTarget, deleteVersions, listVersions } from "./v
 import { BucketRegion } from "./bucket_region.ts";
 import { abortUpload, listParts, listUploads, putMultipart } from "./multipart.ts";
 
-const DAY_MS = 86_400_000;
-
 export class S3Store implements Store {
+  readonly traits: StoreTraits = PLAIN_TRAITS;
   readonly url: string;
   readonly #bucket: string;
   readonly #client: S3Client;
@@ -182,19 +183,40 @@ export class S3Store implements Store {
     const direct = await this.#direct();
     if (direct) {
       await direct.put(key, body, {
-        ...this.#objectHeaders(metadata, options.contentType, "index"),
+        ...objectHeaders(this.#options, metadata, options.contentType, "index"),
         "content-md5": md5,
       });
       return;
     }
     await this.#client.send(
       new PutObjectCommand({
-        ...this.#objectParams(key, options.metadata ?? {}, options.contentType, "index"),
+        ...objectParams(this.#options, key, options.metadata ?? {}, options.contentType, "index"),
         Body: body,
         ContentLength: body.byteLength,
         ContentMD5: md5,
       }),
     );
+  }
+
+  /**
+   * CopyObject, metadata copied; the store's storage class (by the object's
+   * size: given, else a HEAD), SSE and retention apply.
+   */
+  async copy(from: string, to: string, options: CopyOptions = {}): Promise<void> {
+    const size = options.size ?? (await this.head(from))?.size;
+    if (size === undefined) throw new Error(`No object '${from}' to copy in ${this.url}`);
+    const { Metadata: _, ...params } = objectParams(this.#options, to, {}, undefined, {
+      file: size,
+    });
+    // URL-encoded as S3 asks, but ":" (in every key: the default separator)
+    // as it is: some servers (s3rver) decode the header with decodeURI, which leaves %3A.
+    const path = from.split("/").map((s) => encodeURIComponent(s).replaceAll("%3A", ":"));
+    const source = `${this.#bucket}/${path.join("/")}`;
+    await this.#client.send(
+      new CopyObjectCommand({ ...params, CopySource: source, MetadataDirective: "COPY" }),
+    ).catch((err) => {
+      throw namedDenial(err, { action: "s3:GetObject and s3:PutObject (CopyObject)", key: to });
+    });
   }
 
   putFile(key: string, file: FileUpload, options: PutFileOptions = {}): Promise<void> {
@@ -209,25 +231,19 @@ export class S3Store implements Store {
     if (file.body) await onBytes?.(file.body.byteLength);
     const direct = await this.#direct();
     if (!file.parts && direct) {
-      const body = file.body ??
-        { path: file.path, start: 0, length: file.size, ...(onBytes ? { onBytes } : {}) };
+      const body = file.body ?? fileRange(file, 0, file.size, onBytes);
       await direct.put(key, body, {
-        ...this.#objectHeaders(file.metadata, file.contentType, { file: file.size }),
+        ...objectHeaders(this.#options, file.metadata, file.contentType, { file: file.size }),
         "content-md5": hexToBase64(file.md5),
       }, signal);
       return;
     }
     if (!file.parts) {
       const body = file.body ??
-        (file.size === 0 ? new Uint8Array(0) : rangeStream({
-          path: file.path,
-          start: 0,
-          length: file.size,
-          ...(onBytes ? { onBytes } : {}),
-        }));
+        (file.size === 0 ? new Uint8Array(0) : rangeStream(fileRange(file, 0, file.size, onBytes)));
       await this.#client.send(
         new PutObjectCommand({
-          ...this.#objectParams(key, file.metadata, file.contentType, { file: file.size }),
+          ...objectParams(this.#options, key, file.metadata, file.contentType, { file: file.size }),
           Body: body,
           ContentLength: file.size,
           ContentMD5: hexToBase64(file.md5),
@@ -240,7 +256,9 @@ export class S3Store implements Store {
       {
         client: this.#client,
         direct,
-        object: this.#objectParams(key, file.metadata, file.contentType, { file: file.size }),
+        object: objectParams(this.#options, key, file.metadata, file.contentType, {
+          file: file.size,
+        }),
       },
       { ...file, parts: file.parts },
       options,
@@ -329,63 +347,5 @@ export class S3Store implements Store {
     this.#directRequests?.close();
     this.#client.destroy();
     this.#http.close();
-  }
-
-  /** `#objectParams` as HTTP headers, for direct requests. */
-  #objectHeaders(
-    metadata: Record<string, string>,
-    contentType: string | undefined,
-    kind: ObjectKind,
-  ): Record<string, string> {
-    const headers: Record<string, string> = {};
-    for (const [name, value] of Object.entries(metadata)) {
-      headers[`x-amz-meta-${name.toLowerCase()}`] = value;
-    }
-    if (contentType) headers["content-type"] = contentType;
-    const storage = this.#options.objectStorage ?? {};
-    const storageClass = storageClassFor(storage, kind);
-    if (storageClass) headers["x-amz-storage-class"] = storageClass;
-    if (storage.sse) headers["x-amz-server-side-encryption"] = storage.sse.kind;
-    if (storage.sse?.kind === "aws:kms" && storage.sse.keyId) {
-      headers["x-amz-server-side-encryption-aws-kms-key-id"] = storage.sse.keyId;
-    }
-    const lock = this.#retention();
-    if (lock) {
-      headers["x-amz-object-lock-mode"] = lock.ObjectLockMode;
-      headers["x-amz-object-lock-retain-until-date"] = lock.ObjectLockRetainUntilDate.toISOString();
-    }
-    return headers;
-  }
-
-  /** Retention from now, computed per request: each object is kept N days from its own upload. */
-  #retention() {
-    const lock = this.#options.objectLock;
-    if (!lock) return undefined;
-    return {
-      ObjectLockMode: lock.mode,
-      ObjectLockRetainUntilDate: new Date(Date.now() + lock.days * DAY_MS),
-    };
-  }
-
-  /** What PutObject and CreateMultipartUpload take besides the body. */
-  #objectParams(
-    key: string,
-    metadata: Record<string, string>,
-    contentType: string | undefined,
-    kind: ObjectKind,
-  ) {
-    const storage = this.#options.objectStorage ?? {};
-    const storageClass = storageClassFor(storage, kind);
-    const sse = storage.sse;
-    return {
-      Bucket: this.#bucket,
-      Key: key,
-      Metadata: metadata,
-      ...(contentType ? { ContentType: contentType } : {}),
-      ...(storageClass ? { StorageClass: storageClass as StorageClass } : {}),
-      ...(sse ? { ServerSideEncryption: sse.kind } : {}),
-      ...(sse?.kind === "aws:kms" && sse.keyId ? { SSEKMSKeyId: sse.keyId } : {}),
-      ...this.#retention(),
-    };
   }
 }

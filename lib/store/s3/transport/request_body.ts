@@ -5,7 +5,8 @@
  *
  * A file range is read into two reused buffers: one is refilled from disk
  * while the other is being written, so reading overlaps sending and no
- * garbage is made per chunk.
+ * garbage is made per chunk. A range with a body source (an encrypted
+ * file) is written as the source makes it.
  */
 import type { FileRange } from "../file_range.ts";
 import { writeAll } from "./http_wire.ts";
@@ -101,6 +102,7 @@ async function writeFileRange(
   stopped: () => boolean,
   wrote: () => void,
 ): Promise<void> {
+  if (range.source) return await writeMadeRange(conn, range, stopped, wrote);
   using file = await Deno.open(range.path, { read: true });
   await file.seek(range.start, Deno.SeekMode.Start);
   const buffers = [new Uint8Array(CHUNK_BYTES), new Uint8Array(CHUNK_BYTES)];
@@ -133,4 +135,35 @@ async function writeFileRange(
     await Promise.allSettled(flushed);
   }
   await Promise.all(flushed);
+}
+
+/**
+ * A range made by its body source (an encrypted file): two pieces at most
+ * are in the socket's hands while the source makes the next, as with file
+ * ranges, so the socket is not left idle between pieces.
+ */
+async function writeMadeRange(
+  conn: Deno.Conn,
+  range: FileRange,
+  stopped: () => boolean,
+  wrote: () => void,
+): Promise<void> {
+  const inFlight: Promise<void>[] = [];
+  let tail = Promise.resolve();
+  let sent = 0;
+  try {
+    for await (const piece of range.source!.read({ offset: range.start, length: range.length })) {
+      await range.onBytes?.(piece.byteLength);
+      if (inFlight.length >= 2) await inFlight.shift();
+      if (stopped()) return;
+      sent += piece.byteLength;
+      tail = tail.then(() => writeAll(conn, piece)).then(wrote);
+      tail.catch(() => {});
+      inFlight.push(tail);
+    }
+  } finally {
+    await Promise.allSettled(inFlight);
+  }
+  await tail;
+  if (sent !== range.length) throw new Error(`Body of '${range.path}' shorter than its range`);
 }
