@@ -29,7 +29,7 @@ export interface FaultOptions {
    * clock that jumps mid-run): requests signed more than 15 minutes off are
    * refused.
    */
-  clockOffsetMs?: number | ((index: number) => number);
+  clockOffsetMs?: number | ((index: number, last: SeenRequest | undefined) => number);
   /** Called for each request that passed the checks above: a fault to answer with, or none. */
   fault?: (seen: SeenRequest, index: number) => Fault | undefined;
 }
@@ -56,7 +56,10 @@ export function startFaultServer(
   const faults: string[] = [];
   const offset = options.clockOffsetMs;
   const now = () =>
-    new Date(Date.now() + (typeof offset === "function" ? offset(seen.length - 1) : offset ?? 0));
+    new Date(
+      Date.now() +
+        (typeof offset === "function" ? offset(seen.length - 1, seen.at(-1)) : offset ?? 0),
+    );
   const error = (status: number, code: string, headers: Record<string, string> = {}, extra = "") =>
     new Response(
       `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${code}</Message>${extra}</Error>`,

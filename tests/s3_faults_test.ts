@@ -215,13 +215,14 @@ Deno.test("throttling, server errors and cut answers are retried with the same b
 Deno.test("S3's clock jumping mid-upload: the direct PUTs correct it themselves", async () => {
   await using ca = await makeAuthority(AWS_S3_NAMES);
   const bucket = "tablesnap-jump";
-  // The listings at our time, then S3 is an hour ahead: the uploads meet it first.
-  await using s = await setUp(ca, bucket, { clockOffsetMs: (i) => i < 3 ? 0 : 3600_000 });
+  // Our time until the first PUT arrives, then S3 is an hour ahead: a direct request meets it first.
+  let jumped = false;
+  await using s = await setUp(ca, bucket, {
+    clockOffsetMs: (_, last) => (jumped ||= last?.method === "PUT") ? 3600_000 : 0,
+  });
   await using work = await tempDir();
   const [backup] = await roundTrip(s, bucket, work.path);
   // Corrected by the request itself: no upload failed and was retried later.
-  assert(!backup!.stderr.includes("WARN"), backup!.stderr);
-  const first = s.front.seen[3];
-  assertEquals(first?.method, "PUT", JSON.stringify(s.front.seen.slice(0, 5)));
-  assertEquals(s.front.faults[0], "RequestTimeTooSkewed");
+  assert(!/ WARN | ERROR /.test(backup!.stderr), backup!.stderr);
+  assert(s.front.faults.includes("RequestTimeTooSkewed"));
 });
