@@ -199,7 +199,7 @@ async function contract(
 }
 
 Deno.test("S3Store meets the storage contract (moto server)", async (t) => {
-  await using s3 = await startS3Server("test-bucket", { server: "moto" });
+  await using s3 = await startS3Server("test-bucket", { server: "moto", tls: false });
   await using scratch = await tempDir();
   const store = new S3Store({
     bucket: s3.bucket,
@@ -313,7 +313,7 @@ async function encryptedOnly(t: Deno.TestContext, inner: Store, identity: string
 }
 
 Deno.test("EncryptingStore meets the storage contract over S3 (moto) and a local store", async (t) => {
-  await using s3 = await startS3Server("test-bucket", { server: "moto" });
+  await using s3 = await startS3Server("test-bucket", { server: "moto", tls: false });
   await using root = await tempDir("tablesnap-store-");
   await using scratch = await tempDir();
   const s3Inner = new S3Store({

@@ -307,6 +307,7 @@ Deno.test("an S3 outage delays uploads but loses nothing", async () => {
   } finally {
     await s3?.stop();
     await Deno.remove(s3dir, { recursive: true }).catch(() => {});
+    await Deno.remove(`${s3dir}.tls`, { recursive: true }).catch(() => {});
   }
 });
 
