@@ -24,15 +24,12 @@ import {
   ListObjectsV2Command,
   ListObjectVersionsCommand,
   PutObjectCommand,
-  S3Client,
-  type S3ClientConfig,
+  type S3Client,
   type StorageClass,
 } from "@aws-sdk/client-s3";
 import { Buffer } from "node:buffer";
-import type { Readable } from "node:stream";
 import { hexToBase64, md5Base64 } from "../../common/digest.ts";
-import { errorMessage, FatalError } from "../../common/errors.ts";
-import { log } from "../../common/log.ts";
+import { FatalError } from "../../common/errors.ts";
 import { VERSION } from "../../common/version.ts";
 import type {
   DeleteOptions,
@@ -59,6 +56,10 @@ import {
   unquote,
 } from "./errors.ts";
 import { rangeStream } from "./file_range.ts";
+import { HttpClient } from "./transport/http_client.ts";
+import type { ProxySettings } from "./transport/proxy.ts";
+import { createSdkClient } from "./sdk_client.ts";
+import { BucketRegion } from "./bucket_region.ts";
 import { abortUpload, listParts, listUploads, putMultipart } from "./multipart.ts";
 
 /** How to reach S3; every field optional, the SDK's default chain fills in. */
@@ -84,6 +85,12 @@ export interface S3Options {
    * retried (a half-open connection, a stuck proxy). Default 120 s.
    */
   requestTimeoutMs?: number | undefined;
+  /** PEM certificates trusted besides the system roots (CA bundles). */
+  caCerts?: string[] | undefined;
+  /** The proxies requests go through (HTTPS_PROXY, NO_PROXY...). */
+  proxy?: ProxySettings | undefined;
+  /** Path-style addressing even without an endpoint (an S3-compatible server on a host name). */
+  forcePathStyle?: boolean | undefined;
   /** Retention set explicitly on every object written (the watcher's --object-lock-*). */
   objectLock?: ObjectLockRetention | undefined;
   /**
@@ -101,21 +108,6 @@ export interface ObjectLockRetention {
 
 const DAY_MS = 86_400_000;
 
-/**
- * The user agent, computed once per client: the SDK's default builds it for
- * every request and asks the OS for its release each time (about 40 us per
- * request in Deno, measurable with many small files).
- */
-function userAgent(): [string, string?][] {
-  return [
-    ["tablesnap", VERSION],
-    ["ua", "2.1"],
-    [`os/${Deno.build.os}`, Deno.osRelease()],
-    ["lang/js"],
-    ["md/deno", Deno.version.deno],
-  ];
-}
-
 export class S3Store implements Store {
   readonly url: string;
   readonly #bucket: string;
@@ -123,67 +115,31 @@ export class S3Store implements Store {
   readonly #options: S3Options;
   /** HEAD and in-memory PUT without the SDK's per-request overhead (see direct_requests.ts). */
   readonly #directRequests: DirectS3 | null;
+  /** The one HTTP transport: direct requests and the SDK's alike. */
+  readonly #http: HttpClient;
+  /** The bucket's region: the configured one until S3 names another. */
+  readonly #region: BucketRegion;
 
   constructor(options: S3Options) {
     this.#options = options;
     this.#bucket = options.bucket;
     this.url = `s3://${options.bucket}`;
     const requestTimeoutMs = options.requestTimeoutMs ?? 120_000;
-    const agent = userAgent();
-    const config: S3ClientConfig = {
-      region: options.region ?? "us-east-1",
-      // Many S3-compatible servers reject the SDK's default CRC32 trailers;
-      // we send Content-MD5 ourselves instead.
-      requestChecksumCalculation: "WHEN_REQUIRED",
-      responseChecksumValidation: "WHEN_REQUIRED",
-      maxAttempts: 3,
-      defaultUserAgentProvider: () => Promise.resolve(agent),
-      requestHandler: { connectionTimeout: 10_000, requestTimeout: requestTimeoutMs },
-      // The SDK would print some warnings with console.warn, breaking our
-      // one-line log format: route them to debug logs instead.
-      logger: {
-        trace: () => {},
-        debug: () => {},
-        info: () => {},
-        warn: (...args: unknown[]) => log.debug("aws-sdk warning", { message: sdkText(args) }),
-        error: (...args: unknown[]) => log.debug("aws-sdk error", { message: sdkText(args) }),
-      },
-    };
-    if (options.endpoint) {
-      config.endpoint = options.endpoint;
-      config.forcePathStyle = true;
-    }
-    if (options.accessKeyId && options.secretAccessKey) {
-      config.credentials = {
-        accessKeyId: options.accessKeyId,
-        secretAccessKey: options.secretAccessKey,
-        ...(options.sessionToken ? { sessionToken: options.sessionToken } : {}),
-      };
-    }
-    this.#client = new S3Client(config);
-    this.#client.middlewareStack.add(
-      (next, context) => async (args) => {
-        const operation = String(context.commandName ?? "unknown").replace(/Command$/, "");
-        const started = performance.now();
-        let failed = false;
-        try {
-          return await next(args);
-        } catch (err) {
-          failed = true;
-          throw err;
-        } finally {
-          options.onRequest?.(operation, (performance.now() - started) / 1000, failed);
-        }
-      },
-      { step: "initialize", name: "tablesnapRequestCounter" },
-    );
-    // Its only job would be an info() call with a filtered copy of every
-    // request and response, which we discard anyway.
-    this.#client.middlewareStack.remove("loggerMiddleware");
+    this.#http = new HttpClient({
+      caCerts: options.caCerts,
+      proxy: options.proxy,
+      idleTimeoutMs: requestTimeoutMs,
+      connectTimeoutMs: 10_000,
+      userAgent: `tablesnap/${VERSION}`,
+    });
+    const region = new BucketRegion(options.bucket, options.region ?? "us-east-1");
+    this.#region = region;
+    this.#client = createSdkClient(options, this.#http, region);
     this.#directRequests = options.directRequests === false ? null : new DirectS3({
       client: this.#client,
       bucket: this.#bucket,
-      idleTimeoutMs: requestTimeoutMs,
+      http: this.#http,
+      region,
       ...(options.onRequest ? { onRequest: options.onRequest } : {}),
     });
   }
@@ -212,7 +168,7 @@ export class S3Store implements Store {
   }
 
   #permanentError(err: unknown, request?: S3Request) {
-    return permanentError(err, this.#bucket, this.#options.region ?? "us-east-1", request);
+    return permanentError(err, this.#bucket, this.#region.current, request);
   }
 
   async *list(prefix: string, options: { delimiter?: string } = {}): AsyncIterable<ObjectInfo> {
@@ -374,7 +330,7 @@ export class S3Store implements Store {
       // A ranged answer's Content-Length is the range's: the total is in Content-Range.
       const total = /\/(\d+)$/.exec(out.ContentRange ?? "")?.[1];
       if (range && total !== undefined) head.size = Number(total);
-      return { head, body: pacedWebStream(out.Body as unknown as Readable) };
+      return { head, body: out.Body!.transformToWebStream() };
     } catch (err) {
       if (isNoSuchKey(err)) return null;
       throw namedDenial(err, { action: "s3:GetObject", key });
@@ -537,6 +493,7 @@ export class S3Store implements Store {
   close(): void {
     this.#directRequests?.close();
     this.#client.destroy();
+    this.#http.close();
   }
 
   /** `#objectParams` as HTTP headers, for direct requests. */
@@ -596,40 +553,6 @@ function versionOrder(x: ObjectVersion, y: ObjectVersion): number {
   if (byKey !== 0) return byKey;
   if (x.latest !== y.latest) return x.latest ? -1 : 1;
   return y.lastModified.getTime() - x.lastModified.getTime();
-}
-
-function sdkText(args: unknown[]): string {
-  return args.map((a) => typeof a === "string" ? a : errorMessage(a)).join(" ");
-}
-
-/**
- * A Node response body as a web stream that reads only as fast as it is
- * consumed: the SDK's `transformToWebStream()` buffered whole ranges under
- * Deno (a 1 GB restore peaked at 150-180 MB RSS with one connection). The
- * socket is paused whenever a few chunks are queued and resumed on demand.
- */
-function pacedWebStream(body: Readable): ReadableStream<Uint8Array> {
-  // Once cancelled, events still queued in the socket must not reach the
-  // controller: enqueue or close would throw, uncaught, from the event.
-  let cancelled = false;
-  return new ReadableStream<Uint8Array>({
-    start(controller) {
-      body.on("data", (chunk: Buffer) => {
-        if (cancelled) return;
-        controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
-        if ((controller.desiredSize ?? 0) <= 0) body.pause();
-      });
-      body.once("end", () => cancelled || controller.close());
-      body.once("error", (err) => cancelled || controller.error(err));
-    },
-    pull() {
-      body.resume();
-    },
-    cancel(reason) {
-      cancelled = true;
-      body.destroy(reason instanceof Error ? reason : undefined);
-    },
-  }, { highWaterMark: 4 });
 }
 
 /** The facts HEAD and GET responses share. */

@@ -1,5 +1,5 @@
 /**
- * The restore's HTTP/1.1 client (lib/store/s3/http1_client.ts) against a
+ * The restore's HTTP/1.1 client (lib/store/s3/transport/http_client.ts) against a
  * scripted server on 127.0.0.1: the framings S3 and S3-compatible servers
  * use, connection reuse, a pooled connection the server closed, a server
  * gone silent mid-body, and bodies read straight into the caller's buffer.
@@ -9,7 +9,7 @@
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { ChunkReader } from "../lib/common/chunk_reader.ts";
 import { failureReason } from "../lib/store/failure.ts";
-import { Http1Client, type Http1Response } from "../lib/store/s3/http1_client.ts";
+import { HttpClient, type HttpResponse } from "../lib/store/s3/transport/http_client.ts";
 
 /** What the scripted server does with one request on one connection. */
 type Script = (conn: Deno.Conn, request: string, connection: number) => Promise<"keep" | "close">;
@@ -75,11 +75,11 @@ async function send(conn: Deno.Conn, text: string | Uint8Array): Promise<void> {
   while (bytes.length > 0) bytes = bytes.subarray(await conn.write(bytes));
 }
 
-function get(client: Http1Client, url: URL, target: string): Promise<Http1Response> {
+function get(client: HttpClient, url: URL, target: string): Promise<HttpResponse> {
   return client.request({ url, method: "GET", target, headers: { host: url.host } });
 }
 
-Deno.test("Http1Client reads sized and chunked bodies over one kept-alive connection", async () => {
+Deno.test("HttpClient reads sized and chunked bodies over one kept-alive connection", async () => {
   await using server = scriptedServer(async (conn, request) => {
     if (request.startsWith("GET /sized ")) {
       await send(conn, 'HTTP/1.1 200 OK\r\nContent-Length: 11\r\nETag: "x"\r\n\r\nhello world');
@@ -93,7 +93,7 @@ Deno.test("Http1Client reads sized and chunked bodies over one kept-alive connec
     }
     return "keep";
   });
-  const client = new Http1Client({ idleTimeoutMs: 10_000 });
+  const client = new HttpClient({ idleTimeoutMs: 10_000 });
   try {
     for (let i = 0; i < 3; i++) {
       const sized = await get(client, server.url, "/sized");
@@ -110,13 +110,13 @@ Deno.test("Http1Client reads sized and chunked bodies over one kept-alive connec
   }
 });
 
-Deno.test("Http1Client sends again on a new connection when a pooled one was closed", async () => {
+Deno.test("HttpClient sends again on a new connection when a pooled one was closed", async () => {
   await using server = scriptedServer(async (conn) => {
     // Keep-alive promised, then closed anyway (as servers do to idle connections).
     await send(conn, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
     return "close";
   });
-  const client = new Http1Client({ idleTimeoutMs: 10_000 });
+  const client = new HttpClient({ idleTimeoutMs: 10_000 });
   try {
     for (let i = 0; i < 3; i++) {
       const res = await get(client, server.url, "/x");
@@ -128,14 +128,14 @@ Deno.test("Http1Client sends again on a new connection when a pooled one was clo
   }
 });
 
-Deno.test("Http1Client gives up a silent server as a network error, not a hang", async () => {
+Deno.test("HttpClient gives up a silent server as a network error, not a hang", async () => {
   await using server = scriptedServer(async (conn) => {
     // Half the body, then silence.
     await send(conn, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + "a".repeat(50));
     await new Promise((resolve) => setTimeout(resolve, 1_500));
     return "close";
   });
-  const client = new Http1Client({ idleTimeoutMs: 300 });
+  const client = new HttpClient({ idleTimeoutMs: 300 });
   try {
     const res = await get(client, server.url, "/slow");
     const err = await assertRejects(() => new Response(res.body).arrayBuffer());
@@ -145,12 +145,12 @@ Deno.test("Http1Client gives up a silent server as a network error, not a hang",
   }
 });
 
-Deno.test("Http1Client refuses a connection that ends mid-body, and a refused port", async () => {
+Deno.test("HttpClient refuses a connection that ends mid-body, and a refused port", async () => {
   await using server = scriptedServer(async (conn) => {
     await send(conn, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort");
     return "close";
   });
-  const client = new Http1Client({ idleTimeoutMs: 10_000 });
+  const client = new HttpClient({ idleTimeoutMs: 10_000 });
   try {
     const res = await get(client, server.url, "/cut");
     const err = await assertRejects(() => new Response(res.body).arrayBuffer());
@@ -177,7 +177,7 @@ Deno.test("a body is read into the reader's own buffer, in full chunks", async (
     }
     return "keep";
   });
-  const client = new Http1Client({ idleTimeoutMs: 10_000 });
+  const client = new HttpClient({ idleTimeoutMs: 10_000 });
   try {
     const res = await get(client, server.url, "/big");
     const reader = new ChunkReader(res.body, 1024 * 1024);
