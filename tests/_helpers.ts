@@ -248,26 +248,11 @@ async function waitUntilServing(
 
 /**
  * What a child process needs to trust a private CA, as an operator gives it:
- * `AWS_CA_BUNDLE` (the AWS CLI's convention, #17 §2).
+ * `AWS_CA_BUNDLE` (the AWS CLI's convention). `NODE_EXTRA_CA_CERTS` stays
+ * inherited (set to the system bundle on these machines, as on many hosts).
  */
 export function trustEnv(caFile: string): Record<string, string> {
-  return { AWS_CA_BUNDLE: caFile, DENO_CERT: caFile };
-}
-
-/**
- * The environment of a spawned program. Interim, until the one transport
- * reads `AWS_CA_BUNDLE` on every request path (#17 §2): where `DENO_CERT`
- * is given, `NODE_EXTRA_CA_CERTS` is left out, because Deno's node:https
- * then needs all of `--allow-sys`, which the binary does not have.
- */
-function spawnEnv(
-  env: Record<string, string> = {},
-): { env: Record<string, string>; clearEnv: boolean } {
-  const mine: Record<string, string> = { NO_COLOR: "1", ...env };
-  if (!mine.DENO_CERT) return { env: mine, clearEnv: false };
-  const inherited = Deno.env.toObject();
-  delete inherited.NODE_EXTRA_CA_CERTS;
-  return { env: { ...inherited, ...mine }, clearEnv: true };
+  return { AWS_CA_BUNDLE: caFile };
 }
 
 export function delay(ms: number): Promise<void> {
@@ -304,7 +289,7 @@ export async function runCli(
 ): Promise<CliResult> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: programArgs(args),
-    ...spawnEnv(options.env),
+    env: { NO_COLOR: "1", ...options.env },
     cwd: options.cwd ?? REPO,
     stdin: "null",
     stdout: "piped",
@@ -329,7 +314,7 @@ export function spawnCli(
 ): RunningCli {
   const child = new Deno.Command(Deno.execPath(), {
     args: programArgs(args),
-    ...spawnEnv(options.env),
+    env: { NO_COLOR: "1", ...options.env },
     cwd: REPO,
     stdin: "null",
     stdout: "null",

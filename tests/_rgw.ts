@@ -258,9 +258,13 @@ async function waitForRgw(
 
 async function logTails(dir: string): Promise<string> {
   const parts: string[] = [];
-  for await (const e of Deno.readDir(`${dir}/log`).catch(() => [] as Deno.DirEntry[])) {
-    const text = await Deno.readTextFile(`${dir}/log/${e.name}`).catch(() => "");
-    parts.push(`--- ${e.name}\n${text.split("\n").slice(-15).join("\n")}`);
+  try {
+    for await (const e of Deno.readDir(`${dir}/log`)) {
+      const text = await Deno.readTextFile(`${dir}/log/${e.name}`).catch(() => "");
+      parts.push(`--- ${e.name}\n${text.split("\n").slice(-15).join("\n")}`);
+    }
+  } catch {
+    // no logs yet
   }
   return parts.join("\n");
 }
