@@ -84,6 +84,8 @@ export async function startS3Server(
     auth?: boolean;
     /** HTTPS (the default) or plain HTTP, for tests that read the wire (counting proxies). */
     tls?: boolean;
+    /** The names the certificate covers (openssl subjectAltName entries); default loopback. */
+    tlsNames?: string[];
   } = {},
 ): Promise<S3Server> {
   const port = options.port ?? freePort();
@@ -106,7 +108,7 @@ export async function startS3Server(
         keyFile: `${tlsDir}/server.key`,
         caPem: await Deno.readTextFile(`${tlsDir}/ca.pem`),
       }
-      : await makeTestTls(tlsDir);
+      : await makeTestTls(tlsDir, options.tlsNames);
   }
   // s3rver speaks plain HTTP behind a TLS front of ours: its own TLS mode
   // (node:https under Deno) leaves some responses unsent. moto serves TLS.

@@ -44,3 +44,7 @@ export const RUN_FLAGS: readonly string[] = runFlagsOf(config.tasks.compile);
 /** The `bench` task's own flags (the bench harness, not the program it measures). */
 export const BENCH_FLAGS: readonly string[] = config.tasks.bench.trim().split(/\s+/)
   .filter((w) => w.startsWith("--"));
+
+/** The `test` task's flags (the test harness's own permissions, not the program's). */
+export const TEST_FLAGS: readonly string[] = config.tasks.test.trim().split(/\s+/)
+  .filter((w) => w.startsWith("--"));

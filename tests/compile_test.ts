@@ -62,7 +62,7 @@ Deno.test("the compile task bakes in exactly the permissions the program needs",
     "--allow-sys=hostname,osRelease,uid,homedir", // FQDN; SDK user agent and home directory
     "--allow-run=logger", // TABLESNAP_SYSLOG
   ]);
-  assert(!flags.some((f) => /^(-A|--allow-all)$/.test(f)), "no --allow-all");
+  assert(!flags.some((f) => /^(-A|--allow-all)$/.test(f)), "no allow-all");
   // The memory bound (150 MB) relies on a small young generation and an old
   // generation that grows by half between collections (docs/watch.md#memory);
   // `deno task start` must run the program the way the binary does.
