@@ -215,3 +215,42 @@ export function startConnectProxy(
     },
   };
 }
+
+export interface RunningProgram extends AsyncDisposable {
+  child: Deno.ChildProcess;
+  stderr(): string;
+}
+
+/** Starts the program (the watcher) with the compile flags and exactly `env`. */
+export async function spawnProgram(
+  args: string[],
+  env: Record<string, string>,
+): Promise<RunningProgram> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [...await compileRunArgs(), ...args],
+    env: { NO_COLOR: "1", DENO_DIR, DENO_NO_UPDATE_CHECK: "1", ...env },
+    clearEnv: true,
+    cwd: REPO,
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  let text = "";
+  const decoder = new TextDecoder();
+  const pump = (async () => {
+    for await (const chunk of child.stderr) text += decoder.decode(chunk, { stream: true });
+  })();
+  return {
+    child,
+    stderr: () => text,
+    [Symbol.asyncDispose]: async () => {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // exited
+      }
+      await child.status;
+      await pump;
+    },
+  };
+}

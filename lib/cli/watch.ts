@@ -29,6 +29,7 @@ import {
   namingOptions,
   resolveNaming,
 } from "./shared_options.ts";
+import { objectStorageOf, STORAGE_OPTIONS } from "./storage_options.ts";
 
 const MB = 1024 * 1024;
 
@@ -114,13 +115,6 @@ export const WATCH_OPTIONS = {
   },
   ...namingOptions(OBJECTS),
   "without-index": { group: OBJECTS, kind: "flag", help: "do not write -listdir.json indexes" },
-  "reduced-redundancy": {
-    group: OBJECTS,
-    kind: "flag",
-    short: "R",
-    help: "storage class REDUCED_REDUNDANCY",
-  },
-  "with-sse": { group: OBJECTS, kind: "flag", help: "server-side encryption (AES256)" },
   "max-upload-size": {
     group: OBJECTS,
     kind: "count",
@@ -157,6 +151,7 @@ export const WATCH_OPTIONS = {
     kind: "flag",
     help: "compare MD5s, not only sizes, with objects found at start",
   },
+  ...STORAGE_OPTIONS,
   "encrypt-to": {
     group: ENCRYPTION,
     kind: "texts",
@@ -321,8 +316,7 @@ export function parseWatchArgs(args: string[]): WatchFlags | "help" | "version" 
     ...(encryption ? { encryption } : {}),
     bucket,
     connection: connectionOf(values),
-    reducedRedundancy: values["reduced-redundancy"],
-    serverSideEncryption: values["with-sse"],
+    objectStorage: objectStorageOf(values, bucket),
     roots,
     naming: namingOf(values),
     filter,

@@ -18,20 +18,18 @@
  * handled as for the SDK's requests (bucket_region.ts).
  */
 import type { S3Client } from "@aws-sdk/client-s3";
-import { type Backoff, retry } from "../../common/retry.ts";
+import { retry } from "../../common/retry.ts";
 import { isTransient } from "../failure.ts";
 import type { ByteRange, ObjectHead } from "../store.ts";
 import { type BucketRegion, skewOffset, temporaryRedirectHost } from "./bucket_region.ts";
-import { responseError, unquote } from "./errors.ts";
+import { responseError } from "./errors.ts";
+import { ATTEMPTS, REQUEST_BACKOFF } from "./request_retry.ts";
+import { headOf } from "./s3_options.ts";
 import type { FileRange } from "./file_range.ts";
 import { BucketSigner, type PreparedRequest } from "./signed_requests.ts";
 import type { HttpClient, HttpResponse } from "./transport/http_client.ts";
 
 type Body = Uint8Array | FileRange;
-
-/** As the SDK's standard retry mode: 3 tries, 200 ms doubling, full jitter. */
-export const ATTEMPTS = 3;
-export const REQUEST_BACKOFF: Backoff = { firstMs: 200, maxMs: 20_000, jitter: "full" };
 
 type OnRequest = (operation: string, seconds: number, failed: boolean) => void;
 
@@ -248,29 +246,4 @@ async function drain(body: ReadableStream<Uint8Array>): Promise<void> {
   for await (const _ of body) {
     // nothing to keep
   }
-}
-
-/** The facts HEAD and GET answers share, from their (lower-case) headers. */
-function headOf(
-  key: string,
-  header: (name: string) => string | undefined,
-  names: Iterable<string>,
-): ObjectHead {
-  const metadata: Record<string, string> = {};
-  for (const name of names) {
-    const value = header(name);
-    if (name.startsWith("x-amz-meta-") && value !== undefined) {
-      metadata[name.slice("x-amz-meta-".length)] = value;
-    }
-  }
-  const lastModified = header("last-modified");
-  const contentType = header("content-type");
-  return {
-    key,
-    size: Number(header("content-length") ?? 0),
-    etag: unquote(header("etag")),
-    lastModified: lastModified ? new Date(lastModified) : new Date(0),
-    metadata,
-    ...(contentType ? { contentType } : {}),
-  };
 }

@@ -7,7 +7,7 @@ import { UsageError } from "../../common/errors.ts";
 import { profileSettings } from "./aws_config.ts";
 import { proxySettings } from "./transport/proxy.ts";
 import { readCaBundles } from "./transport/trust.ts";
-import type { S3Options } from "./s3_store.ts";
+import type { S3Options } from "./s3_options.ts";
 
 export interface NetworkFlags {
   caBundle?: string | undefined;

@@ -17,23 +17,18 @@
  * operator can tell which statement of the policy is missing.
  */
 import {
-  DeleteObjectsCommand,
   GetBucketVersioningCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
-  ListObjectVersionsCommand,
   PutObjectCommand,
   type S3Client,
   type StorageClass,
 } from "@aws-sdk/client-s3";
-import { Buffer } from "node:buffer";
 import { hexToBase64, md5Base64 } from "../../common/digest.ts";
-import { FatalError } from "../../common/errors.ts";
 import { VERSION } from "../../common/version.ts";
 import type {
   DeleteOptions,
-  DeleteRefusal,
   FileUpload,
   GetOptions,
   MultipartUploadInfo,
@@ -46,65 +41,18 @@ import type {
   Versioning,
   VersionRef,
 } from "../store.ts";
+import { type ObjectKind, storageClassFor } from "../object_storage.ts";
 import { DirectS3 } from "./direct_requests.ts";
-import {
-  isLockRefusal,
-  isNoSuchKey,
-  namedDenial,
-  permanentError,
-  type S3Request,
-  unquote,
-} from "./errors.ts";
+
+export type { ObjectLockRetention, S3Options } from "./s3_options.ts";
+import { isNoSuchKey, namedDenial, permanentError, type S3Request, unquote } from "./errors.ts";
 import { rangeStream } from "./file_range.ts";
 import { HttpClient } from "./transport/http_client.ts";
-import type { ProxySettings } from "./transport/proxy.ts";
+import { objectHead, type S3Options } from "./s3_options.ts";
 import { createSdkClient } from "./sdk_client.ts";
+import { deleteMany, type DeleteTarget, deleteVersions, listVersions } from "./versions.ts";
 import { BucketRegion } from "./bucket_region.ts";
 import { abortUpload, listParts, listUploads, putMultipart } from "./multipart.ts";
-
-/** How to reach S3; every field optional, the SDK's default chain fills in. */
-export interface S3Options {
-  bucket: string;
-  region?: string | undefined;
-  endpoint?: string | undefined;
-  accessKeyId?: string | undefined;
-  secretAccessKey?: string | undefined;
-  sessionToken?: string | undefined;
-  reducedRedundancy?: boolean | undefined;
-  serverSideEncryption?: boolean | undefined;
-  /**
-   * Send PUT, HEAD and GET signed by ourselves (direct_requests.ts) rather than
-   * through the SDK's middleware; default on. Off: everything goes through
-   * the SDK (`TABLESNAP_DIRECT_REQUESTS=0` does this for the CLI).
-   */
-  directRequests?: boolean | undefined;
-  /** Observes every S3 request: operation name, seconds, error or not. */
-  onRequest?: ((operation: string, seconds: number, failed: boolean) => void) | undefined;
-  /**
-   * How long a request's socket may stay silent before the request is
-   * retried (a half-open connection, a stuck proxy). Default 120 s.
-   */
-  requestTimeoutMs?: number | undefined;
-  /** PEM certificates trusted besides the system roots (CA bundles). */
-  caCerts?: string[] | undefined;
-  /** The proxies requests go through (HTTPS_PROXY, NO_PROXY...). */
-  proxy?: ProxySettings | undefined;
-  /** Path-style addressing even without an endpoint (an S3-compatible server on a host name). */
-  forcePathStyle?: boolean | undefined;
-  /** Retention set explicitly on every object written (the watcher's --object-lock-*). */
-  objectLock?: ObjectLockRetention | undefined;
-  /**
-   * The prefix `check()` lists: the watcher's own keys, so that a policy
-   * granting s3:ListBucket only under that prefix is enough. Default: none.
-   */
-  checkPrefix?: string | undefined;
-}
-
-/** Object Lock retention for new objects: this mode, until this many days from the upload. */
-export interface ObjectLockRetention {
-  mode: "GOVERNANCE" | "COMPLIANCE";
-  days: number;
-}
 
 const DAY_MS = 86_400_000;
 
@@ -193,6 +141,7 @@ export class S3Store implements Store {
           size: item.Size ?? 0,
           etag: unquote(item.ETag),
           lastModified: item.LastModified ?? new Date(0),
+          ...(item.StorageClass ? { storageClass: item.StorageClass } : {}),
         };
       }
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
@@ -233,14 +182,14 @@ export class S3Store implements Store {
     const direct = await this.#direct();
     if (direct) {
       await direct.put(key, body, {
-        ...this.#objectHeaders(metadata, options.contentType),
+        ...this.#objectHeaders(metadata, options.contentType, "index"),
         "content-md5": md5,
       });
       return;
     }
     await this.#client.send(
       new PutObjectCommand({
-        ...this.#objectParams(key, options.metadata ?? {}, options.contentType),
+        ...this.#objectParams(key, options.metadata ?? {}, options.contentType, "index"),
         Body: body,
         ContentLength: body.byteLength,
         ContentMD5: md5,
@@ -263,7 +212,7 @@ export class S3Store implements Store {
       const body = file.body ??
         { path: file.path, start: 0, length: file.size, ...(onBytes ? { onBytes } : {}) };
       await direct.put(key, body, {
-        ...this.#objectHeaders(file.metadata, file.contentType),
+        ...this.#objectHeaders(file.metadata, file.contentType, { file: file.size }),
         "content-md5": hexToBase64(file.md5),
       }, signal);
       return;
@@ -278,7 +227,7 @@ export class S3Store implements Store {
         }));
       await this.#client.send(
         new PutObjectCommand({
-          ...this.#objectParams(key, file.metadata, file.contentType),
+          ...this.#objectParams(key, file.metadata, file.contentType, { file: file.size }),
           Body: body,
           ContentLength: file.size,
           ContentMD5: hexToBase64(file.md5),
@@ -291,7 +240,7 @@ export class S3Store implements Store {
       {
         client: this.#client,
         direct,
-        object: this.#objectParams(key, file.metadata, file.contentType),
+        object: this.#objectParams(key, file.metadata, file.contentType, { file: file.size }),
       },
       { ...file, parts: file.parts },
       options,
@@ -337,28 +286,8 @@ export class S3Store implements Store {
     }
   }
 
-  /**
-   * DeleteObjects, 1,000 keys a request. S3 answers 200 and reports each key
-   * it refused in `Errors` (see `#refusals`).
-   */
-  async deleteMany(keys: string[], options: DeleteOptions = {}): Promise<void> {
-    for (let i = 0; i < keys.length; i += 1000) {
-      const batch = keys.slice(i, i + 1000);
-      const out = await this.#client.send(
-        new DeleteObjectsCommand({
-          Bucket: this.#bucket,
-          Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true },
-        }),
-      ).catch((err) => {
-        throw this.#permanentError(err, { action: "s3:DeleteObject" }) ?? err;
-      });
-      const errors = (out.Errors ?? []).map((e) => ({
-        key: e.Key ?? "",
-        code: e.Code ?? "",
-        message: e.Message ?? "",
-      }));
-      this.#refusals(errors, batch.length, "s3:DeleteObject", options);
-    }
+  deleteMany(keys: string[], options: DeleteOptions = {}): Promise<void> {
+    return deleteMany(this.#deleteTarget, keys, options);
   }
 
   async versioning(): Promise<Versioning> {
@@ -369,114 +298,20 @@ export class S3Store implements Store {
     return out.Status === "Enabled" ? "enabled" : out.Status === "Suspended" ? "suspended" : "off";
   }
 
-  async *listVersions(prefix: string): AsyncIterable<ObjectVersion> {
-    let keyMarker: string | undefined;
-    let versionMarker: string | undefined;
-    do {
-      const page = await this.#client.send(
-        new ListObjectVersionsCommand({
-          Bucket: this.#bucket,
-          Prefix: prefix,
-          MaxKeys: 1000,
-          ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}),
-          ...(versionMarker !== undefined ? { VersionIdMarker: versionMarker } : {}),
-        }),
-      ).catch((err) => {
-        throw this.#permanentError(err, { action: "s3:ListBucketVersions", prefix }) ?? err;
-      });
-      const versions: ObjectVersion[] = (page.Versions ?? []).map((v) => ({
-        key: v.Key ?? "",
-        versionId: v.VersionId ?? "null",
-        size: v.Size ?? 0,
-        etag: unquote(v.ETag),
-        lastModified: v.LastModified ?? new Date(0),
-        latest: v.IsLatest === true,
-        deleteMarker: false,
-      }));
-      const markers: ObjectVersion[] = (page.DeleteMarkers ?? []).map((m) => ({
-        key: m.Key ?? "",
-        versionId: m.VersionId ?? "null",
-        size: 0,
-        etag: "",
-        lastModified: m.LastModified ?? new Date(0),
-        latest: m.IsLatest === true,
-        deleteMarker: true,
-      }));
-      // S3 returns versions and delete markers in two lists, each in key
-      // order, newest first: merged back into the one order callers group by.
-      yield* mergeVersions(versions, markers);
-      const truncated = page.IsTruncated === true;
-      keyMarker = truncated ? page.NextKeyMarker : undefined;
-      versionMarker = truncated ? page.NextVersionIdMarker : undefined;
-    } while (keyMarker !== undefined);
+  listVersions(prefix: string): AsyncIterable<ObjectVersion> {
+    return listVersions(this.#deleteTarget, prefix);
   }
 
-  /**
-   * DeleteObjects with version ids: permanent. Not quiet, because S3 (and
-   * moto) may leave the version id out of a per-key error: what was asked
-   * and not reported deleted is what was refused.
-   */
-  async deleteVersions(versions: VersionRef[], options: DeleteOptions = {}): Promise<void> {
-    for (let i = 0; i < versions.length; i += 1000) {
-      const batch = versions.slice(i, i + 1000);
-      const out = await this.#client.send(
-        new DeleteObjectsCommand({
-          Bucket: this.#bucket,
-          Delete: {
-            Objects: batch.map((v) => ({ Key: v.key, VersionId: v.versionId })),
-            Quiet: false,
-          },
-        }),
-      ).catch((err) => {
-        throw this.#permanentError(err, { action: "s3:DeleteObjectVersion" }) ?? err;
-      });
-      const deleted = new Set((out.Deleted ?? []).map((d) => `${d.VersionId}\n${d.Key}`));
-      // A key's errors, in order, for the versions of it that were not deleted.
-      const errorsOf = new Map<string, { code: string; message: string }[]>();
-      for (const e of out.Errors ?? []) {
-        const list = errorsOf.get(e.Key ?? "") ?? [];
-        list.push({ code: e.Code ?? "", message: e.Message ?? "" });
-        errorsOf.set(e.Key ?? "", list);
-      }
-      const errors: DeleteRefusal[] = [];
-      for (const v of batch) {
-        if (deleted.has(`${v.versionId}\n${v.key}`)) continue;
-        const reason = errorsOf.get(v.key)?.shift();
-        // Neither deleted nor refused: S3 only skips a version that is already gone.
-        if (reason) errors.push({ key: v.key, versionId: v.versionId, ...reason });
-      }
-      this.#refusals(errors, batch.length, "s3:DeleteObjectVersion", options);
-    }
+  deleteVersions(versions: VersionRef[], options: DeleteOptions = {}): Promise<void> {
+    return deleteVersions(this.#deleteTarget, versions, options);
   }
 
-  /**
-   * The refusals of one DeleteObjects batch: the lock's go to `onLocked`
-   * when given; any other throws, AccessDenied from a policy as a one-line
-   * `FatalError` naming the action and a key, anything else naming the code.
-   */
-  #refusals(errors: DeleteRefusal[], asked: number, action: string, options: DeleteOptions) {
-    const { onLocked } = options;
-    const other = onLocked ? errors.filter((e) => !isLockRefusal(e.code, e.message)) : errors;
-    const first = other[0];
-    if (!first) {
-      for (const e of errors) onLocked?.(e);
-      return;
-    }
-    const more = other.length > 1
-      ? ` and ${other.length - 1} more of the ${asked} in the batch`
-      : "";
-    const what = `'${first.key}'${first.versionId ? ` (version ${first.versionId})` : ""}${more}`;
-    if (isLockRefusal(first.code, first.message)) {
-      throw new FatalError(`Deleting ${what} refused: Object Lock protects it (${first.message})`);
-    }
-    if (first.code === "AccessDenied") {
-      throw new FatalError(
-        `Access to bucket '${this.#bucket}' denied (HTTP 403) for ${action} on ${what}: check the credentials' IAM policy and the bucket policy`,
-      );
-    }
-    throw new Error(
-      `Deleting ${what} failed: ${first.code}${first.message ? ` ${first.message}` : ""}`,
-    );
+  get #deleteTarget(): DeleteTarget {
+    return {
+      client: this.#client,
+      bucket: this.#bucket,
+      permanentError: (err, request) => this.#permanentError(err, request),
+    };
   }
 
   /** True when PUT and HEAD go out as direct requests (tests check it). */
@@ -497,14 +332,23 @@ export class S3Store implements Store {
   }
 
   /** `#objectParams` as HTTP headers, for direct requests. */
-  #objectHeaders(metadata: Record<string, string>, contentType?: string): Record<string, string> {
+  #objectHeaders(
+    metadata: Record<string, string>,
+    contentType: string | undefined,
+    kind: ObjectKind,
+  ): Record<string, string> {
     const headers: Record<string, string> = {};
     for (const [name, value] of Object.entries(metadata)) {
       headers[`x-amz-meta-${name.toLowerCase()}`] = value;
     }
     if (contentType) headers["content-type"] = contentType;
-    if (this.#options.reducedRedundancy) headers["x-amz-storage-class"] = "REDUCED_REDUNDANCY";
-    if (this.#options.serverSideEncryption) headers["x-amz-server-side-encryption"] = "AES256";
+    const storage = this.#options.objectStorage ?? {};
+    const storageClass = storageClassFor(storage, kind);
+    if (storageClass) headers["x-amz-storage-class"] = storageClass;
+    if (storage.sse) headers["x-amz-server-side-encryption"] = storage.sse.kind;
+    if (storage.sse?.kind === "aws:kms" && storage.sse.keyId) {
+      headers["x-amz-server-side-encryption-aws-kms-key-id"] = storage.sse.keyId;
+    }
     const lock = this.#retention();
     if (lock) {
       headers["x-amz-object-lock-mode"] = lock.ObjectLockMode;
@@ -523,59 +367,25 @@ export class S3Store implements Store {
     };
   }
 
-  #objectParams(key: string, metadata: Record<string, string>, contentType?: string) {
+  /** What PutObject and CreateMultipartUpload take besides the body. */
+  #objectParams(
+    key: string,
+    metadata: Record<string, string>,
+    contentType: string | undefined,
+    kind: ObjectKind,
+  ) {
+    const storage = this.#options.objectStorage ?? {};
+    const storageClass = storageClassFor(storage, kind);
+    const sse = storage.sse;
     return {
       Bucket: this.#bucket,
       Key: key,
       Metadata: metadata,
       ...(contentType ? { ContentType: contentType } : {}),
-      ...(this.#options.reducedRedundancy
-        ? { StorageClass: "REDUCED_REDUNDANCY" as StorageClass }
-        : {}),
-      ...(this.#options.serverSideEncryption ? { ServerSideEncryption: "AES256" as const } : {}),
+      ...(storageClass ? { StorageClass: storageClass as StorageClass } : {}),
+      ...(sse ? { ServerSideEncryption: sse.kind } : {}),
+      ...(sse?.kind === "aws:kms" && sse.keyId ? { SSEKMSKeyId: sse.keyId } : {}),
       ...this.#retention(),
     };
   }
-}
-
-/** Two lists in S3's version order (key in UTF-8 byte order, newest first) as one. */
-function* mergeVersions(a: ObjectVersion[], b: ObjectVersion[]): Generator<ObjectVersion> {
-  let i = 0;
-  let j = 0;
-  while (i < a.length || j < b.length) {
-    if (j >= b.length || (i < a.length && versionOrder(a[i]!, b[j]!) <= 0)) yield a[i++]!;
-    else yield b[j++]!;
-  }
-}
-
-function versionOrder(x: ObjectVersion, y: ObjectVersion): number {
-  const byKey = Buffer.compare(Buffer.from(x.key), Buffer.from(y.key));
-  if (byKey !== 0) return byKey;
-  if (x.latest !== y.latest) return x.latest ? -1 : 1;
-  return y.lastModified.getTime() - x.lastModified.getTime();
-}
-
-/** The facts HEAD and GET responses share. */
-function objectHead(
-  key: string,
-  out: {
-    ContentLength?: number | undefined;
-    ETag?: string | undefined;
-    LastModified?: Date | undefined;
-    Metadata?: Record<string, string> | undefined;
-    ContentType?: string | undefined;
-  },
-): ObjectHead {
-  return {
-    key,
-    size: out.ContentLength ?? 0,
-    etag: unquote(out.ETag),
-    lastModified: out.LastModified ?? new Date(0),
-    metadata: lowerKeys(out.Metadata ?? {}),
-    ...(out.ContentType ? { contentType: out.ContentType } : {}),
-  };
-}
-
-function lowerKeys(record: Record<string, string>): Record<string, string> {
-  return Object.fromEntries(Object.entries(record).map(([k, v]) => [k.toLowerCase(), v]));
 }

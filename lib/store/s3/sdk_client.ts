@@ -9,7 +9,8 @@ import { errorMessage } from "../../common/errors.ts";
 import { log } from "../../common/log.ts";
 import { VERSION } from "../../common/version.ts";
 import { type BucketRegion, temporaryRedirectHost } from "./bucket_region.ts";
-import type { S3Options } from "./s3_store.ts";
+import { ATTEMPTS, SdkRetryStrategy } from "./request_retry.ts";
+import type { S3Options } from "./s3_options.ts";
 import type { HttpClient } from "./transport/http_client.ts";
 import { SdkHttpHandler } from "./transport/sdk_handler.ts";
 
@@ -44,7 +45,8 @@ export function createSdkClient(
     // aws-chunked body; we send Content-MD5 ourselves instead.
     requestChecksumCalculation: "WHEN_REQUIRED",
     responseChecksumValidation: "WHEN_REQUIRED",
-    maxAttempts: 3,
+    maxAttempts: ATTEMPTS,
+    retryStrategy: new SdkRetryStrategy(),
     defaultUserAgentProvider: () => Promise.resolve(agent),
     requestHandler: new SdkHttpHandler(http),
     forcePathStyle: options.forcePathStyle ?? options.endpoint !== undefined,
