@@ -222,12 +222,12 @@ export interface RunningProgram extends AsyncDisposable {
 }
 
 /** Starts the program (the watcher) with the compile flags and exactly `env`. */
-export async function spawnProgram(
+export function spawnProgram(
   args: string[],
   env: Record<string, string>,
-): Promise<RunningProgram> {
+): RunningProgram {
   const child = new Deno.Command(Deno.execPath(), {
-    args: [...await compileRunArgs(), ...args],
+    args: programArgs(args),
     env: { NO_COLOR: "1", DENO_DIR, DENO_NO_UPDATE_CHECK: "1", ...env },
     clearEnv: true,
     cwd: REPO,
