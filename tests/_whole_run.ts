@@ -8,7 +8,14 @@
  * a CONNECT proxy).
  */
 import { assert, assertEquals, assertStringIncludes } from "./_assert.ts";
-import { bucketKeys, headObject, runCli, type S3Server, spawnWatcher } from "./_helpers.ts";
+import {
+  bucketKeys,
+  headObject,
+  runCli,
+  type S3Server,
+  spawnWatcher,
+  waitFor,
+} from "./_helpers.ts";
 
 const HOST = "cass1.example.com";
 const MiB = 1024 * 1024;
@@ -71,9 +78,16 @@ export async function wholeRun(
       { env },
     );
     await watcher.waitUntilWatching();
-    const late = bytes(50_000, 4);
-    files.set("nb-2-big-Data.db", late);
-    await flush(`${table}/nb-2-big-Data.db`, late);
+    // A complete SSTable (its TOC.txt last, as Cassandra writes it), so its
+    // index need not wait for components (--index-wait).
+    const late: [string, Uint8Array][] = [
+      ["nb-2-big-Data.db", bytes(50_000, 4)],
+      ["nb-2-big-TOC.txt", new TextEncoder().encode("Data.db\nTOC.txt\n")],
+    ];
+    for (const [name, body] of late) {
+      files.set(name, body);
+      await flush(`${table}/${name}`, body);
+    }
     const done = await watcher.waitForMetrics(
       "every file uploaded",
       (m) =>
@@ -82,6 +96,14 @@ export async function wholeRun(
       60_000,
     );
     assertEquals(done.get("tablesnap_uploaded_files_total"), files.size, done.text);
+    // An index beside each Data.db; it may follow the uploads by a moment.
+    const indexes = ["nb-1-big-Data.db", "nb-2-big-Data.db"].map((n) =>
+      `${HOST}:${table}/${n}-listdir.json`
+    );
+    await waitFor("both indexes in the bucket", async () => {
+      const keys = await bucketKeys(s3);
+      return indexes.every((k) => keys.has(k));
+    }, 60_000);
     assertEquals(await watcher.stop(), 0, watcher.stderr());
   }
   const keys = await bucketKeys(s3);
