@@ -143,10 +143,26 @@ Deno.test("through a CONNECT proxy, AWS host names reach S3 virtual-hosted and p
     HTTPS_PROXY: `http://backup:${encodeURIComponent("s3cr:t pass")}@127.0.0.1:${proxy.port}`,
   };
 
-  await t.step("a plain bucket name, virtual-hosted", async () => {
+  await t.step("a plain bucket name, virtual-hosted; credentials from a profile file", async () => {
     await moto.createBucket("tablesnap-plain");
     await using work = await tempDir();
-    await backupListRestore(work.path, "tablesnap-plain", env);
+    await Deno.mkdir(`${home.path}/.aws`, { recursive: true });
+    await Deno.writeTextFile(
+      `${home.path}/.aws/credentials`,
+      "[backup]\naws_access_key_id = AKIDPROFILE\naws_secret_access_key = profile-secret\n",
+    );
+    const profileEnv: Record<string, string> = { ...env, AWS_PROFILE: "backup" };
+    delete profileEnv.AWS_ACCESS_KEY_ID;
+    delete profileEnv.AWS_SECRET_ACCESS_KEY;
+    await backupListRestore(work.path, "tablesnap-plain", profileEnv);
+    const table = `${work.path}/data/ks/t1`;
+    const verify = await runProgram(["verify", "-n", HOST, "tablesnap-plain", table], profileEnv);
+    assertEquals(verify.code, 0, verify.stderr);
+    const chop = await runProgram(
+      ["chop", "-d", "-n", HOST, "tablesnap-plain", table, "1"],
+      profileEnv,
+    );
+    assertEquals(chop.code, 0, chop.stderr);
     assert(proxy.tunnels.length > 0);
     assert(
       proxy.tunnels.every((t) => t === "tablesnap-plain.s3.us-east-1.amazonaws.com:443"),

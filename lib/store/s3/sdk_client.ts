@@ -69,6 +69,12 @@ export function createSdkClient(
     };
   }
   const client = new S3Client(config);
+  addMiddleware(client, options, region);
+  return client;
+}
+
+/** Request metrics, redirects followed, and no logging middleware. */
+function addMiddleware(client: S3Client, options: S3Options, region: BucketRegion): void {
   const stack = client.middlewareStack;
   stack.add(
     (next, context) => async (args) => {
@@ -116,7 +122,6 @@ export function createSdkClient(
   // Its only job would be an info() call with a filtered copy of every
   // request and response, which we discard anyway.
   stack.remove("loggerMiddleware");
-  return client;
 }
 
 function sdkText(args: unknown[]): string {

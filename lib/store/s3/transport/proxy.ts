@@ -68,12 +68,21 @@ export function proxyFor(target: URL, settings: ProxySettings): URL | undefined 
   const port = target.port || (target.protocol === "https:" ? "443" : "80");
   for (const entry of settings.noProxy) {
     if (entry === "*") return undefined;
-    const match = /^(.*?)(?::(\d+))?$/.exec(entry.replace(/^\[(.*)\](:\d+)?$/, "$1$2"))!;
-    const name = match[1]!.replace(/^\*?\./, "");
-    if (match[2] !== undefined && match[2] !== port) continue;
+    const { name, port: only } = noProxyEntry(entry);
+    if (only !== undefined && only !== port) continue;
     if (host === name || host.endsWith(`.${name}`)) return undefined;
   }
   return proxy;
+}
+
+/** A NO_PROXY entry's host (without a leading `*.` or `.`) and port, if any. */
+function noProxyEntry(entry: string): { name: string; port?: string } {
+  const bracketed = /^\[([^\]]*)\](?::(\d+))?$/.exec(entry);
+  if (bracketed) return { name: bracketed[1]!, ...(bracketed[2] ? { port: bracketed[2] } : {}) };
+  // An IPv6 address without brackets has no port.
+  if ((entry.match(/:/g) ?? []).length > 1) return { name: entry };
+  const [host, port] = entry.split(":");
+  return { name: host!.replace(/^\*?\./, ""), ...(port ? { port } : {}) };
 }
 
 /** How a proxy is named in logs and errors: never its credentials. */

@@ -10,13 +10,23 @@
 import type { FileRange } from "../file_range.ts";
 import { writeAll } from "./http_wire.ts";
 
-export type RequestBody = Uint8Array | FileRange | AsyncIterable<Uint8Array>;
+/** A stream whose length is known beforehand (the SDK's, with its Content-Length). */
+export interface SizedStream {
+  chunks: AsyncIterable<Uint8Array>;
+  length: number;
+}
+
+export type RequestBody = Uint8Array | FileRange | SizedStream | AsyncIterable<Uint8Array>;
 
 /** Bytes read from a file per write: two such buffers per upload, reused. */
 const CHUNK_BYTES = 256 * 1024;
 
 export function isFileRange(body: RequestBody): body is FileRange {
   return !(body instanceof Uint8Array) && "path" in body && "length" in body;
+}
+
+function isSizedStream(body: RequestBody): body is SizedStream {
+  return !(body instanceof Uint8Array) && "chunks" in body && "length" in body;
 }
 
 /** Whether the body may be sent again. */
@@ -28,7 +38,7 @@ export function replayable(body: RequestBody | undefined): boolean {
 export function bodyLength(body: RequestBody | undefined): number | undefined {
   if (body === undefined) return 0;
   if (body instanceof Uint8Array) return body.byteLength;
-  if (isFileRange(body)) return body.length;
+  if (isFileRange(body) || isSizedStream(body)) return body.length;
   return undefined;
 }
 
@@ -48,6 +58,7 @@ export async function writeBody(
     return wrote();
   }
   if (isFileRange(body)) return await writeFileRange(conn, body, stopped, wrote);
+  if (isSizedStream(body)) return await writeSized(conn, body, stopped, wrote);
   for await (const chunk of body) {
     if (stopped()) return;
     if (chunk.byteLength === 0) continue;
@@ -59,6 +70,26 @@ export async function writeBody(
     wrote();
   }
   if (chunked) await writeAll(conn, LAST_CHUNK);
+}
+
+/** A stream of announced length, as it comes; more or fewer bytes than announced fail it. */
+async function writeSized(
+  conn: Deno.Conn,
+  body: SizedStream,
+  stopped: () => boolean,
+  wrote: () => void,
+): Promise<void> {
+  let sent = 0;
+  for await (const chunk of body.chunks) {
+    if (stopped()) return;
+    sent += chunk.byteLength;
+    if (sent > body.length) throw new Error(`A request body exceeds its length ${body.length}`);
+    await writeAll(conn, chunk);
+    wrote();
+  }
+  if (sent < body.length) {
+    throw new Error(`A request body ended at ${sent} of ${body.length} bytes`);
+  }
 }
 
 const CRLF = new Uint8Array([13, 10]);

@@ -50,7 +50,7 @@ export class SdkHttpHandler {
       method: request.method,
       target: `${request.path || "/"}${query ? `?${query}` : ""}`,
       headers: request.headers,
-      body: requestBody(request.body),
+      body: requestBody(request.body, contentLength(request.headers)),
       signal,
     });
     return {
@@ -90,8 +90,18 @@ export function escapeUri(text: string): string {
   );
 }
 
-/** What the SDK gives as a body, as the transport takes it. */
-function requestBody(body: unknown): RequestBody | undefined {
+/** The Content-Length the SDK set, if any. */
+function contentLength(headers: Record<string, string>): number | undefined {
+  const entry = Object.entries(headers).find(([name]) => name.toLowerCase() === "content-length");
+  return entry && /^\d+$/.test(entry[1]) ? Number(entry[1]) : undefined;
+}
+
+/**
+ * What the SDK gives as a body, as the transport takes it: a stream with a
+ * Content-Length is sent as it is (S3 refuses chunked uploads), one
+ * without goes chunked.
+ */
+function requestBody(body: unknown, length: number | undefined): RequestBody | undefined {
   if (body === undefined || body === null) return undefined;
   if (typeof body === "string") return new TextEncoder().encode(body);
   if (body instanceof Uint8Array) return body;
@@ -100,7 +110,8 @@ function requestBody(body: unknown): RequestBody | undefined {
     return new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
   }
   if (typeof (body as AsyncIterable<unknown>)[Symbol.asyncIterator] === "function") {
-    return bytesOf(body as AsyncIterable<unknown>);
+    const chunks = bytesOf(body as AsyncIterable<unknown>);
+    return length === undefined ? chunks : { chunks, length };
   }
   throw new Error(`An SDK request body of an unknown kind (${typeof body})`);
 }
