@@ -350,7 +350,7 @@ Deno.test("EncryptingStore meets the storage contract over S3 (moto) and a local
 
 /**
  * A production S3 implementation (Ceph RGW, over HTTPS with a private CA),
- * one cluster for the file: the contract (the program's default request paths), then
+ * one cluster for the file: the contract through both request paths, then
  * the program as shipped (the compile flags, the CA from AWS_CA_BUNDLE) over
  * a whole backup, `list`, `slurp`, `verify` and `chop -d`. RGW checks
  * SigV4, Content-MD5 and payload hashes strictly and refuses the SDK's
@@ -359,21 +359,27 @@ Deno.test("EncryptingStore meets the storage contract over S3 (moto) and a local
 Deno.test("Ceph RGW over HTTPS: the storage contract, then backup, list, slurp, verify, chop", async (t) => {
   await using rgw = await startRgw();
   await using scratch = await tempDir();
-  const s3 = await rgw.bucket("contract");
-  const store = new S3Store({
-    bucket: s3.bucket,
-    endpoint: s3.endpoint,
-    accessKeyId: s3.env.AWS_ACCESS_KEY_ID,
-    secretAccessKey: s3.env.AWS_SECRET_ACCESS_KEY,
-    caCerts: [rgw.tls.caPem],
-  });
-  try {
-    assertEquals(await store.usesDirectRequests(), true);
-    await t.step("the storage contract", async (t) => {
-      await contract(t, store, scratch.path);
+  // Both request paths: the direct one (the default) and everything through
+  // the SDK (TABLESNAP_DIRECT_REQUESTS=0), whose streamed bodies RGW checks.
+  for (const direct of [true, false]) {
+    const s3 = await rgw.bucket(direct ? "contract-direct" : "contract-sdk");
+    const store = new S3Store({
+      bucket: s3.bucket,
+      endpoint: s3.endpoint,
+      accessKeyId: s3.env.AWS_ACCESS_KEY_ID,
+      secretAccessKey: s3.env.AWS_SECRET_ACCESS_KEY,
+      caCerts: [rgw.tls.caPem],
+      directRequests: direct,
     });
-  } finally {
-    store.close();
+    try {
+      assertEquals(await store.usesDirectRequests(), direct);
+      const name = direct ? "direct requests" : "everything through the SDK";
+      await t.step(`the storage contract, ${name}`, async (t) => {
+        await contract(t, store, scratch.path);
+      });
+    } finally {
+      store.close();
+    }
   }
   await t.step("backup, list, slurp, verify, chop -d with the compile flags", async () => {
     await wholeRun(await rgw.bucket("whole-run"), scratch.path);
