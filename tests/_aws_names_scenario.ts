@@ -15,7 +15,7 @@
  * Prints one line per passed case; any failure throws (exit 1).
  */
 import { assert, assertEquals } from "./_assert.ts";
-import { runCli, startS3Server, tempDir } from "./_helpers.ts";
+import { runCli, startS3Server } from "./_helpers.ts";
 import { startConnectProxy } from "./_network.ts";
 import { AWS_S3_NAMES, LOOPBACK_NAMES } from "./_tls.ts";
 import { wholeRun } from "./_whole_run.ts";
@@ -40,11 +40,12 @@ async function mapAwsNames(dir: string, address: string): Promise<void> {
   await sh("mount", ["--bind", file, "/etc/hosts"]);
 }
 
-if (Deno.env.get("TABLESNAP_PRIVATE_NETNS") !== "1") {
-  throw new Error("run by tests/aws_names_test.ts, inside unshare");
-}
+// The caller's directory: it removes it once the namespace (and the bind
+// mounts over /etc/hosts of files in it) is gone.
+const workDir = Deno.env.get("TABLESNAP_PRIVATE_NETNS_DIR");
+if (!workDir) throw new Error("run by tests/aws_names_test.ts, inside unshare");
+const work = { path: workDir };
 await sh("ip", ["link", "set", "lo", "up"]);
-await using work = await tempDir("tablesnap-aws-names-");
 await mapAwsNames(work.path, "127.0.0.1");
 await using s3 = await startS3Server(PLAIN, {
   server: "moto",

@@ -8,12 +8,13 @@
  * started with it.
  */
 import { assertEquals, assertStringIncludes } from "./_assert.ts";
-import { REPO } from "./_helpers.ts";
+import { REPO, tempDir } from "./_helpers.ts";
 import { TEST_FLAGS } from "./_run_flags.ts";
 
 const SCENARIO = `${REPO}tests/_aws_names_scenario.ts`;
 
 Deno.test("no --endpoint-url: AWS host names over HTTPS, direct and through a CONNECT proxy", async () => {
+  await using work = await tempDir("tablesnap-aws-names-");
   // Nothing of the caller's AWS set-up leaks in (keys, endpoints, profiles).
   const env = Object.fromEntries(
     Object.entries(Deno.env.toObject()).filter(([name]) => !name.startsWith("AWS_")),
@@ -32,7 +33,7 @@ Deno.test("no --endpoint-url: AWS host names over HTTPS, direct and through a CO
       ...TEST_FLAGS,
       SCENARIO,
     ],
-    env: { ...env, NO_COLOR: "1", TABLESNAP_PRIVATE_NETNS: "1" },
+    env: { ...env, NO_COLOR: "1", TABLESNAP_PRIVATE_NETNS_DIR: work.path },
     clearEnv: true,
     cwd: REPO,
     stdin: "null",
