@@ -91,6 +91,15 @@ export function isMutableComponent(path: string): boolean {
 }
 
 /**
+ * The mutable component a file is (`Statistics.db`, ...), by its component
+ * name alone, whatever the naming scheme; undefined for every other file.
+ */
+export function mutableComponentOf(path: string): string | undefined {
+  const component = parseComponentName(basename(path)).component;
+  return MUTABLE_COMPONENTS.has(component) ? component : undefined;
+}
+
+/**
  * Larger than any TOC.txt Cassandra writes (about 100 bytes, plus one line
  * per SAI component): past this it is not one.
  */

@@ -20,7 +20,7 @@ import {
 import { keyDirectory, objectKey, pathOfKey, unusableNameReason } from "../../lib/bucket/keys.ts";
 import { errorMessage, FatalError } from "../../lib/common/errors.ts";
 import { escapeOutputLine, hasControl } from "../../lib/common/escape.ts";
-import { parseJournal } from "../../lib/watch/journal.ts";
+import { parseJournal } from "../../lib/watch/durable/journal_format.ts";
 
 const RUNS = 3_000;
 
