@@ -4,8 +4,8 @@
  * No server needed: resolving an endpoint sends nothing.
  */
 import { S3Client } from "@aws-sdk/client-s3";
-import { assertEquals } from "./_assert.ts";
-import { DirectS3 } from "../lib/store/s3/direct_requests.ts";
+import { assertEquals } from "../_assert.ts";
+import { DirectS3 } from "../../lib/store/s3/direct_requests.ts";
 
 const credentials = { accessKeyId: "AKIDEXAMPLE", secretAccessKey: "secret" };
 

@@ -3,8 +3,8 @@
  * cli -> watch | restore | maintenance -> bucket -> store -> common,
  * and no job's folder imports another job's.
  */
-import { assertEquals } from "./_assert.ts";
-import { REPO } from "./_helpers.ts";
+import { assertEquals } from "../_assert.ts";
+import { REPO } from "../_helpers.ts";
 
 const RANK: Record<string, number> = {
   common: 0,

@@ -1,6 +1,6 @@
 /** One record per file (lib/watch/file_record.ts): its moves, and what each keeps or drops. */
-import { assert, assertEquals } from "./_assert.ts";
-import { FileRecords } from "../lib/watch/file_record.ts";
+import { assert, assertEquals } from "../_assert.ts";
+import { FileRecords } from "../../lib/watch/file_record.ts";
 
 Deno.test("FileRecords queues in order and counts every state", () => {
   const records = new FileRecords();
