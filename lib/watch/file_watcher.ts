@@ -22,6 +22,7 @@ import { secondsSince } from "../common/format.ts";
 import { lstatOrNull } from "../common/fs.ts";
 import { log } from "../common/log.ts";
 import { dirname } from "../common/paths.ts";
+import { collectDirs, walkTree } from "../common/tree.ts";
 import type { PathFilter } from "./path_filter.ts";
 import {
   existedBeforeStart,
@@ -298,30 +299,21 @@ export class FileWatcher {
   /** Walks a directory (recursively as configured); returns files looked at. */
   async #scanTree(dir: string, immediate: boolean): Promise<number> {
     let count = 0;
-    let entries: Deno.DirEntry[];
-    try {
-      entries = await Array.fromAsync(Deno.readDir(dir));
-    } catch (err) {
-      if (err instanceof Deno.errors.NotFound || err instanceof Deno.errors.NotADirectory) return 0;
-      throw err;
-    }
-    for (const entry of entries) {
-      if (this.#closed) break;
-      const path = `${dir}/${entry.name}`;
-      if (entry.isDirectory) {
-        if (this.#isWatchedDir(path)) count += await this.#scanTree(path, immediate);
-        continue;
-      }
-      if (!entry.isFile || !this.#o.filter.accepts(path)) continue;
-      const info = lstatOrNull(path);
-      if (!info || !info.isFile) continue;
-      count++;
-      if (this.#o.isHandled(path, info)) continue;
-      if (!this.#o.includeExisting && existedBeforeStart(info, this.#startedAt)) continue;
-      if (immediate || (info.nlink ?? 1) > 1) {
-        this.#o.onComplete(path, immediate ? "existing" : "hard-link");
-      } else {
-        this.#addCandidate(path, info);
+    const descend = (path: string) => this.#isWatchedDir(path);
+    for await (const { files } of walkTree([dir], { descend })) {
+      for (const path of files) {
+        if (this.#closed) return count;
+        if (!this.#o.filter.accepts(path)) continue;
+        const info = lstatOrNull(path);
+        if (!info || !info.isFile) continue;
+        count++;
+        if (this.#o.isHandled(path, info)) continue;
+        if (!this.#o.includeExisting && existedBeforeStart(info, this.#startedAt)) continue;
+        if (immediate || (info.nlink ?? 1) > 1) {
+          this.#o.onComplete(path, immediate ? "existing" : "hard-link");
+        } else {
+          this.#addCandidate(path, info);
+        }
       }
     }
     return count;
@@ -396,15 +388,6 @@ export async function checkRoot(root: string): Promise<void> {
     throw err;
   }
   if (!info.isDirectory) throw new UsageError(`Path '${root}' is not a directory`);
-}
-
-async function collectDirs(dir: string, out: Set<string>): Promise<void> {
-  for await (const entry of Deno.readDir(dir)) {
-    if (!entry.isDirectory) continue;
-    const path = `${dir}/${entry.name}`;
-    out.add(path);
-    await collectDirs(path, out);
-  }
 }
 
 /** The kernel drops events silently past this queue length: say so at start. */

@@ -38,6 +38,7 @@
  * (temp file, fsync, rename, fsync of the directory), so it stays the size
  * of the backlog however long the watcher runs.
  */
+import { writeAll } from "../common/chunk_reader.ts";
 import { errorMessage, FatalError } from "../common/errors.ts";
 import { isGone } from "../common/fs.ts";
 import { log } from "../common/log.ts";
@@ -652,11 +653,6 @@ export class Journal implements RecordJournal, UploadJournal {
 /** The bytes one pending line takes (near enough for the compaction bound). */
 function lineBytes(path: string): number {
   return path.length + 48;
-}
-
-async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
-  let offset = 0;
-  while (offset < bytes.length) offset += await file.write(bytes.subarray(offset));
 }
 
 /** fsync of a directory: makes a rename in it durable. */

@@ -32,6 +32,7 @@ import { formatBytes } from "../common/format.ts";
 import { isGone, lstatOrNull } from "../common/fs.ts";
 import { log } from "../common/log.ts";
 import { dirname } from "../common/paths.ts";
+import { filesUnder } from "../common/tree.ts";
 import type { PathFilter } from "./path_filter.ts";
 
 /** The staging directory's name under each watched root, by default. */
@@ -374,23 +375,4 @@ function mountOf(path: string, mounts: string[]): string | undefined {
     if (holds && (best === undefined || mount.length > best.length)) best = mount;
   }
   return best;
-}
-
-/** Every regular file under `dir` (none when it is gone). */
-async function filesUnder(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  const stack = [dir];
-  while (stack.length > 0) {
-    const current = stack.pop()!;
-    try {
-      for await (const entry of Deno.readDir(current)) {
-        const path = `${current}/${entry.name}`;
-        if (entry.isDirectory) stack.push(path);
-        else if (entry.isFile) out.push(path);
-      }
-    } catch (err) {
-      if (!isGone(err)) throw err;
-    }
-  }
-  return out;
 }

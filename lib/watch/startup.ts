@@ -25,6 +25,7 @@ import { lstatOrNull } from "../common/fs.ts";
 import { log } from "../common/log.ts";
 import { forEachLimited } from "../common/pool.ts";
 import { dirname } from "../common/paths.ts";
+import { collectDirs, walkTree } from "../common/tree.ts";
 import {
   directoryPrefix,
   INDEX_SUFFIX,
@@ -242,23 +243,28 @@ export class DurableState {
     let queued = 0;
     const { pipeline, settleMs } = parts;
     const scope = { ...parts, startDirs: this.#startDirs };
-    await walkTree(parts.roots, parts.filter, (dir) => isWatchedDir(dir, scope), (_, __, files) => {
-      for (const { path, info } of files) {
-        const mtime = info.mtime?.getTime() ?? 0;
-        if (pipeline.isPending(path) || pipeline.isStoredUnchanged(path, info.size, mtime)) {
-          continue;
+    await walkAccepted(
+      parts.roots,
+      parts.filter,
+      (dir) => isWatchedDir(dir, scope),
+      (_, __, files) => {
+        for (const { path, info } of files) {
+          const mtime = info.mtime?.getTime() ?? 0;
+          if (pipeline.isPending(path) || pipeline.isStoredUnchanged(path, info.size, mtime)) {
+            continue;
+          }
+          const ctime = info.ctime?.getTime() ?? mtime;
+          if (ctime < this.#coveredBefore) continue;
+          if ((info.nlink ?? 1) > 1 || Date.now() - mtime >= settleMs) {
+            pipeline.enqueue(path);
+            queued++;
+          } else {
+            // Still being written: the next start must look at its directory.
+            bound = Math.min(bound, ctime);
+          }
         }
-        const ctime = info.ctime?.getTime() ?? mtime;
-        if (ctime < this.#coveredBefore) continue;
-        if ((info.nlink ?? 1) > 1 || Date.now() - mtime >= settleMs) {
-          pipeline.enqueue(path);
-          queued++;
-        } else {
-          // Still being written: the next start must look at its directory.
-          bound = Math.min(bound, ctime);
-        }
-      }
-    });
+      },
+    );
     for (const path of this.journal.heldPaths()) {
       if (!lstatOrNull(path)) this.journal.release(path);
     }
@@ -325,7 +331,7 @@ async function reconcileChanged(
     Math.max(info.mtime?.getTime() ?? 0, info.ctime?.getTime() ?? 0) >= since;
   // At start every directory exists already: -r decides (see isWatchedDir).
   const descend = (dir: string) => parts.recursive || parts.roots.includes(dir);
-  await walkTree(parts.roots, parts.filter, descend, (_, info, files, inherited) => {
+  await walkAccepted(parts.roots, parts.filter, descend, (_, info, files, inherited) => {
     if (files.length > 0 && (inherited || touched(info) || files.some((f) => touched(f.info)))) {
       changed.push(files);
     }
@@ -401,7 +407,7 @@ interface ScannedFile {
  * `visit` with each one's accepted regular files. `visit` returns true to
  * mark everything below the directory (`inherited`).
  */
-async function walkTree(
+async function walkAccepted(
   roots: string[],
   filter: PathFilter,
   descend: (dir: string) => boolean,
@@ -412,52 +418,18 @@ async function walkTree(
     inherited: boolean,
   ) => boolean | void,
 ): Promise<void> {
-  const stack: [string, boolean][] = roots.map((root) => [root, false]);
-  let looked = 0;
-  while (stack.length > 0) {
-    const [dir, inherited] = stack.pop()!;
-    const info = lstatOrNull(dir);
-    if (!info?.isDirectory) continue;
-    let entries: Deno.DirEntry[];
-    try {
-      entries = await Array.fromAsync(Deno.readDir(dir));
-    } catch (err) {
-      if (err instanceof Deno.errors.NotFound || err instanceof Deno.errors.NotADirectory) continue;
-      throw err;
-    }
+  const marked = new Set<string>();
+  for await (const listing of walkTree(roots, { descend })) {
     const files: ScannedFile[] = [];
-    const subdirs: string[] = [];
-    for (const entry of entries) {
-      const path = `${dir}/${entry.name}`;
-      if (entry.isDirectory) {
-        if (descend(path)) subdirs.push(path);
-      } else if (entry.isFile && filter.accepts(path)) {
-        const fileInfo = lstatOrNull(path);
-        if (fileInfo?.isFile) files.push({ path, info: fileInfo });
-      }
+    for (const path of listing.files) {
+      if (!filter.accepts(path)) continue;
+      const info = lstatOrNull(path);
+      if (info?.isFile) files.push({ path, info });
     }
-    const below = visit(dir, info, files, inherited) === true || inherited;
-    for (const sub of subdirs) stack.push([sub, below]);
-    // lstat is synchronous: let uploads and events through on large trees.
-    looked += files.length + 1;
-    if (looked >= 1000) {
-      looked = 0;
-      await new Promise((resolve) => setTimeout(resolve, 0));
-    }
-  }
-}
-
-async function collectDirs(dir: string, out: Set<string>): Promise<void> {
-  try {
-    for await (const entry of Deno.readDir(dir)) {
-      if (!entry.isDirectory) continue;
-      const path = `${dir}/${entry.name}`;
-      out.add(path);
-      await collectDirs(path, out);
-    }
-  } catch (err) {
-    if (!(err instanceof Deno.errors.NotFound || err instanceof Deno.errors.NotADirectory)) {
-      throw err;
+    const inherited = marked.has(listing.dir);
+    marked.delete(listing.dir);
+    if (visit(listing.dir, listing.info, files, inherited) === true || inherited) {
+      for (const sub of listing.dirs) marked.add(sub);
     }
   }
 }

@@ -17,6 +17,7 @@
  * (`HTTPS_PROXY`) are not supported: `TABLESNAP_DIRECT_REQUESTS=0` uses the
  * SDK for everything.
  */
+import { writeAll } from "../../common/chunk_reader.ts";
 
 /** An answer's status line and headers, and its body as a byte stream. */
 export interface Http1Response {
@@ -424,10 +425,6 @@ class Connection {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
   }
-}
-
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  for (let at = 0; at < bytes.byteLength;) at += await conn.write(bytes.subarray(at));
 }
 
 /** Status, headers, and whether the connection may carry another request. */
