@@ -77,9 +77,48 @@ export async function chop(options: ChopOptions): Promise<ChopResult> {
   const prefix = keyHead(options.naming) + options.path;
   const now = options.now ?? new Date();
   const cutoff = new Date(now.getTime() - options.ageDays * DAY_MS);
-  const isYoung = (info: ObjectInfo) => info.lastModified.getTime() >= cutoff.getTime();
+  const retention = await readRetention(options, prefix, cutoff);
 
-  // Pass 1: the indexes only.
+  // Pass 2: stream the listing again and delete in batches as we go.
+  const result: ChopResult = {
+    prefix,
+    cutoff,
+    versioned: await keepsVersions(store),
+    indexes: retention.indexes.size,
+    indexesKept: retention.keptIndexes.size,
+    kept: 0,
+    keptBytes: 0,
+    deleted: 0,
+    deletedBytes: 0,
+    deleteMarkers: 0,
+    keptByLock: 0,
+    keptByLockBytes: 0,
+  };
+  const tally = new Tally(result, options.dryRun ?? false, options.listDeletes ? print : undefined);
+  if (result.versioned) await chopVersions(options, prefix, retention, tally);
+  else await chopKeys(options, prefix, retention, tally);
+  print(summaryLine(result, options.dryRun ?? false, store.url));
+  return result;
+}
+
+/** What pass 1 decided: the indexes under the prefix, the kept ones and the names they keep. */
+interface Retention {
+  indexes: Map<string, ObjectInfo>;
+  keptIndexes: Set<string>;
+  keepFiles: KeptNames;
+  isYoung(info: ObjectInfo): boolean;
+  /** Reads index `key` and keeps the names it lists (`deletedSoFar` for the error). */
+  keepNamesOf(key: string, deletedSoFar?: number): Promise<void>;
+}
+
+/** Pass 1: the indexes only, and the names the kept ones list. */
+async function readRetention(
+  options: ChopOptions,
+  prefix: string,
+  cutoff: Date,
+): Promise<Retention> {
+  const { store } = options;
+  const isYoung = (info: ObjectInfo) => info.lastModified.getTime() >= cutoff.getTime();
   const indexes = new Map<string, ObjectInfo>();
   const keptIndexes = new Set<string>();
   for (const [, inDirectory] of await indexesPerDirectory(store, prefix)) {
@@ -120,39 +159,40 @@ export async function chop(options: ChopOptions): Promise<ChopResult> {
     for (const dir of dirs) keepFiles.add(dir, listing.names);
   };
   await forEachLimited([...keptIndexes], options.parallel ?? 5, keepNamesOf);
+  return { indexes, keptIndexes, keepFiles, isYoung, keepNamesOf };
+}
 
-  // Pass 2: stream the listing again and delete in batches as we go.
-  const result: ChopResult = {
-    prefix,
-    cutoff,
-    versioned: await keepsVersions(store),
-    indexes: indexes.size,
-    indexesKept: keptIndexes.size,
-    kept: 0,
-    keptBytes: 0,
-    deleted: 0,
-    deletedBytes: 0,
-    deleteMarkers: 0,
-    keptByLock: 0,
-    keptByLockBytes: 0,
-  };
-  const verb = options.dryRun ? "would delete" : "deleted";
-  const keep = (info: ObjectInfo) => {
-    result.kept++;
-    result.keptBytes += info.size;
-  };
-  // Keys and versions refused by Object Lock in the batch being deleted.
-  const locked = new Set<string>();
-  const onLocked = (refusal: DeleteRefusal) =>
-    locked.add(versionName(refusal.key, refusal.versionId));
-  const settle = (info: ObjectInfo, versionId?: string, marker = false) => {
+/** Counts what is kept and deleted into a `ChopResult`, and lists deletions when asked. */
+class Tally {
+  /** Keys and versions refused by Object Lock in the batch being deleted. */
+  readonly locked = new Set<string>();
+  readonly onLocked = (refusal: DeleteRefusal) =>
+    this.locked.add(versionName(refusal.key, refusal.versionId));
+  readonly result: ChopResult;
+  readonly #verb: string;
+  readonly #list: ((line: string) => void) | undefined;
+
+  constructor(result: ChopResult, dryRun: boolean, list: ((line: string) => void) | undefined) {
+    this.result = result;
+    this.#verb = dryRun ? "would delete" : "deleted";
+    this.#list = list;
+  }
+
+  keep(info: ObjectInfo): void {
+    this.result.kept++;
+    this.result.keptBytes += info.size;
+  }
+
+  /** Counts one key or version of the batch just deleted: gone, or kept by the lock. */
+  settle(info: ObjectInfo, versionId?: string, marker = false): void {
+    const result = this.result;
     const name = versionId === undefined
       ? info.key
       : `${info.key} (${marker ? "delete marker" : "version"} ${versionId})`;
-    if (locked.has(versionName(info.key, versionId))) {
+    if (this.locked.has(versionName(info.key, versionId))) {
       result.keptByLock++;
       result.keptByLockBytes += info.size;
-      if (options.listDeletes) print(`kept by lock ${name}`);
+      this.#list?.(`kept by lock ${name}`);
       return;
     }
     if (marker) result.deleteMarkers++;
@@ -160,84 +200,108 @@ export async function chop(options: ChopOptions): Promise<ChopResult> {
       result.deleted++;
       result.deletedBytes += info.size;
     }
-    if (options.listDeletes) print(`${verb} ${name}`);
-  };
-
-  if (result.versioned) {
-    // Every version of a key goes or stays together: a key is kept (all its
-    // versions) when a kept index names it or its newest version is young.
-    let pending: ObjectVersion[] = [];
-    const flush = async () => {
-      const batch = pending.filter((v) => !keepFiles.has(v.key));
-      for (const v of pending) if (keepFiles.has(v.key) && !v.deleteMarker) keep(v);
-      pending = [];
-      if (batch.length === 0) return;
-      locked.clear();
-      if (!options.dryRun) await store.deleteVersions!(batch, { onLocked });
-      for (const v of batch) settle(v, v.versionId, v.deleteMarker);
-    };
-    let group: ObjectVersion[] = [];
-    const decide = async () => {
-      const versions = group;
-      group = [];
-      const first = versions[0];
-      if (!first) return;
-      const latest = versions.find((v) => v.latest) ?? first;
-      if (isIndexKey(first.key) && !indexes.has(first.key) && !latest.deleteMarker) {
-        await keepNamesOf(first.key, options.dryRun ? 0 : result.deleted);
-      }
-      if (keptIndexes.has(first.key) || keepFiles.has(first.key) || isYoung(latest)) {
-        for (const v of versions) if (!v.deleteMarker) keep(v);
-        return;
-      }
-      pending.push(...versions);
-      if (pending.length >= BATCH) await flush();
-    };
-    for await (const version of store.listVersions!(prefix)) {
-      if (group[0] && group[0].key !== version.key) await decide();
-      group.push(version);
-    }
-    await decide();
-    await flush();
-  } else {
-    let pending: ObjectInfo[] = [];
-    const flush = async () => {
-      // An index published since pass 1 may have added names: filter again.
-      const batch = pending.filter((info) => !keepFiles.has(info.key));
-      for (const info of pending) if (keepFiles.has(info.key)) keep(info);
-      pending = [];
-      if (batch.length === 0) return;
-      locked.clear();
-      if (!options.dryRun) await store.deleteMany(batch.map((info) => info.key), { onLocked });
-      for (const info of batch) settle(info);
-    };
-    for await (const info of store.list(prefix)) {
-      if (isIndexKey(info.key) && !indexes.has(info.key)) {
-        // Published during this run: young, so kept; its files must be kept too.
-        await keepNamesOf(info.key, options.dryRun ? 0 : result.deleted);
-      }
-      if (keptIndexes.has(info.key) || keepFiles.has(info.key) || isYoung(info)) {
-        keep(info);
-        continue;
-      }
-      pending.push(info);
-      if (pending.length >= BATCH) await flush();
-    }
-    await flush();
+    this.#list?.(`${this.#verb} ${name}`);
   }
+}
 
+/**
+ * Pass 2 on a versioned bucket. Every version of a key goes or stays
+ * together: a key is kept (all its versions) when a kept index names it or
+ * its newest version is young.
+ */
+async function chopVersions(
+  options: ChopOptions,
+  prefix: string,
+  retention: Retention,
+  tally: Tally,
+): Promise<void> {
+  const { store } = options;
+  const { indexes, keptIndexes, keepFiles, isYoung, keepNamesOf } = retention;
+  const result = tally.result;
+  let pending: ObjectVersion[] = [];
+  const flush = async () => {
+    const batch = pending.filter((v) => !keepFiles.has(v.key));
+    for (const v of pending) if (keepFiles.has(v.key) && !v.deleteMarker) tally.keep(v);
+    pending = [];
+    if (batch.length === 0) return;
+    tally.locked.clear();
+    if (!options.dryRun) await store.deleteVersions!(batch, { onLocked: tally.onLocked });
+    for (const v of batch) tally.settle(v, v.versionId, v.deleteMarker);
+  };
+  let group: ObjectVersion[] = [];
+  const decide = async () => {
+    const versions = group;
+    group = [];
+    const first = versions[0];
+    if (!first) return;
+    const latest = versions.find((v) => v.latest) ?? first;
+    if (isIndexKey(first.key) && !indexes.has(first.key) && !latest.deleteMarker) {
+      await keepNamesOf(first.key, options.dryRun ? 0 : result.deleted);
+    }
+    if (keptIndexes.has(first.key) || keepFiles.has(first.key) || isYoung(latest)) {
+      for (const v of versions) if (!v.deleteMarker) tally.keep(v);
+      return;
+    }
+    pending.push(...versions);
+    if (pending.length >= BATCH) await flush();
+  };
+  for await (const version of store.listVersions!(prefix)) {
+    if (group[0] && group[0].key !== version.key) await decide();
+    group.push(version);
+  }
+  await decide();
+  await flush();
+}
+
+/** Pass 2 on an unversioned bucket: key by key. */
+async function chopKeys(
+  options: ChopOptions,
+  prefix: string,
+  retention: Retention,
+  tally: Tally,
+): Promise<void> {
+  const { store } = options;
+  const { indexes, keptIndexes, keepFiles, isYoung, keepNamesOf } = retention;
+  let pending: ObjectInfo[] = [];
+  const flush = async () => {
+    // An index published since pass 1 may have added names: filter again.
+    const batch = pending.filter((info) => !keepFiles.has(info.key));
+    for (const info of pending) if (keepFiles.has(info.key)) tally.keep(info);
+    pending = [];
+    if (batch.length === 0) return;
+    tally.locked.clear();
+    if (!options.dryRun) {
+      await store.deleteMany(batch.map((info) => info.key), { onLocked: tally.onLocked });
+    }
+    for (const info of batch) tally.settle(info);
+  };
+  for await (const info of store.list(prefix)) {
+    if (isIndexKey(info.key) && !indexes.has(info.key)) {
+      // Published during this run: young, so kept; its files must be kept too.
+      await keepNamesOf(info.key, options.dryRun ? 0 : tally.result.deleted);
+    }
+    if (keptIndexes.has(info.key) || keepFiles.has(info.key) || isYoung(info)) {
+      tally.keep(info);
+      continue;
+    }
+    pending.push(info);
+    if (pending.length >= BATCH) await flush();
+  }
+  await flush();
+}
+
+/** The closing line: indexes, what was kept, deleted and kept by the lock. */
+function summaryLine(result: ChopResult, dryRun: boolean, storeUrl: string): string {
+  const verb = dryRun ? "would delete" : "deleted";
   const unit = result.versioned ? "versions" : "objects";
   const markers = result.deleteMarkers > 0 ? ` and ${result.deleteMarkers} delete markers` : "";
-  print(
-    `${options.dryRun ? "Dry run: " : ""}under '${prefix}' in ${store.url}${
-      result.versioned ? " (versioned)" : ""
-    }, cutoff ${cutoff.toISOString()}: ` +
-      `${result.indexes} indexes (${result.indexesKept} kept); ` +
-      `kept ${result.kept} ${unit} (${formatBytes(result.keptBytes)}), ` +
-      `${verb} ${result.deleted} ${unit} (${formatBytes(result.deletedBytes)})${markers}, ` +
-      `kept by lock ${result.keptByLock} ${unit} (${formatBytes(result.keptByLockBytes)})`,
-  );
-  return result;
+  return `${dryRun ? "Dry run: " : ""}under '${result.prefix}' in ${storeUrl}${
+    result.versioned ? " (versioned)" : ""
+  }, cutoff ${result.cutoff.toISOString()}: ` +
+    `${result.indexes} indexes (${result.indexesKept} kept); ` +
+    `kept ${result.kept} ${unit} (${formatBytes(result.keptBytes)}), ` +
+    `${verb} ${result.deleted} ${unit} (${formatBytes(result.deletedBytes)})${markers}, ` +
+    `kept by lock ${result.keptByLock} ${unit} (${formatBytes(result.keptByLockBytes)})`;
 }
 
 /**
