@@ -72,7 +72,15 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
     print(`PROBLEM ${key}: ${text}`);
   };
 
-  const selected = await selectIndexes(store, prefix, options.all ?? false);
+  const selected: ObjectInfo[] = [];
+  for (const [, inDirectory] of await indexesPerDirectory(store, prefix)) {
+    if (options.all) {
+      selected.push(...inDirectory);
+    } else {
+      const newest = await chooseRestorePoint(store, inDirectory);
+      if (newest) selected.push(newest.info);
+    }
+  }
   if (selected.length === 0) problem(prefix, "no index under this prefix");
 
   // Keys already checked, of the directory at hand only: `selected` comes a
@@ -133,20 +141,6 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
       `${result.problems.length} problem${result.problems.length === 1 ? "" : "s"}`,
   );
   return result;
-}
-
-/** The indexes to verify, a directory at a time: each directory's newest, or with `all` every one. */
-async function selectIndexes(store: Store, prefix: string, all: boolean): Promise<ObjectInfo[]> {
-  const selected: ObjectInfo[] = [];
-  for (const [, inDirectory] of await indexesPerDirectory(store, prefix)) {
-    if (all) {
-      selected.push(...inDirectory);
-    } else {
-      const newest = await chooseRestorePoint(store, inDirectory);
-      if (newest) selected.push(newest.info);
-    }
-  }
-  return selected;
 }
 
 /** Checks one object; returns what is wrong with it, or null. */
