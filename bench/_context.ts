@@ -3,6 +3,7 @@
  * the runtime flags of the binary, from deno.json's compile task), the
  * children's environment, the bench's naming, logging and small checks.
  */
+import { walkTree } from "../lib/common/tree.ts";
 import { compileTask, runFlags } from "../tests/_compile_task.ts";
 import type { RunStats } from "./_proc.ts";
 import { fmt } from "./_report.ts";
@@ -100,13 +101,9 @@ export function log(message: string): void {
 export async function s3rverObjects(server: Server, prefix: string): Promise<number> {
   const top = `${server.dir}/${server.bucket}/${prefix.replace(/\/.*$/, "")}`;
   let count = 0;
-  const walk = async (dir: string) => {
-    for await (const entry of Deno.readDir(dir)) {
-      if (entry.isDirectory) await walk(`${dir}/${entry.name}`);
-      else if (entry.name.endsWith("._S3rver_object")) count++;
-    }
-  };
-  await walk(top).catch(() => {});
+  for await (const { files } of walkTree([top])) {
+    count += files.filter((path) => path.endsWith("._S3rver_object")).length;
+  }
   return count;
 }
 
