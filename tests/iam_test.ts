@@ -12,7 +12,9 @@
  *
  * What moto does not check: `StringLike` conditions (the agent's `s3:prefix`
  * scoping of s3:ListBucket; its object statements, scoped by resource, are
- * checked).
+ * checked), and the KMS actions S3 needs for SSE-KMS objects (moto's S3 asks
+ * nothing of its KMS): the policies' KMS statements are checked as text, and
+ * moto checks they are well-formed.
  */
 import {
   CreateMultipartUploadCommand,
@@ -37,6 +39,8 @@ import {
 const HOST = "cass1.example.com";
 const PREFIX = `${HOST}:`;
 const ROLES = ["agent", "restore", "retention"] as const;
+/** The key the policies' KMS_KEY_ARN is filled with (moto's S3 does not look it up). */
+const KMS_KEY = "arn:aws:kms:us-east-1:123456789012:key/0b2e4a47-8c1d-4e0f-9a6b-3f5d7c9e1a2b";
 type Role = typeof ROLES[number] | "admin" | "agent-without-upload-listing";
 
 /**
@@ -109,7 +113,8 @@ print(json.dumps(keys))
 /** A shipped policy with its placeholders filled in. */
 async function policy(role: typeof ROLES[number], bucket: string): Promise<string> {
   const text = await Deno.readTextFile(`${REPO}packaging/iam/${role}.json`);
-  return text.replaceAll("BUCKET", bucket).replaceAll("PREFIX", PREFIX);
+  return text.replaceAll("BUCKET", bucket).replaceAll("PREFIX", PREFIX)
+    .replaceAll("KMS_KEY_ARN", KMS_KEY);
 }
 
 interface Moto extends AsyncDisposable {
@@ -248,6 +253,7 @@ Deno.test("each job works with its own IAM policy and fails, naming the action, 
   const keyOf = (name: string) => `${PREFIX}${table}/${name}`;
   const watch = ["--once", "-B", "-r", "-n", HOST, "--max-upload-size", "5"];
   const watchArgs = [...watch, "--multipart-chunk-size", "5", "--index-wait", "5"];
+  const kms = ["--sse", "aws:kms", "--sse-kms-key-id", KMS_KEY, "--storage-class", "STANDARD_IA"];
   const md5 = (bytes: Uint8Array) => createHash("md5").update(bytes).digest("hex");
   // A Data.db over 5 MiB: uploaded in two parts of 5 MiB and the rest.
   const gen1 = await writeGeneration(table, 1, 5 * 1024 * 1024 + 4321);
@@ -256,9 +262,11 @@ Deno.test("each job works with its own IAM policy and fails, naming the action, 
     const env = (role: Role) => moto.env(role, bucket);
 
     await t.step(
-      `${bucket}: the watcher uploads (multipart too) with the agent policy`,
+      `${bucket}: the watcher uploads (multipart too, SSE-KMS) with the agent policy`,
       async () => {
-        const out = await runCli([...watchArgs, bucket, `${dir.path}/data`], { env: env("agent") });
+        const out = await runCli([...watchArgs, ...kms, bucket, `${dir.path}/data`], {
+          env: env("agent"),
+        });
         assertEquals(out.code, 0, out.stderr);
         const keys = await objectKeys(moto.admin, bucket);
         assertEquals(keys, [...gen1.map(keyOf), keyOf("nb-1-big-Data.db-listdir.json")].sort());
@@ -266,6 +274,7 @@ Deno.test("each job works with its own IAM policy and fails, naming the action, 
           new GetObjectCommand({ Bucket: bucket, Key: keyOf("nb-1-big-Data.db") }),
         );
         assertEquals(got.ETag?.endsWith('-2"'), true, `multipart: ${got.ETag}`);
+        assertEquals([got.ServerSideEncryption, got.SSEKMSKeyId], ["aws:kms", KMS_KEY]);
         const bytes = await got.Body!.transformToByteArray();
         assertEquals(md5(bytes), md5(await Deno.readFile(`${table}/nb-1-big-Data.db`)));
       },
@@ -443,4 +452,21 @@ Deno.test("each job works with its own IAM policy and fails, naming the action, 
     assertEquals(out.code, 0, out.stderr);
     assertEquals(await uploads(), [`cass2.example.com:${table}/nb-7-big-Data.db`]);
   });
+});
+
+Deno.test("each role's policy grants the KMS actions of SSE-KMS objects, and no other", async () => {
+  // S3 asks KMS for a data key to write an object (and to finish a multipart
+  // upload, kms:Decrypt), and to decrypt one to read it: chop reads indexes.
+  const needs: Record<typeof ROLES[number], string[]> = {
+    agent: ["kms:Decrypt", "kms:GenerateDataKey"],
+    restore: ["kms:Decrypt"],
+    retention: ["kms:Decrypt"],
+  };
+  for (const role of ROLES) {
+    const doc = JSON.parse(await policy(role, "b"));
+    const kms = doc.Statement.flatMap((s: { Action: string | string[]; Resource: string }) =>
+      [s.Action].flat().filter((a) => a.startsWith("kms:")).map((a) => `${a} ${s.Resource}`)
+    ).sort();
+    assertEquals(kms, needs[role].map((a) => `${a} ${KMS_KEY}`), role);
+  }
 });

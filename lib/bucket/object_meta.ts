@@ -67,12 +67,24 @@ export function mtimeOf(metadata: Record<string, string>): number | undefined {
 
 /**
  * The MD5 (lowercase hex) an object's bytes must have: the `md5sum`
- * metadata, else the ETag of a single-part upload (a multipart ETag, with
- * "-N", is not an MD5). `null` when neither is available.
+ * metadata, else the ETag when it is one (see `etagMd5`). `null` when
+ * neither is available.
  */
-export function expectedMd5(head: Pick<ObjectHead, "etag" | "metadata">): string | null {
+export function expectedMd5(
+  head: Pick<ObjectHead, "etag" | "metadata" | "serverSideEncryption">,
+): string | null {
   const meta = head.metadata["md5sum"]?.trim().toLowerCase();
   if (meta !== undefined && isMd5Hex(meta)) return meta;
+  return etagMd5(head);
+}
+
+/**
+ * The ETag as the MD5 of the object's bytes, or `null` when it is not one:
+ * a multipart ETag ("-N"), or an object encrypted with SSE-KMS, whose ETag
+ * S3 documents as not the MD5 (though it looks like one).
+ */
+export function etagMd5(head: Pick<ObjectHead, "etag" | "serverSideEncryption">): string | null {
+  if (head.serverSideEncryption?.toLowerCase().startsWith("aws:kms")) return null;
   const etag = head.etag.toLowerCase();
   return isMd5Hex(etag) ? etag : null;
 }

@@ -23,7 +23,7 @@ export const LIST_OPTIONS = {
     group: OPTIONS,
     kind: "flag",
     help: "one JSON object per restore point and line (directory, index, time,\n" +
-      "files, bytes, complete, missing, newest)",
+      "files, bytes, complete, missing, newest; in S3, each file's storage class)",
   },
   parallel: {
     group: OPTIONS,

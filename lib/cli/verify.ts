@@ -21,6 +21,12 @@ export const VERIFY_OPTIONS = {
     help: "check every index, not only the newest per directory",
   },
   md5: { group: OPTIONS, kind: "flag", help: "download every object and check its size and MD5" },
+  json: {
+    group: OPTIONS,
+    kind: "flag",
+    help: "one JSON object per line: each object checked (key, bytes,\n" +
+      "storage_class, server_side_encryption), each problem, the summary",
+  },
   parallel: {
     group: OPTIONS,
     kind: "count",
@@ -62,6 +68,7 @@ export function parseVerifyArgs(args: string[]): VerifyFlags | "help" {
     path,
     all: values.all,
     md5: values.md5,
+    json: values.json,
     parallel: values.parallel,
   };
 }

@@ -14,6 +14,7 @@ import { runWatch, type WatchSettings } from "../watch/run_watch.ts";
 import { LISTEN_EVENTS, type ListenEvent } from "../watch/watch_rules.ts";
 import { parseOptions } from "./options.ts";
 import { connectionOf, type NamingFlags, namingOf, resolveNaming } from "./shared_options.ts";
+import { objectStorageOf } from "./storage_options.ts";
 import { WATCH_HELP, WATCH_OPTIONS } from "./watch_options.ts";
 import { encryptionOf, normalizeRoot, objectLockOf, pinOf, stateDirOf } from "./watch_settings.ts";
 
@@ -79,8 +80,7 @@ export function parseWatchArgs(args: string[]): WatchFlags | "help" | "version" 
     ...(encryption ? { encryption } : {}),
     bucket,
     connection: connectionOf(values),
-    reducedRedundancy: values["reduced-redundancy"],
-    serverSideEncryption: values["with-sse"],
+    objectStorage: objectStorageOf(values, bucket),
     roots,
     naming: namingOf(values),
     filter,

@@ -5,6 +5,7 @@
 import { DEFAULT_PIN_DIR } from "../watch/pins.ts";
 import { helpText, type OptionTable } from "./options.ts";
 import { BUCKET_NOTE, CONNECTION_OPTIONS, namingOptions } from "./shared_options.ts";
+import { STORAGE_OPTIONS } from "./storage_options.ts";
 
 /** Disk that pins may hold at most: a day's compaction inputs on a busy node, say. */
 export const DEFAULT_PIN_MAX_BYTES = "10G";
@@ -88,13 +89,6 @@ export const WATCH_OPTIONS = {
   },
   ...namingOptions(OBJECTS),
   "without-index": { group: OBJECTS, kind: "flag", help: "do not write -listdir.json indexes" },
-  "reduced-redundancy": {
-    group: OBJECTS,
-    kind: "flag",
-    short: "R",
-    help: "storage class REDUCED_REDUNDANCY",
-  },
-  "with-sse": { group: OBJECTS, kind: "flag", help: "server-side encryption (AES256)" },
   "max-upload-size": {
     group: OBJECTS,
     kind: "count",
@@ -131,6 +125,7 @@ export const WATCH_OPTIONS = {
     kind: "flag",
     help: "compare MD5s, not only sizes, with objects found at start",
   },
+  ...STORAGE_OPTIONS,
   "encrypt-to": {
     group: ENCRYPTION,
     kind: "texts",

@@ -20,15 +20,15 @@ import {
   type KeyNaming,
   trimSlashes,
 } from "../bucket/keys.ts";
-import { expectedMd5 } from "../bucket/object_meta.ts";
+import { etagMd5, expectedMd5 } from "../bucket/object_meta.ts";
 import { ChunkReader } from "../common/chunk_reader.ts";
-import { isMd5Hex, newMd5 } from "../common/digest.ts";
+import { newMd5 } from "../common/digest.ts";
 import { errorMessage, FatalError } from "../common/errors.ts";
 import { formatBytes } from "../common/format.ts";
 import { log } from "../common/log.ts";
 import { forEachLimited } from "../common/pool.ts";
 import { isEncrypted } from "../store/encrypting_store.ts";
-import type { ObjectInfo, Store } from "../store/store.ts";
+import type { ObjectHead, ObjectInfo, Store } from "../store/store.ts";
 
 /** What to verify. */
 export interface VerifyOptions {
@@ -42,6 +42,11 @@ export interface VerifyOptions {
   md5?: boolean;
   /** Concurrent checks (default 8). */
   parallel?: number;
+  /**
+   * One JSON object per line instead of text: each object checked
+   * (`"kind": "object"`, with its storage class), each problem, the summary.
+   */
+  json?: boolean;
   /** Where problem and summary lines go (default: stdout). */
   print?: (line: string) => void;
 }
@@ -69,7 +74,11 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
   const result: VerifyResult = { indexes: 0, files: 0, bytes: 0, problems: [] };
   const problem = (key: string, text: string) => {
     result.problems.push({ key, problem: text });
-    print(`PROBLEM ${key}: ${text}`);
+    print(
+      options.json
+        ? JSON.stringify({ kind: "problem", key, problem: text })
+        : `PROBLEM ${key}: ${text}`,
+    );
   };
 
   const selected: ObjectInfo[] = [];
@@ -124,7 +133,8 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
     }
     await forEachLimited(keys, options.parallel ?? 8, async (key) => {
       try {
-        const text = await checkObject(store, key, options.md5 ?? false, result);
+        const { head, text } = await checkObject(store, key, options.md5 ?? false, result);
+        if (options.json && head) print(JSON.stringify(objectJson(head)));
         if (text !== null) problem(key, `${text} (named by '${index.key}')`);
       } catch (err) {
         problem(
@@ -135,6 +145,11 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
     });
     log.debug("index verified", { key: index.key, files: names.length });
   }
+  if (options.json) {
+    const { problems, ...counts } = result;
+    print(JSON.stringify({ kind: "summary", ...counts, problems: problems.length }));
+    return result;
+  }
   print(
     `Verified ${result.indexes} indexes, ${result.files} files (${formatBytes(result.bytes)}) ` +
       `under '${prefix}' in ${store.url}${options.md5 ? " with MD5" : ""}: ` +
@@ -143,23 +158,44 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
   return result;
 }
 
-/** Checks one object; returns what is wrong with it, or null. */
+/** An object checked, for --json: its facts, not its metadata. */
+function objectJson(head: ObjectHead): Record<string, unknown> {
+  return {
+    kind: "object",
+    key: head.key,
+    bytes: head.size,
+    ...(head.storageClass !== undefined ? { storage_class: head.storageClass } : {}),
+    ...(head.serverSideEncryption !== undefined
+      ? { server_side_encryption: head.serverSideEncryption }
+      : {}),
+  };
+}
+
+/** Checks one object; returns its head (null: missing) and what is wrong with it, or null. */
 async function checkObject(
   store: Store,
   key: string,
   md5: boolean,
   result: VerifyResult,
-): Promise<string | null> {
+): Promise<{ head: ObjectHead | null; text: string | null }> {
   // With --md5 the GET's answer carries the head: no HEAD first.
   const object = md5 ? await store.get(key) : null;
   const head = md5 ? object?.head ?? null : await store.head(key);
-  if (head === null) return "missing";
+  return { head, text: head === null ? "missing" : await checkHead(head, object, result) };
+}
+
+/** What is wrong with an object found (its body read too, with --md5), or null. */
+async function checkHead(
+  head: ObjectHead,
+  object: { body: ReadableStream<Uint8Array> } | null,
+  result: VerifyResult,
+): Promise<string | null> {
   result.files++;
   result.bytes += head.size;
   const metaMd5 = head.metadata["md5sum"]?.trim().toLowerCase();
-  const etag = head.etag.toLowerCase();
+  const etag = etagMd5(head);
   // An encrypted object's ETag is the ciphertext's MD5; --md5 checks its plaintext.
-  if (metaMd5 && isMd5Hex(etag) && etag !== metaMd5 && !isEncrypted(head.metadata)) {
+  if (metaMd5 && etag !== null && etag !== metaMd5 && !isEncrypted(head.metadata)) {
     await object?.body.cancel();
     return `ETag ${etag} differs from md5sum ${metaMd5}: the object is not the file uploaded`;
   }
@@ -172,8 +208,8 @@ async function checkObject(
     hash.update(chunk);
     bytes += chunk.byteLength;
   }
-  if (bytes !== object.head.size) return `size ${bytes} bytes, expected ${object.head.size}`;
-  const expected = expectedMd5(object.head);
+  if (bytes !== head.size) return `size ${bytes} bytes, expected ${head.size}`;
+  const expected = expectedMd5(head);
   const actual = hash.digest("hex");
   if (expected !== null && actual !== expected) return `MD5 ${actual}, expected ${expected}`;
   return null;

@@ -13,7 +13,7 @@ import { errorMessage, FatalError } from "../common/errors.ts";
 import { ChunkReader, writeAll } from "../common/chunk_reader.ts";
 import { lstatOrNull, removeIfPresent } from "../common/fs.ts";
 import type { Semaphore } from "../common/pool.ts";
-import { DecryptionError, isEncrypted } from "../store/encrypting_store.ts";
+import { isEncrypted } from "../store/encrypting_store.ts";
 import type { ObjectHead } from "../store/store.ts";
 import { downloadRanges, RANGED_MIN_BYTES, removeRangeState } from "./ranged_download.ts";
 import { log } from "../common/log.ts";
@@ -68,8 +68,9 @@ export async function restoreFile(
       backoff,
       // A missing object will not appear by waiting; anything else (a reset
       // connection, a digest mismatch from a corrupt transfer) may pass next
-      // time; an object that cannot be decrypted will not.
-      isRetryable: (err) => !(err instanceof MissingObjectError || err instanceof DecryptionError),
+      // time; an object that cannot be decrypted, or an archived one
+      // (`FatalError`s, as a `DecryptionError` is), will not.
+      isRetryable: (err) => !(err instanceof MissingObjectError || err instanceof FatalError),
       onRetry: (err, attempt) =>
         log.warn("download failed, retrying", {
           key: source.key,

@@ -55,12 +55,17 @@ export interface ListedPoint {
   atChoice: boolean;
   /** Why the index could not be read, if it could not. */
   error?: string;
+  /** Each file's storage class, by name, and the index's own (stores with classes: S3). */
+  storageClasses?: Record<string, string>;
+  indexStorageClass?: string;
 }
 
 /** One key directory of the listing: its objects' sizes and its indexes. */
 interface ListedDirectory {
   dir: string;
   sizes: Map<string, number>;
+  /** Storage classes by key, kept for --json only (the store's listing names them). */
+  classes: Map<string, string>;
   indexes: ObjectInfo[];
 }
 
@@ -97,10 +102,15 @@ export async function listRestorePoints(options: ListOptions): Promise<ListedPoi
     while (open.length > 0 && !`${dir}/`.startsWith(`${open.at(-1)!.dir}/`)) {
       await done(open.pop()!);
     }
-    if (open.at(-1)?.dir !== dir) open.push({ dir, sizes: new Map(), indexes: [] });
+    if (open.at(-1)?.dir !== dir) {
+      open.push({ dir, sizes: new Map(), classes: new Map(), indexes: [] });
+    }
     const current = open.at(-1)!;
     if (isIndexKey(info.key)) current.indexes.push(info);
     else current.sizes.set(info.key, info.size);
+    if (options.json && info.storageClass !== undefined) {
+      current.classes.set(info.key, info.storageClass);
+    }
   }
   while (open.length > 0) await done(open.pop()!);
   await Promise.all(running);
@@ -116,7 +126,7 @@ export async function listRestorePoints(options: ListOptions): Promise<ListedPoi
 /** The restore points of one key directory, oldest first, each index read once. */
 async function directoryPoints(
   options: ListOptions,
-  { dir, sizes, indexes }: ListedDirectory,
+  { dir, sizes, classes, indexes }: ListedDirectory,
   reads: Semaphore,
 ): Promise<ListedPoint[]> {
   const { store } = options;
@@ -137,6 +147,7 @@ async function directoryPoints(
         missing: [],
         newest: false,
         atChoice: false,
+        ...(info.storageClass !== undefined ? { indexStorageClass: info.storageClass } : {}),
       };
       try {
         const listing = await readIndex(store, info.key);
@@ -149,6 +160,12 @@ async function directoryPoints(
           const size = sizes.get(`${dir}/${name}`);
           if (size === undefined) point.missing.push(name);
           else point.bytes += size;
+          const storageClass = classes.get(`${dir}/${name}`);
+          // No prototype: a file named "__proto__" is a name like any other.
+          if (storageClass !== undefined) {
+            point.storageClasses ??= Object.create(null) as Record<string, string>;
+            point.storageClasses[name] = storageClass;
+          }
         }
         point.complete = point.missing.length === 0;
       } catch (err) {
@@ -183,6 +200,8 @@ function jsonOf(p: ListedPoint, withAt: boolean): Record<string, unknown> {
     newest: p.newest,
     ...(withAt ? { at_choice: p.atChoice } : {}),
     ...(p.error !== undefined ? { error: p.error } : {}),
+    ...(p.indexStorageClass !== undefined ? { index_storage_class: p.indexStorageClass } : {}),
+    ...(p.storageClasses !== undefined ? { storage_classes: p.storageClasses } : {}),
   };
 }
 

@@ -21,7 +21,7 @@ export interface Connection {
 /** Extra S3 behaviour only the watcher sets (a local store ignores it). */
 export type UploadTuning = Pick<
   S3Options,
-  "reducedRedundancy" | "serverSideEncryption" | "onRequest" | "objectLock" | "checkPrefix"
+  "objectStorage" | "onRequest" | "objectLock" | "checkPrefix"
 >;
 
 export type { ObjectLockRetention } from "./s3/s3_store.ts";

@@ -12,6 +12,8 @@ export interface ObjectInfo {
   /** The ETag without quotes: the MD5 hex of a single-part upload. */
   etag: string;
   lastModified: Date;
+  /** S3's storage class (STANDARD, STANDARD_IA...); absent for stores without classes. */
+  storageClass?: string;
 }
 
 /** What a HEAD says: the listing facts plus user metadata. */
@@ -19,6 +21,11 @@ export interface ObjectHead extends ObjectInfo {
   /** User metadata, lowercase names without `x-amz-meta-` (`stat`, `md5sum`). */
   metadata: Record<string, string>;
   contentType?: string;
+  /**
+   * S3's server-side encryption (`AES256`, `aws:kms`...), when the answer
+   * names one. With `aws:kms` the ETag is not the MD5 of the bytes.
+   */
+  serverSideEncryption?: string;
 }
 
 /** A local file to store, with its digests computed beforehand. */

@@ -20,6 +20,7 @@ import {
   EncryptingStore,
   removeStaleSpoolFiles,
 } from "../store/encrypting_store.ts";
+import { type ObjectStorage, objectStorageFields } from "../store/object_storage.ts";
 import { RateLimitedStore, RateLimiter } from "../store/rate_limit.ts";
 import type { Store } from "../store/store.ts";
 import { checkRoot, FileWatcher } from "./file_watcher.ts";
@@ -39,8 +40,8 @@ import type { ListenEvent } from "./watch_rules.ts";
 export interface WatchSettings {
   bucket: string;
   connection: Connection;
-  reducedRedundancy: boolean;
-  serverSideEncryption: boolean;
+  /** Storage classes and server-side encryption of the objects written (S3). */
+  objectStorage: ObjectStorage;
   roots: string[];
   naming: KeyNaming;
   filter: PathFilter;
@@ -156,6 +157,7 @@ export async function runWatch(s: WatchSettings): Promise<number> {
       bucket: store.url,
       paths: s.roots.join(","),
       threads: s.threads,
+      ...objectStorageFields(s.objectStorage),
     });
     if (backup || state) {
       // Indexes of the backlog wait until every existing file is queued.
@@ -256,8 +258,7 @@ function newFileWatcher(s: WatchSettings, pipeline: UploadPipeline, metrics: Met
  */
 function openWatchStore(s: WatchSettings, metrics: Metrics): Store {
   const store = openStore(s.bucket, s.connection, {
-    reducedRedundancy: s.reducedRedundancy,
-    serverSideEncryption: s.serverSideEncryption,
+    objectStorage: s.objectStorage,
     onRequest: (operation, seconds, failed) => metrics.s3Request(operation, seconds, failed),
     checkPrefix: keyHead(s.naming),
     ...(s.objectLock ? { objectLock: s.objectLock } : {}),

@@ -307,9 +307,9 @@ export class FileUploader {
     if (this.#o.md5OnStart) {
       let remoteMd5 = remote.md5sum;
       const local = await digestFile(path, size);
-      // A multipart or encrypted object's ETag is not the file's MD5: its md5sum decides.
-      const etagIsNotMd5 = remote.etag.includes("-") || this.#encrypted;
-      if (remoteMd5 === undefined && etagIsNotMd5 && local.md5 !== remote.etag) {
+      // The ETag is not always the file's MD5 (multipart, --encrypt-to, SSE-KMS,
+      // which a listing does not show): when it differs, the md5sum decides.
+      if (remoteMd5 === undefined && local.md5 !== remote.etag) {
         remoteMd5 = (await this.#o.bucket.headOf(key))?.md5sum;
       }
       remoteMd5 ??= remote.etag;

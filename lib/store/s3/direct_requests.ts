@@ -359,6 +359,7 @@ function headOf(
   }
   const lastModified = header("last-modified");
   const contentType = header("content-type");
+  const sse = header("x-amz-server-side-encryption");
   return {
     key,
     size: Number(header("content-length") ?? 0),
@@ -366,6 +367,9 @@ function headOf(
     lastModified: lastModified ? new Date(lastModified) : new Date(0),
     metadata,
     ...(contentType ? { contentType } : {}),
+    // S3 names the class only when it is not STANDARD.
+    storageClass: header("x-amz-storage-class") ?? "STANDARD",
+    ...(sse ? { serverSideEncryption: sse } : {}),
   };
 }
 

@@ -96,19 +96,30 @@ export function permanentError(
 /**
  * Rewrites the message of a 403 answer to say which action on which key was
  * refused (S3's own is only "Access Denied", and a HEAD's answer has none),
- * keeping the error's name and status, which retries and metrics go by.
- * Other errors are returned unchanged.
+ * and the KMS action when S3 was refused the object's KMS key (AWS names it
+ * in its message), keeping the error's name and status, which retries and
+ * metrics go by. A GET of an archived object (403 InvalidObjectState)
+ * becomes a `FatalError` saying so: no wait and no policy fixes it. Other
+ * errors are returned unchanged.
  */
 export function namedDenial(err: unknown, request: S3Request): unknown {
   if (!(err instanceof Error)) return err;
   const status = httpStatus(err);
   const name = errorName(err);
   if (status !== 403 && name !== "AccessDenied") return err;
+  if (name === "InvalidObjectState") {
+    return new FatalError(
+      `'${request.key}' is in an archive storage class: S3 serves it only after a restore ` +
+        "request (aws s3api restore-object), which takes hours",
+    );
+  }
   // A HEAD's 403 has no body: the status is all that is known.
   const code = name && !/^(Error|Forbidden|UnknownError|\d+)$/.test(name) ? `${name}, ` : "";
+  const kms = /\bkms:[A-Za-z]+/.exec(err.message)?.[0];
   err.message = isCredentialError(name)
     ? `S3 rejected the credentials (${name}) for ${describe(request)}`
-    : `${describe(request)} denied (${code}HTTP 403)`;
+    : `${describe(request)} denied (${code}HTTP 403)` +
+      (kms ? `: ${kms} on the object's KMS key is not allowed` : "");
   return err;
 }
 

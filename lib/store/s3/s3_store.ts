@@ -49,6 +49,7 @@ import type {
   Versioning,
   VersionRef,
 } from "../store.ts";
+import { type ObjectKind, type ObjectStorage, storageClassFor } from "../object_storage.ts";
 import { DirectS3 } from "./direct_requests.ts";
 import {
   isLockRefusal,
@@ -69,8 +70,8 @@ export interface S3Options {
   accessKeyId?: string | undefined;
   secretAccessKey?: string | undefined;
   sessionToken?: string | undefined;
-  reducedRedundancy?: boolean | undefined;
-  serverSideEncryption?: boolean | undefined;
+  /** Storage classes and server-side encryption of the objects written. */
+  objectStorage?: ObjectStorage | undefined;
   /**
    * Send PUT, HEAD and GET signed by ourselves (direct_requests.ts) rather than
    * through the SDK's middleware; default on. Off: everything goes through
@@ -237,6 +238,7 @@ export class S3Store implements Store {
           size: item.Size ?? 0,
           etag: unquote(item.ETag),
           lastModified: item.LastModified ?? new Date(0),
+          ...(item.StorageClass ? { storageClass: item.StorageClass } : {}),
         };
       }
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
@@ -277,14 +279,14 @@ export class S3Store implements Store {
     const direct = await this.#direct();
     if (direct) {
       await direct.put(key, body, {
-        ...this.#objectHeaders(metadata, options.contentType),
+        ...this.#objectHeaders(metadata, options.contentType, "index"),
         "content-md5": md5,
       });
       return;
     }
     await this.#client.send(
       new PutObjectCommand({
-        ...this.#objectParams(key, options.metadata ?? {}, options.contentType),
+        ...this.#objectParams(key, options.metadata ?? {}, options.contentType, "index"),
         Body: body,
         ContentLength: body.byteLength,
         ContentMD5: md5,
@@ -307,7 +309,7 @@ export class S3Store implements Store {
       const body = file.body ??
         { path: file.path, start: 0, length: file.size, ...(onBytes ? { onBytes } : {}) };
       await direct.put(key, body, {
-        ...this.#objectHeaders(file.metadata, file.contentType),
+        ...this.#objectHeaders(file.metadata, file.contentType, { file: file.size }),
         "content-md5": hexToBase64(file.md5),
       }, signal);
       return;
@@ -322,7 +324,7 @@ export class S3Store implements Store {
         }));
       await this.#client.send(
         new PutObjectCommand({
-          ...this.#objectParams(key, file.metadata, file.contentType),
+          ...this.#objectParams(key, file.metadata, file.contentType, { file: file.size }),
           Body: body,
           ContentLength: file.size,
           ContentMD5: hexToBase64(file.md5),
@@ -335,7 +337,7 @@ export class S3Store implements Store {
       {
         client: this.#client,
         direct,
-        object: this.#objectParams(key, file.metadata, file.contentType),
+        object: this.#objectParams(key, file.metadata, file.contentType, { file: file.size }),
       },
       { ...file, parts: file.parts },
       options,
@@ -540,14 +542,23 @@ export class S3Store implements Store {
   }
 
   /** `#objectParams` as HTTP headers, for direct requests. */
-  #objectHeaders(metadata: Record<string, string>, contentType?: string): Record<string, string> {
+  #objectHeaders(
+    metadata: Record<string, string>,
+    contentType: string | undefined,
+    kind: ObjectKind,
+  ): Record<string, string> {
     const headers: Record<string, string> = {};
     for (const [name, value] of Object.entries(metadata)) {
       headers[`x-amz-meta-${name.toLowerCase()}`] = value;
     }
     if (contentType) headers["content-type"] = contentType;
-    if (this.#options.reducedRedundancy) headers["x-amz-storage-class"] = "REDUCED_REDUNDANCY";
-    if (this.#options.serverSideEncryption) headers["x-amz-server-side-encryption"] = "AES256";
+    const storage = this.#options.objectStorage ?? {};
+    const storageClass = storageClassFor(storage, kind);
+    if (storageClass) headers["x-amz-storage-class"] = storageClass;
+    if (storage.sse) headers["x-amz-server-side-encryption"] = storage.sse.kind;
+    if (storage.sse?.kind === "aws:kms" && storage.sse.keyId) {
+      headers["x-amz-server-side-encryption-aws-kms-key-id"] = storage.sse.keyId;
+    }
     const lock = this.#retention();
     if (lock) {
       headers["x-amz-object-lock-mode"] = lock.ObjectLockMode;
@@ -566,16 +577,24 @@ export class S3Store implements Store {
     };
   }
 
-  #objectParams(key: string, metadata: Record<string, string>, contentType?: string) {
+  /** What PutObject and CreateMultipartUpload take besides the body. */
+  #objectParams(
+    key: string,
+    metadata: Record<string, string>,
+    contentType: string | undefined,
+    kind: ObjectKind,
+  ) {
+    const storage = this.#options.objectStorage ?? {};
+    const storageClass = storageClassFor(storage, kind);
+    const sse = storage.sse;
     return {
       Bucket: this.#bucket,
       Key: key,
       Metadata: metadata,
       ...(contentType ? { ContentType: contentType } : {}),
-      ...(this.#options.reducedRedundancy
-        ? { StorageClass: "REDUCED_REDUNDANCY" as StorageClass }
-        : {}),
-      ...(this.#options.serverSideEncryption ? { ServerSideEncryption: "AES256" as const } : {}),
+      ...(storageClass ? { StorageClass: storageClass as StorageClass } : {}),
+      ...(sse ? { ServerSideEncryption: sse.kind } : {}),
+      ...(sse?.kind === "aws:kms" && sse.keyId ? { SSEKMSKeyId: sse.keyId } : {}),
       ...this.#retention(),
     };
   }
@@ -641,6 +660,8 @@ function objectHead(
     LastModified?: Date | undefined;
     Metadata?: Record<string, string> | undefined;
     ContentType?: string | undefined;
+    StorageClass?: string | undefined;
+    ServerSideEncryption?: string | undefined;
   },
 ): ObjectHead {
   return {
@@ -650,6 +671,9 @@ function objectHead(
     lastModified: out.LastModified ?? new Date(0),
     metadata: lowerKeys(out.Metadata ?? {}),
     ...(out.ContentType ? { contentType: out.ContentType } : {}),
+    // S3 names the class only when it is not STANDARD.
+    storageClass: out.StorageClass ?? "STANDARD",
+    ...(out.ServerSideEncryption ? { serverSideEncryption: out.ServerSideEncryption } : {}),
   };
 }
 
