@@ -55,7 +55,7 @@ const USAGE = `Usage: deno task bench [options]
   --quick                tiny sizes (20M tree, 1 run, 200 objects, 50 files...)
   --size SIZE            data tree size (default 1G)
   --runs N               alternating runs of each bulk tool (default 3)
-  --encrypt              bulk backup also with --encrypt-to (a throwaway age key)
+  --encrypt              bulk backup and restores also encrypted (--encrypt-to, --identity)
   --files-at-start N     objects already in the bucket for reconciliation (default 20000)
   --latency-files N      files written at the steady rate (default 600)
   --rate N               steady rate, files per second (default 20)

@@ -4,6 +4,7 @@
  * checked byte for byte; the same with `-t 32`; then one large object alone
  * (`slurp` vs `aws s3 cp`).
  */
+import { generateIdentity, identityToRecipient } from "age-encryption";
 import type { Config } from "./_config.ts";
 import { childEnv, failIfBad, jobArgs, log, MB, NAME, program, tablesnapArgs } from "./_context.ts";
 import { measure, type RunStats } from "./_proc.ts";
@@ -12,7 +13,8 @@ import { dropS3rverPrefix, type Server } from "./_servers.ts";
 import { seeded, type Tree, writeRandomFile } from "./_tree.ts";
 
 export interface RestoreRun {
-  tool: "tablesnap" | "aws";
+  /** "encrypted": `slurp --identity` of the same files, uploaded with --encrypt-to. */
+  tool: "tablesnap" | "aws" | "encrypted";
   run: number;
   stats: RunStats;
   serverCpuS: number;
@@ -85,15 +87,16 @@ async function alternateRestores(
   label: string,
   bytes: number,
   original: string,
-  restore: (tool: "tablesnap" | "aws", target: string) => Promise<RunStats>,
+  restore: (tool: RestoreRun["tool"], target: string) => Promise<RunStats>,
 ): Promise<RestoreRun[]> {
   const runs: RestoreRun[] = [];
   for (let i = 0; i < cfg.runs; i++) {
-    const order: ("tablesnap" | "aws")[] = i % 2 === 0
-      ? ["tablesnap", "aws"]
-      : ["aws", "tablesnap"];
+    const order: RestoreRun["tool"][] = i % 2 === 0
+      ? ["tablesnap", "aws", "encrypted"]
+      : ["encrypted", "aws", "tablesnap"];
     for (const tool of order) {
       if (tool === "aws" && !aws) continue;
+      if (tool === "encrypted" && !cfg.encrypt) continue;
       const target = `${original}.restored-${tool}`;
       await Deno.mkdir(target, { recursive: true });
       const cpu0 = await server.cpu();
@@ -112,14 +115,35 @@ async function alternateRestores(
   return runs;
 }
 
-/** Uploads `root` under `prefix` with `tablesnap --once -B -r` (what the restores read). */
-async function upload(cfg: Config, server: Server, prefix: string, root: string, what: string) {
+/** A new age identity kept in `dir` for the run's encrypted restores, and its recipient. */
+async function keptIdentity(dir: string): Promise<{ file: string; recipient: string }> {
+  const identity = await generateIdentity();
+  const file = `${dir}/bench-identity.txt`;
+  await Deno.writeTextFile(file, `${identity}\n`, { mode: 0o600 });
+  return { file, recipient: await identityToRecipient(identity) };
+}
+
+/** The identity of the encrypted restores (with --encrypt), and where they read. */
+type Keys = { file: string; recipient: string } | undefined;
+
+/**
+ * Uploads `root` under `prefix` with `tablesnap --once -B -r` (what the
+ * restores read), encrypted to `recipient` when given.
+ */
+async function upload(
+  cfg: Config,
+  server: Server,
+  prefix: string,
+  root: string,
+  recipient?: string,
+) {
+  const encrypt = recipient ? ["--encrypt-to", recipient] : [];
   const stats = await measure(
     Deno.execPath(),
-    tablesnapArgs(server, prefix, ["--once", "-B", "-r", server.bucket, root]),
+    tablesnapArgs(server, prefix, ["--once", "-B", "-r", ...encrypt, server.bucket, root]),
     { env: childEnv(), cwd: program().repo, forceProc: cfg.forceProc },
   );
-  failIfBad(what, stats);
+  failIfBad(`${prefix} upload`, stats);
 }
 
 /** Runs the whole step; see the module comment. */
@@ -131,7 +155,11 @@ export async function restoreStep(
   work: string,
 ): Promise<RestoreResult> {
   const prefix = "restore/";
-  await upload(cfg, server, prefix, tree.root, "restore step upload");
+  // With --encrypt, the same files also uploaded encrypted, restored with the identity.
+  const keys: Keys = cfg.encrypt ? await keptIdentity(work) : undefined;
+  const encPrefix = "restore-enc/";
+  await upload(cfg, server, prefix, tree.root);
+  if (keys) await upload(cfg, server, encPrefix, tree.root, keys.recipient);
   const data = `${tree.root}/data`;
   const keyPrefix = `${prefix}${NAME}:${data}/`;
   const runs = await alternateRestores(
@@ -144,6 +172,10 @@ export async function restoreStep(
     (tool, target) =>
       tool === "tablesnap"
         ? measureSlurp(cfg, server, prefix, ["-r", server.bucket, data, target])
+        : tool === "encrypted"
+        ? measureSlurp(cfg, server, encPrefix, [
+          ...["--identity", keys!.file, "-r", server.bucket, data, target],
+        ])
         : measure(aws!, [
           "--endpoint-url",
           server.endpoint,
@@ -158,12 +190,13 @@ export async function restoreStep(
   );
   const wide = await wideRestores(cfg, server, prefix, data, tree.bytes);
   await dropS3rverPrefix(server, prefix);
+  await dropS3rverPrefix(server, encPrefix);
   return {
     runs,
     wide,
     bytes: tree.bytes,
     files: tree.files.length,
-    large: await largeRestores(cfg, server, aws, work),
+    large: await largeRestores(cfg, server, aws, work, keys),
     largeBytes: cfg.large,
   };
 }
@@ -208,12 +241,15 @@ async function largeRestores(
   server: Server,
   aws: string | undefined,
   work: string,
+  keys: Keys,
 ): Promise<RestoreRun[]> {
   const dir = `${work}/large/data/ks/big-1`;
   await Deno.mkdir(dir, { recursive: true });
   await writeRandomFile(`${dir}/nb-1-big-Data.db`, cfg.large, seeded(11));
   const largePrefix = "large/";
-  await upload(cfg, server, largePrefix, `${work}/large`, "large object upload");
+  const encLargePrefix = "large-enc/";
+  await upload(cfg, server, largePrefix, `${work}/large`);
+  if (keys) await upload(cfg, server, encLargePrefix, `${work}/large`, keys.recipient);
   const large = await alternateRestores(
     cfg,
     server,
@@ -224,6 +260,10 @@ async function largeRestores(
     (tool, target) =>
       tool === "tablesnap"
         ? measureSlurp(cfg, server, largePrefix, [server.bucket, dir, target])
+        : tool === "encrypted"
+        ? measureSlurp(cfg, server, encLargePrefix, [
+          ...["--identity", keys!.file, server.bucket, dir, target],
+        ])
         : measure(aws!, [
           "--endpoint-url",
           server.endpoint,
@@ -235,6 +275,7 @@ async function largeRestores(
         ], { env: childEnv(), forceProc: cfg.forceProc }),
   );
   await dropS3rverPrefix(server, largePrefix);
+  await dropS3rverPrefix(server, encLargePrefix);
   await Deno.remove(`${work}/large`, { recursive: true });
   return large;
 }
@@ -288,12 +329,16 @@ const RESTORE_HEAD = [
 
 /** One row per tool of `runs` that restored `bytes`. */
 function restoreTable(runs: RestoreRun[], bytes: number): string {
-  const rows = (["tablesnap", "aws"] as const).map((tool) =>
+  const rows = (["tablesnap", "aws", "encrypted"] as const).map((tool) =>
     [tool, runs.filter((run) => run.tool === tool)] as const
   )
     .filter(([, of]) => of.length > 0)
     .map(([tool, of]) => [
-      tool === "tablesnap" ? "tablesnap slurp" : "aws s3",
+      {
+        tablesnap: "tablesnap slurp",
+        aws: "aws s3",
+        encrypted: "tablesnap slurp, encrypted",
+      }[tool],
       of.map((run) => fmt(bytes / MB / run.stats.wallS)).join(", "),
       fmt(median(of.map((run) => bytes / MB / run.stats.wallS))),
       fmt(median(of.map((run) => run.stats.wallS)), 2),

@@ -206,6 +206,7 @@ Deno.test("chop deletes in streamed batches of at most 1,000 keys", async () => 
   const batches: number[] = [];
   const counting: Store = {
     url: store.url,
+    traits: store.traits,
     check: () => store.check(),
     list: (prefix) => store.list(prefix),
     head: (k) => store.head(k),

@@ -6,6 +6,7 @@ import { assert, assertEquals, assertStringIncludes } from "./_assert.ts";
 import { runCli, startS3Server, tempDir } from "./_helpers.ts";
 import { parseWatchArgs } from "../lib/cli/watch.ts";
 import { WATCH_OPTIONS } from "../lib/cli/watch_options.ts";
+import { parseSlurpArgs } from "../lib/cli/slurp.ts";
 import { VERSION } from "../lib/common/version.ts";
 
 function assertOneLineError(stderr: string, includes: string) {
@@ -113,6 +114,13 @@ Deno.test("--help and --version print to stdout and exit 0", async () => {
   const version = await runCli(["--version"]);
   assertEquals(version.code, 0);
   assertEquals(version.stdout.trim(), `tablesnap ${VERSION}`);
+});
+
+Deno.test("slurp has its own default connections; -t still sets them", () => {
+  const defaults = parseSlurpArgs(["-n", "h", "file:///tmp", "/d", "/t"]);
+  const four = parseSlurpArgs(["-n", "h", "-t", "4", "file:///tmp", "/d", "/t"]);
+  if (defaults === "help" || four === "help") throw new Error("unexpected");
+  assertEquals([defaults.threads, four.threads], [16, 4]);
 });
 
 Deno.test("parseWatchArgs() keeps the original defaults", async () => {

@@ -18,7 +18,10 @@ import { parseSlurpArgs } from "../lib/cli/slurp.ts";
 import { parseVerifyArgs } from "../lib/cli/verify.ts";
 import { parseWatchArgs } from "../lib/cli/watch.ts";
 import { UsageError } from "../lib/common/errors.ts";
-import { ciphertextPayloadSize, plaintextSize } from "../lib/store/encrypting_store.ts";
+import {
+  openedSize as plaintextSize,
+  sealedSize as ciphertextPayloadSize,
+} from "../lib/store/age_payload.ts";
 import { assert, assertEquals, assertStringIncludes } from "./_assert.ts";
 import { runCli, type S3Server, startS3Server, tempDir } from "./_helpers.ts";
 
@@ -147,15 +150,11 @@ Deno.test("an encrypted backup: age CLI, slurp, verify, tampering, -B", async (t
   const watch = [
     ...["--once", "-B", "-r", "-n", HOST, "--index-wait", "5"],
     ...["--max-upload-size", "5", "--multipart-chunk-size", "5"],
-    ...["--encrypt-to-file", recipients, "--encrypt-spool-dir", dir.path],
+    ...["--encrypt-to-file", recipients],
   ];
   const env = s3.env;
 
   await t.step("the watcher uploads ciphertext with the plaintext's metadata", async () => {
-    // Left by a watcher killed mid-upload (that pid is gone), and by one still running (this test).
-    const stale = `${dir.path}/.tablesnap-spool-4194999-0-00`;
-    const live = `${dir.path}/.tablesnap-spool-${Deno.pid}-0-00`;
-    for (const path of [stale, live]) await Deno.writeTextFile(path, "ciphertext");
     const out = await runCli([...watch, s3.bucket, `${dir.path}/data`], { env });
     assertEquals(out.code, 0, out.stderr);
     for (const [name, plain] of files) {
@@ -180,9 +179,6 @@ Deno.test("an encrypted backup: age CLI, slurp, verify, tampering, -B", async (t
     const names = JSON.parse(new TextDecoder().decode(index.bytes))[table] as string[];
     assertEquals(names.sort(), [...files.keys()].sort());
     assertEquals(index.metadata["tablesnap-file-encryption"], "age-v1");
-    // Nothing is left in the spool directory but the running process's file.
-    const spooled = [...Deno.readDirSync(dir.path)].filter((e) => e.name.includes("spool"));
-    assertEquals(spooled.map((e) => `${dir.path}/${e.name}`), [live]);
   });
 
   await t.step(
@@ -258,6 +254,47 @@ Deno.test("an encrypted backup: age CLI, slurp, verify, tampering, -B", async (t
     assertEquals(full.code, 0, full.stdout + full.stderr);
     assertStringIncludes(full.stdout, `${files.size} files`);
     assertStringIncludes(full.stdout, "0 problems");
+  });
+
+  await t.step("a re-encrypted object of other bytes fails verify --md5 and slurp", async () => {
+    // Someone holding a recipient key swaps the body: it decrypts cleanly,
+    // but to bytes whose MD5 is not the `md5sum` the watcher recorded.
+    const swapped = keyOf("nb-1-big-Index.db");
+    const original = await rawObject(s3.client, s3.bucket, swapped);
+    const other = files.get("nb-1-big-Index.db")!.slice();
+    other[12_345]! ^= 0x40;
+    const plainPath = `${dir.path}/swapped-plain`;
+    await Deno.writeFile(plainPath, other);
+    const age = await new Deno.Command("age", { args: ["-r", key.recipient, plainPath] }).output();
+    assertEquals(age.code, 0);
+    const put = (body: Uint8Array) =>
+      s3.client.send(
+        new PutObjectCommand({
+          Bucket: s3.bucket,
+          Key: swapped,
+          Body: body,
+          Metadata: original.metadata,
+        }),
+      );
+    await put(age.stdout);
+    try {
+      const out = await runCli(
+        ["verify", "-n", HOST, "--md5", "--identity", key.file, s3.bucket, table],
+        { env },
+      );
+      assertEquals(out.code, 1, out.stdout + out.stderr);
+      assertStringIncludes(out.stdout, `PROBLEM ${swapped}: MD5 ${md5(other)}`);
+      assertStringIncludes(out.stdout, "1 problem");
+      const restore = await slurp(`${dir.path}/swapped`, "--identity", key.file);
+      assertEquals(restore.code, 1, restore.stdout + restore.stderr);
+      assertStringIncludes(
+        restore.stdout,
+        `MD5 of '${swapped}' is ${md5(other)}, expected ${original.metadata.md5sum}`,
+      );
+      assert(!Deno.readDirSync(`${dir.path}/swapped`).some((e) => e.name.endsWith("Index.db")));
+    } finally {
+      await put(original.bytes);
+    }
   });
 
   await t.step("a tampered object fails verify --md5 and slurp, naming the key", async () => {

@@ -11,10 +11,13 @@ import { digestFile } from "../lib/common/digest.ts";
 import { FatalError } from "../lib/common/errors.ts";
 import { LocalStore } from "../lib/store/local_store.ts";
 import { S3Store } from "../lib/store/s3/s3_store.ts";
-import { DecryptionError, EncryptingStore } from "../lib/store/encrypting_store.ts";
-import type { Store } from "../lib/store/store.ts";
+import { EncryptingStore } from "../lib/store/encrypting_store.ts";
+import { DecryptionError } from "../lib/store/encryption_metadata.ts";
+import { ForwardingStore } from "../lib/store/forwarding_store.ts";
+import { RateLimitedStore, RateLimiter } from "../lib/store/rate_limit.ts";
+import type { DeleteOptions, Store } from "../lib/store/store.ts";
 
-/** `encrypted`: an `EncryptingStore` with recipients, whose file bodies cannot be read by range. */
+/** `encrypted`: an `EncryptingStore` with recipients (ranges across its chunks are read too). */
 async function contract(
   t: Deno.TestContext,
   store: Store,
@@ -84,17 +87,13 @@ async function contract(
         assertEquals(info.size, bytes.length, info.key);
       }
     }
-    if (encrypted) {
-      // age has no random access: an encrypted object is read whole.
-      await assertRejects(
-        () => store.get("h:/d/single", { range: { offset: 0, length: 1 } }),
-        DecryptionError,
-        "cannot be read by byte range",
-      );
-    }
-    // Ranged GETs (parallel restores): the bytes asked for, and the whole object's size.
-    for (const key of encrypted ? [] : ["h:/d/single", "h:/d/multi"]) {
-      for (const [offset, length] of [[0, 1], [5 * 1024 * 1024 - 3, 10], [bytes.length - 17, 17]]) {
+    // Ranged GETs (parallel restores): the bytes asked for, and the whole object's size;
+    // for encrypted objects also across and on chunk boundaries (64 KiB of plaintext).
+    const K = 64 * 1024;
+    const ranges = [[0, 1], [5 * 1024 * 1024 - 3, 10], [bytes.length - 17, 17]];
+    if (encrypted) ranges.push([K - 5, 10], [K, K], [3 * K + 1, 5 * K], [0, bytes.length]);
+    for (const key of ["h:/d/single", "h:/d/multi"]) {
+      for (const [offset, length] of ranges) {
         const got = await store.get(key, { range: { offset: offset!, length: length! } });
         assertEquals(got?.head.size, bytes.length, `${key} ${offset}+${length}`);
         const back = new Uint8Array(await new Response(got!.body).arrayBuffer());
@@ -181,6 +180,22 @@ async function contract(
     assertEquals(left, []);
   });
 
+  await t.step("copy keeps the body and the metadata, under any key", async () => {
+    assert(store.copy, "every store of ours copies server-side");
+    for (const [i, from] of ["h:/c/nb-1-big-Statistics.db", "h:/c/a b+c=d&e(1)!ü"].entries()) {
+      const body = new TextEncoder().encode(`version ${i}`);
+      const md5 = createHash("md5").update(body).digest("hex");
+      const metadata = { md5sum: md5, mtime: "2026-12-07T21:00:00.000Z" };
+      await store.putFile(from, { path: "/nonexistent", size: body.length, md5, metadata, body });
+      await store.copy(from, `${from}.superseded-x`);
+      await store.putBytes(from, new TextEncoder().encode("overwritten"), {});
+      const got = await store.get(`${from}.superseded-x`);
+      const text = new TextDecoder().decode(await new Response(got!.body).arrayBuffer());
+      assertEquals(text, `version ${i}`);
+      assertEquals([got!.head.metadata.md5sum, got!.head.metadata.mtime], [md5, metadata.mtime]);
+    }
+  });
+
   await t.step("keys with dots, double slashes and percent signs are kept apart", async () => {
     const odd = [
       "h:/x/../y",
@@ -264,14 +279,13 @@ Deno.test("LocalStore meets the storage contract", async (t) => {
 });
 
 /** An `EncryptingStore` over `inner` with a new key pair, and a reader of its own. */
-async function encryptingOver(inner: Store, scratch: string) {
+async function encryptingOver(inner: Store) {
   const identity = await generateIdentity();
   const recipient = await identityToRecipient(identity);
   const identities = { file: "key.txt", identities: [identity] };
   const store = new EncryptingStore(inner, {
     recipients: [recipient],
     identities,
-    spoolDir: scratch,
   });
   return { store, identity };
 }
@@ -279,9 +293,9 @@ async function encryptingOver(inner: Store, scratch: string) {
 /**
  * What the wrapper promises beyond the contract: the inner store holds age
  * ciphertext of the files (indexes stay plaintext), only the right identity
- * reads it, and nothing is left in the spool directory.
+ * reads it.
  */
-async function encryptedOnly(t: Deno.TestContext, inner: Store, identity: string, scratch: string) {
+async function encryptedOnly(t: Deno.TestContext, inner: Store, identity: string) {
   await t.step("the inner store holds age ciphertext; only the identity reads it", async () => {
     const raw = await inner.get("h:/d/multi");
     const ciphertext = new Uint8Array(await new Response(raw!.body).arrayBuffer());
@@ -307,8 +321,6 @@ async function encryptedOnly(t: Deno.TestContext, inner: Store, identity: string
     await assertRejects(() => keyless.get("h:/d/multi"), DecryptionError, "give --identity FILE");
     // HEAD still gives the plaintext size without a key (verify, restores' skip checks).
     assertEquals((await keyless.head("h:/d/multi"))?.size, plaintext.length);
-    const spooled = [...Deno.readDirSync(scratch)].filter((e) => e.name.includes("spool"));
-    assertEquals(spooled, []);
   });
 }
 
@@ -324,10 +336,10 @@ Deno.test("EncryptingStore meets the storage contract over S3 (moto) and a local
   });
   try {
     await t.step("over S3", async (t) => {
-      const { store, identity } = await encryptingOver(s3Inner, scratch.path);
+      const { store, identity } = await encryptingOver(s3Inner);
       // Paging is the inner store's (over the local store below, it runs).
       await contract(t, store, scratch.path, true, false);
-      await encryptedOnly(t, s3Inner, identity, scratch.path);
+      await encryptedOnly(t, s3Inner, identity);
       // The optional methods of the inner store are there, and only those.
       assertEquals(await store.versioning?.(), "off");
     });
@@ -336,9 +348,53 @@ Deno.test("EncryptingStore meets the storage contract over S3 (moto) and a local
   }
   await t.step("over a local store", async (t) => {
     const local = new LocalStore(root.path);
-    const { store, identity } = await encryptingOver(local, scratch.path);
+    const { store, identity } = await encryptingOver(local);
     await contract(t, store, scratch.path, true);
-    await encryptedOnly(t, local, identity, scratch.path);
+    await encryptedOnly(t, local, identity);
     assertEquals(store.versioning, undefined);
   });
+});
+
+Deno.test("RateLimitedStore meets the storage contract and forwards every option", async (t) => {
+  await using s3 = await startS3Server("test-bucket", { server: "moto" });
+  await using root = await tempDir("tablesnap-store-");
+  await using scratch = await tempDir();
+  const inner = new S3Store({
+    bucket: s3.bucket,
+    endpoint: s3.endpoint,
+    accessKeyId: "S3RVER",
+    secretAccessKey: "S3RVER",
+  });
+  const limiter = new RateLimiter(1e12);
+  const store = new RateLimitedStore(inner, limiter);
+  try {
+    // Paging is the inner store's, checked above.
+    await contract(t, store, scratch.path, false, false);
+    assertEquals(await store.versioning?.(), "off");
+    for (
+      const method of ["listVersions", "deleteVersions", "listUploads", "abortUpload"] as const
+    ) {
+      assertEquals(typeof store[method], "function", method);
+    }
+    assertEquals(
+      await store.listParts?.("h:/none", "no-such-upload").catch((e) => e.name),
+      "NoSuchUpload",
+    );
+  } finally {
+    store.close();
+  }
+  // Over a store without them, the optional methods are absent; options reach the inner store.
+  const seen: (DeleteOptions | undefined)[] = [];
+  const recording = new class extends ForwardingStore {
+    override deleteMany(keys: string[], options?: DeleteOptions) {
+      seen.push(options);
+      return super.deleteMany(keys, options);
+    }
+  }(new LocalStore(root.path));
+  const local = new RateLimitedStore(recording, limiter);
+  assertEquals(local.versioning, undefined);
+  assertEquals(local.listUploads, undefined);
+  const onLocked = () => {};
+  await local.deleteMany(["h:/gone"], { onLocked });
+  assertEquals(seen[0]?.onLocked, onLocked);
 });

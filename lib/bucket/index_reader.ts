@@ -68,6 +68,12 @@ export function cutTimeOf(head: Pick<ObjectHead, "metadata">): Date | null {
  */
 export const CUT_WINDOW_MS = 2_000;
 
+/**
+ * S3 gives LastModified to the second, truncated: an upload that ended at
+ * 12:00:00.900 shows 12:00:00.000, and was cut up to then.
+ */
+const LAST_MODIFIED_RESOLUTION_MS = 1_000;
+
 /** What a caller that read an index already knows of it. */
 export interface KnownIndex {
   cut: Date | null;
@@ -115,7 +121,9 @@ export async function chooseRestorePoint(
   for (let k = 0; k < candidates.length; k++) {
     const info = candidates[k]!;
     const modified = info.lastModified.getTime();
-    if (best && modified < best.time.getTime()) break; // its cut time can only be earlier
+    // Its cut is before its upload ended, within LastModified's second: past
+    // that, it can only be earlier than the best so far, and so is the rest.
+    if (best && modified + LAST_MODIFIED_RESOLUTION_MS <= best.time.getTime()) break;
     const next = candidates[k + 1];
     const alone = next === undefined || next.lastModified.getTime() < modified - CUT_WINDOW_MS;
     if (!best && alone && modified + CUT_WINDOW_MS <= limit) {
@@ -226,10 +234,15 @@ export async function indexesIn(store: Store, dirPrefix: string): Promise<Object
 export async function indexesPerDirectory(
   store: Store,
   prefix: string,
+  /** Shown every other key of the listing (verify picks the superseded copies). */
+  onOther?: (info: ObjectInfo) => void,
 ): Promise<Map<string, ObjectInfo[]>> {
   const byDirectory = new Map<string, ObjectInfo[]>();
   for await (const info of store.list(prefix)) {
-    if (!isIndexKey(info.key)) continue;
+    if (!isIndexKey(info.key)) {
+      onOther?.(info);
+      continue;
+    }
     const dir = keyDirectory(info.key);
     let list = byDirectory.get(dir);
     if (!list) byDirectory.set(dir, list = []);
@@ -258,20 +271,26 @@ export async function tocGaps(
   keyDir: string,
   names: readonly string[],
   present: (key: string) => boolean,
-  options: { onToc?: (key: string, head: ObjectHead, bytes: Uint8Array<ArrayBuffer>) => void } = {},
+  options: {
+    onToc?: (key: string, head: ObjectHead, bytes: Uint8Array<ArrayBuffer>) => void;
+    /** The object holding a named key's bytes for this point (a superseded copy), if not itself. */
+    keyOf?: (key: string) => string;
+  } = {},
 ): Promise<TocGap[]> {
   const named = new Set(names);
   const gaps: TocGap[] = [];
+  const keyOf = (name: string) => options.keyOf?.(`${keyDir}/${name}`) ?? `${keyDir}/${name}`;
   for (const toc of [...named].filter((n) => n.endsWith("TOC.txt")).sort()) {
     const generation = toc.slice(0, -"TOC.txt".length);
-    const object = present(`${keyDir}/${toc}`) ? await store.get(`${keyDir}/${toc}`) : null;
+    const tocKey = keyOf(toc);
+    const object = present(tocKey) ? await store.get(tocKey) : null;
     if (object === null) continue; // a missing object, reported as such
     const bytes = new Uint8Array(await new Response(object.body).arrayBuffer());
-    options.onToc?.(`${keyDir}/${toc}`, object.head, bytes);
+    options.onToc?.(tocKey, object.head, bytes);
     const missing = parseToc(new TextDecoder().decode(bytes))
       .filter((component) => {
         const name = generation + component;
-        return !named.has(name) || !present(`${keyDir}/${name}`);
+        return !named.has(name) || !present(keyOf(name));
       })
       .sort();
     if (missing.length > 0) gaps.push({ generation, missing });

@@ -22,9 +22,54 @@ export function objectKey(naming: KeyNaming, path: string): string {
   return keyHead(naming) + path;
 }
 
-/** The key of the index written for the Data.db at `path`. */
+/** The key of the first index written for the Data.db at `path`. */
 export function indexKey(naming: KeyNaming, path: string): string {
   return objectKey(naming, path) + INDEX_SUFFIX;
+}
+
+/**
+ * Between a Data.db's key and the cut time in the key of a later cut of its
+ * generation. It sorts after the first index's `-listdir.json` ("r" > "l"),
+ * so among indexes of one second the Python tableslurp (newest by
+ * LastModified, ties to the last key listed) also takes the later cut.
+ */
+const RECUT_MARK = "-recut-";
+
+/**
+ * The key of a later cut (epoch ms `cutMs`) of the generation of the Data.db
+ * at `path`, whose first index is taken: `<Data.db key>-recut-<time>-listdir.json`.
+ * Indexes are never overwritten, so every earlier point stays.
+ */
+export function recutIndexKey(naming: KeyNaming, path: string, cutMs: number): string {
+  return `${objectKey(naming, path)}${RECUT_MARK}${keyTime(cutMs)}${INDEX_SUFFIX}`;
+}
+
+/**
+ * The key of the Data.db an index belongs to: the index key without its
+ * suffix and, for a later cut, without `-recut-<time>`.
+ */
+export function dataKeyOfIndex(key: string): string {
+  const bare = key.endsWith(INDEX_SUFFIX) ? key.slice(0, -INDEX_SUFFIX.length) : key;
+  const match = RECUT_TAIL.exec(bare);
+  return match ? bare.slice(0, match.index) : bare;
+}
+
+const RECUT_TAIL = new RegExp(`${RECUT_MARK}\\d{8}T\\d{6}\\.\\d{3}Z$`);
+
+/**
+ * A time in a key: ISO 8601 UTC, basic format, to the millisecond
+ * (`20261207T210841.123Z`): fixed width, so keys sort in time order.
+ */
+export function keyTime(ms: number): string {
+  return new Date(ms).toISOString().replace(/[-:]/g, "");
+}
+
+/** The epoch ms of a `keyTime`, or null when `text` is not one. */
+export function parseKeyTime(text: string): number | null {
+  const m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})\.(\d{3})Z$/.exec(text);
+  if (!m) return null;
+  const ms = Date.UTC(+m[1]!, +m[2]! - 1, +m[3]!, +m[4]!, +m[5]!, +m[6]!, +m[7]!);
+  return Number.isNaN(ms) ? null : ms;
 }
 
 /** The local path a key stands for, or null if the key is not this host's. */

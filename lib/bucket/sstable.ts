@@ -17,7 +17,7 @@
  * name ends in `TermsData.db` is not a Data.db.
  */
 import { basename } from "../common/paths.ts";
-import { INDEX_SUFFIX } from "./keys.ts";
+import { dataKeyOfIndex, INDEX_SUFFIX } from "./keys.ts";
 
 /** A file name split at its generation. */
 export interface ComponentName {
@@ -103,9 +103,8 @@ export function parseToc(text: string): string[] {
  * every UUID id (a table switches to UUID ids once and never back).
  */
 export function generationOf(key: string): string | null {
-  const name = basename(key);
-  if (!name.endsWith(INDEX_SUFFIX)) return null;
-  const parsed = parseComponentName(name.slice(0, -INDEX_SUFFIX.length));
+  if (!key.endsWith(INDEX_SUFFIX)) return null;
+  const parsed = parseComponentName(basename(dataKeyOfIndex(key)));
   if (parsed.id === null || parsed.component !== "Data.db") return null;
   if (parsed.id.includes("_")) return `u${parsed.id}`;
   const digits = parsed.id.replace(/^0+(?=\d)/, "");

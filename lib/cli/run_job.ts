@@ -6,8 +6,8 @@
 import { UsageError } from "../common/errors.ts";
 import type { KeyNaming } from "../bucket/keys.ts";
 import type { AgeIdentities } from "../store/age_keys.ts";
-import { EncryptingStore } from "../store/encrypting_store.ts";
 import { checkBucketArgument, type Connection, openStore } from "../store/open_store.ts";
+import { wrapStore } from "../store/wrapped_store.ts";
 import type { Store } from "../store/store.ts";
 import { type NamingFlags, resolveNaming } from "./shared_options.ts";
 
@@ -52,10 +52,8 @@ export async function runJob<Flags extends BucketFlags>(
     return 0;
   }
   const naming = await resolveNaming(parsed.naming);
-  // Always wrapped: an encrypted object read without --identity is refused
-  // in one line naming it, not restored as ciphertext.
-  const store = new EncryptingStore(openStore(parsed.bucket, parsed.connection), {
-    identities: parsed.identities,
+  const store = wrapStore(openStore(parsed.bucket, parsed.connection), {
+    encryption: { identities: parsed.identities },
   });
   try {
     await store.check();

@@ -1,7 +1,7 @@
 /** `tablesnap slurp [options] BUCKET ORIGIN TARGET`: restore (the original tableslurp). */
 import { Accounts } from "../common/accounts.ts";
 import { UsageError } from "../common/errors.ts";
-import { slurp, type SlurpOptions } from "../restore/slurp.ts";
+import { DEFAULT_CONNECTIONS, slurp, type SlurpOptions } from "../restore/slurp.ts";
 import { helpText, type OptionTable, parseOptions, timeValue } from "./options.ts";
 import { jobArguments, type JobFlags, runJob } from "./run_job.ts";
 import {
@@ -83,8 +83,8 @@ export const SLURP_OPTIONS = {
     kind: "count",
     short: "t",
     arg: "N",
-    help: "concurrent downloads",
-    default: 4,
+    help: "concurrent connections (a restore's own default; the watcher's -t is 4)",
+    default: DEFAULT_CONNECTIONS,
     min: 1,
   },
   force: { group: OPTIONS, kind: "flag", help: "download even files already present and verified" },

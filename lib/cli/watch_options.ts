@@ -144,7 +144,7 @@ export const WATCH_OPTIONS = {
     kind: "text",
     arg: "DIR",
     help:
-      "where ciphertext waits for its upload (default TMPDIR or\n/tmp; needs room for the files in flight)",
+      "unused (nothing is spooled any more); accepted so that\nolder configurations still start",
   },
   threads: {
     group: BEHAVIOUR,

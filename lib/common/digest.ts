@@ -98,3 +98,36 @@ export async function digestFile(
   if (partSize) digests.partMd5s = parts;
   return digests;
 }
+
+/** MD5s of consecutive `partSize` pieces of a stream (none without a part size). */
+export class PartDigests {
+  readonly #partSize: number | undefined;
+  readonly #md5s: string[] = [];
+  #hash = newMd5();
+  #inPart = 0;
+
+  constructor(partSize: number | undefined) {
+    this.#partSize = partSize;
+  }
+
+  update(bytes: Uint8Array): void {
+    const size = this.#partSize;
+    if (size === undefined) return;
+    while (bytes.byteLength > 0) {
+      const take = Math.min(size - this.#inPart, bytes.byteLength);
+      this.#hash.update(bytes.subarray(0, take));
+      this.#inPart += take;
+      bytes = bytes.subarray(take);
+      if (this.#inPart === size) {
+        this.#md5s.push(this.#hash.digest("hex"));
+        this.#hash = newMd5();
+        this.#inPart = 0;
+      }
+    }
+  }
+
+  finish(): string[] {
+    if (this.#inPart > 0) this.#md5s.push(this.#hash.digest("hex"));
+    return this.#md5s;
+  }
+}

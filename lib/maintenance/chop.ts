@@ -17,8 +17,14 @@
  * indexes (by directory, see `KeptNames`), one key's versions and one
  * delete batch are held, never the whole listing.
  */
-import { chooseRestorePoint, indexesPerDirectory, readIndex } from "../bucket/index_reader.ts";
+import {
+  chooseRestorePoint,
+  cutTimeOf,
+  indexesPerDirectory,
+  readIndex,
+} from "../bucket/index_reader.ts";
 import { isIndexKey, keyDirectory, keyHead, type KeyNaming, trimSlashes } from "../bucket/keys.ts";
+import { parseSupersededKey } from "../bucket/superseded.ts";
 import { errorMessage, FatalError } from "../common/errors.ts";
 import { formatBytes } from "../common/format.ts";
 import { log } from "../common/log.ts";
@@ -73,19 +79,41 @@ const DAY_MS = 86_400_000;
  */
 export async function chop(options: ChopOptions): Promise<ChopResult> {
   const { store } = options;
-  const print = options.print ?? ((line: string) => console.log(line));
   const prefix = keyHead(options.naming) + options.path;
   const now = options.now ?? new Date();
   const cutoff = new Date(now.getTime() - options.ageDays * DAY_MS);
-  const retention = await readRetention(options, prefix, cutoff);
+  const run = new ChopRun(options, cutoff);
+
+  // Pass 1: the indexes only.
+  for (const [, inDirectory] of await indexesPerDirectory(store, prefix)) {
+    for (const info of inDirectory) {
+      run.indexes.set(info.key, info);
+      if (run.isYoung(info)) run.keptIndexes.add(info.key);
+    }
+    // Each directory's newest restore point is kept, whatever its age.
+    const newest = await chooseRestorePoint(store, inDirectory);
+    if (newest) run.keptIndexes.add(newest.info.key);
+  }
+  if (run.indexes.size === 0) {
+    throw new FatalError(
+      `No index under '${prefix}' in ${store.url}: nothing to base retention on, nothing deleted`,
+    );
+  }
+  log.info("chop: reading kept indexes", {
+    prefix,
+    indexes: run.indexes.size,
+    kept: run.keptIndexes.size,
+    cutoff: cutoff.toISOString(),
+  });
+  await forEachLimited([...run.keptIndexes], options.parallel ?? 5, (key) => run.keepNamesOf(key));
 
   // Pass 2: stream the listing again and delete in batches as we go.
   const result: ChopResult = {
     prefix,
     cutoff,
     versioned: await keepsVersions(store),
-    indexes: retention.indexes.size,
-    indexesKept: retention.keptIndexes.size,
+    indexes: run.indexes.size,
+    indexesKept: run.keptIndexes.size,
     kept: 0,
     keptBytes: 0,
     deleted: 0,
@@ -94,60 +122,56 @@ export async function chop(options: ChopOptions): Promise<ChopResult> {
     keptByLock: 0,
     keptByLockBytes: 0,
   };
-  const tally = new Tally(result, options.dryRun ?? false, options.listDeletes ? print : undefined);
-  if (result.versioned) await chopVersions(options, prefix, retention, tally);
-  else await chopKeys(options, prefix, retention, tally);
-  print(summaryLine(result, options.dryRun ?? false, store.url));
+  run.result = result;
+  if (result.versioned) await run.chopVersions(prefix);
+  else await run.chopKeys(prefix);
+
+  const unit = result.versioned ? "versions" : "objects";
+  const markers = result.deleteMarkers > 0 ? ` and ${result.deleteMarkers} delete markers` : "";
+  run.print(
+    `${options.dryRun ? "Dry run: " : ""}under '${prefix}' in ${store.url}${
+      result.versioned ? " (versioned)" : ""
+    }, cutoff ${cutoff.toISOString()}: ` +
+      `${result.indexes} indexes (${result.indexesKept} kept); ` +
+      `kept ${result.kept} ${unit} (${formatBytes(result.keptBytes)}), ` +
+      `${run.verb} ${result.deleted} ${unit} (${formatBytes(result.deletedBytes)})${markers}, ` +
+      `kept by lock ${result.keptByLock} ${unit} (${formatBytes(result.keptByLockBytes)})`,
+  );
   return result;
 }
 
-/** What pass 1 decided: the indexes under the prefix, the kept ones and the names they keep. */
-interface Retention {
-  indexes: Map<string, ObjectInfo>;
-  keptIndexes: Set<string>;
-  keepFiles: KeptNames;
-  isYoung(info: ObjectInfo): boolean;
-  /** Reads index `key` and keeps the names it lists (`deletedSoFar` for the error). */
-  keepNamesOf(key: string, deletedSoFar?: number): Promise<void>;
-}
+/** One chop's state: the indexes, what they keep, and the counts. */
+class ChopRun {
+  readonly indexes = new Map<string, ObjectInfo>();
+  readonly keptIndexes = new Set<string>();
+  readonly keepFiles = new KeptNames();
+  readonly print: (line: string) => void;
+  readonly verb: string;
+  result!: ChopResult;
+  readonly #options: ChopOptions;
+  readonly #cutoff: Date;
+  /** Keys and versions refused by Object Lock in the batch being deleted. */
+  readonly #locked = new Set<string>();
+  readonly #onLocked = (refusal: DeleteRefusal) =>
+    this.#locked.add(versionName(refusal.key, refusal.versionId));
 
-/** Pass 1: the indexes only, and the names the kept ones list. */
-async function readRetention(
-  options: ChopOptions,
-  prefix: string,
-  cutoff: Date,
-): Promise<Retention> {
-  const { store } = options;
-  const isYoung = (info: ObjectInfo) => info.lastModified.getTime() >= cutoff.getTime();
-  const indexes = new Map<string, ObjectInfo>();
-  const keptIndexes = new Set<string>();
-  for (const [, inDirectory] of await indexesPerDirectory(store, prefix)) {
-    for (const info of inDirectory) {
-      indexes.set(info.key, info);
-      if (isYoung(info)) keptIndexes.add(info.key);
-    }
-    // Each directory's newest restore point is kept, whatever its age.
-    const newest = await chooseRestorePoint(store, inDirectory);
-    if (newest) keptIndexes.add(newest.info.key);
+  constructor(options: ChopOptions, cutoff: Date) {
+    this.#options = options;
+    this.#cutoff = cutoff;
+    this.print = options.print ?? ((line: string) => console.log(line));
+    this.verb = options.dryRun ? "would delete" : "deleted";
   }
-  if (indexes.size === 0) {
-    throw new FatalError(
-      `No index under '${prefix}' in ${store.url}: nothing to base retention on, nothing deleted`,
-    );
-  }
-  log.info("chop: reading kept indexes", {
-    prefix,
-    indexes: indexes.size,
-    kept: keptIndexes.size,
-    cutoff: cutoff.toISOString(),
-  });
 
-  const keepFiles = new KeptNames();
-  const head = keyHead(options.naming);
-  const keepNamesOf = async (key: string, deletedSoFar = 0) => {
+  isYoung(info: ObjectInfo): boolean {
+    return info.lastModified.getTime() >= this.#cutoff.getTime();
+  }
+
+  /** Keeps what the index at `key` names; one that cannot be read stops the run. */
+  async keepNamesOf(key: string): Promise<void> {
+    const deletedSoFar = this.#options.dryRun ? 0 : this.result?.deleted ?? 0;
     let listing;
     try {
-      listing = await readIndex(store, key);
+      listing = await readIndex(this.#options.store, key);
     } catch (err) {
       const done = deletedSoFar === 0
         ? "nothing deleted"
@@ -155,44 +179,27 @@ async function readRetention(
       throw new FatalError(`Cannot read index '${key}', ${done}: ${errorMessage(err)}`);
     }
     // Both the directory the index states and the one its key is in: keeping more is safe.
+    const head = keyHead(this.#options.naming);
     const dirs = new Set([`${head}${trimSlashes(listing.directory)}/`, `${keyDirectory(key)}/`]);
-    for (const dir of dirs) keepFiles.add(dir, listing.names);
-  };
-  await forEachLimited([...keptIndexes], options.parallel ?? 5, keepNamesOf);
-  return { indexes, keptIndexes, keepFiles, isYoung, keepNamesOf };
-}
-
-/** Counts what is kept and deleted into a `ChopResult`, and lists deletions when asked. */
-class Tally {
-  /** Keys and versions refused by Object Lock in the batch being deleted. */
-  readonly locked = new Set<string>();
-  readonly onLocked = (refusal: DeleteRefusal) =>
-    this.locked.add(versionName(refusal.key, refusal.versionId));
-  readonly result: ChopResult;
-  readonly #verb: string;
-  readonly #list: ((line: string) => void) | undefined;
-
-  constructor(result: ChopResult, dryRun: boolean, list: ((line: string) => void) | undefined) {
-    this.result = result;
-    this.#verb = dryRun ? "would delete" : "deleted";
-    this.#list = list;
+    const cut = (cutTimeOf(listing.head) ?? listing.head.lastModified).getTime();
+    for (const dir of dirs) this.keepFiles.add(dir, listing.names, cut);
   }
 
-  keep(info: ObjectInfo): void {
+  #keep(info: ObjectInfo): void {
     this.result.kept++;
     this.result.keptBytes += info.size;
   }
 
-  /** Counts one key or version of the batch just deleted: gone, or kept by the lock. */
-  settle(info: ObjectInfo, versionId?: string, marker = false): void {
-    const result = this.result;
+  /** Counts (and with -l prints) a key or version the batch deleted, or the lock kept. */
+  #settle(info: ObjectInfo, versionId?: string, marker = false): void {
+    const { result, print } = this;
     const name = versionId === undefined
       ? info.key
       : `${info.key} (${marker ? "delete marker" : "version"} ${versionId})`;
-    if (this.locked.has(versionName(info.key, versionId))) {
+    if (this.#locked.has(versionName(info.key, versionId))) {
       result.keptByLock++;
       result.keptByLockBytes += info.size;
-      this.#list?.(`kept by lock ${name}`);
+      if (this.#options.listDeletes) print(`kept by lock ${name}`);
       return;
     }
     if (marker) result.deleteMarkers++;
@@ -200,108 +207,83 @@ class Tally {
       result.deleted++;
       result.deletedBytes += info.size;
     }
-    this.#list?.(`${this.#verb} ${name}`);
+    if (this.#options.listDeletes) print(`${this.verb} ${name}`);
   }
-}
 
-/**
- * Pass 2 on a versioned bucket. Every version of a key goes or stays
- * together: a key is kept (all its versions) when a kept index names it or
- * its newest version is young.
- */
-async function chopVersions(
-  options: ChopOptions,
-  prefix: string,
-  retention: Retention,
-  tally: Tally,
-): Promise<void> {
-  const { store } = options;
-  const { indexes, keptIndexes, keepFiles, isYoung, keepNamesOf } = retention;
-  const result = tally.result;
-  let pending: ObjectVersion[] = [];
-  const flush = async () => {
-    const batch = pending.filter((v) => !keepFiles.has(v.key));
-    for (const v of pending) if (keepFiles.has(v.key) && !v.deleteMarker) tally.keep(v);
-    pending = [];
-    if (batch.length === 0) return;
-    tally.locked.clear();
-    if (!options.dryRun) await store.deleteVersions!(batch, { onLocked: tally.onLocked });
-    for (const v of batch) tally.settle(v, v.versionId, v.deleteMarker);
-  };
-  let group: ObjectVersion[] = [];
-  const decide = async () => {
-    const versions = group;
-    group = [];
-    const first = versions[0];
-    if (!first) return;
-    const latest = versions.find((v) => v.latest) ?? first;
-    if (isIndexKey(first.key) && !indexes.has(first.key) && !latest.deleteMarker) {
-      await keepNamesOf(first.key, options.dryRun ? 0 : result.deleted);
+  /**
+   * A versioned bucket: every version of a key goes or stays together: a
+   * key is kept (all its versions) when a kept index names it or its newest
+   * version is young.
+   */
+  async chopVersions(prefix: string): Promise<void> {
+    const { store, dryRun } = this.#options;
+    let pending: ObjectVersion[] = [];
+    const flush = async () => {
+      const batch = pending.filter((v) => !this.keepFiles.has(v.key));
+      for (const v of pending) if (this.keepFiles.has(v.key) && !v.deleteMarker) this.#keep(v);
+      pending = [];
+      if (batch.length === 0) return;
+      this.#locked.clear();
+      if (!dryRun) await store.deleteVersions!(batch, { onLocked: this.#onLocked });
+      for (const v of batch) this.#settle(v, v.versionId, v.deleteMarker);
+    };
+    let group: ObjectVersion[] = [];
+    const decide = async () => {
+      const versions = group;
+      group = [];
+      const first = versions[0];
+      if (!first) return;
+      const latest = versions.find((v) => v.latest) ?? first;
+      if (isIndexKey(first.key) && !this.indexes.has(first.key) && !latest.deleteMarker) {
+        await this.keepNamesOf(first.key);
+      }
+      const key = first.key;
+      if (this.keptIndexes.has(key) || this.keepFiles.has(key) || this.isYoung(latest)) {
+        for (const v of versions) if (!v.deleteMarker) this.#keep(v);
+        return;
+      }
+      pending.push(...versions);
+      if (pending.length >= BATCH) await flush();
+    };
+    for await (const version of store.listVersions!(prefix)) {
+      if (group[0] && group[0].key !== version.key) await decide();
+      group.push(version);
     }
-    if (keptIndexes.has(first.key) || keepFiles.has(first.key) || isYoung(latest)) {
-      for (const v of versions) if (!v.deleteMarker) tally.keep(v);
-      return;
-    }
-    pending.push(...versions);
-    if (pending.length >= BATCH) await flush();
-  };
-  for await (const version of store.listVersions!(prefix)) {
-    if (group[0] && group[0].key !== version.key) await decide();
-    group.push(version);
+    await decide();
+    await flush();
   }
-  await decide();
-  await flush();
-}
 
-/** Pass 2 on an unversioned bucket: key by key. */
-async function chopKeys(
-  options: ChopOptions,
-  prefix: string,
-  retention: Retention,
-  tally: Tally,
-): Promise<void> {
-  const { store } = options;
-  const { indexes, keptIndexes, keepFiles, isYoung, keepNamesOf } = retention;
-  let pending: ObjectInfo[] = [];
-  const flush = async () => {
-    // An index published since pass 1 may have added names: filter again.
-    const batch = pending.filter((info) => !keepFiles.has(info.key));
-    for (const info of pending) if (keepFiles.has(info.key)) tally.keep(info);
-    pending = [];
-    if (batch.length === 0) return;
-    tally.locked.clear();
-    if (!options.dryRun) {
-      await store.deleteMany(batch.map((info) => info.key), { onLocked: tally.onLocked });
+  /** An unversioned bucket: keys deleted in batches as the listing streams by. */
+  async chopKeys(prefix: string): Promise<void> {
+    const { store, dryRun } = this.#options;
+    let pending: ObjectInfo[] = [];
+    const flush = async () => {
+      // An index published since pass 1 may have added names: filter again.
+      const batch = pending.filter((info) => !this.keepFiles.has(info.key));
+      for (const info of pending) if (this.keepFiles.has(info.key)) this.#keep(info);
+      pending = [];
+      if (batch.length === 0) return;
+      this.#locked.clear();
+      if (!dryRun) {
+        await store.deleteMany(batch.map((info) => info.key), { onLocked: this.#onLocked });
+      }
+      for (const info of batch) this.#settle(info);
+    };
+    for await (const info of store.list(prefix)) {
+      if (isIndexKey(info.key) && !this.indexes.has(info.key)) {
+        // Published during this run: young, so kept; its files must be kept too.
+        await this.keepNamesOf(info.key);
+      }
+      const key = info.key;
+      if (this.keptIndexes.has(key) || this.keepFiles.has(key) || this.isYoung(info)) {
+        this.#keep(info);
+        continue;
+      }
+      pending.push(info);
+      if (pending.length >= BATCH) await flush();
     }
-    for (const info of batch) tally.settle(info);
-  };
-  for await (const info of store.list(prefix)) {
-    if (isIndexKey(info.key) && !indexes.has(info.key)) {
-      // Published during this run: young, so kept; its files must be kept too.
-      await keepNamesOf(info.key, options.dryRun ? 0 : tally.result.deleted);
-    }
-    if (keptIndexes.has(info.key) || keepFiles.has(info.key) || isYoung(info)) {
-      tally.keep(info);
-      continue;
-    }
-    pending.push(info);
-    if (pending.length >= BATCH) await flush();
+    await flush();
   }
-  await flush();
-}
-
-/** The closing line: indexes, what was kept, deleted and kept by the lock. */
-function summaryLine(result: ChopResult, dryRun: boolean, storeUrl: string): string {
-  const verb = dryRun ? "would delete" : "deleted";
-  const unit = result.versioned ? "versions" : "objects";
-  const markers = result.deleteMarkers > 0 ? ` and ${result.deleteMarkers} delete markers` : "";
-  return `${dryRun ? "Dry run: " : ""}under '${result.prefix}' in ${storeUrl}${
-    result.versioned ? " (versioned)" : ""
-  }, cutoff ${result.cutoff.toISOString()}: ` +
-    `${result.indexes} indexes (${result.indexesKept} kept); ` +
-    `kept ${result.kept} ${unit} (${formatBytes(result.keptBytes)}), ` +
-    `${verb} ${result.deleted} ${unit} (${formatBytes(result.deletedBytes)})${markers}, ` +
-    `kept by lock ${result.keptByLock} ${unit} (${formatBytes(result.keptByLockBytes)})`;
 }
 
 /**
@@ -332,23 +314,36 @@ async function keepsVersions(store: Store): Promise<boolean> {
  * of a full key (the directory part is held once).
  */
 class KeptNames {
-  readonly #byDirectory = new Map<string, Set<string>>();
+  /** Per directory, the kept names and the earliest cut time (epoch ms) of the points naming them. */
+  readonly #byDirectory = new Map<string, { names: Set<string>; earliestCut: number }>();
 
-  /** Keeps `names` in `dirPrefix` (a key directory with its trailing "/"). */
-  add(dirPrefix: string, names: readonly string[]): void {
+  /** Keeps `names` in `dirPrefix` (a key directory with its trailing "/"), named by a point cut at `cutMs`. */
+  add(dirPrefix: string, names: readonly string[], cutMs: number): void {
     for (const name of names) {
       // A name with "/" (an unsafe index, which slurp refuses) still keeps the key it spells.
       const key = name.includes("/") ? dirPrefix + name : undefined;
       const dir = key === undefined ? dirPrefix : key.slice(0, key.lastIndexOf("/") + 1);
       let kept = this.#byDirectory.get(dir);
-      if (!kept) this.#byDirectory.set(dir, kept = new Set());
-      kept.add(key === undefined ? name : key.slice(dir.length));
+      if (!kept) this.#byDirectory.set(dir, kept = { names: new Set(), earliestCut: cutMs });
+      kept.names.add(key === undefined ? name : key.slice(dir.length));
+      kept.earliestCut = Math.min(kept.earliestCut, cutMs);
     }
   }
 
+  /**
+   * A kept point names the key; or it is a superseded copy of a kept
+   * component, and a kept point of its directory was cut before the copy's
+   * `until`, so may need those bytes (kept points are the newest: few
+   * copies are kept spare, and one number per directory is held, not one
+   * per name).
+   */
   has(key: string): boolean {
-    const slash = key.lastIndexOf("/");
-    return this.#byDirectory.get(key.slice(0, slash + 1))?.has(key.slice(slash + 1)) ?? false;
+    const copy = parseSupersededKey(key);
+    const named = copy?.key ?? key;
+    const slash = named.lastIndexOf("/");
+    const kept = this.#byDirectory.get(named.slice(0, slash + 1));
+    if (!kept?.names.has(named.slice(slash + 1))) return false;
+    return copy === null || kept.earliestCut < copy.until;
   }
 }
 

@@ -9,6 +9,7 @@
 import { unsafeNameReason } from "../bucket/index_body.ts";
 import {
   chooseRestorePoint,
+  cutTimeOf,
   indexesPerDirectory,
   readIndex,
   tocGaps,
@@ -21,13 +22,14 @@ import {
   trimSlashes,
 } from "../bucket/keys.ts";
 import { etagMd5, expectedMd5 } from "../bucket/object_meta.ts";
+import { isMutableComponent } from "../bucket/sstable.ts";
+import { laterThanCut, SupersededCopies } from "../bucket/superseded.ts";
 import { ChunkReader } from "../common/chunk_reader.ts";
 import { newMd5 } from "../common/digest.ts";
 import { errorMessage, FatalError } from "../common/errors.ts";
 import { formatBytes } from "../common/format.ts";
 import { log } from "../common/log.ts";
 import { forEachLimited } from "../common/pool.ts";
-import { isEncrypted } from "../store/encrypting_store.ts";
 import type { ObjectHead, ObjectInfo, Store } from "../store/store.ts";
 
 /** What to verify. */
@@ -82,7 +84,9 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
   };
 
   const selected: ObjectInfo[] = [];
-  for (const [, inDirectory] of await indexesPerDirectory(store, prefix)) {
+  // Copies of rewritten components: the bytes of points cut before the rewrite.
+  const copies = new SupersededCopies();
+  for (const [, inDirectory] of await indexesPerDirectory(store, prefix, (i) => copies.add(i))) {
     if (options.all) {
       selected.push(...inDirectory);
     } else {
@@ -94,56 +98,12 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
 
   // Keys already checked, of the directory at hand only: `selected` comes a
   // directory at a time, and a set over the whole bucket would grow with it.
-  let checked = new Set<string>();
-  let checkedDir: string | undefined;
+  let seen: DirectorySeen = { dir: "", checked: new Set(), metadata: new Map() };
+  const check = { options, head, copies, result, problem, print };
   for (const index of selected) {
-    result.indexes++;
-    let names: string[];
     const dir = keyDirectory(index.key);
-    if (dir !== checkedDir) [checked, checkedDir] = [new Set(), dir];
-    try {
-      const listing = await readIndex(store, index.key);
-      names = listing.names;
-      if (`${head}${trimSlashes(listing.directory)}` !== dir) {
-        problem(index.key, `describes directory '${listing.directory}', not the one its key is in`);
-      }
-    } catch (err) {
-      problem(index.key, errorMessage(err));
-      continue;
-    }
-    const keys: string[] = [];
-    for (const name of names) {
-      const reason = unsafeNameReason(name);
-      if (reason !== null) {
-        problem(index.key, `names an unsafe file ${JSON.stringify(name)}: ${reason}`);
-        continue;
-      }
-      const key = `${dir}/${name}`;
-      if (!checked.has(key)) {
-        checked.add(key);
-        keys.push(key);
-      }
-    }
-    // Whole SSTables: every component a generation's TOC.txt lists is named.
-    for (const gap of await tocGaps(store, dir, names, () => true)) {
-      problem(
-        index.key,
-        `generation '${gap.generation}' lacks ${gap.missing.join(", ")} (listed by its TOC.txt)`,
-      );
-    }
-    await forEachLimited(keys, options.parallel ?? 8, async (key) => {
-      try {
-        const { head, text } = await checkObject(store, key, options.md5 ?? false, result);
-        if (options.json && head) print(JSON.stringify(objectJson(head)));
-        if (text !== null) problem(key, `${text} (named by '${index.key}')`);
-      } catch (err) {
-        problem(
-          key,
-          `cannot check: ${err instanceof FatalError ? err.message : errorMessage(err)}`,
-        );
-      }
-    });
-    log.debug("index verified", { key: index.key, files: names.length });
+    if (dir !== seen.dir) seen = { dir, checked: new Set(), metadata: new Map() };
+    await verifyIndex(check, index, seen);
   }
   if (options.json) {
     const { problems, ...counts } = result;
@@ -156,6 +116,93 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
       `${result.problems.length} problem${result.problems.length === 1 ? "" : "s"}`,
   );
   return result;
+}
+
+/** What checking every index shares. */
+interface IndexCheck {
+  options: VerifyOptions;
+  /** `<prefix><name><separator>`: an index's directory must be its key's. */
+  head: string;
+  copies: SupersededCopies;
+  result: VerifyResult;
+  problem: (key: string, text: string) => void;
+  print: (line: string) => void;
+}
+
+/** What the indexes of one key directory share: the keys checked, each component's metadata. */
+interface DirectorySeen {
+  dir: string;
+  checked: Set<string>;
+  /** Of each mutable component checked: its `mtime` tells a rewrite after a cut. */
+  metadata: Map<string, Record<string, string>>;
+}
+
+/** Checks one index and the objects it names (those not checked for an earlier index). */
+async function verifyIndex(
+  check: IndexCheck,
+  index: ObjectInfo,
+  seen: DirectorySeen,
+): Promise<void> {
+  const { options, copies, result, problem, print } = check;
+  const { store } = options;
+  const { dir, checked, metadata } = seen;
+  result.indexes++;
+  let names: string[];
+  let cutMs: number;
+  try {
+    const listing = await readIndex(store, index.key);
+    names = listing.names;
+    cutMs = (cutTimeOf(listing.head) ?? index.lastModified).getTime();
+    if (`${check.head}${trimSlashes(listing.directory)}` !== dir) {
+      problem(index.key, `describes directory '${listing.directory}', not the one its key is in`);
+    }
+  } catch (err) {
+    problem(index.key, errorMessage(err));
+    return;
+  }
+  const keys: string[] = [];
+  /** The object holding a named key's bytes as of this point: a copy, or itself. */
+  const keyOf = (named: string) => copies.at(named, cutMs)?.key ?? named;
+  const current: string[] = [];
+  for (const name of names) {
+    const reason = unsafeNameReason(name);
+    if (reason !== null) {
+      problem(index.key, `names an unsafe file ${JSON.stringify(name)}: ${reason}`);
+      continue;
+    }
+    const key = keyOf(`${dir}/${name}`);
+    if (key === `${dir}/${name}` && isMutableComponent(name)) current.push(key);
+    if (!checked.has(key)) {
+      checked.add(key);
+      keys.push(key);
+    }
+  }
+  // Whole SSTables: every component a generation's TOC.txt lists is named.
+  for (const gap of await tocGaps(store, dir, names, () => true, { keyOf })) {
+    problem(
+      index.key,
+      `generation '${gap.generation}' lacks ${gap.missing.join(", ")} (listed by its TOC.txt)`,
+    );
+  }
+  await forEachLimited(keys, options.parallel ?? 8, async (key) => {
+    try {
+      const { head, text } = await checkObject(store, key, options.md5 ?? false, result);
+      if (head && isMutableComponent(key)) metadata.set(key, head.metadata);
+      if (options.json && head) print(JSON.stringify(objectJson(head)));
+      if (text !== null) problem(key, `${text} (named by '${index.key}')`);
+    } catch (err) {
+      problem(
+        key,
+        `cannot check: ${err instanceof FatalError ? err.message : errorMessage(err)}`,
+      );
+    }
+  });
+  // A component rewritten after this point's cut, with no copy of its earlier bytes.
+  for (const key of current) {
+    const later = laterThanCut(metadata.get(key) ?? {}, cutMs);
+    if (later !== null) problem(key, `${later} (named by '${index.key}')`);
+  }
+  log.debug("index verified", { key: index.key, files: names.length });
 }
 
 /** An object checked, for --json: its facts, not its metadata. */
@@ -194,8 +241,7 @@ async function checkHead(
   result.bytes += head.size;
   const metaMd5 = head.metadata["md5sum"]?.trim().toLowerCase();
   const etag = etagMd5(head);
-  // An encrypted object's ETag is the ciphertext's MD5; --md5 checks its plaintext.
-  if (metaMd5 && etag !== null && etag !== metaMd5 && !isEncrypted(head.metadata)) {
+  if (metaMd5 && etag !== null && etag !== metaMd5) {
     await object?.body.cancel();
     return `ETag ${etag} differs from md5sum ${metaMd5}: the object is not the file uploaded`;
   }

@@ -7,22 +7,31 @@
  * default); a missing object is not.
  */
 import { expectedMd5, parseStatMetadata } from "../bucket/object_meta.ts";
-import type { Accounts } from "../common/accounts.ts";
+import { isMutableComponent } from "../bucket/sstable.ts";
+import { laterThanCut } from "../bucket/superseded.ts";
+import { Accounts } from "../common/accounts.ts";
 import { md5OfFile, newMd5 } from "../common/digest.ts";
 import { errorMessage, FatalError } from "../common/errors.ts";
 import { ChunkReader, writeAll } from "../common/chunk_reader.ts";
 import { lstatOrNull, removeIfPresent } from "../common/fs.ts";
 import type { Semaphore } from "../common/pool.ts";
-import { isEncrypted } from "../store/encrypting_store.ts";
-import type { ObjectHead } from "../store/store.ts";
+import type { ObjectHead, Store } from "../store/store.ts";
 import { downloadRanges, RANGED_MIN_BYTES, removeRangeState } from "./ranged_download.ts";
 import { log } from "../common/log.ts";
 import { type Backoff, retry } from "../common/retry.ts";
-import type { Source } from "./plan.ts";
 import type { Progress } from "./progress.ts";
-import type { SlurpOptions } from "./slurp.ts";
+import type { SlurpOptions, Source } from "./types.ts";
 
 const PARTIAL_SUFFIX = ".tablesnap-partial";
+/**
+ * slurp's connections when `-t` is not given: a restore's own default, not
+ * the watcher's 4 (kept from the original for uploads beside a live node).
+ * A restore is mostly small files (about 420 of the bench tree's 480), each
+ * a round trip; a multi-threaded server (Ceph RGW: 7.56 s at 4, 5.20 s at
+ * 16) serves them in parallel, and the buffers stay bounded (`chunkBytes`).
+ */
+export const DEFAULT_CONNECTIONS = 16;
+
 /**
  * Bytes hashed and written at once, per download: 1 MiB (one hash and one
  * write call per MiB), less above 8 connections, so that the buffers of a
@@ -33,23 +42,68 @@ export function chunkBytes(threads: number): number {
   return Math.max(256 * 1024, Math.min(1024 * 1024, Math.floor(budget / Math.max(1, threads))));
 }
 
-/** Downloads one file into `dir` (already checked), or skips it when present and verified. */
-export async function restoreFile(
+/** What every download of one restore shares. */
+export interface DownloadContext {
+  store: Store;
+  /** Download even files already present and verified. */
+  force: boolean;
+  /** Attempts per file, and the first pause between them (doubling). */
+  attempts: number;
+  retryDelayMs: number;
+  /** Bytes hashed and written at once (see `chunkBytes`). */
+  chunkBytes: number;
+  /** chown from each object's `stat` metadata, else to `owner`/`group` when given. */
+  preserve: boolean;
+  owner?: number | undefined;
+  group?: number | undefined;
+  owners: Accounts;
+  progress: Progress;
+  /** Bounds connections: whole-file GETs and the ranges of large files alike. */
+  connections: Semaphore;
+}
+
+/** The download context of a restore with these options. */
+export function downloadContext(
   options: SlurpOptions,
-  source: Source,
-  dir: string,
-  size: number,
-  owners: Accounts,
   progress: Progress,
   connections: Semaphore,
+): DownloadContext {
+  return {
+    store: options.store,
+    force: options.force ?? false,
+    attempts: Math.max(1, options.attempts ?? 5),
+    retryDelayMs: options.retryDelayMs ?? 1000,
+    chunkBytes: chunkBytes(options.threads ?? DEFAULT_CONNECTIONS),
+    preserve: options.preserve ?? false,
+    owner: options.owner,
+    group: options.group,
+    owners: new Accounts(),
+    progress,
+    connections,
+  };
+}
+
+/** One file to restore: where from, the (checked) directory it goes into, its listed size. */
+export interface DownloadJob {
+  source: Source;
+  dir: string;
+  size: number;
+}
+
+/** Downloads one file into its directory, or skips it when present and verified. */
+export async function restoreFile(
+  ctx: DownloadContext,
+  job: DownloadJob,
 ): Promise<"downloaded" | "skipped"> {
-  const path = `${dir}/${source.name}`;
+  const { source } = job;
+  const { progress } = ctx;
+  const path = `${job.dir}/${source.name}`;
   const existing = lstatOrNull(path);
   if (existing?.isDirectory) throw new FatalError(`'${path}' exists and is a directory`);
   // `size` is the listing's, which for an encrypted object is the
   // ciphertext's: the HEAD's (plaintext) size decides.
-  if (existing?.isFile && !options.force) {
-    const head = await options.store.head(source.key);
+  if (existing?.isFile && !ctx.force) {
+    const head = await ctx.store.head(source.key);
     const md5 = head && expectedMd5(head);
     if (
       head && head.size === existing.size && (md5 === null || await md5OfFile(path) === md5)
@@ -59,17 +113,17 @@ export async function restoreFile(
       return "skipped";
     }
   }
-  const attempts = Math.max(1, options.attempts ?? 5);
-  const backoff: Backoff = { firstMs: options.retryDelayMs ?? 1000, maxMs: 30_000, jitter: "half" };
+  const attempts = ctx.attempts;
+  const backoff: Backoff = { firstMs: ctx.retryDelayMs, maxMs: 30_000, jitter: "half" };
   await retry(
-    () => downloadOnce(options, source, dir, path, size, owners, progress, connections),
+    () => downloadOnce(ctx, job, path),
     {
       attempts,
       backoff,
       // A missing object will not appear by waiting; anything else (a reset
       // connection, a digest mismatch from a corrupt transfer) may pass next
-      // time; an object that cannot be decrypted, or an archived one
-      // (`FatalError`s, as a `DecryptionError` is), will not.
+      // time; an object that cannot be decrypted, an archived or a denied
+      // one (`FatalError`s, as a `DecryptionError` is), will not.
       isRetryable: (err) => !(err instanceof MissingObjectError || err instanceof FatalError),
       onRetry: (err, attempt) =>
         log.warn("download failed, retrying", {
@@ -89,17 +143,10 @@ export class MissingObjectError extends Error {
 }
 
 /** One download attempt: temp file, hash while writing, check, fsync, mode, owner, rename. */
-async function downloadOnce(
-  options: SlurpOptions,
-  source: Source,
-  dir: string,
-  path: string,
-  size: number,
-  owners: Accounts,
-  progress: Progress,
-  connections: Semaphore,
-): Promise<void> {
-  const temp = `${dir}/.${source.name}${PARTIAL_SUFFIX}`;
+async function downloadOnce(ctx: DownloadContext, job: DownloadJob, path: string): Promise<void> {
+  const { source, size } = job;
+  const { progress, connections } = ctx;
+  const temp = `${job.dir}/.${source.name}${PARTIAL_SUFFIX}`;
   let counted = 0;
   const onBytes = (n: number) => {
     counted += n;
@@ -109,8 +156,8 @@ async function downloadOnce(
   let fetched: Fetched;
   try {
     fetched = size >= RANGED_MIN_BYTES
-      ? await fetchRanged(options, source, temp, connections, onBytes)
-      : await connections.use(() => fetchWhole(options, source, temp, size, onBytes));
+      ? await fetchRanged(ctx, source, temp, onBytes)
+      : await connections.use(() => fetchWhole(ctx, source, temp, size, onBytes));
   } catch (err) {
     progress.addBytes(-counted);
     throw err;
@@ -129,9 +176,12 @@ async function downloadOnce(
     } finally {
       file.close();
     }
+    if (source.at !== undefined && isMutableComponent(source.name)) {
+      source.later = laterThanCut(head.metadata, source.at) ?? undefined;
+    }
     const stat = parseStatMetadata(head.metadata["stat"]);
     await Deno.chmod(temp, stat?.mode !== undefined ? stat.mode & 0o7777 : 0o644);
-    const [uid, gid] = ownerOf(options, stat, owners, source.key);
+    const [uid, gid] = ownerOf(ctx, stat, source.key);
     if (uid !== null || gid !== null) await Deno.chown(temp, uid, gid);
     await Deno.rename(temp, path);
     if (size >= RANGED_MIN_BYTES) await removeRangeState(temp);
@@ -156,7 +206,7 @@ interface Fetched {
 
 /** A whole object in one GET, hashed while it is written. */
 async function fetchWhole(
-  options: SlurpOptions,
+  ctx: DownloadContext,
   source: Source,
   temp: string,
   size: number,
@@ -167,14 +217,14 @@ async function fetchWhole(
   delete source.fetched;
   const object = fetched
     ? { head: fetched.head, body: new Blob([fetched.bytes]).stream() }
-    : await options.store.get(source.key);
+    : await ctx.store.get(source.key);
   if (object === null) {
-    throw new MissingObjectError(`Object '${source.key}' is missing from ${options.store.url}`);
+    throw new MissingObjectError(`Object '${source.key}' is missing from ${ctx.store.url}`);
   }
   const hash = newMd5();
   let bytes = 0;
   // Chunks no larger than the file: small files need no large buffer.
-  const reader = new ChunkReader(object.body, Math.min(chunkBytes(options.threads ?? 4), size + 1));
+  const reader = new ChunkReader(object.body, Math.min(ctx.chunkBytes, size + 1));
   let file: Deno.FsFile | undefined;
   try {
     file = await createPartial(temp);
@@ -211,29 +261,28 @@ async function createPartial(temp: string): Promise<Deno.FsFile> {
 
 /** A large object in parallel ranges, resuming a partial file left by an earlier run. */
 async function fetchRanged(
-  options: SlurpOptions,
+  ctx: DownloadContext,
   source: Source,
   temp: string,
-  connections: Semaphore,
   onBytes: (n: number) => void,
 ): Promise<Fetched> {
-  const head = await connections.use(() => options.store.head(source.key));
+  const { connections } = ctx;
+  const head = await connections.use(() => ctx.store.head(source.key));
   if (head === null) {
-    throw new MissingObjectError(`Object '${source.key}' is missing from ${options.store.url}`);
+    throw new MissingObjectError(`Object '${source.key}' is missing from ${ctx.store.url}`);
   }
-  // age has no random access that the library offers: one streamed GET,
-  // decrypted as it comes (docs/restore.md).
-  if (isEncrypted(head.metadata)) {
-    return await connections.use(() => fetchWhole(options, source, temp, head.size, onBytes));
+  // Stores without ranged reads give the object in one streamed GET.
+  if (!ctx.store.traits.rangedReads) {
+    return await connections.use(() => fetchWhole(ctx, source, temp, head.size, onBytes));
   }
   const md5 = await downloadRanges({
-    store: options.store,
+    store: ctx.store,
     key: source.key,
     head,
     temp,
     connections,
     onBytes,
-    chunkBytes: chunkBytes(options.threads ?? 4),
+    chunkBytes: ctx.chunkBytes,
   });
   const file = await Deno.open(temp, { read: true, write: true });
   try {
@@ -245,12 +294,12 @@ async function fetchRanged(
 }
 
 function ownerOf(
-  options: SlurpOptions,
+  ctx: DownloadContext,
   stat: ReturnType<typeof parseStatMetadata>,
-  owners: Accounts,
   key: string,
 ): [number | null, number | null] {
-  if (options.preserve) {
+  const { owners } = ctx;
+  if (ctx.preserve) {
     if (stat === null) {
       log.warn("no stat metadata, owner not preserved", { key });
       return [null, null];
@@ -260,5 +309,5 @@ function ownerOf(
       null;
     return [uid, gid];
   }
-  return [options.owner ?? null, options.group ?? null];
+  return [ctx.owner ?? null, ctx.group ?? null];
 }

@@ -11,7 +11,7 @@
  * are renamed into place, so a reader never sees half an object. An object's
  * LastModified is its data file's mtime, which tests may set.
  */
-import { md5Hex, multipartEtag, newMd5 } from "../common/digest.ts";
+import { md5Hex, multipartEtag, newMd5, PartDigests } from "../common/digest.ts";
 import { FatalError } from "../common/errors.ts";
 import { isGone } from "../common/fs.ts";
 import { dirname } from "../common/paths.ts";
@@ -22,8 +22,10 @@ import {
   type GetOptions,
   type ObjectHead,
   type ObjectInfo,
+  PLAIN_TRAITS,
   type PutFileOptions,
   type Store,
+  type StoreTraits,
 } from "./store.ts";
 
 interface Sidecar {
@@ -36,6 +38,7 @@ interface Sidecar {
 const READ_CHUNK = 1024 * 1024;
 
 export class LocalStore implements Store {
+  readonly traits: StoreTraits = PLAIN_TRAITS;
   readonly url: string;
   readonly root: string;
   #tmpCounter = 0;
@@ -117,6 +120,20 @@ export class LocalStore implements Store {
     };
   }
 
+  async copy(from: string, to: string): Promise<void> {
+    await this.#prepare();
+    const head = await this.head(from);
+    if (head === null) throw new Error(`No object '${from}' to copy in ${this.url}`);
+    const tmp = this.#tmpPath();
+    await Deno.copyFile(this.dataPath(from), tmp);
+    await this.#commit(to, tmp, {
+      size: head.size,
+      etag: head.etag,
+      metadata: head.metadata,
+      ...(head.contentType ? { contentType: head.contentType } : {}),
+    });
+  }
+
   async putBytes(
     key: string,
     body: Uint8Array,
@@ -151,29 +168,26 @@ export class LocalStore implements Store {
       return;
     }
     try {
-      using source = await Deno.open(file.path, { read: true });
       using target = await Deno.open(tmp, { write: true, createNew: true });
-      const buffer = new Uint8Array(READ_CHUNK);
-      while (copied < file.size) {
+      // A multipart upload is checked part by part, as S3 checks it.
+      const parts = file.parts ? new PartDigests(file.parts.partSize) : undefined;
+      for await (const chunk of readBody(file)) {
         options.signal?.throwIfAborted();
-        const want = Math.min(READ_CHUNK, file.size - copied);
-        const n = await source.read(buffer.subarray(0, want));
-        if (n === null) break;
-        const chunk = buffer.subarray(0, n);
-        hash.update(chunk);
-        await options.onBytes?.(n);
+        if (parts) parts.update(chunk);
+        else hash.update(chunk);
+        await options.onBytes?.(chunk.byteLength);
         let written = 0;
-        while (written < n) written += await target.write(chunk.subarray(written));
-        copied += n;
-      }
-      const md5 = hash.digest("hex");
-      if (copied !== file.size || md5 !== file.md5) {
-        throw new DigestMismatchError(
-          `Content of '${file.path}' changed during upload (MD5 ${md5}, expected ${file.md5})`,
-        );
+        while (written < chunk.byteLength) written += await target.write(chunk.subarray(written));
+        copied += chunk.byteLength;
       }
       // A multipart upload's ETag is the MD5 of the part MD5s, "-N": keep S3's shape.
-      const etag = file.parts ? multipartEtag(file.parts.md5s) : md5;
+      const expected = file.parts ? multipartEtag(file.parts.md5s) : file.md5;
+      const etag = parts ? multipartEtag(parts.finish()) : hash.digest("hex");
+      if (copied !== file.size || etag !== expected) {
+        throw new DigestMismatchError(
+          `Content of '${file.path}' changed during upload (MD5 ${etag}, expected ${expected})`,
+        );
+      }
       await this.#commit(key, tmp, {
         size: copied,
         etag,
@@ -327,4 +341,20 @@ function compareKeys(a: string, b: string): number {
   const n = Math.min(ea.length, eb.length);
   for (let i = 0; i < n; i++) if (ea[i] !== eb[i]) return ea[i]! - eb[i]!;
   return ea.length - eb.length;
+}
+
+/** The body of `file`: its source's bytes, else the file's (up to its size). */
+async function* readBody(file: FileUpload): AsyncIterable<Uint8Array> {
+  if (file.source) {
+    yield* file.source.read({ offset: 0, length: file.size });
+    return;
+  }
+  using source = await Deno.open(file.path, { read: true });
+  const buffer = new Uint8Array(READ_CHUNK);
+  for (let copied = 0; copied < file.size;) {
+    const n = await source.read(buffer.subarray(0, Math.min(READ_CHUNK, file.size - copied)));
+    if (n === null) return;
+    copied += n;
+    yield buffer.subarray(0, n);
+  }
 }

@@ -4,17 +4,8 @@
  * uploads send to one shared token bucket.
  */
 import { sleep as realSleep } from "../common/retry.ts";
-import type {
-  ByteCounter,
-  FileUpload,
-  GetOptions,
-  MultipartUploadInfo,
-  ObjectHead,
-  ObjectInfo,
-  PutFileOptions,
-  Store,
-  UploadedPart,
-} from "./store.ts";
+import { ForwardingStore } from "./forwarding_store.ts";
+import type { ByteCounter, FileUpload, PutFileOptions, Store } from "./store.ts";
 
 /**
  * A token bucket. Tokens are bytes; the bucket holds at most one second's
@@ -56,68 +47,20 @@ export class RateLimiter {
 }
 
 /** A store whose file uploads share one `RateLimiter`; everything else passes through. */
-export class RateLimitedStore implements Store {
-  readonly #inner: Store;
+export class RateLimitedStore extends ForwardingStore {
   readonly #limiter: RateLimiter;
-  // The multipart methods exist exactly when the inner store has them, so
-  // that callers can still tell a store without multipart uploads.
-  readonly listUploads?: (prefix: string) => AsyncIterable<MultipartUploadInfo>;
-  readonly abortUpload?: (key: string, uploadId: string) => Promise<void>;
-  readonly listParts?: (key: string, uploadId: string) => Promise<UploadedPart[]>;
 
   constructor(inner: Store, limiter: RateLimiter) {
-    this.#inner = inner;
+    super(inner);
     this.#limiter = limiter;
-    if (inner.listUploads) this.listUploads = (prefix) => inner.listUploads!(prefix);
-    if (inner.abortUpload) this.abortUpload = (key, id) => inner.abortUpload!(key, id);
-    if (inner.listParts) this.listParts = (key, id) => inner.listParts!(key, id);
   }
 
-  get url(): string {
-    return this.#inner.url;
-  }
-
-  check(): Promise<void> {
-    return this.#inner.check();
-  }
-
-  list(prefix: string, options?: { delimiter?: string }): AsyncIterable<ObjectInfo> {
-    return this.#inner.list(prefix, options);
-  }
-
-  head(key: string): Promise<ObjectHead | null> {
-    return this.#inner.head(key);
-  }
-
-  putBytes(
-    key: string,
-    body: Uint8Array,
-    options: { metadata?: Record<string, string>; contentType?: string },
-  ): Promise<void> {
-    return this.#inner.putBytes(key, body, options);
-  }
-
-  putFile(key: string, file: FileUpload, options: PutFileOptions = {}): Promise<void> {
+  override putFile(key: string, file: FileUpload, options: PutFileOptions = {}): Promise<void> {
     const outer = options.onBytes;
     const onBytes: ByteCounter = async (bytes) => {
       await this.#limiter.take(bytes);
       await outer?.(bytes);
     };
-    return this.#inner.putFile(key, file, { ...options, onBytes });
-  }
-
-  get(
-    key: string,
-    options?: GetOptions,
-  ): Promise<{ head: ObjectHead; body: ReadableStream<Uint8Array> } | null> {
-    return this.#inner.get(key, options);
-  }
-
-  deleteMany(keys: string[]): Promise<void> {
-    return this.#inner.deleteMany(keys);
-  }
-
-  close(): void {
-    this.#inner.close();
+    return this.inner.putFile(key, file, { ...options, onBytes });
   }
 }

@@ -9,7 +9,10 @@
 export interface ObjectInfo {
   key: string;
   size: number;
-  /** The ETag without quotes: the MD5 hex of a single-part upload. */
+  /**
+   * The ETag without quotes: the MD5 hex of a single-part upload (of the
+   * file as `head` and `get` present it; in a listing, see `StoreTraits`).
+   */
   etag: string;
   lastModified: Date;
   /** S3's storage class (STANDARD, STANDARD_IA...); absent for stores without classes. */
@@ -32,7 +35,10 @@ export interface ObjectHead extends ObjectInfo {
 export interface FileUpload {
   path: string;
   size: number;
-  /** Lowercase hex MD5 of the whole file. */
+  /**
+   * Lowercase hex MD5 of the whole file. With `parts`, stores check each
+   * part's MD5 instead (a body source may leave this empty then).
+   */
   md5: string;
   /** Set for a multipart upload: the part size and each part's MD5 (hex). */
   parts?: { partSize: number; md5s: string[] };
@@ -43,6 +49,18 @@ export interface FileUpload {
    * store sends these instead of reading `path` again.
    */
   body?: Uint8Array;
+  /**
+   * A body made from the file rather than its bytes as they are (encrypted):
+   * the store reads every range it sends from here instead of `path`, as
+   * often as it needs (parts, retries). `size` and the MD5s are its own.
+   */
+  source?: BodySource;
+}
+
+/** A body any range of which can be read on demand, again and again. */
+export interface BodySource {
+  /** The bytes of `range`, in order; throws when they cannot be made (the file shrank). */
+  read(range: ByteRange): AsyncIterable<Uint8Array>;
 }
 
 /** Called with the number of bytes just sent, for progress and rate limits. */
@@ -67,9 +85,14 @@ export interface PutFileOptions {
    * not sent again. An upload the store no longer has (expired, aborted) is
    * replaced by a new one, reported through `onUploadStarted`.
    */
-  resume?: { uploadId: string } | undefined;
-  /** A multipart upload was created: what a later `resume` needs. */
-  onUploadStarted?: ((uploadId: string) => void) | undefined;
+  resume?: { uploadId: string; remake?: string | undefined } | undefined;
+  /**
+   * A multipart upload was created: what a later `resume` needs. `remake`
+   * is what a wrapper needs to make the same body again (an encrypting
+   * store's header, nonce and file key: a secret, to keep like the state
+   * directory); it goes back in `resume`.
+   */
+  onUploadStarted?: ((uploadId: string, remake?: string) => void) | undefined;
   /** Part `partNumber` (from 1) is stored with this ETag (quoted as S3 gives it). */
   onPartDone?: ((partNumber: number, etag: string) => void) | undefined;
   /**
@@ -104,9 +127,51 @@ export interface GetOptions {
   range?: ByteRange | undefined;
 }
 
+/**
+ * What a store's answers can be relied on for. Jobs ask these, never what
+ * kind of store (or wrapper) they hold; a wrapper that changes an answer
+ * declares so (an encrypting store lists ciphertext sizes and ETags).
+ */
+export interface StoreTraits {
+  /**
+   * `list` gives each object's exact file size. When false, a listed size
+   * may be computed and off (encrypted bodies, recipients changed): `head`
+   * has the exact one.
+   */
+  readonly exactListedSizes: boolean;
+  /**
+   * A listed single-part ETag is the MD5 of the file. When false it is that
+   * of what is stored for it (ciphertext): `head`'s `md5sum` metadata, or
+   * its ETag, decides.
+   */
+  readonly listedEtagIsFileMd5: boolean;
+  /** `get` with a range reads those bytes of the file (large restores fetch ranges in parallel). */
+  readonly rangedReads: boolean;
+  /** `get` reads file bodies stored encrypted (an identity was given). */
+  readonly readsEncrypted: boolean;
+  /**
+   * `putFile` stores the file's bytes as they are. When false it stores a
+   * body made from them (encrypted), so the file's part MD5s are not the
+   * parts': `FileUpload.parts.md5s` may be left empty, only the part size counts.
+   */
+  readonly bodyIsFile: boolean;
+}
+
+/** The traits of a store that holds files as they are (S3, the local store). */
+export const PLAIN_TRAITS: StoreTraits = {
+  exactListedSizes: true,
+  listedEtagIsFileMd5: true,
+  rangedReads: true,
+  readsEncrypted: false,
+  bodyIsFile: true,
+};
+
 export interface Store {
   /** `s3://bucket` or `file:///dir`: for logs and errors. */
   readonly url: string;
+
+  /** What its answers can be relied on for. */
+  readonly traits: StoreTraits;
 
   /**
    * Proves the bucket exists and is reachable with these credentials.
@@ -148,6 +213,16 @@ export interface Store {
     key: string,
     options?: GetOptions,
   ): Promise<{ head: ObjectHead; body: ReadableStream<Uint8Array> } | null>;
+
+  /**
+   * Copies an object inside the bucket as it is, body and metadata (a
+   * server-side copy: an encrypted body stays encrypted, nothing passes
+   * through the client), up to 5 GiB. Throws when `from` is missing.
+   * `size`, when the caller knows it from a listing, spares a HEAD (S3
+   * picks the storage class by size). Stores without it omit it (the
+   * watcher then cannot keep the bytes a rewritten component replaces).
+   */
+  copy?(from: string, to: string, options?: CopyOptions): Promise<void>;
 
   /**
    * Deletes keys (batched internally); missing keys are not an error. A key
@@ -193,6 +268,12 @@ export interface Store {
 
   /** Releases connections. */
   close(): void;
+}
+
+/** What `copy` may be told of the object it copies. */
+export interface CopyOptions {
+  /** The object's size as listed. */
+  size?: number | undefined;
 }
 
 /** Versioning of a bucket, as S3 reports it ("off": never enabled). */

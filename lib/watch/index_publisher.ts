@@ -28,7 +28,7 @@
  */
 import { indexBody } from "../bucket/index_body.ts";
 import { CUT_TIME_METADATA } from "../bucket/index_reader.ts";
-import { indexKey, type KeyNaming } from "../bucket/keys.ts";
+import { indexKey, type KeyNaming, recutIndexKey } from "../bucket/keys.ts";
 import { generationPrefix, parseToc, wantsIndex } from "../bucket/sstable.ts";
 import { errorMessage } from "../common/errors.ts";
 import { fileNamesOrNull, lstatOrNull, readTextOrNull } from "../common/fs.ts";
@@ -378,8 +378,9 @@ export class IndexPublisher {
         missing: [...cut.waiting].sort().join(",") || "(no TOC.txt)",
       });
     }
-    const key = indexKey(this.#o.naming, dataPath);
+    let key = indexKey(this.#o.naming, dataPath);
     try {
+      key = await this.#freeKey(dataPath, cut.at);
       await this.#o.store.putBytes(
         key,
         new TextEncoder().encode(indexBody(directory, cut.names)),
@@ -398,6 +399,22 @@ export class IndexPublisher {
     this.published++;
     log.info("index written", { key, files: cut.names.length });
     for (const listener of this.#publishedListeners) listener(dataPath, directory, cut.complete);
+  }
+
+  /**
+   * Where this cut goes: an index is never overwritten by another cut, so
+   * that every restore point stays (a rewritten Statistics.db re-cuts its
+   * generation). The generation's first index takes `<Data.db key>-listdir.json`,
+   * later cuts `recutIndexKey`. One HEAD per index; the same cut again (a
+   * retried put whose answer was lost) goes to the same key.
+   */
+  async #freeKey(dataPath: string, at: number): Promise<string> {
+    const first = indexKey(this.#o.naming, dataPath);
+    const head = await this.#o.store.head(first);
+    if (head === null || head.metadata[CUT_TIME_METADATA] === new Date(at).toISOString()) {
+      return first;
+    }
+    return recutIndexKey(this.#o.naming, dataPath, at);
   }
 
   /**

@@ -12,7 +12,7 @@
  *   {"op":"pending","path":"/var/lib/...","since":...} complete, not in the bucket
  *   {"op":"done","path":"/var/lib/..."}                in the bucket, skipped or gone
  *   {"op":"upload","path":..,"key":..,"uploadId":..,   a multipart upload began
- *    "partSize":..,"size":..,"mtime":..}
+ *    "partSize":..,"size":..,"mtime":..,"remake":..}   (remake: encrypted ones, a secret)
  *   {"op":"part","path":..,"n":3,"etag":"\"..\""}      its part 3 is stored
  *   {"op":"upload-end","path":..}                      completed or aborted
  *
@@ -144,7 +144,7 @@ function applyLine(line: string, contents: JournalContents): string | undefined 
       contents.checkpoint = entry.at;
       return undefined;
     case "upload": {
-      const { key, uploadId, partSize, size, mtime } = entry;
+      const { key, uploadId, partSize, size, mtime, remake } = entry;
       if (typeof path !== "string" || !path.startsWith("/")) return "upload without a path";
       if (typeof key !== "string" || typeof uploadId !== "string" || uploadId === "") {
         return "upload without a key and upload id";
@@ -159,6 +159,7 @@ function applyLine(line: string, contents: JournalContents): string | undefined 
         size,
         mtimeMs: mtime,
         parts: new Map(),
+        ...(typeof remake === "string" ? { remake } : {}),
       });
       return undefined;
     }
@@ -189,9 +190,9 @@ function isCount(value: unknown): value is number {
 }
 
 function uploadLines(path: string, upload: InFlightUpload): string[] {
-  const { key, uploadId, partSize, size, mtimeMs } = upload;
+  const { key, uploadId, partSize, size, mtimeMs, remake } = upload;
   const lines = [
-    JSON.stringify({ op: "upload", path, key, uploadId, partSize, size, mtime: mtimeMs }),
+    JSON.stringify({ op: "upload", path, key, uploadId, partSize, size, mtime: mtimeMs, remake }),
   ];
   for (const [n, etag] of upload.parts) lines.push(partLine(path, n, etag));
   return lines;
@@ -208,6 +209,7 @@ function uploadEndLine(path: string): string {
 /** The bytes an upload's lines take (near enough for the compaction bound). */
 function uploadBytes(path: string, upload: InFlightUpload): number {
   return 2 * path.length + upload.key.length + upload.uploadId.length + 160 +
+    (upload.remake?.length ?? 0) +
     upload.parts.size * (path.length + 80);
 }
 
@@ -300,7 +302,7 @@ export class Journal implements RecordJournal, UploadJournal {
       new FatalError(`Cannot use the state directory '${dir}': ${errorMessage(err)}`);
     let lock: Deno.FsFile;
     try {
-      await Deno.mkdir(dir, { recursive: true });
+      await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
       lock = await Deno.open(`${dir}/${LOCK_FILE}`, { read: true, write: true, create: true });
     } catch (err) {
       throw cannot(err);
@@ -608,7 +610,9 @@ export class Journal implements RecordJournal, UploadJournal {
     const bytes = new TextEncoder().encode(lines.join("\n") + "\n");
     const tmp = `${this.path}.tmp`;
     try {
-      const out = await Deno.open(tmp, { write: true, create: true, truncate: true });
+      // 0600: encrypted uploads in flight keep their file keys here (docs/encryption.md).
+      const out = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
+      await Deno.chmod(tmp, 0o600);
       try {
         await writeAll(out, bytes);
         await out.sync();

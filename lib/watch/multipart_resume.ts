@@ -29,6 +29,8 @@ export interface InFlightUpload {
   mtimeMs: number;
   /** Parts reported stored: part number to ETag (a hint; ListParts decides). */
   parts: Map<number, string>;
+  /** What the store needs to make the same body again (encrypted: a secret). */
+  remake?: string | undefined;
 }
 
 /** What the uploads need of the journal (journal.ts implements it). */
@@ -76,9 +78,9 @@ export class MultipartResume {
       await this.discard(path);
     }
     return {
-      ...(same ? { resume: { uploadId: known.uploadId } } : {}),
-      onUploadStarted: (uploadId) =>
-        this.#journal.uploadStarted(path, { key, uploadId, partSize, size, mtimeMs }),
+      ...(same ? { resume: { uploadId: known.uploadId, remake: known.remake } } : {}),
+      onUploadStarted: (uploadId, remake) =>
+        this.#journal.uploadStarted(path, { key, uploadId, partSize, size, mtimeMs, remake }),
       onPartDone: (n, etag) => this.#journal.partDone(path, n, etag),
       keepOnAbort: true,
     };

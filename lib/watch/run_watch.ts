@@ -15,13 +15,8 @@ import { log } from "../common/log.ts";
 import { VERSION } from "../common/version.ts";
 import { keyHead, type KeyNaming, objectKey } from "../bucket/keys.ts";
 import { type Connection, type ObjectLockRetention, openStore } from "../store/open_store.ts";
-import {
-  defaultSpoolDir,
-  EncryptingStore,
-  removeStaleSpoolFiles,
-} from "../store/encrypting_store.ts";
+import { wrapStore } from "../store/wrapped_store.ts";
 import { type ObjectStorage, objectStorageFields } from "../store/object_storage.ts";
-import { RateLimitedStore, RateLimiter } from "../store/rate_limit.ts";
 import type { Store } from "../store/store.ts";
 import { checkRoot, FileWatcher } from "./file_watcher.ts";
 import { IndexPublisher } from "./index_publisher.ts";
@@ -84,7 +79,7 @@ export interface PinSettings {
 export interface WatchEncryption {
   /** X25519 recipients, checked. */
   recipients: string[];
-  /** --encrypt-spool-dir. */
+  /** --encrypt-spool-dir: accepted for old configurations, unused. */
   spoolDir?: string;
 }
 
@@ -95,11 +90,10 @@ export interface WatchEncryption {
 export async function runWatch(s: WatchSettings): Promise<number> {
   // A missing path is a usage error, found before any request is made.
   for (const root of s.roots) await checkRoot(root);
-  if (s.encryption) {
-    const spoolDir = s.encryption.spoolDir ?? defaultSpoolDir();
-    await checkRoot(spoolDir);
-    const removed = await removeStaleSpoolFiles(spoolDir);
-    if (removed > 0) log.info("removed spool files of an earlier run", { dir: spoolDir, removed });
+  if (s.encryption?.spoolDir !== undefined) {
+    log.warn("--encrypt-spool-dir is no longer used: nothing is spooled", {
+      dir: s.encryption.spoolDir,
+    });
   }
   // Locked and read first: a second watcher or an unusable directory stops here.
   const state = s.stateDir === undefined ? undefined : await DurableState.open(s.stateDir);
@@ -263,16 +257,14 @@ function openWatchStore(s: WatchSettings, metrics: Metrics): Store {
     checkPrefix: keyHead(s.naming),
     ...(s.objectLock ? { objectLock: s.objectLock } : {}),
   });
-  const limited = s.maxBandwidth === undefined
-    ? store
-    : new RateLimitedStore(store, new RateLimiter(s.maxBandwidth));
-  // Outermost: the rate limit counts the ciphertext that is really sent.
-  if (!s.encryption) return limited;
-  return new EncryptingStore(limited, {
-    ...s.encryption,
-    // Component names only (the index names them too): verify and slurp
-    // check whole SSTables against them without the secret key.
-    plaintext: (key) => key.endsWith("TOC.txt"),
+  return wrapStore(store, {
+    maxBandwidth: s.maxBandwidth,
+    encryption: s.encryption && {
+      recipients: s.encryption.recipients,
+      // Component names only (the index names them too): verify and slurp
+      // check whole SSTables against them without the secret key.
+      plaintext: (key) => key.endsWith("TOC.txt"),
+    },
   });
 }
 

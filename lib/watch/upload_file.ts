@@ -30,7 +30,7 @@ import { log } from "../common/log.ts";
 import { type KeyNaming, objectKey } from "../bucket/keys.ts";
 import { MTIME_METADATA, mtimeMetadata, statMetadata } from "../bucket/object_meta.ts";
 import { isMutableComponent } from "../bucket/sstable.ts";
-import { encrypts } from "../store/encrypting_store.ts";
+import { keepSuperseded } from "../bucket/superseded.ts";
 import type { FileUpload, PutFileOptions, Store } from "../store/store.ts";
 import type { BucketView, RemoteObject } from "./bucket_view.ts";
 import type { StoredVersion } from "./file_record.ts";
@@ -88,12 +88,6 @@ export type UploadOutcome =
 
 export class FileUploader {
   readonly #o: UploaderOptions;
-  /**
-   * The store encrypts: its listings' sizes are computed for today's
-   * recipients and its ETags are the ciphertext's, so both are confirmed by
-   * a HEAD (plaintext size, `md5sum`) before a decision is taken on them.
-   */
-  readonly #encrypted: boolean;
   readonly #accounts = new Accounts();
   readonly #smallFileBudget = new ByteBudget(SMALL_FILE_BUDGET_BYTES);
   /** Keys whose object has another size: warned once, left alone. */
@@ -112,7 +106,6 @@ export class FileUploader {
     this.#resume = options.journal
       ? new MultipartResume(options.store, options.journal)
       : undefined;
-    this.#encrypted = encrypts(options.store);
   }
 
   /**
@@ -233,7 +226,9 @@ export class FileUploader {
         body = readExactly(path, info.size);
         digests = { md5: md5Hex(body), size: body.byteLength };
       } else {
-        digests = await digestFile(path, info.size, partSize);
+        // Part MD5s of the file only where the store sends its bytes as they are.
+        const fileParts = this.#o.store.traits.bodyIsFile ? partSize : undefined;
+        digests = await digestFile(path, info.size, fileParts);
       }
       if (digests.size !== info.size) throw new FileChangedError(path);
       const upload: FileUpload = {
@@ -248,14 +243,19 @@ export class FileUploader {
       };
       let options: PutFileOptions = { signal: this.#o.signal };
       if (partSize) {
-        upload.parts = { partSize, md5s: digests.partMd5s! };
+        upload.parts = { partSize, md5s: digests.partMd5s ?? [] };
         const file = { path: keyPath, key, size: info.size, mtimeMs, partSize };
         if (this.#resume) options = { ...options, ...await this.#resume.optionsFor(file) };
       }
       if (body) upload.body = body;
       await this.#o.store.putFile(key, upload, options);
       if (partSize) this.#resume?.completed(keyPath);
-      const etag = partSize ? multipartEtag(digests.partMd5s!) : digests.md5;
+      // A body made from the file (encrypted) has an ETag of its own: unknown here.
+      const etag = !this.#o.store.traits.bodyIsFile
+        ? ""
+        : partSize
+        ? multipartEtag(digests.partMd5s!)
+        : digests.md5;
       return { md5: digests.md5, etag };
     } finally {
       if (buffered) this.#smallFileBudget.give(info.size);
@@ -277,9 +277,10 @@ export class FileUploader {
     let remote = await this.#o.bucket.lookup(key);
     if (!remote) return "absent";
     const size = version.size;
-    if (this.#encrypted && remote.size !== size && remote.md5sum === undefined) {
-      // The listing's size was computed for today's number of recipients:
-      // the HEAD's plaintext size decides (after a rotation, say).
+    const traits = this.#o.store.traits;
+    if (!traits.exactListedSizes && remote.size !== size && remote.md5sum === undefined) {
+      // A listed size may be computed (encrypted bodies, for today's number
+      // of recipients): the HEAD's exact size decides (after a rotation, say).
       remote = await this.#o.bucket.headOf(key);
       if (!remote) return "absent";
     }
@@ -293,6 +294,8 @@ export class FileUploader {
         local_bytes: size,
         remote_bytes: remote.size,
       });
+      // Points cut before this rewrite still restore the bytes of their time.
+      await keepSuperseded(this.#o.store, key, version.mtimeMs, remote.size);
       return "replace";
     }
     if (remote.size !== size) {

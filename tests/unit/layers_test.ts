@@ -29,24 +29,6 @@ const WRAPPERS = new Set([
   "store/forwarding_store.ts",
 ]);
 
-/**
- * Rule breaks that other branches of #18 are removing; each entry must still
- * occur (the test says when one no longer does, so the list only shrinks).
- * TODO(#18): the points branch breaks the restore circle (shared types module).
- */
-const KNOWN_CIRCLES = new Set(["restore/download.ts restore/plan.ts restore/slurp.ts"]);
-/** TODO(#18): the enc branch replaces these with declared store capabilities. */
-const KNOWN_WRAPPER_IMPORTS = new Set([
-  "cli/run_job.ts imports store/encrypting_store.ts",
-  "maintenance/verify.ts imports store/encrypting_store.ts",
-  "restore/download.ts imports store/encrypting_store.ts",
-  "restore/plan.ts imports store/encrypting_store.ts",
-  "restore/slurp.ts imports store/encrypting_store.ts",
-  "watch/run_watch.ts imports store/encrypting_store.ts",
-  "watch/run_watch.ts imports store/rate_limit.ts",
-  "watch/upload_file.ts imports store/encrypting_store.ts",
-]);
-
 const LIB = `${REPO}lib/`;
 
 /** Every .ts file under lib/ (relative to it) with the lib/ files it imports. */
@@ -105,13 +87,6 @@ function circles(graph: Map<string, string[]>): string[][] {
   return found;
 }
 
-/** Breaks not in `known`, plus the known ones that no longer occur. */
-function unexpected(breaks: string[], known: Set<string>): string[] {
-  const stale = [...known].filter((entry) => !breaks.includes(entry))
-    .map((entry) => `no longer occurs, remove from the known list: ${entry}`);
-  return [...breaks.filter((entry) => !known.has(entry)), ...stale];
-}
-
 Deno.test("lib/ folders import only folders below them", async () => {
   const graph = await importGraph();
   const wrong: string[] = [];
@@ -135,7 +110,7 @@ Deno.test("lib/ folders import only folders below them", async () => {
 
 Deno.test("no import circles in lib/, inside a folder or across folders", async () => {
   const found = circles(await importGraph()).map((component) => component.join(" "));
-  assertEquals(unexpected(found, KNOWN_CIRCLES), []);
+  assertEquals(found, []);
 });
 
 Deno.test("the circle finder sees a circle inside a folder and a self-import", () => {
@@ -160,5 +135,5 @@ Deno.test("jobs do not import store wrappers", async () => {
       if (WRAPPERS.has(target)) found.push(`${file} imports ${target}`);
     }
   }
-  assertEquals(unexpected(found, KNOWN_WRAPPER_IMPORTS), []);
+  assertEquals(found, []);
 });

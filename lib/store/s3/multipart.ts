@@ -33,7 +33,7 @@ import {
 } from "../store.ts";
 import type { DirectS3 } from "./direct_requests.ts";
 import { httpStatus, namedDenial, unquote } from "./errors.ts";
-import { type FileRange, rangeStream } from "./file_range.ts";
+import { fileRange, rangeStream } from "./file_range.ts";
 
 export interface MultipartTarget {
   client: S3Client;
@@ -70,11 +70,7 @@ export async function putMultipart(
     let reused = 0;
     for (let i = 0; i < md5s.length; i++) {
       const start = i * partSize;
-      const range: FileRange = {
-        path: file.path,
-        start,
-        length: Math.min(partSize, file.size - start),
-      };
+      const range = fileRange(file, start, Math.min(partSize, file.size - start), undefined);
       const PartNumber = i + 1;
       const stored = kept?.parts.get(PartNumber);
       if (stored && stored.size === range.length && unquote(stored.etag) === md5s[i]) {

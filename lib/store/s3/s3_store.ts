@@ -17,6 +17,7 @@
  * operator can tell which statement of the policy is missing.
  */
 import {
+  CopyObjectCommand,
   DeleteObjectsCommand,
   GetBucketVersioningCommand,
   GetObjectCommand,
@@ -35,6 +36,7 @@ import { errorMessage, FatalError } from "../../common/errors.ts";
 import { log } from "../../common/log.ts";
 import { VERSION } from "../../common/version.ts";
 import type {
+  CopyOptions,
   DeleteOptions,
   DeleteRefusal,
   FileUpload,
@@ -49,6 +51,7 @@ import type {
   Versioning,
   VersionRef,
 } from "../store.ts";
+import { PLAIN_TRAITS, type StoreTraits } from "../store.ts";
 import { type ObjectKind, type ObjectStorage, storageClassFor } from "../object_storage.ts";
 import { DirectS3 } from "./direct_requests.ts";
 import {
@@ -59,7 +62,7 @@ import {
   type S3Request,
   unquote,
 } from "./errors.ts";
-import { rangeStream } from "./file_range.ts";
+import { fileRange, rangeStream } from "./file_range.ts";
 import { abortUpload, listParts, listUploads, putMultipart } from "./multipart.ts";
 
 /** How to reach S3; every field optional, the SDK's default chain fills in. */
@@ -118,6 +121,7 @@ function userAgent(): [string, string?][] {
 }
 
 export class S3Store implements Store {
+  readonly traits: StoreTraits = PLAIN_TRAITS;
   readonly url: string;
   readonly #bucket: string;
   readonly #client: S3Client;
@@ -294,6 +298,25 @@ export class S3Store implements Store {
     );
   }
 
+  /**
+   * CopyObject, metadata copied; the store's storage class (by the object's
+   * size: given, else a HEAD), SSE and retention apply.
+   */
+  async copy(from: string, to: string, options: CopyOptions = {}): Promise<void> {
+    const size = options.size ?? (await this.head(from))?.size;
+    if (size === undefined) throw new Error(`No object '${from}' to copy in ${this.url}`);
+    const { Metadata: _, ...params } = this.#objectParams(to, {}, undefined, { file: size });
+    // URL-encoded as S3 asks, but ":" (in every key: the default separator)
+    // as it is: some servers (s3rver) decode the header with decodeURI, which leaves %3A.
+    const path = from.split("/").map((s) => encodeURIComponent(s).replaceAll("%3A", ":"));
+    const source = `${this.#bucket}/${path.join("/")}`;
+    await this.#client.send(
+      new CopyObjectCommand({ ...params, CopySource: source, MetadataDirective: "COPY" }),
+    ).catch((err) => {
+      throw namedDenial(err, { action: "s3:GetObject and s3:PutObject (CopyObject)", key: to });
+    });
+  }
+
   putFile(key: string, file: FileUpload, options: PutFileOptions = {}): Promise<void> {
     // CreateMultipartUpload, UploadPart and CompleteMultipartUpload are all s3:PutObject.
     return this.#putFile(key, file, options).catch((err) => {
@@ -306,8 +329,7 @@ export class S3Store implements Store {
     if (file.body) await onBytes?.(file.body.byteLength);
     const direct = await this.#direct();
     if (!file.parts && direct) {
-      const body = file.body ??
-        { path: file.path, start: 0, length: file.size, ...(onBytes ? { onBytes } : {}) };
+      const body = file.body ?? fileRange(file, 0, file.size, onBytes);
       await direct.put(key, body, {
         ...this.#objectHeaders(file.metadata, file.contentType, { file: file.size }),
         "content-md5": hexToBase64(file.md5),
@@ -316,12 +338,7 @@ export class S3Store implements Store {
     }
     if (!file.parts) {
       const body = file.body ??
-        (file.size === 0 ? new Uint8Array(0) : rangeStream({
-          path: file.path,
-          start: 0,
-          length: file.size,
-          ...(onBytes ? { onBytes } : {}),
-        }));
+        (file.size === 0 ? new Uint8Array(0) : rangeStream(fileRange(file, 0, file.size, onBytes)));
       await this.#client.send(
         new PutObjectCommand({
           ...this.#objectParams(key, file.metadata, file.contentType, { file: file.size }),
