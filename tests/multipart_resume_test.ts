@@ -1,5 +1,5 @@
 /**
- * Multipart uploads across SIGKILL (`--state-dir`, lib/watch/multipart_resume.ts
+ * Multipart uploads across SIGKILL (`--state-dir`, lib/watch/upload/multipart_resume.ts
  * and stale_uploads.ts): a real watcher killed mid-upload against moto (which,
  * unlike s3rver, lists multipart uploads and their parts), its bytes counted
  * by a TCP proxy in between, then restarted without -B.
@@ -25,7 +25,8 @@ import {
   tempDir,
   waitFor,
 } from "./_helpers.ts";
-import { Journal, JOURNAL_FILE, parseJournal } from "../lib/watch/journal.ts";
+import { Journal } from "../lib/watch/durable/journal.ts";
+import { JOURNAL_FILE, parseJournal } from "../lib/watch/durable/journal_format.ts";
 import { S3Store } from "../lib/store/s3/s3_store.ts";
 
 const HOST = "resumehost";

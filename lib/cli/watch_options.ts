@@ -2,7 +2,7 @@
  * The watcher's option table (`tablesnap [options] BUCKET PATH...`): the
  * original tablesnap's flags and a few of ours, grouped for --help.
  */
-import { DEFAULT_PIN_DIR } from "../watch/pins.ts";
+import { DEFAULT_PIN_DIR } from "../watch/keepers/pins.ts";
 import { helpText, type OptionTable } from "./options.ts";
 import { BUCKET_NOTE, CONNECTION_OPTIONS, namingOptions } from "./shared_options.ts";
 import { STORAGE_OPTIONS } from "./storage_options.ts";

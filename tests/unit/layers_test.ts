@@ -137,3 +137,38 @@ Deno.test("jobs do not import store wrappers", async () => {
   }
   assertEquals(found, []);
 });
+
+/**
+ * Inside lib/watch the stages depend one way too: the ledger, its records
+ * and the clock at the bottom; detect, upload and metrics on them; index,
+ * durable and keepers on those; run_watch.ts (and what it alone uses) on top.
+ */
+const WATCH_RANK: Record<string, number> = {
+  "ledger.ts": 0,
+  "records.ts": 0,
+  "clock.ts": 0,
+  detect: 1,
+  upload: 1,
+  metrics: 1,
+  index: 2,
+  durable: 2,
+  keepers: 2,
+};
+/** Files at the top of lib/watch not named above: the job's assembly. */
+const WATCH_TOP = 3;
+
+Deno.test("lib/watch stages import only stages below them", async () => {
+  const inWatch = (file: string) => file.startsWith("watch/");
+  const rankOf = (file: string) => WATCH_RANK[file.split("/")[1]!] ?? WATCH_TOP;
+  const dirOf = (file: string) => file.slice(0, file.lastIndexOf("/"));
+  const wrong: string[] = [];
+  for (const [file, targets] of await importGraph()) {
+    if (!inWatch(file)) continue;
+    for (const target of targets.filter(inWatch)) {
+      // Within one folder anything goes, but for lib/watch's own files, ranked one by one.
+      if (dirOf(target) === dirOf(file) && rankOf(target) === rankOf(file)) continue;
+      if (rankOf(target) >= rankOf(file)) wrong.push(`${file} imports ${target}`);
+    }
+  }
+  assertEquals(wrong, []);
+});
