@@ -4,7 +4,7 @@
  * children's environment, the bench's naming, logging and small checks.
  */
 import { walkTree } from "../lib/common/tree.ts";
-import { compileTask, runFlags } from "../tests/_compile_task.ts";
+import { runFlagsOf } from "../tests/_run_flags.ts";
 import type { RunStats } from "./_proc.ts";
 import { fmt } from "./_report.ts";
 import type { Server } from "./_servers.ts";
@@ -25,7 +25,8 @@ export async function loadProgram(main: string | undefined): Promise<void> {
     MAIN = await Deno.realPath(main);
     REPO = MAIN.replace(/\/[^/]*$/, "/");
   }
-  RUN_FLAGS = runFlags(await compileTask(REPO));
+  const config = JSON.parse(await Deno.readTextFile(`${REPO}deno.json`));
+  RUN_FLAGS = runFlagsOf(config.tasks.compile);
 }
 
 /** The entry point measured, the working directory of its runs, and its flags. */

@@ -5,15 +5,8 @@
  * names reach moto while nothing is reachable directly), and the program
  * spawned with exactly the flags of the `compile` task.
  */
-import { delay, freePort, MAIN, REPO } from "./_helpers.ts";
-
-/** `deno run` with the runtime flags of the `compile` task (what the release binary has). */
-export async function compileRunArgs(): Promise<string[]> {
-  const config = JSON.parse(await Deno.readTextFile(`${REPO}deno.json`));
-  const task: string = config.tasks.compile;
-  const flags = task.split(/\s+/).filter((f) => /^--(allow-|v8-flags)/.test(f));
-  return ["run", ...flags, MAIN];
-}
+import { delay, freePort, programArgs, REPO } from "./_helpers.ts";
+import { makeTestTls } from "./_tls.ts";
 
 const DENO_DIR = Deno.env.get("DENO_DIR") ?? `${Deno.env.get("HOME")}/.cache/deno`;
 
@@ -26,7 +19,7 @@ export interface CliResult {
 /** Runs the program with the compile flags and exactly `env` (plus PATH and HOME). */
 export async function runProgram(args: string[], env: Record<string, string>): Promise<CliResult> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: [...await compileRunArgs(), ...args],
+    args: programArgs(args), // the compile task's flags (what the release binary has)
     // The module cache stays the real one whatever HOME the test gives.
     env: { NO_COLOR: "1", DENO_DIR, DENO_NO_UPDATE_CHECK: "1", ...env },
     clearEnv: true,
@@ -47,67 +40,15 @@ export interface Authority extends AsyncDisposable {
   keyFile: string;
 }
 
-async function openssl(args: string[], cwd: string): Promise<void> {
-  const out = await new Deno.Command("openssl", { args, cwd, stdout: "null", stderr: "piped" })
-    .output();
-  if (!out.success) throw new Error(`openssl ${args[0]}: ${new TextDecoder().decode(out.stderr)}`);
-}
-
 /** A CA and a server certificate for `names` (DNS names; 127.0.0.1 is always in). */
 export async function makeAuthority(names: string[]): Promise<Authority> {
   const dir = await Deno.makeTempDir({ prefix: "tablesnap-ca-" });
-  await openssl([
-    "req",
-    "-x509",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:P-256",
-    "-nodes",
-    "-keyout",
-    "ca.key",
-    "-out",
-    "ca.pem",
-    "-days",
-    "2",
-    "-subj",
-    "/CN=tablesnap test CA",
-    "-addext",
-    "basicConstraints=critical,CA:TRUE",
-    "-addext",
-    "keyUsage=critical,keyCertSign",
-  ], dir); // deno-fmt-ignore
-  await openssl([
-    "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-    "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=tablesnap test server",
-  ], dir); // deno-fmt-ignore
-  const san = ["IP:127.0.0.1", ...names.map((n) => `DNS:${n}`)].join(",");
-  await Deno.writeTextFile(
-    `${dir}/ext.cnf`,
-    `subjectAltName=${san}\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n`,
-  );
-  await openssl([
-    "x509",
-    "-req",
-    "-in",
-    "server.csr",
-    "-CA",
-    "ca.pem",
-    "-CAkey",
-    "ca.key",
-    "-CAcreateserial",
-    "-out",
-    "server.pem",
-    "-days",
-    "2",
-    "-extfile",
-    "ext.cnf",
-  ], dir); // deno-fmt-ignore
+  const tls = await makeTestTls(dir, ["IP:127.0.0.1", ...names.map((n) => `DNS:${n}`)]);
   return {
     dir,
-    caFile: `${dir}/ca.pem`,
-    certFile: `${dir}/server.pem`,
-    keyFile: `${dir}/server.key`,
+    caFile: tls.caFile,
+    certFile: tls.certFile,
+    keyFile: tls.keyFile,
     [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }).catch(() => {}),
   };
 }
@@ -308,12 +249,12 @@ export interface RunningProgram extends AsyncDisposable {
 }
 
 /** Starts the program (the watcher) with the compile flags and exactly `env`. */
-export async function spawnProgram(
+export function spawnProgram(
   args: string[],
   env: Record<string, string>,
-): Promise<RunningProgram> {
+): RunningProgram {
   const child = new Deno.Command(Deno.execPath(), {
-    args: [...await compileRunArgs(), ...args],
+    args: programArgs(args),
     env: { NO_COLOR: "1", DENO_DIR, DENO_NO_UPDATE_CHECK: "1", ...env },
     clearEnv: true,
     cwd: REPO,

@@ -103,7 +103,7 @@ async function watchThrough(
 
 async function setUp(keys?: KeyIssuer) {
   const ca = await makeAuthority(AWS_S3_NAMES);
-  const s3 = await startS3Server("tablesnap-creds", { server: "moto" });
+  const s3 = await startS3Server("tablesnap-creds", { server: "moto", tls: false });
   const front = await startFaultServer(ca, s3.endpoint, {
     fault: (r) =>
       keys && !keys.valid(r.accessKey) ? { status: 403, code: "InvalidAccessKeyId" } : undefined,

@@ -151,7 +151,7 @@ Deno.test("journal: upload lines load, old journals still load, compaction keeps
 });
 
 Deno.test("S3Store resumes only the parts whose ETag is the file's part MD5, and replaces a lost upload", async () => {
-  await using s3 = await startS3Server("resume-bucket", { server: "moto" });
+  await using s3 = await startS3Server("resume-bucket", { server: "moto", tls: false });
   await using dir = await tempDir();
   const path = `${dir.path}/f`;
   const bytes = fileBytes(3 * PART + 1000, 5);
@@ -218,7 +218,7 @@ Deno.test("S3Store resumes only the parts whose ETag is the file's part MD5, and
  * file with the header and file key the journal kept.
  */
 async function killAndResume(recipient?: { recipient: string; identityFile: string }) {
-  await using s3 = await startS3Server("resume-bucket", { server: "moto" });
+  await using s3 = await startS3Server("resume-bucket", { server: "moto", tls: false });
   await using proxy = startCountingProxy(s3.port);
   await using dir = await tempDir();
   const root = `${dir.path}/data`;
@@ -314,7 +314,7 @@ Deno.test("an encrypted multipart upload killed mid-way resumes from its last pa
 });
 
 Deno.test("a stop past --shutdown-grace keeps the multipart upload, and the next start resumes it", async () => {
-  await using s3 = await startS3Server("resume-bucket", { server: "moto" });
+  await using s3 = await startS3Server("resume-bucket", { server: "moto", tls: false });
   await using proxy = startCountingProxy(s3.port);
   await using dir = await tempDir();
   const root = `${dir.path}/data`;

@@ -33,7 +33,8 @@ interface Setup extends AsyncDisposable {
 
 /** moto behind a fault front behind a CONNECT proxy; one bucket. */
 async function setUp(ca: Authority, bucket: string, options: FaultOptions): Promise<Setup> {
-  const moto = await startS3Server(bucket, { server: "moto" });
+  // Plain HTTP behind the fault front, which serves the TLS.
+  const moto = await startS3Server(bucket, { server: "moto", tls: false });
   const front = await startFaultServer(ca, moto.endpoint, options);
   const proxy = startConnectProxy((host) =>
     host.endsWith(".amazonaws.com") ? { hostname: "127.0.0.1", port: front.port } : undefined
