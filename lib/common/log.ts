@@ -15,10 +15,10 @@
  */
 
 import { escapeControl, hasControl, safeJson } from "./escape.ts";
+import type { Fields, Level } from "./log_line.ts";
 import { RepeatedLines } from "./log_repeats.ts";
 
-export type Level = "debug" | "info" | "warn" | "error";
-export type Fields = Record<string, string | number | boolean | undefined>;
+export type { Fields, Level };
 
 const SEVERITY: Record<Level, number> = { debug: 7, info: 6, warn: 4, error: 3 };
 const DAEMON_FACILITY = 3;

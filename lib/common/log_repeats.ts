@@ -6,7 +6,7 @@
  * back. So one problem writes at most one line per period, however often
  * it happens.
  */
-import type { Fields, Level } from "./log.ts";
+import type { Fields, Level } from "./log_line.ts";
 
 /** Problems remembered at once; past this, the oldest are summarised and forgotten. */
 const MAX_PROBLEMS = 1_000;

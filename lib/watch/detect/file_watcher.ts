@@ -13,10 +13,11 @@
  *   the kernel dropped silently. A file found only by a scan or sweep is
  *   complete once it has not been modified for `settleMs` (hard links at once).
  *
- * The event loop does no I/O: it pushes paths to a queue drained by one
- * async worker, so Deno's 1,024-event queue never fills because of us.
- * What each event means is decided by the pure rules of watch_rules.ts.
+ * The event loop does no I/O: it pushes paths to a queue (probe_queue.ts)
+ * drained by one async worker, so Deno's 1,024-event queue never fills
+ * because of us. The pure rules of watch_rules.ts decide what events mean.
  */
+import { collectDirs } from "../../common/tree.ts";
 import { errorMessage, UsageError } from "../../common/errors.ts";
 import { secondsSince } from "../../common/format.ts";
 import { lstatOrNull } from "../../common/fs.ts";
@@ -28,7 +29,7 @@ import type { SkipReason } from "../records.ts";
 import { OddPaths } from "./odd_paths.ts";
 import type { PathFilter } from "./path_filter.ts";
 import { ProbeQueue } from "./probe_queue.ts";
-import { checkRoot, collectDirs, warnOnSmallInotifyQueue, WatchLimitError } from "./watch_setup.ts";
+import { checkRoot, warnOnSmallInotifyQueue, WatchLimitError } from "./watch_setup.ts";
 import {
   existedBeforeStart,
   fileVerdict,
@@ -140,8 +141,7 @@ export class FileWatcher {
     this.#closed = true;
     this.#clock.clearInterval(this.#sweepTimer);
     this.#clock.clearTimeout(this.#settleTimer);
-    // Closing the watch while its thread waits in a FIFO's open would hang:
-    // then it is left to the process exit.
+    // A close would hang while the watch's thread waits in a FIFO's open: left to the exit.
     if (await this.#fifoGuard?.stop() === false) {
       log.warn("the file watch is stuck on a FIFO; leaving it to the exit");
     } else {

@@ -50,13 +50,3 @@ export async function warnOnSmallInotifyQueue(): Promise<void> {
     // not Linux, or /proc not readable: nothing to say
   }
 }
-
-/** Adds every directory under `dir` to `out`. */
-export async function collectDirs(dir: string, out: Set<string>): Promise<void> {
-  for await (const entry of Deno.readDir(dir)) {
-    if (!entry.isDirectory) continue;
-    const path = `${dir}/${entry.name}`;
-    out.add(path);
-    await collectDirs(path, out);
-  }
-}
