@@ -38,20 +38,37 @@ export class HeaderError extends Error {
  * An object's body read piece by piece, remembering whether it failed by
  * itself (a network error), so that such a failure is not reported as a
  * decryption failure. A reader, not a stream stage: no queue or promise
- * per piece on top of the body's own.
+ * per piece on top of the body's own. A byte stream (S3 and file bodies)
+ * is read into one reused buffer, as plaintext restores read it: each
+ * piece is valid until the next `read`, and no buffer is made per piece.
  */
 export class SourceReader {
   failed = false;
   error: unknown = undefined;
-  readonly #reader: ReadableStreamDefaultReader<Uint8Array>;
+  readonly #byob: ReadableStreamBYOBReader | null;
+  readonly #reader: ReadableStreamDefaultReader<Uint8Array> | null;
+  #buffer: ArrayBuffer | null = null;
 
   constructor(body: ReadableStream<Uint8Array>) {
-    this.#reader = body.getReader();
+    let byob: ReadableStreamBYOBReader | null = null;
+    try {
+      byob = body.getReader({ mode: "byob" });
+    } catch (err) {
+      // Not a byte stream: a TypeError, and the stream is still unlocked.
+      if (!(err instanceof TypeError)) throw err;
+    }
+    this.#byob = byob;
+    this.#reader = byob ? null : body.getReader();
   }
 
   async read(): Promise<ReadableStreamReadResult<Uint8Array>> {
     try {
-      return await this.#reader.read();
+      if (!this.#byob) return await this.#reader!.read();
+      this.#buffer ??= new ArrayBuffer(SOURCE_READ_BYTES);
+      const result = await this.#byob.read(new Uint8Array(this.#buffer));
+      // The buffer came back (transferred) as the result's.
+      if (result.value) this.#buffer = result.value.buffer as ArrayBuffer;
+      return result.done ? { done: true } : result;
     } catch (err) {
       this.failed = true;
       this.error = err;
@@ -60,9 +77,12 @@ export class SourceReader {
   }
 
   cancel(reason?: unknown): Promise<void> {
-    return this.#reader.cancel(reason);
+    return (this.#byob ?? this.#reader)!.cancel(reason);
   }
 }
+
+/** The most a `SourceReader` takes from a byte stream at once. */
+const SOURCE_READ_BYTES = 4 * SEALED_CHUNK_BYTES;
 
 /**
  * Reads the header off the front of an object's (ciphertext) body. Returns
