@@ -35,6 +35,7 @@ import {
   describeFigures,
   runCrashMatrix,
 } from "../tests/_crash_matrix.ts";
+import { runFlagsOf } from "../tests/_run_flags.ts";
 import {
   fmt,
   type LatencyStats,
@@ -237,8 +238,7 @@ function childEnv(extra: Record<string, string> = {}): Record<string, string> {
 function tablesnapArgs(server: { endpoint: string }, prefix: string, extra: string[] = []) {
   return [
     "run",
-    "-A",
-    ...V8_FLAGS,
+    ...RUN_FLAGS,
     MAIN,
     "-n",
     NAME,
@@ -251,14 +251,16 @@ function tablesnapArgs(server: { endpoint: string }, prefix: string, extra: stri
 }
 
 /**
- * The runtime flags the released binary is compiled with (deno.json's
- * `compile` task): tablesnap is measured as it ships.
+ * The runtime flags the released binary is compiled with (the measured
+ * checkout's deno.json `compile` task: V8 flags and permissions):
+ * tablesnap is measured as it ships.
  */
+let RUN_FLAGS: string[] = [];
 let V8_FLAGS: string[] = [];
-async function loadV8Flags(): Promise<void> {
-  const config = JSON.parse(await Deno.readTextFile(`${REPO}deno.json`).catch(() => "{}"));
-  const compile: string = config?.tasks?.compile ?? "";
-  V8_FLAGS = compile.split(/\s+/).filter((w) => w.startsWith("--v8-flags="));
+async function loadRunFlags(): Promise<void> {
+  const config = JSON.parse(await Deno.readTextFile(`${REPO}deno.json`));
+  RUN_FLAGS = runFlagsOf(config.tasks.compile);
+  V8_FLAGS = RUN_FLAGS.filter((w) => w.startsWith("--v8-flags="));
 }
 
 /** The `aws` program itself (not a pyenv shim, whose start-up would be measured). */
@@ -403,7 +405,7 @@ interface RestoreResult {
 
 /** `tablesnap JOB` ("" for the watcher) with the bench's naming, prefix and endpoint. */
 function jobArgs(job: string, endpoint: string, prefix: string, extra: string[]): string[] {
-  return ["run", "-A", ...V8_FLAGS, MAIN, ...(job ? [job] : [])]
+  return ["run", ...RUN_FLAGS, MAIN, ...(job ? [job] : [])]
     .concat(["-n", NAME, "--prefix", prefix, "--endpoint-url", endpoint], extra);
 }
 
@@ -425,8 +427,7 @@ function measureSlurp(
 function slurpArgs(server: Server, prefix: string, extra: string[]): string[] {
   return [
     "run",
-    "-A",
-    ...V8_FLAGS,
+    ...RUN_FLAGS,
     MAIN,
     "slurp",
     "-n",
@@ -1481,7 +1482,7 @@ async function main(args: string[]): Promise<number> {
     MAIN = await Deno.realPath(cfg.main);
     REPO = MAIN.replace(/\/[^/]*$/, "/");
   }
-  await loadV8Flags();
+  await loadRunFlags();
   const work = cfg.tmp ?? await Deno.makeTempDir({ prefix: "tablesnap-bench-" });
   await Deno.mkdir(work, { recursive: true });
   const results: Results = { cfg, machine: await machine(cfg), errors: [] };

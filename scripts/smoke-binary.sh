@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Smoke test of a tablesnap binary: --version, --help, then a short end-to-end
-# run: watch a temp dir, upload to a local S3 server (s3rver, run with deno),
-# check the object and the metrics, stop with SIGTERM and check the drain.
+# run over HTTPS: watch a temp dir, upload to a local S3 server (moto_server
+# with a certificate from a CA made for this run, which the binary is told to
+# trust with AWS_CA_BUNDLE, as an operator would), check the object and the
+# metrics, stop with SIGTERM and check the drain.
 #
 #   scripts/smoke-binary.sh dist/tablesnap
 #
-# Needs deno (for s3rver) and curl. Used by .github/workflows/ci.yml,
-# release.yml and tests/compile_test.ts. Set SMOKE_VERBOSE=1 to echo logs.
+# Needs deno (for a free port), openssl, curl and moto_server
+# (pip install "moto[server]"). Used by .github/workflows/ci.yml, release.yml
+# and tests/compile_test.ts. Set SMOKE_VERBOSE=1 to echo logs.
 set -euo pipefail
 
 binary=${1:?usage: scripts/smoke-binary.sh BINARY}
@@ -60,17 +63,31 @@ echo "smoke: --version ok ($got)"
 grep -q "^Usage: tablesnap" "$work/help.txt" || fail "--help has no usage line"
 echo "smoke: --help ok"
 
-# 3. End to end against s3rver on 127.0.0.1.
-mkdir -p "$work/data/ks/table-1" "$work/s3"
+# 3. End to end over HTTPS against moto on 127.0.0.1, with a private CA.
+mkdir -p "$work/data/ks/table-1" "$work/tls"
+(
+  cd "$work/tls"
+  ec=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
+  openssl req -x509 "${ec[@]}" -keyout ca.key -out ca.pem -days 2 -subj "/CN=tablesnap smoke CA" \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign
+  openssl req "${ec[@]}" -keyout server.key -out server.csr -subj "/CN=tablesnap smoke"
+  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' \
+    >server.ext
+  openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+    -extfile server.ext -out server.pem
+) >"$work/openssl.log" 2>&1 || fail "openssl could not make the test CA"
+ca="$work/tls/ca.pem"
+# moto refuses anonymous reads of private objects: curl signs its GETs.
+signed=(--cacert "$ca" --aws-sigv4 "aws:amz:us-east-1:s3" --user SMOKE:SMOKE)
 s3_port=$(free_port)
-(cd "$repo" && exec deno run -A npm:s3rver@3.7.1 --silent -a 127.0.0.1 -p "$s3_port" \
-  -d "$work/s3" --configure-bucket "$bucket") >"$work/s3rver.log" 2>&1 &
+moto_server -H 127.0.0.1 -p "$s3_port" -c "$work/tls/server.pem" -k "$work/tls/server.key" \
+  >"$work/moto.log" 2>&1 &
 s3_pid=$!
-endpoint="http://127.0.0.1:$s3_port"
-wait_until 60 curl -sf "$endpoint/$bucket?list-type=2&max-keys=1" || fail "s3rver did not start"
+endpoint="https://127.0.0.1:$s3_port"
+wait_until 60 curl -sf --cacert "$ca" -X PUT "$endpoint/$bucket" || fail "moto_server did not start"
 
 metrics_port=$(free_port)
-AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_REGION=us-east-1 \
+AWS_ACCESS_KEY_ID=SMOKE AWS_SECRET_ACCESS_KEY=SMOKE AWS_REGION=us-east-1 AWS_CA_BUNDLE="$ca" \
   "$binary" --endpoint-url "$endpoint" -n smoke -r -a \
   --metrics-listen "127.0.0.1:$metrics_port" "$bucket" "$work/data" \
   >"$work/tablesnap.log" 2>&1 &
@@ -81,10 +98,10 @@ file="$work/data/ks/table-1/nb-1-big-Data.db"
 echo "smoke test $(date +%s)" >"$file.tmpwrite"
 mv "$file.tmpwrite" "$file" # IN_MOVED_TO, like Cassandra's flush
 object="$endpoint/$bucket/smoke:$file"
-wait_until 30 curl -sf -o "$work/downloaded" "$object" || fail "object 'smoke:$file' not uploaded"
+wait_until 30 curl -sf "${signed[@]}" -o "$work/downloaded" "$object" || fail "object 'smoke:$file' not uploaded"
 cmp -s "$file" "$work/downloaded" || fail "uploaded object differs from the file"
-wait_until 30 curl -sf -o /dev/null "$object-listdir.json" || fail "index not written"
-echo "smoke: upload and index ok"
+wait_until 30 curl -sf "${signed[@]}" -o /dev/null "$object-listdir.json" || fail "index not written"
+echo "smoke: upload and index over HTTPS ok"
 
 curl -sf "http://127.0.0.1:$metrics_port/metrics" >"$work/metrics.txt" || fail "/metrics failed"
 grep -q '^tablesnap_uploaded_files_total [1-9]' "$work/metrics.txt" ||

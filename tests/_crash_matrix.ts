@@ -206,7 +206,7 @@ export async function runCrashMatrix(o: CrashMatrixOptions): Promise<CrashMatrix
   const log = o.log ?? (() => {});
   const rand = random(o.seed);
   const [killMin, killMax] = o.killAfterMs ?? [300, 2500];
-  await using s3 = await startS3Server("crash-bucket", { server: "moto" });
+  await using s3 = await startS3Server("crash-bucket", { server: "moto", tls: false });
   const indexRequest = /^PUT \S*-listdir\.json/;
   await using proxy = startCountingProxy(s3.port, { classify: [indexRequest] });
   await using dir = await tempDir("tablesnap-crash-");

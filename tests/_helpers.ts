@@ -12,9 +12,30 @@ import {
   S3Client,
 } from "@aws-sdk/client-s3";
 
+import { RUN_FLAGS } from "./_run_flags.ts";
+import {
+  caAgent,
+  caFetchClient,
+  makeTestTls,
+  startTlsFront,
+  type TestTls,
+  type TlsFront,
+} from "./_tls.ts";
+
 export const S3RVER = "npm:s3rver@3.7.1";
+/** `deno run` arguments of the test S3 server s3rver (a fixture, not the program). */
+const S3RVER_RUN = ["run", "-A", S3RVER];
 export const MAIN = new URL("../main.ts", import.meta.url).pathname;
 export const REPO = new URL("..", import.meta.url).pathname;
+
+/**
+ * `deno run` arguments starting the program with the compiled binary's own
+ * flags (deno.json's `compile` task), never broader: what is tested is what
+ * ships.
+ */
+export function programArgs(args: string[]): string[] {
+  return ["run", ...RUN_FLAGS, MAIN, ...args];
+}
 
 /** A free TCP port on 127.0.0.1 (the OS picks, we release it at once). */
 export function freePort(): number {
@@ -25,22 +46,32 @@ export function freePort(): number {
 }
 
 export interface S3Server extends AsyncDisposable {
+  /** `https://127.0.0.1:PORT` (`http://` for a server started with `tls: false`). */
   endpoint: string;
   port: number;
   /** Where s3rver keeps its objects. */
   dir: string;
   bucket: string;
+  /** The server's private CA and certificate; undefined over plain HTTP. */
+  tls: TestTls | undefined;
   /** A client of our own, independent of tablesnap's store code. */
   client: S3Client;
-  /** Environment for a tablesnap child process reaching this server. */
+  /** `fetch` straight to the server (trusting its CA), for what the SDK cannot send. */
+  fetch(path: string, init?: RequestInit): Promise<Response>;
+  /**
+   * Environment for a tablesnap child process reaching this server: the
+   * credentials, the endpoint and, over HTTPS, the CA the way an operator
+   * gives it (`AWS_CA_BUNDLE`).
+   */
   env: Record<string, string>;
   stop(): Promise<void>;
 }
 
 /**
- * Starts s3rver with one bucket; resolves when it accepts requests. Pass
+ * Starts s3rver (or moto) with one bucket, over HTTPS with a CA made for
+ * this server unless `tls: false`; resolves when it accepts requests. Pass
  * `port` and `dir` to restart a stopped server with the same contents
- * (`keepDir` then stops `stop()` from deleting them).
+ * (`keepDir` then stops `stop()` from deleting them, certificates included).
  */
 export async function startS3Server(
   bucket = "test-bucket",
@@ -51,6 +82,10 @@ export async function startS3Server(
     server?: "s3rver" | "moto";
     /** moto only: check signatures against moto's IAM (no valid keys exist: every call is 403). */
     auth?: boolean;
+    /** HTTPS (the default) or plain HTTP, for tests that read the wire (counting proxies). */
+    tls?: boolean;
+    /** The names the certificate covers (openssl subjectAltName entries); default loopback. */
+    tlsNames?: string[];
   } = {},
 ): Promise<S3Server> {
   const port = options.port ?? freePort();
@@ -59,17 +94,41 @@ export async function startS3Server(
   // DES, which neither Deno's nor Node's OpenSSL 3 offers): tests that list
   // more than 1,000 keys use moto's server instead.
   const moto = options.server === "moto";
+  // The certificates live beside the objects (s3rver would take a folder
+  // inside its directory for a bucket), in a folder kept for a restart.
+  const tlsDir = `${dir}.tls`;
+  let tls: TestTls | undefined;
+  if (options.tls !== false) {
+    const reuse = await Deno.stat(`${tlsDir}/ca.pem`).then(() => true, () => false);
+    await Deno.mkdir(tlsDir, { recursive: true });
+    tls = reuse
+      ? {
+        caFile: `${tlsDir}/ca.pem`,
+        certFile: `${tlsDir}/server.pem`,
+        keyFile: `${tlsDir}/server.key`,
+        caPem: await Deno.readTextFile(`${tlsDir}/ca.pem`),
+      }
+      : await makeTestTls(tlsDir, options.tlsNames);
+  }
+  // s3rver speaks plain HTTP behind a TLS front of ours: its own TLS mode
+  // (node:https under Deno) leaves some responses unsent. moto serves TLS.
+  const front = tls && !moto;
+  const serverPort = front ? freePort() : port;
   const [program, args] = moto
-    ? ["moto_server", ["-H", "127.0.0.1", "-p", String(port)]]
+    ? ["moto_server", [
+      "-H",
+      "127.0.0.1",
+      "-p",
+      String(port),
+      ...(tls ? ["-c", tls.certFile, "-k", tls.keyFile] : []),
+    ]]
     : [Deno.execPath(), [
-      "run",
-      "-A",
-      S3RVER,
+      ...S3RVER_RUN,
       "--silent",
       "-a",
       "127.0.0.1",
       "-p",
-      String(port),
+      String(serverPort),
       "-d",
       dir,
       "--configure-bucket",
@@ -84,30 +143,41 @@ export async function startS3Server(
     stdout: "null",
     stderr: "null",
   }).spawn();
-  const endpoint = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 60_000;
-  for (;;) {
+  let tlsFront: TlsFront | undefined;
+  if (front && tls) {
     try {
-      if (options.auth) {
-        const res = await fetch(`${endpoint}/`);
-        await res.body?.cancel();
-        if (res.status >= 400) break; // listening; it refuses unsigned requests
-      } else if (moto) {
-        const res = await fetch(`${endpoint}/${bucket}`, { method: "PUT" });
-        await res.body?.cancel();
-        if (res.ok) break;
-      }
-      const res = await fetch(`${endpoint}/${bucket}?list-type=2&max-keys=1`);
-      await res.body?.cancel();
-      if (res.ok) break;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) {
+      tlsFront = await startTlsFront(serverPort, tls, port);
+    } catch (err) {
       child.kill("SIGKILL");
-      throw new Error(`${moto ? "moto_server" : "s3rver"} did not start within 60 s`);
+      await child.status;
+      throw err;
     }
-    await delay(100);
+  }
+  const endpoint = `${tls ? "https" : "http"}://127.0.0.1:${port}`;
+  const httpClient = tls ? caFetchClient(tls.caPem) : undefined;
+  const fetchServer = (path: string, init: RequestInit = {}) =>
+    fetch(`${endpoint}${path}`, httpClient ? { ...init, client: httpClient } : init);
+  const stopChild = async () => {
+    await tlsFront?.stop();
+    try {
+      child.kill("SIGTERM");
+    } catch {
+      // already gone
+    }
+    await child.status;
+  };
+  const removeFiles = async () => {
+    if (options.keepDir) return;
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    await Deno.remove(tlsDir, { recursive: true }).catch(() => {});
+  };
+  try {
+    await waitUntilServing(fetchServer, bucket, { moto, auth: options.auth ?? false });
+  } catch (err) {
+    await stopChild();
+    httpClient?.close();
+    await removeFiles();
+    throw new Error(`${moto ? "moto_server" : "s3rver"} did not start: ${(err as Error).message}`);
   }
   const client = new S3Client({
     region: "us-east-1",
@@ -116,35 +186,75 @@ export async function startS3Server(
     credentials: { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" },
     requestChecksumCalculation: "WHEN_REQUIRED",
     responseChecksumValidation: "WHEN_REQUIRED",
+    ...(tls ? { requestHandler: { httpsAgent: caAgent(tls.caPem) } } : {}),
   });
   let stopped = false;
   const stop = async () => {
     if (stopped) return;
     stopped = true;
     client.destroy();
-    try {
-      child.kill("SIGTERM");
-    } catch {
-      // already gone
-    }
-    await child.status;
-    if (!options.keepDir) await Deno.remove(dir, { recursive: true }).catch(() => {});
+    httpClient?.close();
+    await stopChild();
+    await removeFiles();
   };
   return {
     endpoint,
     port,
     dir,
     bucket,
+    tls,
     client,
+    fetch: fetchServer,
     env: {
       AWS_ACCESS_KEY_ID: "S3RVER",
       AWS_SECRET_ACCESS_KEY: "S3RVER",
       AWS_ENDPOINT_URL_S3: endpoint,
       AWS_REGION: "us-east-1",
+      ...(tls ? trustEnv(tls.caFile) : {}),
     },
     stop,
     [Symbol.asyncDispose]: stop,
   };
+}
+
+/** Polls until the server answers for `bucket` (creating it on moto); at most 60 s. */
+async function waitUntilServing(
+  fetchServer: (path: string, init?: RequestInit) => Promise<Response>,
+  bucket: string,
+  o: { moto: boolean; auth: boolean },
+): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  let last = "no answer";
+  for (;;) {
+    try {
+      if (o.auth) {
+        const res = await fetchServer("/");
+        await res.body?.cancel();
+        if (res.status >= 400) return; // listening; it refuses unsigned requests
+      } else if (o.moto) {
+        const res = await fetchServer(`/${bucket}`, { method: "PUT" });
+        await res.body?.cancel();
+        if (res.ok) return;
+      }
+      const res = await fetchServer(`/${bucket}?list-type=2&max-keys=1`);
+      await res.body?.cancel();
+      if (res.ok) return;
+      last = `HTTP ${res.status}`;
+    } catch (err) {
+      last = (err as Error).message; // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error(`within 60 s (last: ${last})`);
+    await delay(100);
+  }
+}
+
+/**
+ * What a child process needs to trust a private CA, as an operator gives it:
+ * `AWS_CA_BUNDLE` (the AWS CLI's convention). `NODE_EXTRA_CA_CERTS` stays
+ * inherited (set to the system bundle on these machines, as on many hosts).
+ */
+export function trustEnv(caFile: string): Record<string, string> {
+  return { AWS_CA_BUNDLE: caFile };
 }
 
 export function delay(ms: number): Promise<void> {
@@ -180,7 +290,7 @@ export async function runCli(
   options: { env?: Record<string, string>; cwd?: string } = {},
 ): Promise<CliResult> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, ...args],
+    args: programArgs(args),
     env: { NO_COLOR: "1", ...options.env },
     cwd: options.cwd ?? REPO,
     stdin: "null",
@@ -205,7 +315,7 @@ export function spawnCli(
   options: { env?: Record<string, string> } = {},
 ): RunningCli {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, ...args],
+    args: programArgs(args),
     env: { NO_COLOR: "1", ...options.env },
     cwd: REPO,
     stdin: "null",

@@ -5,6 +5,7 @@
  */
 import { assert_ as assert, assertEquals } from "./_assert.ts";
 import { REPO, tempDir } from "./_helpers.ts";
+import { BENCH_FLAGS } from "./_run_flags.ts";
 
 const BENCH = new URL("../bench/bench.ts", import.meta.url).pathname;
 
@@ -12,7 +13,7 @@ Deno.test("bench --quick writes a report with every section and no missed file",
   await using scratch = await tempDir("tablesnap-bench-smoke-");
   const out = `${scratch.path}/report.md`;
   const run = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", BENCH, "--quick", "--out", out, "--tmp", `${scratch.path}/work`],
+    args: ["run", ...BENCH_FLAGS, BENCH, "--quick", "--out", out, "--tmp", `${scratch.path}/work`],
     cwd: REPO,
     env: { NO_COLOR: "1" },
     stdin: "null",

@@ -3,7 +3,7 @@
  * usage mistakes), never a stack trace. These run the real CLI.
  */
 import { assert, assertEquals, assertStringIncludes } from "./_assert.ts";
-import { runCli, startS3Server, tempDir } from "./_helpers.ts";
+import { runCli, startS3Server, tempDir, trustEnv } from "./_helpers.ts";
 import { parseWatchArgs, WATCH_OPTIONS } from "../lib/cli/watch.ts";
 import { parseSlurpArgs } from "../lib/cli/slurp.ts";
 import { VERSION } from "../lib/common/version.ts";
@@ -57,7 +57,7 @@ Deno.test("a missing bucket exits 1 with one line, and secrets never reach the o
   for (const flags of [[], ["-B"], ["-B", "--once"]]) {
     const { code, stderr, stdout } = await runCli(
       ["-n", "h", ...flags, "-k", "S3RVER", "-s", secret, "no-such-bucket", dir.path],
-      { env: { AWS_ENDPOINT_URL_S3: s3.endpoint, TDEBUG: "1" } },
+      { env: { ...trustEnv(s3.tls!.caFile), AWS_ENDPOINT_URL_S3: s3.endpoint, TDEBUG: "1" } },
     );
     assertEquals(code, 1, `${flags}: ${stderr}`);
     assertStringIncludes(stderr, "error: Bucket 'no-such-bucket' does not exist");

@@ -15,22 +15,10 @@
  * run: scripts/smoke-binary.sh drives `deno run <compile flags> main.ts`.
  */
 import { assert, assertEquals } from "./_assert.ts";
-import { REPO, tempDir } from "./_helpers.ts";
-import config from "../deno.json" with { type: "json" };
+import { programArgs, REPO, tempDir } from "./_helpers.ts";
+import { COMPILE_TASK } from "./_run_flags.ts";
 
 const SMOKE = `${REPO}scripts/smoke-binary.sh`;
-
-/** The `compile` task's words, with the output path and entry point apart. */
-function compileTask(): { flags: string[]; output: string; entry: string } {
-  const words = config.tasks.compile.split(/\s+/);
-  assertEquals(words.slice(0, 2), ["deno", "compile"], "compile task must run deno compile");
-  const entry = words.at(-1)!;
-  const outputAt = words.indexOf("--output");
-  assert(outputAt > 1, "compile task must name --output");
-  const output = words[outputAt + 1]!;
-  const flags = words.slice(2, -1).filter((_, i) => i + 2 !== outputAt && i + 2 !== outputAt + 1);
-  return { flags, output, entry };
-}
 
 /** The permission flags only (what the binary is allowed to do). */
 function permissionFlags(flags: string[]): string[] {
@@ -63,7 +51,7 @@ function text(bytes: Uint8Array): string {
 }
 
 Deno.test("the compile task bakes in exactly the permissions the program needs", () => {
-  const { flags, output, entry } = compileTask();
+  const { flags, output, entry } = COMPILE_TASK;
   assertEquals(entry, "main.ts");
   assertEquals(output, "dist/tablesnap");
   assertEquals(permissionFlags(flags), [
@@ -74,12 +62,11 @@ Deno.test("the compile task bakes in exactly the permissions the program needs",
     "--allow-sys=hostname,osRelease,uid,homedir", // FQDN; SDK user agent and home directory
     "--allow-run=logger", // TABLESNAP_SYSLOG
   ]);
-  assert(!flags.includes("-A") && !flags.includes("--allow-all"), "no --allow-all");
+  assert(!flags.some((f) => /^(-A|--allow-all)$/.test(f)), "no allow-all");
   // The memory bound (150 MB) relies on a small young generation and an old
   // generation that grows by half between collections (docs/watch.md#memory);
   // `deno task start` must run the program the way the binary does.
   assertEquals(v8Flags(flags), ["--v8-flags=--max-semi-space-size=2,--heap-growing-percent=50"]);
-  assert(config.tasks.start.includes(v8Flags(flags)[0]!), "start task must use the same V8 flags");
   // The lockfile also holds test-only packages (s3rver): keep them out of the binary.
   assert(flags.includes("--exclude-unused-npm"), "compile task must pass --exclude-unused-npm");
 });
@@ -88,7 +75,7 @@ Deno.test({
   name: "deno compile builds the binary (or reports the offline denort download)",
   async fn() {
     await using dir = await tempDir("tablesnap-compile-");
-    const { flags, entry } = compileTask();
+    const { flags, entry } = COMPILE_TASK;
     const binary = `${dir.path}/tablesnap`;
     const out = await new Deno.Command(Deno.execPath(), {
       args: ["compile", ...flags, "--output", binary, entry],
@@ -116,16 +103,9 @@ Deno.test({
 
 Deno.test("the compile task's permissions suffice for an end-to-end run (deno run)", async () => {
   await using dir = await tempDir("tablesnap-perms-");
-  const { flags, entry } = compileTask();
   const wrapper = `${dir.path}/tablesnap`;
   const quote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
-  const command = [
-    Deno.execPath(),
-    "run",
-    ...v8Flags(flags),
-    ...permissionFlags(flags),
-    `${REPO}${entry}`,
-  ];
+  const command = [Deno.execPath(), ...programArgs([])];
   await Deno.writeTextFile(wrapper, `#!/bin/sh\nexec ${command.map(quote).join(" ")} "$@"\n`);
   await Deno.chmod(wrapper, 0o755);
   const smoke = await runSmoke(wrapper);

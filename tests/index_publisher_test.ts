@@ -1,5 +1,5 @@
 /**
- * The index publisher's waits (lib/watch/index_publisher.ts) on a fake
+ * The index publisher's waits (lib/watch/index/index_publisher.ts) on a fake
  * clock, with real files and a real local store: the TOC, the quiet period
  * without one, the deadline, and retries of a failed index upload.
  */
@@ -8,24 +8,31 @@ import { tempDir } from "./_helpers.ts";
 import { indexKey } from "../lib/bucket/keys.ts";
 import { LocalStore } from "../lib/store/local_store.ts";
 import type { Store } from "../lib/store/store.ts";
-import { IndexPublisher } from "../lib/watch/index_publisher.ts";
-import { makePathFilter } from "../lib/watch/path_filter.ts";
+import { IndexPublisher } from "../lib/watch/index/index_publisher.ts";
+import { Ledger } from "../lib/watch/ledger.ts";
+import { FakeClock } from "./unit/_fake_clock.ts";
+import { makePathFilter } from "../lib/watch/detect/path_filter.ts";
 
 const NAMING = { prefix: "", name: "h", separator: ":" };
 
 /** A publisher over `dir`, with a clock the test moves and a stored set it fills. */
 async function setup(dir: string, store: Store, waitMs = 60_000) {
   await Deno.mkdir(`${dir}/t`, { recursive: true });
-  const clock = { now: 1_000_000 };
+  const clock = new FakeClock(1_000_000);
   const stored = new Set<string>();
   const publisher = new IndexPublisher({
     store,
     naming: NAMING,
     filter: makePathFilter({}),
-    isStored: (path) => stored.has(path),
+    ledger: new Ledger(),
+    files: {
+      isStored: (path) => stored.has(path),
+      isPending: () => false,
+      isInFlight: () => false,
+    },
     waitMs,
     quietMs: 2_000,
-    now: () => clock.now,
+    clock,
   });
   const write = (name: string, text = name) => Deno.writeTextFile(`${dir}/t/${name}`, text);
   const store1 = async (name: string) => {
@@ -39,7 +46,7 @@ async function setup(dir: string, store: Store, waitMs = 60_000) {
     return JSON.parse(await new Response(object.body).text())[`${dir}/t`] as string[];
   };
   const tick = async (ms: number) => {
-    clock.now += ms;
+    await clock.advance(ms);
     await publisher.checkDue();
   };
   return { publisher, clock, stored, write, store: store1, index, tick };
@@ -195,7 +202,7 @@ Deno.test("IndexPublisher with --pin freezes its cut once every file is pinned, 
   const store = new LocalStore(bucket.path);
   const dir = `${data.path}/t`;
   await Deno.mkdir(dir, { recursive: true });
-  const clock = { now: 1_000_000 };
+  const clock = new FakeClock(1_000_000);
   const stored = new Set<string>();
   const pinned = new Set<string>();
   const pending = new Set<string>();
@@ -203,13 +210,16 @@ Deno.test("IndexPublisher with --pin freezes its cut once every file is pinned, 
     store,
     naming: NAMING,
     filter: makePathFilter({}),
-    isStored: (path) => stored.has(path),
-    isPending: (path) => pending.has(path),
-    isInFlight: (path) => pending.has(path),
+    ledger: new Ledger(),
+    files: {
+      isStored: (path) => stored.has(path),
+      isPending: (path) => pending.has(path),
+      isInFlight: (path) => pending.has(path),
+    },
     isPinned: (path) => pinned.has(path),
     waitMs: 60_000,
     quietMs: 2_000,
-    now: () => clock.now,
+    clock,
   });
   const names = ["nb-1-big-Data.db", "nb-1-big-Index.db", "nb-1-big-TOC.txt"];
   // Flushed and pinned, in Cassandra's order: the TOC last.
@@ -223,13 +233,13 @@ Deno.test("IndexPublisher with --pin freezes its cut once every file is pinned, 
     publisher.pinned(`${dir}/${name}`);
     await publisher.settled();
   }
-  const cutAt = clock.now;
+  const cutAt = clock.now();
   // Compaction: a new generation, the old one deleted before any upload.
-  clock.now += 10_000;
+  await clock.advance(10_000);
   for (const name of names) await Deno.remove(`${dir}/${name}`);
   await Deno.writeTextFile(`${dir}/nb-2-big-Data.db`, "new");
   // Uploads crawl: far past --index-wait, still in flight, so it waits.
-  clock.now += 300_000;
+  await clock.advance(300_000);
   await publisher.checkDue();
   assertEquals(await store.get(indexKey(NAMING, `${dir}/nb-1-big-Data.db`)), null);
   for (const name of names) {
@@ -252,19 +262,22 @@ Deno.test("IndexPublisher with --pin publishes a directory's frozen cuts in thei
   const store = new LocalStore(bucket.path);
   const dir = `${data.path}/t`;
   await Deno.mkdir(dir, { recursive: true });
-  const clock = { now: 1_000_000 };
+  const clock = new FakeClock(1_000_000);
   const stored = new Set<string>();
   const pinned = new Set<string>();
   const publisher = new IndexPublisher({
     store,
     naming: NAMING,
     filter: makePathFilter({}),
-    isStored: (path) => stored.has(path),
-    isPending: (path) => pinned.has(path) && !stored.has(path),
-    isInFlight: (path) => pinned.has(path) && !stored.has(path),
+    ledger: new Ledger(),
+    files: {
+      isStored: (path) => stored.has(path),
+      isPending: (path) => pinned.has(path) && !stored.has(path),
+      isInFlight: (path) => pinned.has(path) && !stored.has(path),
+    },
     isPinned: (path) => pinned.has(path),
     waitMs: 60_000,
-    now: () => clock.now,
+    clock,
   });
   const generation = (gen: number) =>
     ["Data.db", "TOC.txt"].map((c) => `${dir}/nb-${gen}-big-${c}`);
@@ -275,7 +288,7 @@ Deno.test("IndexPublisher with --pin publishes a directory's frozen cuts in thei
       publisher.pinned(path);
       await publisher.settled();
     }
-    clock.now += 1_000;
+    await clock.advance(1_000);
     // Compacted: generation 2's cut does not name generation 1's files.
     if (gen === 1) { for (const path of generation(1)) await Deno.remove(path); }
   }
@@ -295,4 +308,47 @@ Deno.test("IndexPublisher with --pin publishes a directory's frozen cuts in thei
   await publisher.settled();
   assertEquals([await published(1), await published(2)], [true, true]);
   assertEquals(publisher.pendingCount(), 0);
+});
+
+Deno.test("IndexPublisher's own timer, on the clock, publishes at the deadline and settles the ledger", async () => {
+  await using data = await tempDir();
+  await using bucket = await tempDir("tablesnap-store-");
+  const dir = `${data.path}/t`;
+  await Deno.mkdir(dir, { recursive: true });
+  const clock = new FakeClock(1_000_000);
+  const ledger = new Ledger();
+  const events: string[] = [];
+  ledger.subscribe((e) => {
+    if (e.type === "index-settled") events.push(`settled written=${e.written} ${e.complete}`);
+  });
+  const publisher = new IndexPublisher({
+    store: new LocalStore(bucket.path),
+    naming: NAMING,
+    filter: makePathFilter({}),
+    ledger,
+    waitMs: 10_000,
+    quietMs: 2_000,
+    clock,
+  });
+  // A Data.db uploaded: it asks for its index; its TOC names a file never stored.
+  await Deno.writeTextFile(`${dir}/nb-1-big-TOC.txt`, "Data.db\nFilter.db\nTOC.txt\n");
+  await Deno.writeTextFile(`${dir}/nb-1-big-Data.db`, "data");
+  for (const name of ["nb-1-big-TOC.txt", "nb-1-big-Data.db"]) {
+    const record = ledger.getOrCreate(`${dir}/${name}`);
+    ledger.move(record, "queued");
+    ledger.move(record, "uploading");
+    ledger.stored(record, { size: Deno.statSync(`${dir}/${name}`).size, mtimeMs: 1 }, "uploaded");
+  }
+  await publisher.settled();
+  assertEquals(ledger.indexCount(), 1, "the uploaded Data.db asked for its index");
+  publisher.start(500);
+  await clock.advance(9_500);
+  await publisher.settled();
+  assertEquals(events, [], "the deadline is not there yet");
+  await clock.advance(500);
+  await publisher.settled();
+  assertEquals(events, ["settled written=true false"], "written at its deadline, incomplete");
+  assertEquals(ledger.indexCount(), 0);
+  publisher.stop();
+  assertEquals(clock.pending, 0, "stop clears the timer");
 });

@@ -1,6 +1,6 @@
 /**
- * The durable journal (`--state-dir`, lib/watch/journal.ts and the
- * checkpoint rules of lib/watch/startup.ts): first the file format and its
+ * The durable journal (`--state-dir`, lib/watch/durable/journal.ts and the
+ * checkpoint rules of lib/watch/durable/durable_state.ts): first the file format and its
  * batching and compaction in-process, then real watchers killed with real
  * signals against a real s3rver, restarted without -B.
  */
@@ -19,9 +19,11 @@ import {
 } from "./_helpers.ts";
 import { FatalError } from "../lib/common/errors.ts";
 import { LocalStore } from "../lib/store/local_store.ts";
-import { UploadPipeline } from "../lib/watch/pipeline.ts";
-import { Journal, JOURNAL_FILE, parseJournal } from "../lib/watch/journal.ts";
-import { CHANGE_MARGIN_MS } from "../lib/watch/startup.ts";
+import { Ledger } from "../lib/watch/ledger.ts";
+import { UploadPipeline } from "../lib/watch/upload/pipeline.ts";
+import { Journal } from "../lib/watch/durable/journal.ts";
+import { JOURNAL_FILE, parseJournal } from "../lib/watch/durable/journal_format.ts";
+import { CHANGE_MARGIN_MS } from "../lib/watch/durable/reconcile.ts";
 
 const HOST = "testhost";
 
@@ -208,6 +210,8 @@ Deno.test("the pipeline keeps exactly the files not in the bucket in the journal
     }
   }
   const { journal } = await Journal.open(state.path, { flushDelayMs: 10 });
+  const ledger = new Ledger();
+  journal.follow(ledger);
   const pipeline = new UploadPipeline({
     store: new OutageStore(bucket.path),
     naming: { prefix: "", name: "h", separator: ":" },
@@ -216,6 +220,7 @@ Deno.test("the pipeline keeps exactly the files not in the bucket in the journal
     multipartThreshold: 5 * 1024 ** 3,
     partSize: 256 * 1024 ** 2,
     md5OnStart: false,
+    ledger,
     journal,
   });
   const path = (name: string) => `${data.path}/${name}`;
@@ -227,7 +232,7 @@ Deno.test("the pipeline keeps exactly the files not in the bucket in the journal
   down = false;
   await Deno.writeTextFile(path("c"), "c");
   pipeline.enqueue(path("c"));
-  await waitFor("c uploaded", () => pipeline.isStored(path("c")));
+  await waitFor("c uploaded", () => pipeline.ledger.isStored(path("c")));
   await Deno.writeTextFile(path("gone"), "soon gone");
   pipeline.enqueue(path("gone"));
   await Deno.remove(path("gone"));

@@ -71,3 +71,47 @@ Deno.test("no job imports a store wrapper", async () => {
   }
   assertEquals(wrong, []);
 });
+
+/**
+ * Inside lib/watch the stages depend one way too: the ledger, its records
+ * and the clock at the bottom; detect, upload and metrics on them; index,
+ * durable and keepers on those; run_watch.ts (and what it alone uses) on top.
+ */
+const WATCH_RANK: Record<string, number> = {
+  "ledger.ts": 0,
+  "records.ts": 0,
+  "clock.ts": 0,
+  detect: 1,
+  upload: 1,
+  metrics: 1,
+  index: 2,
+  durable: 2,
+  keepers: 2,
+};
+/** Files at the top of lib/watch not named above: the job's assembly. */
+const WATCH_TOP = 3;
+
+Deno.test("lib/watch stages import only stages below them", async () => {
+  const watch = `${REPO}lib/watch`;
+  const rankOf = (path: string) =>
+    WATCH_RANK[path.slice(watch.length + 1).split("/")[0]!] ?? WATCH_TOP;
+  const wrong: string[] = [];
+  for await (const path of sources(watch)) {
+    const text = await Deno.readTextFile(path);
+    const folder = dirname(path);
+    for (const [, specifier] of text.matchAll(/from "(\.[^"]+)"/g)) {
+      const target = new URL(specifier!, `file://${path}`).pathname;
+      if (!target.startsWith(`${watch}/`)) continue;
+      // Within one folder anything goes, but for lib/watch's own files, ranked one by one.
+      if (dirname(target) === folder && rankOf(target) === rankOf(path)) continue;
+      if (rankOf(target) >= rankOf(path)) {
+        wrong.push(`${path.slice(watch.length + 1)} imports ${target.slice(watch.length + 1)}`);
+      }
+    }
+  }
+  assertEquals(wrong, []);
+});
+
+function dirname(path: string): string {
+  return path.slice(0, path.lastIndexOf("/"));
+}

@@ -8,8 +8,8 @@ import { FatalError, UsageError } from "../lib/common/errors.ts";
 import { log } from "../lib/common/log.ts";
 import { VERSION } from "../lib/common/version.ts";
 import { failureReason } from "../lib/store/failure.ts";
-import { Metrics } from "../lib/watch/metrics.ts";
-import { serveMetrics } from "../lib/watch/metrics_server.ts";
+import { Metrics } from "../lib/watch/metrics/metrics.ts";
+import { serveMetrics } from "../lib/watch/metrics/metrics_server.ts";
 import { promtool } from "./_helpers.ts";
 
 interface Sample {

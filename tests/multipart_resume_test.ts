@@ -1,5 +1,5 @@
 /**
- * Multipart uploads across SIGKILL (`--state-dir`, lib/watch/multipart_resume.ts
+ * Multipart uploads across SIGKILL (`--state-dir`, lib/watch/upload/multipart_resume.ts
  * and stale_uploads.ts): a real watcher killed mid-upload against moto (which,
  * unlike s3rver, lists multipart uploads and their parts), its bytes counted
  * by a TCP proxy in between, then restarted without -B.
@@ -26,7 +26,8 @@ import {
   tempDir,
   waitFor,
 } from "./_helpers.ts";
-import { Journal, JOURNAL_FILE, parseJournal } from "../lib/watch/journal.ts";
+import { Journal } from "../lib/watch/durable/journal.ts";
+import { JOURNAL_FILE, parseJournal } from "../lib/watch/durable/journal_format.ts";
 import { S3Store } from "../lib/store/s3/s3_store.ts";
 
 const HOST = "resumehost";
@@ -151,7 +152,7 @@ Deno.test("journal: upload lines load, old journals still load, compaction keeps
 });
 
 Deno.test("S3Store resumes only the parts whose ETag is the file's part MD5, and replaces a lost upload", async () => {
-  await using s3 = await startS3Server("resume-bucket", { server: "moto" });
+  await using s3 = await startS3Server("resume-bucket", { server: "moto", tls: false });
   await using dir = await tempDir();
   const path = `${dir.path}/f`;
   const bytes = fileBytes(3 * PART + 1000, 5);
@@ -218,7 +219,7 @@ Deno.test("S3Store resumes only the parts whose ETag is the file's part MD5, and
  * file with the header and file key the journal kept.
  */
 async function killAndResume(recipient?: { recipient: string; identityFile: string }) {
-  await using s3 = await startS3Server("resume-bucket", { server: "moto" });
+  await using s3 = await startS3Server("resume-bucket", { server: "moto", tls: false });
   await using proxy = startCountingProxy(s3.port);
   await using dir = await tempDir();
   const root = `${dir.path}/data`;
@@ -314,7 +315,7 @@ Deno.test("an encrypted multipart upload killed mid-way resumes from its last pa
 });
 
 Deno.test("a stop past --shutdown-grace keeps the multipart upload, and the next start resumes it", async () => {
-  await using s3 = await startS3Server("resume-bucket", { server: "moto" });
+  await using s3 = await startS3Server("resume-bucket", { server: "moto", tls: false });
   await using proxy = startCountingProxy(s3.port);
   await using dir = await tempDir();
   const root = `${dir.path}/data`;

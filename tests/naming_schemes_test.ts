@@ -2,7 +2,7 @@
  * Every file naming scheme Cassandra has used, against the pure rules of
  * lib/bucket/sstable.ts (which generation a file belongs to, which files
  * get an index, which may change, how generations order) and the default
- * filter of lib/watch/path_filter.ts. The watcher over a real tree of all of
+ * filter of lib/watch/detect/path_filter.ts. The watcher over a real tree of all of
  * them is in tests/lifecycle_test.ts.
  */
 import { assert, assertEquals } from "./_assert.ts";
@@ -13,7 +13,7 @@ import {
   parseComponentName,
   wantsIndex,
 } from "../lib/bucket/sstable.ts";
-import { makePathFilter } from "../lib/watch/path_filter.ts";
+import { makePathFilter } from "../lib/watch/detect/path_filter.ts";
 
 const UUID_ID = "3g1m_0oe5_2kxx42qmnomqc4sx6a";
 

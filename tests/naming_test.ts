@@ -6,7 +6,7 @@ import { generationPrefix, wantsIndex } from "../lib/bucket/sstable.ts";
 import { UsageError } from "../lib/common/errors.ts";
 import { parseRate } from "../lib/common/format.ts";
 import { keyToSegments, segmentsToKey } from "../lib/store/local_store.ts";
-import { makePathFilter } from "../lib/watch/path_filter.ts";
+import { makePathFilter } from "../lib/watch/detect/path_filter.ts";
 
 const naming = { prefix: "", name: "cass1.example.com", separator: ":" };
 

@@ -210,7 +210,7 @@ Deno.test("a bad --object-lock-mode exits 2 with one line naming it", async () =
 });
 
 Deno.test("uploads into a bucket with Object Lock: default retention, --object-lock-*, new versions", async (t) => {
-  await using s3 = await startS3Server("plain", { server: "moto" });
+  await using s3 = await startS3Server("plain", { server: "moto", tls: false });
   await using dir = await tempDir();
   const bucket = await lockedBucket(s3, "locked", 1);
   const table = `${dir.path}/ks/t-1`;
@@ -350,7 +350,7 @@ Deno.test("uploads into a bucket with Object Lock: default retention, --object-l
 });
 
 Deno.test("listVersions pages through versions and delete markers in S3's order", async () => {
-  await using s3 = await startS3Server("plain", { server: "moto" });
+  await using s3 = await startS3Server("plain", { server: "moto", tls: false });
   const bucket = await lockedBucket(s3, "versions");
   const store = storeOf(s3, bucket);
   try {
@@ -380,7 +380,7 @@ Deno.test("listVersions pages through versions and delete markers in S3's order"
 });
 
 Deno.test("chop on a versioned bucket deletes versions, reports what the lock kept, keeps what indexes need", async (t) => {
-  await using s3 = await startS3Server("plain", { server: "moto" });
+  await using s3 = await startS3Server("plain", { server: "moto", tls: false });
   const bucket = await lockedBucket(s3, "chopped");
   const plain = storeOf(s3, bucket);
   const locking = storeOf(s3, bucket, { mode: "GOVERNANCE", days: 1 });

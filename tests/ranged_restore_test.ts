@@ -55,7 +55,7 @@ function startPacingProxy(upstream: string, bytesPerSecond: number) {
 }
 
 Deno.test("a large object restores in parallel ranges and resumes after SIGKILL", async () => {
-  await using s3 = await startS3Server();
+  await using s3 = await startS3Server("test-bucket", { tls: false });
   await using work = await tempDir();
   const table = "/var/lib/cassandra/data/ks/big-1";
   const size = 100 * MB + 12_345;

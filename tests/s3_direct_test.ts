@@ -5,17 +5,21 @@
  */
 import { S3Client } from "@aws-sdk/client-s3";
 import { assertEquals } from "./_assert.ts";
+import { BucketRegion } from "../lib/store/s3/bucket_region.ts";
 import { DirectS3 } from "../lib/store/s3/direct_requests.ts";
+import { HttpClient } from "../lib/store/s3/transport/http_client.ts";
 
 const credentials = { accessKeyId: "AKIDEXAMPLE", secretAccessKey: "secret" };
 
 async function baseUrl(bucket: string, config: ConstructorParameters<typeof S3Client>[0]) {
   const client = new S3Client({ credentials, ...config });
-  const direct = new DirectS3({ client, bucket, idleTimeoutMs: 1000 });
+  const http = new HttpClient({ idleTimeoutMs: 1000 });
+  const region = new BucketRegion(bucket, String(config?.region ?? "us-east-1"));
+  const direct = new DirectS3({ client, bucket, http, region });
   try {
     return await direct.baseUrl();
   } finally {
-    direct.close();
+    http.close();
     client.destroy();
   }
 }

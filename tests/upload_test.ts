@@ -6,7 +6,7 @@
 import { assert, assertEquals } from "./_assert.ts";
 import { tempDir, waitFor } from "./_helpers.ts";
 import { LocalStore } from "../lib/store/local_store.ts";
-import { UploadPipeline } from "../lib/watch/pipeline.ts";
+import { UploadPipeline } from "../lib/watch/upload/pipeline.ts";
 
 Deno.test("stored files that were deleted locally are forgotten as new ones arrive", async () => {
   await using store = await tempDir("tablesnap-store-");
@@ -32,9 +32,9 @@ Deno.test("stored files that were deleted locally are forgotten as new ones arri
   await upload(0, 15);
   for (let i = 0; i < 15; i++) await Deno.remove(`${data.path}/f${i}`);
   await upload(15, 25);
-  await waitFor("pruning", () => pipeline.storedCount() < 25);
-  assertEquals(pipeline.storedCount(), 10, "only the files still on disk are remembered");
+  await waitFor("pruning", () => pipeline.ledger.storedCount() < 25);
+  assertEquals(pipeline.ledger.storedCount(), 10, "only the files still on disk are remembered");
   assertEquals(pipeline.summary.uploaded, 25);
-  for (let i = 15; i < 25; i++) assert(pipeline.isStored(`${data.path}/f${i}`), `f${i}`);
-  assert(!pipeline.isStored(`${data.path}/f0`));
+  for (let i = 15; i < 25; i++) assert(pipeline.ledger.isStored(`${data.path}/f${i}`), `f${i}`);
+  assert(!pipeline.ledger.isStored(`${data.path}/f0`));
 });

@@ -90,6 +90,15 @@ export function isMutableComponent(path: string): boolean {
   return parsed.id !== null && MUTABLE_COMPONENTS.has(parsed.component);
 }
 
+/**
+ * The mutable component a file is (`Statistics.db`, ...), by its component
+ * name alone, whatever the naming scheme; undefined for every other file.
+ */
+export function mutableComponentOf(path: string): string | undefined {
+  const component = parseComponentName(basename(path)).component;
+  return MUTABLE_COMPONENTS.has(component) ? component : undefined;
+}
+
 /** The component names a TOC.txt's text lists. */
 export function parseToc(text: string): string[] {
   return text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l.length > 0 && !l.includes("/"));

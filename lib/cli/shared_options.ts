@@ -44,6 +44,19 @@ export const CONNECTION_OPTIONS = {
     help: "S3-compatible endpoint, path-style addressing\n" +
       "(default: AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL)",
   },
+  "ca-bundle": {
+    group: "Connection",
+    kind: "text",
+    arg: "FILE",
+    help: "PEM certificates to trust besides the system's, for a private CA\n" +
+      "(default: AWS_CA_BUNDLE, else the profile's ca_bundle)",
+  },
+  "force-path-style": {
+    group: "Connection",
+    kind: "flag",
+    help: "address the bucket in the path, not the host name (default:\n" +
+      "AWS_S3_FORCE_PATH_STYLE, the profile's s3 addressing_style)",
+  },
 } as const satisfies OptionTable;
 
 /** `--identity`, for the jobs that read file bodies (slurp, verify). */
@@ -110,6 +123,8 @@ export function connectionOf(values: OptionValues<typeof CONNECTION_OPTIONS>): C
     sessionToken: values["aws-token"],
     region: values["aws-region"],
     endpoint: values["endpoint-url"],
+    caBundle: values["ca-bundle"],
+    forcePathStyle: values["force-path-style"] || undefined,
   };
 }
 

@@ -10,15 +10,15 @@ import { log, logOptionsFromEnv } from "../common/log.ts";
 import { VERSION } from "../common/version.ts";
 import { readRecipients } from "../store/age_keys.ts";
 import { checkBucketArgument, type ObjectLockRetention } from "../store/open_store.ts";
-import { makePathFilter } from "../watch/path_filter.ts";
-import { DEFAULT_PIN_DIR } from "../watch/pins.ts";
+import { makePathFilter } from "../watch/detect/path_filter.ts";
+import { DEFAULT_PIN_DIR } from "../watch/keepers/pins.ts";
 import {
   type PinSettings,
   runWatch,
   type WatchEncryption,
   type WatchSettings,
 } from "../watch/run_watch.ts";
-import { LISTEN_EVENTS, type ListenEvent } from "../watch/watch_rules.ts";
+import { LISTEN_EVENTS, type ListenEvent } from "../watch/detect/watch_rules.ts";
 import { helpText, type OptionTable, parseOptions } from "./options.ts";
 import {
   BUCKET_NOTE,

@@ -6,6 +6,7 @@
  */
 import { UsageError } from "../common/errors.ts";
 import { LocalStore } from "./local_store.ts";
+import { networkOptions } from "./s3/network_options.ts";
 import { type S3Options, S3Store } from "./s3/s3_store.ts";
 import type { Store } from "./store.ts";
 
@@ -16,6 +17,10 @@ export interface Connection {
   sessionToken?: string | undefined;
   region?: string | undefined;
   endpoint?: string | undefined;
+  /** `--ca-bundle`: a PEM file of CAs trusted besides the system roots. */
+  caBundle?: string | undefined;
+  /** `--force-path-style`. */
+  forcePathStyle?: boolean | undefined;
 }
 
 /** Extra S3 behaviour only the watcher sets (a local store ignores it). */
@@ -39,7 +44,10 @@ export function checkBucketArgument(bucket: string): void {
   }
 }
 
-/** Opens the store; reads AWS_* and TABLESNAP_DIRECT_REQUESTS. Requires `--allow-env`. */
+/**
+ * Opens the store; reads AWS_*, the proxy variables, TABLESNAP_DIRECT_REQUESTS
+ * and the CA bundles. Requires `--allow-env` and `--allow-read`.
+ */
 export function openStore(
   bucket: string,
   connection: Connection,
@@ -56,6 +64,7 @@ export function openStore(
     bucket,
     region: connection.region ?? env("AWS_REGION") ?? env("AWS_DEFAULT_REGION") ?? "us-east-1",
     ...tuning,
+    ...networkOptions(connection, env, endpoint !== undefined),
   };
   if (endpoint) options.endpoint = endpoint;
   // An escape hatch: every request through the SDK, should a server dislike ours.

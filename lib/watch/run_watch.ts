@@ -1,16 +1,14 @@
 /**
- * The watcher job, composed: each part is built after the parts it needs,
- * and later parts attach themselves to earlier ones' events.
+ * The watcher job, composed: it builds the parts, subscribes them to the
+ * ledger (ledger.ts), starts and stops them.
  *
  *   FileWatcher (complete files) -> UploadPipeline (the bucket)
- *        -> IndexPublisher (-listdir.json) -> LocalCleanup (--delete-on-backup)
+ *        -> Ledger (one record per file and per pending index)
+ *             -> Journal, Pins, IndexPublisher, LocalCleanup, Metrics
  *
- * plus pins (--pin: the pipeline pins each complete file; a Data.db's pin
- * waits for its index), start-up reconciliation (-B), --once, metrics and
- * signals.
+ * plus start-up reconciliation (-B, --state-dir), --once and signals.
  */
 import { errorMessage, FatalError } from "../common/errors.ts";
-import { secondsSince } from "../common/format.ts";
 import { log } from "../common/log.ts";
 import { VERSION } from "../common/version.ts";
 import { keyHead, type KeyNaming, objectKey } from "../bucket/keys.ts";
@@ -18,18 +16,22 @@ import { type Connection, type ObjectLockRetention, openStore } from "../store/o
 import { wrapStore } from "../store/wrapped_store.ts";
 import { type ObjectStorage, objectStorageFields } from "../store/object_storage.ts";
 import type { Store } from "../store/store.ts";
-import { checkRoot, FileWatcher } from "./file_watcher.ts";
-import { IndexPublisher } from "./index_publisher.ts";
-import { LocalCleanup } from "./local_cleanup.ts";
-import { Metrics } from "./metrics.ts";
-import { serveMetrics } from "./metrics_server.ts";
-import type { PathFilter } from "./path_filter.ts";
-import { Pins } from "./pins.ts";
-import { UploadPipeline } from "./pipeline.ts";
-import { abortStaleUploads, uploadsToKeep } from "./stale_uploads.ts";
-import { DurableState, reconcileAtStart } from "./startup.ts";
+import { FileWatcher } from "./detect/file_watcher.ts";
+import { checkRoot } from "./detect/watch_setup.ts";
+import { IndexPublisher } from "./index/index_publisher.ts";
+import { Ledger } from "./ledger.ts";
+import { LocalCleanup } from "./keepers/local_cleanup.ts";
+import { Metrics } from "./metrics/metrics.ts";
+import { serveMetrics } from "./metrics/metrics_server.ts";
+import type { PathFilter } from "./detect/path_filter.ts";
+import { Pins } from "./keepers/pins.ts";
+import { UploadPipeline } from "./upload/pipeline.ts";
+import { abortStaleUploads, uploadsToKeep } from "./upload/stale_uploads.ts";
+import { DurableState } from "./durable/durable_state.ts";
+import { reconcileAtStart } from "./durable/reconcile.ts";
+import { finishOnce, logStopped, reportMemoryWhenDebugging } from "./finish.ts";
 import { listenForStopSignals } from "./stop_signals.ts";
-import type { ListenEvent } from "./watch_rules.ts";
+import type { ListenEvent } from "./detect/watch_rules.ts";
 
 /** Everything the watcher needs, parsed and checked (lib/cli/watch.ts makes it). */
 export interface WatchSettings {
@@ -87,7 +89,58 @@ export interface WatchEncryption {
  * Runs the watcher until SIGTERM/SIGINT (or, with `once`, until everything
  * that existed is uploaded). Returns the exit code.
  */
-export async function runWatch(s: WatchSettings): Promise<number> {
+export async function runWatch(settings: WatchSettings): Promise<number> {
+  const w = await buildWatch(settings);
+  const signals = listenForStopSignals();
+  const memoryReport = reportMemoryWhenDebugging(w.pipeline);
+  const started = performance.now();
+  try {
+    await startWatch(w);
+    if (w.s.once) {
+      const code = await finishOnce(w.pipeline, w.publisher, w.s.indexWaitMs, signals.stopped);
+      // --delete-on-backup: the files that waited for their index go before the exit.
+      await w.cleanup?.idle();
+      return code;
+    }
+    log.info("signal received, stopping", { signal: await signals.stopped });
+    return 0;
+  } finally {
+    signals.dispose();
+    clearInterval(memoryReport);
+    await w.state?.stop();
+    await w.watcher.close();
+    const notUploaded = await w.pipeline.shutdown(w.s.shutdownGraceMs);
+    w.publisher?.stop();
+    await w.state?.close();
+    logStopped(w.pipeline, w.publisher, notUploaded, started, w.state !== undefined);
+    await w.server?.shutdown();
+    w.store.close();
+  }
+}
+
+/** The watcher's parts, built and subscribed to the ledger. */
+interface WatchParts {
+  /** The settings, with pin paths filtered out. */
+  s: WatchSettings;
+  /** -B, or a journal that cannot say what changed while we were down. */
+  backup: boolean;
+  state: DurableState | undefined;
+  ledger: Ledger;
+  pins: Pins | undefined;
+  store: Store;
+  server: ReturnType<typeof serveMetrics> | undefined;
+  pipeline: UploadPipeline;
+  publisher: IndexPublisher | undefined;
+  cleanup: LocalCleanup | undefined;
+  watcher: FileWatcher;
+}
+
+/**
+ * Builds the parts and subscribes each to the ledger, in the order they
+ * must hear its events: the journal first, the publisher before the cleanup
+ * (a stored Data.db asks for its index before its directory is cleaned).
+ */
+async function buildWatch(s: WatchSettings): Promise<WatchParts> {
   // A missing path is a usage error, found before any request is made.
   for (const root of s.roots) await checkRoot(root);
   if (s.encryption?.spoolDir !== undefined) {
@@ -99,9 +152,14 @@ export async function runWatch(s: WatchSettings): Promise<number> {
   const state = s.stateDir === undefined ? undefined : await DurableState.open(s.stateDir);
   // A new or damaged journal cannot say what changed meanwhile: reconcile as -B does.
   const backup = s.backup || (state?.needsFullReconciliation ?? false);
+  const ledger = new Ledger();
+  state?.journal.follow(ledger);
   const metrics = new Metrics();
+  const rootOf = (path: string) => s.roots.find((r) => path.startsWith(r + "/")) ?? path;
+  metrics.follow(ledger, rootOf);
   const pins = s.pin ? Pins.open({ roots: s.roots, ...s.pin, observer: metrics }) : undefined;
   if (pins) {
+    pins.follow(ledger);
     metrics.pinsFrom(() => pins.usage());
     // Pin paths are neither watched, swept, indexed nor uploaded.
     s = { ...s, filter: pins.excluding(s.filter) };
@@ -109,137 +167,97 @@ export async function runWatch(s: WatchSettings): Promise<number> {
   const store = openWatchStore(s, metrics);
   const reachable = await checkReachable(store, metrics, backup);
   const server = s.metricsListen === undefined ? undefined : serveMetrics(metrics, s.metricsListen);
-  const rootOf = (path: string) => s.roots.find((r) => path.startsWith(r + "/")) ?? path;
   // Before any upload of ours: whatever is listed is an earlier run's. (Not
   // while S3 is unreachable: the start would wait for the listing's timeouts.)
-  if ((backup || state) && reachable) {
-    const backsUp = (path: string) => rootOf(path) !== path && s.filter.accepts(path);
-    const keep = state ? uploadsToKeep(state.journal, backsUp) : new Set<string>();
-    const prefixes = s.roots.map((root) => objectKey(s.naming, `${root}/`));
-    await abortStaleUploads(store, prefixes, keep);
-  }
-
+  if ((backup || state) && reachable) await abortEarlierUploads(s, store, state, rootOf);
   const journal = state?.journal;
   const pipeline = new UploadPipeline({
     ...s,
     store,
     observer: metrics,
     rootOf,
+    ledger,
     journal,
     pins,
   });
-  const publisher = s.withoutIndex
-    ? undefined
-    : startIndexing(s, store, pipeline, metrics, rootOf, pins);
-  const cleanup = s.deleteOnBackup ? new LocalCleanup(pipeline, publisher) : undefined;
-  if (cleanup) {
-    pipeline.onStored((path) => cleanup.fileStored(path));
-    publisher?.onPublished((_, directory) => cleanup.directoryIndexed(directory));
-  }
-  const watcher = newFileWatcher({ ...s, backup }, pipeline, metrics);
-
-  const signals = listenForStopSignals();
-  const memoryReport = reportMemoryWhenDebugging(pipeline);
-  const started = performance.now();
-  try {
-    // Pins left by a killed run, adopted before any file is pinned or queued.
-    const recovered = pins ? await pins.recover(s.filter) : [];
-    await watcher.prepare();
-    if (!s.once) watcher.watch();
-    log.info("tablesnap started", {
-      version: VERSION,
-      bucket: store.url,
-      paths: s.roots.join(","),
-      threads: s.threads,
-      ...objectStorageFields(s.objectStorage),
-    });
-    if (backup || state) {
-      // Indexes of the backlog wait until every existing file is queued.
-      publisher?.beginBacklog();
-      try {
-        const parts = { ...s, store, pipeline, publisher, watcher };
-        if (state) await state.reconcile(parts);
-        else await reconcileAtStart(parts);
-      } finally {
-        publisher?.endBacklog();
-      }
-    }
-    // Uploaded to their originals' keys, from the pin where the original is gone.
-    for (const path of recovered) pipeline.enqueue(path);
-    if (s.once) {
-      const code = await finishOnce(pipeline, publisher, s.indexWaitMs, signals.stopped);
-      // --delete-on-backup: the files that waited for their index go before the exit.
-      await cleanup?.idle();
-      return code;
-    }
-    log.info("signal received, stopping", { signal: await signals.stopped });
-    return 0;
-  } finally {
-    signals.dispose();
-    clearInterval(memoryReport);
-    await state?.stop();
-    await watcher.close();
-    const notUploaded = await pipeline.shutdown(s.shutdownGraceMs);
-    publisher?.stop();
-    await state?.close();
-    logStopped(pipeline, publisher, notUploaded, started, state !== undefined);
-    await server?.shutdown();
-    store.close();
-  }
-}
-
-/** The index publisher, told of every stored file by the pipeline. */
-function startIndexing(
-  s: WatchSettings,
-  store: Store,
-  pipeline: UploadPipeline,
-  metrics: Metrics,
-  rootOf: (path: string) => string,
-  pins: Pins | undefined,
-): IndexPublisher {
-  const publisher = new IndexPublisher({
+  const publisher = s.withoutIndex ? undefined : new IndexPublisher({
     store,
     naming: s.naming,
     filter: s.filter,
-    isStored: (path, size) => pipeline.isStored(path, size),
-    isPending: (path) => pipeline.isPending(path),
-    isInFlight: (path) => pipeline.isInFlight(path),
+    ledger,
     ...(pins ? { isPinned: (path: string) => pins.isPinned(path) } : {}),
     waitMs: s.indexWaitMs,
   });
-  pipeline.onStored((path, outcome) => publisher.stored(path, outcome));
-  if (pins) {
-    // A Data.db keeps its pin until its index is written (or given up).
-    pins.onPinned((path) => publisher.pinned(path));
-    pins.holdWhile((path) => publisher.hasPendingIndex(path));
-    publisher.onSettled((dataPath) => {
-      if (!pipeline.isPending(dataPath)) pins.release(dataPath);
-    });
+  const cleanup = s.deleteOnBackup ? new LocalCleanup(ledger) : undefined;
+  const watcher = newFileWatcher({ ...s, backup }, ledger, pipeline, metrics);
+  return { s, backup, state, ledger, pins, store, server, pipeline, publisher, cleanup, watcher };
+}
+
+/** Starts watching, then reconciles with the bucket (-B, --state-dir). */
+async function startWatch(w: WatchParts): Promise<void> {
+  const { s, pins, publisher, watcher, pipeline, state } = w;
+  // Pins left by a killed run, adopted before any file is pinned or queued.
+  const recovered = pins ? await pins.recover(s.filter) : [];
+  publisher?.start();
+  await watcher.prepare();
+  if (!s.once) watcher.watch();
+  log.info("tablesnap started", {
+    version: VERSION,
+    bucket: w.store.url,
+    paths: s.roots.join(","),
+    threads: s.threads,
+    ...objectStorageFields(s.objectStorage),
+  });
+  if (w.backup || state) {
+    // Indexes of the backlog wait until every existing file is queued.
+    publisher?.beginBacklog();
+    try {
+      // `backup` as given (-B): the state decides itself whether its journal needs a full one.
+      const parts = { ...w, ...s, indexing: publisher !== undefined };
+      if (state) await state.reconcile(parts);
+      else await reconcileAtStart(parts);
+    } finally {
+      publisher?.endBacklog();
+    }
   }
-  publisher.onPublished((_, directory, complete) =>
-    metrics.indexWritten(rootOf(`${directory}/x`), complete)
-  );
-  publisher.start();
-  return publisher;
+  // Uploaded to their originals' keys, from the pin where the original is gone.
+  for (const path of recovered) pipeline.enqueue(path);
+}
+
+/** Multipart uploads an earlier run left, aborted (unless the journal resumes them). */
+async function abortEarlierUploads(
+  s: WatchSettings,
+  store: Store,
+  state: DurableState | undefined,
+  rootOf: (path: string) => string,
+): Promise<void> {
+  const backsUp = (path: string) => rootOf(path) !== path && s.filter.accepts(path);
+  const keep = state ? uploadsToKeep(state.journal, backsUp) : new Set<string>();
+  const prefixes = s.roots.map((root) => objectKey(s.naming, `${root}/`));
+  await abortStaleUploads(store, prefixes, keep);
 }
 
 /** The watcher, feeding complete files to the pipeline; its candidates count as pending. */
-function newFileWatcher(s: WatchSettings, pipeline: UploadPipeline, metrics: Metrics): FileWatcher {
+function newFileWatcher(
+  s: WatchSettings,
+  ledger: Ledger,
+  pipeline: UploadPipeline,
+  metrics: Metrics,
+): FileWatcher {
   const watcher = new FileWatcher({
     ...s,
     onComplete: (path, how) => {
       log.debug("complete", { path, how });
       pipeline.enqueue(path);
     },
-    isHandled: (path, info) =>
-      pipeline.isPending(path) ||
-      pipeline.isStoredUnchanged(path, info.size, info.mtime?.getTime() ?? 0),
+    isHandled: (path, info) => ledger.handles(path, info.size, info.mtime?.getTime() ?? 0),
     includeExisting: s.backup,
     sweepIntervalMs: s.once ? 0 : s.sweepIntervalMs,
     onWatching: (ok) => metrics.setWatching(ok),
   });
+  // Files still settling count as pending too.
   metrics.pendingFrom(() => {
-    const pending = pipeline.pending();
+    const pending = ledger.pending();
     return { ...pending, files: pending.files + watcher.candidates() };
   });
   return watcher;
@@ -287,82 +305,4 @@ async function checkReachable(store: Store, metrics: Metrics, backup: boolean): 
     metrics.setS3Reachable(false);
     return false;
   }
-}
-
-/**
- * --once: waits until every file found is uploaded and its indexes written
- * (or a stop signal); 1 when some file or index could not be.
- */
-async function finishOnce(
-  pipeline: UploadPipeline,
-  publisher: IndexPublisher | undefined,
-  indexWaitMs: number,
-  stopped: Promise<string>,
-): Promise<number> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const finished = (async () => {
-    await pipeline.idle();
-    // An index whose upload keeps failing must not hold --once forever.
-    const limit = new Promise<void>((resolve) => timer = setTimeout(resolve, indexWaitMs + 30_000));
-    await Promise.race([publisher?.idle(), limit]);
-  })();
-  const signal = await Promise.race([finished.then(() => undefined), stopped]);
-  clearTimeout(timer);
-  if (signal) log.info("signal received, stopping", { signal });
-  let exitCode = 0;
-  const failed = pipeline.failedPaths();
-  if (failed.length > 0) {
-    log.error("some files could not be uploaded", { files: failed.length });
-    for (const path of failed) log.error("not uploaded", { path });
-    exitCode = 1;
-  }
-  if ((publisher?.pendingCount() ?? 0) > 0) {
-    log.error("some indexes could not be written", { indexes: publisher?.pendingCount() });
-    exitCode = 1;
-  }
-  return exitCode;
-}
-
-function logStopped(
-  pipeline: UploadPipeline,
-  publisher: IndexPublisher | undefined,
-  notUploaded: string[],
-  started: number,
-  journaled: boolean,
-): void {
-  const s = pipeline.summary;
-  log.info("tablesnap stopped", {
-    uploaded: s.uploaded,
-    bytes: s.uploadedBytes,
-    already_present: s.skipped,
-    indexes: publisher?.published ?? 0,
-    not_uploaded: notUploaded.length,
-    unpublished_indexes: publisher?.pendingCount() ?? 0,
-    seconds: secondsSince(started),
-  });
-  if (notUploaded.length > 0) {
-    // With a state directory they are in the journal; without, only -B finds them again.
-    const hint = journaled
-      ? "files not uploaded yet; the journal keeps them for the next start"
-      : "files not uploaded yet; run with -B next time to pick them up";
-    log.warn(hint, { files: notUploaded.length });
-  }
-}
-
-/** With TDEBUG, a memory line every second (for profiling memory by hand). */
-function reportMemoryWhenDebugging(
-  pipeline: UploadPipeline,
-): ReturnType<typeof setInterval> | undefined {
-  if (!log.debugEnabled) return undefined;
-  const mb = (n: number) => Math.round(n / 1024 / 1024);
-  return setInterval(() => {
-    const m = Deno.memoryUsage();
-    log.debug("memory", {
-      rss_mb: mb(m.rss),
-      heap_mb: mb(m.heapUsed),
-      heap_total_mb: mb(m.heapTotal),
-      external_mb: mb(m.external),
-      pending: pipeline.pending().files,
-    });
-  }, 1000);
 }

@@ -9,10 +9,15 @@ import { FatalError } from "../../common/errors.ts";
 export class S3ResponseError extends Error {
   readonly $metadata: { httpStatusCode: number };
   readonly $retryable?: { throttling: boolean };
-  constructor(name: string, status: number, message: string) {
+  /** What a redirect or a clock-skew answer says: `x-amz-bucket-region`, `Location`, `Date`. */
+  readonly $response: { headers: Record<string, string> };
+  /** The region an AuthorizationHeaderMalformed answer names. */
+  Region?: string;
+  constructor(name: string, status: number, message: string, headers: Record<string, string> = {}) {
     super(message);
     this.name = name;
     this.$metadata = { httpStatusCode: status };
+    this.$response = { headers };
     if (status === 429 || status === 503 || name === "SlowDown") {
       this.$retryable = { throttling: true };
     }
@@ -20,7 +25,12 @@ export class S3ResponseError extends Error {
 }
 
 /** The SDK's error names for bodiless answers (HEAD), else S3's own `<Code>`. */
-export function responseError(status: number, body: string, method: string): S3ResponseError {
+export function responseError(
+  status: number,
+  body: string,
+  method: string,
+  headers: Map<string, string> = new Map(),
+): S3ResponseError {
   const code = /<Code>([^<]*)<\/Code>/.exec(body)?.[1];
   const message = /<Message>([^<]*)<\/Message>/.exec(body)?.[1];
   const name = code ?? (
@@ -36,11 +46,15 @@ export function responseError(status: number, body: string, method: string): S3R
       ? "InternalError"
       : `Http${status}`
   );
-  return new S3ResponseError(
+  const err = new S3ResponseError(
     name,
     status,
     message ?? `${method} answered HTTP ${status} (${name})`,
+    Object.fromEntries(headers),
   );
+  const region = /<Region>([^<]*)<\/Region>/.exec(body)?.[1];
+  if (region) err.Region = region;
+  return err;
 }
 
 /** What was asked when an error came back: named in the one-line errors. */
@@ -81,8 +95,9 @@ export function permanentError(
     );
   }
   if (status === 301 || name === "PermanentRedirect") {
+    // Reached only when S3 named no region to follow.
     return new FatalError(
-      `Bucket '${bucket}' is in another region than '${region}': set --aws-region`,
+      `Bucket '${bucket}' is in another region than '${region}' and S3 did not say which: set --aws-region`,
     );
   }
   if (name === "CredentialsProviderError") {

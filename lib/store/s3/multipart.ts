@@ -33,7 +33,7 @@ import {
 } from "../store.ts";
 import type { DirectS3 } from "./direct_requests.ts";
 import { httpStatus, namedDenial, unquote } from "./errors.ts";
-import { fileRange, rangeStream } from "./file_range.ts";
+import { type FileRange, fileRange, rangeStream } from "./file_range.ts";
 
 export interface MultipartTarget {
   client: S3Client;
@@ -41,6 +41,37 @@ export interface MultipartTarget {
   direct: DirectS3 | null;
   /** Bucket, key, metadata, storage class...: what CreateMultipartUpload takes. */
   object: CreateMultipartUploadCommandInput & { Bucket: string; Key: string };
+}
+
+/** One part, as a direct request when usable; returns its ETag. */
+async function sendPart(
+  target: MultipartTarget,
+  UploadId: string,
+  PartNumber: number,
+  range: FileRange,
+  md5: string,
+  signal: AbortSignal | undefined,
+): Promise<string> {
+  const { client, direct, object: { Bucket, Key } } = target;
+  const contentMd5 = hexToBase64(md5);
+  if (direct) {
+    return await direct.uploadPart(Key, UploadId, PartNumber, range, {
+      "content-md5": contentMd5,
+    }, signal);
+  }
+  const out = await client.send(
+    new UploadPartCommand({
+      Bucket,
+      Key,
+      UploadId,
+      PartNumber,
+      Body: rangeStream(range),
+      ContentLength: range.length,
+      ContentMD5: contentMd5,
+    }),
+    signal ? { abortSignal: signal } : {},
+  );
+  return out.ETag!;
 }
 
 /**
@@ -53,7 +84,7 @@ export async function putMultipart(
   file: FileUpload & { parts: NonNullable<FileUpload["parts"]> },
   options: PutFileOptions = {},
 ): Promise<void> {
-  const { client, direct, object } = target;
+  const { client, object } = target;
   const { Bucket, Key } = object;
   const { signal, onBytes } = options;
   const abort = signal ? { abortSignal: signal } : {};
@@ -79,27 +110,7 @@ export async function putMultipart(
         continue;
       }
       if (onBytes) range.onBytes = onBytes;
-      const contentMd5 = hexToBase64(md5s[i]!);
-      let ETag: string;
-      if (direct) {
-        ETag = await direct.uploadPart(Key, UploadId, PartNumber, range, {
-          "content-md5": contentMd5,
-        }, signal);
-      } else {
-        const out = await client.send(
-          new UploadPartCommand({
-            Bucket,
-            Key,
-            UploadId,
-            PartNumber,
-            Body: rangeStream(range),
-            ContentLength: range.length,
-            ContentMD5: contentMd5,
-          }),
-          abort,
-        );
-        ETag = out.ETag!;
-      }
+      const ETag = await sendPart(target, UploadId, PartNumber, range, md5s[i]!, signal);
       completed.push({ ETag, PartNumber });
       options.onPartDone?.(PartNumber, ETag);
     }
