@@ -143,3 +143,21 @@ export function parseSize(text: string): number {
   ];
   return Math.round(Number(match[1]) * unit);
 }
+
+/** Plans files of SSTable generations for the watcher: [dir, name, size][]. */
+export function sstableFiles(
+  tables: string[],
+  count: number,
+  dataBytes: () => number,
+  rand: () => number,
+  firstGeneration: number,
+): TreeFile[] {
+  const files: TreeFile[] = [];
+  for (let g = firstGeneration; files.length < count; g++) {
+    const dir = tables[g % tables.length]!;
+    for (const [component, size] of components(dataBytes(), rand)) {
+      if (files.length < count) files.push({ path: `${dir}/nb-${g}-big-${component}`, size });
+    }
+  }
+  return files;
+}

@@ -4,7 +4,8 @@
  */
 import { assert, assertEquals, assertStringIncludes } from "./_assert.ts";
 import { runCli, startS3Server, tempDir, trustEnv } from "./_helpers.ts";
-import { parseWatchArgs, WATCH_OPTIONS } from "../lib/cli/watch.ts";
+import { parseWatchArgs } from "../lib/cli/watch.ts";
+import { WATCH_OPTIONS } from "../lib/cli/watch_options.ts";
 import { parseSlurpArgs } from "../lib/cli/slurp.ts";
 import { VERSION } from "../lib/common/version.ts";
 

@@ -7,7 +7,6 @@
 import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command } from "@aws-sdk/client-s3";
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./_assert.ts";
 import {
-  delay,
   freePort,
   type S3Server,
   type Scrape,
@@ -52,6 +51,20 @@ function waitForCheckpointAfter(stateDir: string, t: number, also = () => true) 
     const journal = await readJournal(stateDir);
     return journal.checkpoint > t + CHANGE_MARGIN_MS + 1000 && also() && journal;
   });
+}
+
+/**
+ * Waits until `ms` have passed since `path`'s ctime on the clock ctimes are
+ * read from (that of a file written now): the restart's scans compare the
+ * ctimes with their own start.
+ */
+async function waitForFileClockPast(path: string, ms: number) {
+  const since = (await Deno.stat(path)).ctime!.getTime() + ms;
+  await using probe = await tempDir("tablesnap-clock-");
+  await waitFor("the file clock to move on", async () => {
+    await Deno.writeTextFile(`${probe.path}/now`, "");
+    return (await Deno.stat(`${probe.path}/now`)).ctime!.getTime() > since;
+  }, ms + 15_000);
 }
 
 async function bucketContents(s3: S3Server): Promise<Map<string, string>> {
@@ -315,7 +328,7 @@ Deno.test("a restart without -B finds the files created while it was down, and u
   await Deno.writeTextFile(`${t1}/c`, "c");
   await Deno.mkdir(`${dir.path}/ks/t3`);
   await Deno.writeTextFile(`${dir.path}/ks/t3/f`, "f");
-  await delay(CHANGE_MARGIN_MS + 1000);
+  await waitForFileClockPast(`${dir.path}/ks/t3/f`, CHANGE_MARGIN_MS + 1000);
 
   await using second = spawnWatcher(args, { env: s3.env });
   const done = await second.waitForMetrics(

@@ -14,9 +14,9 @@ import {
 } from "@aws-sdk/client-s3";
 import { assert, assertEquals } from "./_assert.ts";
 import { localStore, md5Hex, statJson } from "./_bucket_fixture.ts";
+import { startCountingProxy } from "./_counting_proxy.ts";
 import {
   bucketKeys,
-  delay,
   headObject,
   objectText,
   runCli,
@@ -246,7 +246,7 @@ Deno.test("sweeps upload again a mutable component rewritten without an event; a
       s3.bucket,
       dir.path,
     ],
-    { env: s3.env },
+    { env: { ...s3.env, TDEBUG: "1" } }, // debug lines: "sweep done"
   );
   await watcher.waitForMetrics(
     "the start-up backlog uploaded",
@@ -261,8 +261,11 @@ Deno.test("sweeps upload again a mutable component rewritten without an event; a
   ).catch((err) => {
     throw new Error(`${err.message}\n${watcher.stderr()}`);
   });
-  // Both settled in the same sweep; a few more sweeps change nothing.
-  await delay(2_500);
+  // Both settled in the same sweep; a few more sweeps change nothing. Counted
+  // from the debug log: three more ends mean two whole sweeps began after it.
+  const sweeps = () => watcher.stderr().split("sweep done").length - 1;
+  const seen = sweeps();
+  await waitFor("two more whole sweeps", () => sweeps() >= seen + 3, 20_000);
   const metrics = await watcher.waitForMetrics(
     "nothing pending",
     (m) => m.get("tablesnap_pending_files") === 0,
@@ -373,16 +376,17 @@ Deno.test("-B uploads again a mutable component whose bytes differ from its obje
 Deno.test("a Data.db that changes during its upload is replaced by the retry, with no delete request", async () => {
   await using s3 = await startS3Server();
   await using dir = await tempDir();
+  await using proxy = startCountingProxy(s3.port);
   await using watcher = spawnWatcher(
     ["-n", HOST, "--without-index", "--max-bandwidth", "1M", "--retries", "1", s3.bucket, dir.path],
-    { env: s3.env },
+    { env: { ...s3.env, AWS_ENDPOINT_URL_S3: proxy.endpoint } },
   );
   await watcher.waitUntilWatching();
   const path = `${dir.path}/nb-1-big-Data.db`;
   const first = new Uint8Array(2 * 1024 * 1024).fill(1);
   await Deno.writeFile(path, first);
-  // At 1 MiB/s the upload takes about 2 s; the file grows 1 s in.
-  await delay(1000);
+  // At 1 MiB/s the upload takes about 2 s; the file grows once a quarter is sent.
+  await waitFor("the upload under way", () => proxy.sent() >= first.length / 4, 20_000);
   const file = await Deno.open(path, { append: true });
   await file.write(new Uint8Array(1024).fill(2));
   file.close();

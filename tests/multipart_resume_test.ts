@@ -17,7 +17,6 @@ import { createHash } from "node:crypto";
 import { assert, assertEquals } from "./_assert.ts";
 import { startCountingProxy } from "./_counting_proxy.ts";
 import {
-  delay,
   headObject,
   runCli,
   type S3Server,
@@ -373,7 +372,11 @@ Deno.test("a file changed while the watcher was down: its old upload is aborted,
     await watcher.waitUntilWatching();
     await writeComplete(path, fileBytes(size, 2));
     oldUpload = await waitForParts(s3, key, 1);
-    await delay(300); // the journal's batch holds the upload by now
+    // The journal's batch (written every 100 ms) holds the upload.
+    await waitFor("the upload in the journal", async () => {
+      const text = await Deno.readTextFile(`${stateDir}/${JOURNAL_FILE}`).catch(() => "");
+      return text.includes(`"uploadId":${JSON.stringify(oldUpload)}`);
+    });
     await watcher.stop("SIGKILL");
   }
   // Rewritten in place, same size: only the content and the mtime differ.

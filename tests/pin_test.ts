@@ -8,7 +8,6 @@
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./_assert.ts";
 import {
   bucketKeys,
-  delay,
   runCli,
   type S3Server,
   spawnWatcher,
@@ -223,7 +222,13 @@ for (const journal of [false, true]) {
     await first.waitUntilWatching();
     const files = await flush(table, 1, 16 * 1024);
     await first.waitForMetrics("the files pinned", (m) => m.get("tablesnap_pinned_files") === 6);
-    if (journal) await delay(300); // the journal's batch is written every 100 ms
+    if (journal) {
+      // The journal's batch (written every 100 ms) holds the pending files.
+      await waitFor("the pending files in the journal", async () => {
+        const text = await Deno.readTextFile(`${work.path}/state/journal.jsonl`).catch(() => "");
+        return text.includes(`${table}/nb-1-big-Data.db`);
+      });
+    }
     await first.stop("SIGKILL");
     // Compacted away while tablesnap was down: only the pins hold them.
     for (const name of files.keys()) await Deno.remove(`${table}/${name}`);

@@ -11,9 +11,9 @@ import {
 import { createHash } from "node:crypto";
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { localStore } from "./_bucket_fixture.ts";
+import { startCountingProxy } from "./_counting_proxy.ts";
 import {
   bucketKeys,
-  delay,
   headObject,
   objectText,
   runCli,
@@ -450,7 +450,6 @@ Deno.test("SIGINT and SIGTERM stop the watcher cleanly, with exit code 0", async
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     await using watcher = spawnWatcher(["-n", HOST, `file://${store.path}`, dir.path]);
     await watcher.waitUntilWatching();
-    await delay(100);
     // 0, not the 128+N of a process the signal killed.
     assertEquals(await watcher.stop(signal), 0, watcher.stderr());
   }
@@ -580,12 +579,14 @@ Deno.test("SIGTERM aborts a multipart upload past the grace period and leaves no
   );
   await watcher.waitUntilWatching();
   await writeFile(`${dir.path}/big-Index.db`, big);
-  // At 2 MiB/s the 12 MiB upload takes about 6 s: stop it half way.
-  await waitFor("the multipart upload to start", async () => {
-    const out = await s3.client.send(new ListMultipartUploadsCommand({ Bucket: s3.bucket }));
-    return (out.Uploads ?? []).length > 0;
-  });
-  await delay(1000);
+  // At 2 MiB/s the 12 MiB upload takes about 6 s: stop it half way, once its
+  // first 5 MiB part is stored (7 MiB to go take longer than the 1 s grace).
+  await watcher.waitForMetrics(
+    "the first part stored",
+    (m) =>
+      (m.get("tablesnap_s3_request_duration_seconds_count", { operation: "UploadPart" }) ??
+        0) >= 1,
+  );
   const code = await watcher.stop("SIGTERM");
   assertEquals(code, 0, watcher.stderr());
   // Aborted, not completed: no parts left behind and no object.
@@ -597,16 +598,17 @@ Deno.test("SIGTERM aborts a multipart upload past the grace period and leaves no
 Deno.test("a file that changes during its upload is never left in the bucket half-written", async () => {
   await using s3 = await startS3Server();
   await using dir = await tempDir();
+  await using proxy = startCountingProxy(s3.port);
   await using watcher = spawnWatcher(
     ["-n", HOST, "--max-bandwidth", "1M", "--retries", "1", s3.bucket, dir.path],
-    { env: s3.env },
+    { env: { ...s3.env, AWS_ENDPOINT_URL_S3: proxy.endpoint } },
   );
   await watcher.waitUntilWatching();
   const path = `${dir.path}/growing-Index.db`;
   const first = new Uint8Array(3 * 1024 * 1024).fill(1);
   await writeFile(path, first);
-  // At 1 MiB/s the upload takes about 3 s; the file changes 1 s in.
-  await delay(1000);
+  // At 1 MiB/s the upload takes about 3 s; the file changes once a third is sent.
+  await waitFor("the upload under way", () => proxy.sent() >= first.length / 3, 20_000);
   const more = new Uint8Array(1024).fill(2);
   const file = await Deno.open(path, { append: true });
   await file.write(more);

@@ -70,7 +70,12 @@ export class ChunkReader {
   }
 }
 
-/** Writes all of `bytes` (a file write may take fewer). */
-export async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
-  for (let at = 0; at < bytes.byteLength;) at += await file.write(bytes.subarray(at));
+/** Where `writeAll` writes: a file or a connection (one write may take fewer bytes). */
+export interface ByteSink {
+  write(bytes: Uint8Array): Promise<number>;
+}
+
+/** Writes all of `bytes`, however many calls the sink takes. */
+export async function writeAll(sink: ByteSink, bytes: Uint8Array): Promise<void> {
+  for (let at = 0; at < bytes.byteLength;) at += await sink.write(bytes.subarray(at));
 }

@@ -17,6 +17,7 @@
  * async worker, so Deno's 1,024-event queue never fills because of us.
  * What each event means is decided by the pure rules of watch_rules.ts.
  */
+import { collectDirs } from "../../common/tree.ts";
 import { errorMessage, UsageError } from "../../common/errors.ts";
 import { secondsSince } from "../../common/format.ts";
 import { lstatOrNull } from "../../common/fs.ts";
@@ -378,14 +379,5 @@ export class FileWatcher {
       autoAdd: this.#o.autoAdd,
       startDirs: this.#startDirs,
     });
-  }
-}
-
-async function collectDirs(dir: string, out: Set<string>): Promise<void> {
-  for await (const entry of Deno.readDir(dir)) {
-    if (!entry.isDirectory) continue;
-    const path = `${dir}/${entry.name}`;
-    out.add(path);
-    await collectDirs(path, out);
   }
 }

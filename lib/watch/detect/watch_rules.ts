@@ -2,7 +2,7 @@
  * The watcher's rules, as pure functions: which event says what about a
  * path, when a file counts as complete, and which directories count under
  * the original's `-r` / `-a` flags. file_watcher.ts applies them to real
- * events; tests/watch_rules_test.ts checks every combination.
+ * events; tests/unit/watch_rules_test.ts checks every combination.
  */
 
 /** The original's `--listen-events` names. */

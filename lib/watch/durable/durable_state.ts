@@ -16,6 +16,7 @@
  * compared with `CHANGE_MARGIN_MS` of slack: Deno reports ctime in whole
  * seconds and the kernel's file clock lags the wall clock by a tick.
  */
+import { collectDirs } from "../../common/tree.ts";
 import { errorMessage } from "../../common/errors.ts";
 import { secondsSince } from "../../common/format.ts";
 import { log } from "../../common/log.ts";
@@ -26,7 +27,6 @@ import { Journal } from "./journal.ts";
 import type { JournalRecovery } from "./journal_format.ts";
 import {
   CHANGE_MARGIN_MS,
-  collectDirs,
   type DurableParts,
   reconcileAtStart,
   reconcileChanged,

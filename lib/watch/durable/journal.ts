@@ -19,6 +19,7 @@
  * (temp file, fsync, rename, fsync of the directory), so it stays the size
  * of the backlog however long the watcher runs.
  */
+import { writeAll } from "../../common/chunk_reader.ts";
 import { errorMessage, FatalError } from "../../common/errors.ts";
 import { log } from "../../common/log.ts";
 import type { Ledger } from "../ledger.ts";
@@ -43,7 +44,6 @@ import {
   noteBatch,
   readJournalFile,
   replaceDurably,
-  writeAll,
 } from "./journal_files.ts";
 
 /** What `open` finds without a journal: nothing is known of what happened before. */

@@ -4,6 +4,7 @@
  * flock, and the holder's pid), reading the journal at start, and
  * rewriting it durably.
  */
+import { writeAll } from "../../common/chunk_reader.ts";
 import { errorMessage, FatalError } from "../../common/errors.ts";
 import { isGone } from "../../common/fs.ts";
 import { log } from "../../common/log.ts";
@@ -86,11 +87,6 @@ export async function replaceDurably(dir: string, path: string, bytes: Uint8Arra
   }
   await Deno.rename(tmp, path);
   await syncDirectory(dir);
-}
-
-export async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
-  let offset = 0;
-  while (offset < bytes.length) offset += await file.write(bytes.subarray(offset));
 }
 
 /** What the journal's batches cost (the debug log, the benchmark notes). */

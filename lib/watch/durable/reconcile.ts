@@ -264,18 +264,3 @@ export async function walkTree(
     }
   }
 }
-
-export async function collectDirs(dir: string, out: Set<string>): Promise<void> {
-  try {
-    for await (const entry of Deno.readDir(dir)) {
-      if (!entry.isDirectory) continue;
-      const path = `${dir}/${entry.name}`;
-      out.add(path);
-      await collectDirs(path, out);
-    }
-  } catch (err) {
-    if (!(err instanceof Deno.errors.NotFound || err instanceof Deno.errors.NotADirectory)) {
-      throw err;
-    }
-  }
-}

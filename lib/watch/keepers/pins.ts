@@ -27,6 +27,7 @@
  * Pins left by an earlier run (SIGKILL, a crash) are adopted at start
  * (`recover`): uploaded to the original's key, then removed.
  */
+import { filesUnder } from "../../common/tree.ts";
 import { errorMessage } from "../../common/errors.ts";
 import { formatBytes } from "../../common/format.ts";
 import { isGone, lstatOrNull } from "../../common/fs.ts";
@@ -372,23 +373,4 @@ function mountOf(path: string, mounts: string[]): string | undefined {
     if (holds && (best === undefined || mount.length > best.length)) best = mount;
   }
   return best;
-}
-
-/** Every regular file under `dir` (none when it is gone). */
-async function filesUnder(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  const stack = [dir];
-  while (stack.length > 0) {
-    const current = stack.pop()!;
-    try {
-      for await (const entry of Deno.readDir(current)) {
-        const path = `${current}/${entry.name}`;
-        if (entry.isDirectory) stack.push(path);
-        else if (entry.isFile) out.push(path);
-      }
-    } catch (err) {
-      if (!isGone(err)) throw err;
-    }
-  }
-  return out;
 }

@@ -3,15 +3,15 @@
  * clock, with real files and a real local store: the TOC, the quiet period
  * without one, the deadline, and retries of a failed index upload.
  */
-import { assert, assertEquals } from "./_assert.ts";
-import { tempDir } from "./_helpers.ts";
-import { indexKey } from "../lib/bucket/keys.ts";
-import { LocalStore } from "../lib/store/local_store.ts";
-import type { Store } from "../lib/store/store.ts";
-import { IndexPublisher } from "../lib/watch/index/index_publisher.ts";
-import { Ledger } from "../lib/watch/ledger.ts";
-import { FakeClock } from "./unit/_fake_clock.ts";
-import { makePathFilter } from "../lib/watch/detect/path_filter.ts";
+import { assert, assertEquals } from "../_assert.ts";
+import { tempDir } from "../_helpers.ts";
+import { indexKey } from "../../lib/bucket/keys.ts";
+import { LocalStore } from "../../lib/store/local_store.ts";
+import type { Store } from "../../lib/store/store.ts";
+import { IndexPublisher } from "../../lib/watch/index/index_publisher.ts";
+import { Ledger } from "../../lib/watch/ledger.ts";
+import { FakeClock } from "./_fake_clock.ts";
+import { makePathFilter } from "../../lib/watch/detect/path_filter.ts";
 
 const NAMING = { prefix: "", name: "h", separator: ":" };
 

@@ -1,6 +1,6 @@
 /** The one retry policy (lib/common/retry.ts), with a recorded sleep instead of real waits. */
-import { assert, assertEquals, assertRejects } from "./_assert.ts";
-import { backoffMs, retry, sleep } from "../lib/common/retry.ts";
+import { assert, assertEquals, assertRejects } from "../_assert.ts";
+import { backoffMs, retry, sleep } from "../../lib/common/retry.ts";
 
 Deno.test("backoffMs() doubles from firstMs up to maxMs, then applies its jitter", () => {
   const b = { firstMs: 500, maxMs: 4_000, jitter: "none" } as const;

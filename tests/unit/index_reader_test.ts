@@ -1,4 +1,4 @@
-import { checkFileName, parseIndex, unsafeNameReason } from "../lib/bucket/index_body.ts";
+import { checkFileName, parseIndex, unsafeNameReason } from "../../lib/bucket/index_body.ts";
 import {
   chooseRestorePoint,
   compareIndexes,
@@ -6,14 +6,14 @@ import {
   indexesIn,
   indexesPerDirectory,
   readIndex,
-} from "../lib/bucket/index_reader.ts";
-import { directoryPrefix } from "../lib/bucket/keys.ts";
-import { expectedMd5, parseStatMetadata } from "../lib/bucket/object_meta.ts";
-import { FatalError } from "../lib/common/errors.ts";
-import type { ObjectInfo, Store } from "../lib/store/store.ts";
-import { assertEquals, assertRejects, assertThrows } from "./_assert.ts";
-import { DAY, key, localStore, localWriter, NAMING, putIndex } from "./_bucket_fixture.ts";
-import { tempDir } from "./_helpers.ts";
+} from "../../lib/bucket/index_reader.ts";
+import { directoryPrefix } from "../../lib/bucket/keys.ts";
+import { expectedMd5, parseStatMetadata } from "../../lib/bucket/object_meta.ts";
+import { FatalError } from "../../lib/common/errors.ts";
+import type { ObjectInfo, Store } from "../../lib/store/store.ts";
+import { assertEquals, assertRejects, assertThrows } from "../_assert.ts";
+import { DAY, key, localStore, localWriter, NAMING, putIndex } from "../_bucket_fixture.ts";
+import { tempDir } from "../_helpers.ts";
 
 const KEY = "h:/data/ks/t/nb-1-big-Data.db-listdir.json";
 

@@ -1,5 +1,5 @@
-import { assertEquals } from "./_assert.ts";
-import { forEachLimited } from "../lib/common/pool.ts";
+import { assertEquals } from "../_assert.ts";
+import { forEachLimited } from "../../lib/common/pool.ts";
 
 Deno.test("forEachLimited runs every item, in list order, never more than the limit at once", async () => {
   let running = 0;

@@ -1,12 +1,12 @@
-import { assertEquals, assertThrows } from "./_assert.ts";
-import { indexBody } from "../lib/bucket/index_body.ts";
-import { indexKey, objectKey, pathOfKey } from "../lib/bucket/keys.ts";
-import { pythonJson, statMetadata } from "../lib/bucket/object_meta.ts";
-import { generationPrefix, wantsIndex } from "../lib/bucket/sstable.ts";
-import { UsageError } from "../lib/common/errors.ts";
-import { parseRate } from "../lib/common/format.ts";
-import { keyToSegments, segmentsToKey } from "../lib/store/local_store.ts";
-import { makePathFilter } from "../lib/watch/detect/path_filter.ts";
+import { assertEquals, assertThrows } from "../_assert.ts";
+import { indexBody } from "../../lib/bucket/index_body.ts";
+import { indexKey, objectKey, pathOfKey } from "../../lib/bucket/keys.ts";
+import { pythonJson, statMetadata } from "../../lib/bucket/object_meta.ts";
+import { generationPrefix, wantsIndex } from "../../lib/bucket/sstable.ts";
+import { UsageError } from "../../lib/common/errors.ts";
+import { parseRate } from "../../lib/common/format.ts";
+import { keyToSegments, segmentsToKey } from "../../lib/store/local_store.ts";
+import { makePathFilter } from "../../lib/watch/detect/path_filter.ts";
 
 const naming = { prefix: "", name: "cass1.example.com", separator: ":" };
 

@@ -3,10 +3,10 @@
  * files: what it remembers about stored files must not grow without end in
  * a watcher that runs for months while compaction deletes files.
  */
-import { assert, assertEquals } from "./_assert.ts";
-import { tempDir, waitFor } from "./_helpers.ts";
-import { LocalStore } from "../lib/store/local_store.ts";
-import { UploadPipeline } from "../lib/watch/upload/pipeline.ts";
+import { assert, assertEquals } from "../_assert.ts";
+import { tempDir, waitFor } from "../_helpers.ts";
+import { LocalStore } from "../../lib/store/local_store.ts";
+import { UploadPipeline } from "../../lib/watch/upload/pipeline.ts";
 
 Deno.test("stored files that were deleted locally are forgotten as new ones arrive", async () => {
   await using store = await tempDir("tablesnap-store-");

@@ -2,7 +2,7 @@
  * The watcher's event rules (lib/watch/detect/watch_rules.ts), every combination of
  * the original's -r / -a flags and of the event kinds, without inotify.
  */
-import { assert, assertEquals } from "./_assert.ts";
+import { assert, assertEquals } from "../_assert.ts";
 import {
   existedBeforeStart,
   fileVerdict,
@@ -11,7 +11,7 @@ import {
   type ProbeKind,
   probeKindOf,
   strongerProbe,
-} from "../lib/watch/detect/watch_rules.ts";
+} from "../../lib/watch/detect/watch_rules.ts";
 
 const DEFAULT_LISTEN = new Set<ListenEvent>(["IN_MOVED_TO", "IN_CLOSE_WRITE"]);
 

@@ -3,11 +3,11 @@
  * (lib/store/rate_limit.ts), on a fake clock: time passes only when the
  * limiter sleeps or the test says so.
  */
-import { assertEquals } from "./_assert.ts";
-import { tempDir } from "./_helpers.ts";
-import { md5Hex } from "../lib/common/digest.ts";
-import { LocalStore } from "../lib/store/local_store.ts";
-import { RateLimitedStore, RateLimiter } from "../lib/store/rate_limit.ts";
+import { assertEquals } from "../_assert.ts";
+import { tempDir } from "../_helpers.ts";
+import { md5Hex } from "../../lib/common/digest.ts";
+import { LocalStore } from "../../lib/store/local_store.ts";
+import { RateLimitedStore, RateLimiter } from "../../lib/store/rate_limit.ts";
 
 function fakeClock() {
   const clock = {

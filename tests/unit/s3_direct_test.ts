@@ -4,10 +4,10 @@
  * No server needed: resolving an endpoint sends nothing.
  */
 import { S3Client } from "@aws-sdk/client-s3";
-import { assertEquals } from "./_assert.ts";
-import { BucketRegion } from "../lib/store/s3/bucket_region.ts";
-import { DirectS3 } from "../lib/store/s3/direct_requests.ts";
-import { HttpClient } from "../lib/store/s3/transport/http_client.ts";
+import { assertEquals } from "../_assert.ts";
+import { BucketRegion } from "../../lib/store/s3/bucket_region.ts";
+import { DirectS3 } from "../../lib/store/s3/direct_requests.ts";
+import { HttpClient } from "../../lib/store/s3/transport/http_client.ts";
 
 const credentials = { accessKeyId: "AKIDEXAMPLE", secretAccessKey: "secret" };
 

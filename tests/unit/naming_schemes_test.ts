@@ -5,15 +5,15 @@
  * filter of lib/watch/detect/path_filter.ts. The watcher over a real tree of all of
  * them is in tests/lifecycle_test.ts.
  */
-import { assert, assertEquals } from "./_assert.ts";
+import { assert, assertEquals } from "../_assert.ts";
 import {
   generationOf,
   generationPrefix,
   isMutableComponent,
   parseComponentName,
   wantsIndex,
-} from "../lib/bucket/sstable.ts";
-import { makePathFilter } from "../lib/watch/detect/path_filter.ts";
+} from "../../lib/bucket/sstable.ts";
+import { makePathFilter } from "../../lib/watch/detect/path_filter.ts";
 
 const UUID_ID = "3g1m_0oe5_2kxx42qmnomqc4sx6a";
 
