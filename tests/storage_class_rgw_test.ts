@@ -153,11 +153,15 @@ Deno.test("RGW keeps STANDARD_IA and SSE-KMS as asked, ignores AES256, refuses c
       { env: s3.env },
     );
     assertEquals(out.code, 1, out.stderr);
-    // RGW answers 400 InvalidArgument with an empty message: the code is all there is to name.
+    // RGW answers 400 InvalidArgument with an empty message; tablesnap names the class.
     const failed = out.stderr.split("\n").filter((l) => l.includes("upload failed"));
     assertEquals(failed.length, 1, out.stderr);
     assertStringIncludes(failed[0]!, "nb-1-big-Data.db");
-    assertStringIncludes(failed[0]!, "InvalidArgument");
+    assertStringIncludes(
+      failed[0]!,
+      "InvalidArgument: s3:PutObject on '" + keyOf("onezone/", "nb-1-big-Data.db") +
+        "' refused (HTTP 400): the server may not offer storage class ONEZONE_IA",
+    );
     assertStringIncludes(out.stderr, `not uploaded path=${table}/nb-1-big-Data.db`);
     assert(!/\n\s+at /.test(out.stderr), out.stderr);
   });
