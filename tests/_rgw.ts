@@ -26,6 +26,17 @@ export interface RgwCluster extends AsyncDisposable {
   stop(): Promise<void>;
 }
 
+/** Additions to the default cluster; store_contract_test uses none. */
+export interface RgwOptions {
+  /** Lines appended to radosgw's `[client.rgw]` section (e.g. `rgw crypt ...` settings). */
+  rgwConf?: string[];
+  /**
+   * Storage classes added to the default placement (zonegroup and zone)
+   * before radosgw starts; RGW refuses any other than STANDARD otherwise.
+   */
+  storageClasses?: string[];
+}
+
 const PACKAGES = "ceph-mon ceph-osd radosgw ceph-common ceph-base uuid-runtime";
 
 async function run(program: string, args: string[], dir: string): Promise<string> {
@@ -51,7 +62,14 @@ async function run(program: string, args: string[], dir: string): Promise<string
   return d.decode(out.stdout).trim();
 }
 
-function cephConf(dir: string, fsid: string, monPort: number, rgwPort: number, tls: TestTls) {
+function cephConf(
+  dir: string,
+  fsid: string,
+  monPort: number,
+  rgwPort: number,
+  tls: TestTls,
+  rgwConf: string[],
+) {
   return `[global]
 fsid = ${fsid}
 mon host = v2:127.0.0.1:${monPort}
@@ -87,11 +105,12 @@ osd max object namespace len = 64
 [client.rgw]
 rgw frontends = beast ssl_endpoint=127.0.0.1:${rgwPort} ssl_certificate=${tls.certFile} ssl_private_key=${tls.keyFile}
 rgw data = ${dir}/rgw
+${rgwConf.join("\n")}
 `;
 }
 
 /** Starts the cluster; resolves once RGW answers S3 requests as the test user. */
-export async function startRgw(): Promise<RgwCluster> {
+export async function startRgw(options: RgwOptions = {}): Promise<RgwCluster> {
   const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "tablesnap-rgw-" }));
   const daemons: Deno.ChildProcess[] = [];
   const clients: { close(): void }[] = [];
@@ -129,7 +148,10 @@ export async function startRgw(): Promise<RgwCluster> {
     const [fsid, osdUuid] = [crypto.randomUUID(), crypto.randomUUID()];
     const [monPort, rgwPort] = [freePort(), freePort()];
     const tls = await makeTestTls(`${dir}/tls`);
-    await Deno.writeTextFile(`${dir}/ceph.conf`, cephConf(dir, fsid, monPort, rgwPort, tls));
+    await Deno.writeTextFile(
+      `${dir}/ceph.conf`,
+      cephConf(dir, fsid, monPort, rgwPort, tls, options.rgwConf ?? []),
+    );
     const conf = ["-c", `${dir}/ceph.conf`];
     // Every key in one keyring, imported by the monitor at mkfs.
     const keys: [string, string[]][] = [
@@ -192,6 +214,18 @@ export async function startRgw(): Promise<RgwCluster> {
     const httpClient = caFetchClient(tls.caPem);
     clients.push(httpClient);
     await waitForRgw(endpoint, httpClient, daemons);
+    if (options.storageClasses?.length) {
+      // radosgw made the default zonegroup and zone at its first start; it
+      // reads their placement only when it starts. SIGTERM, not SIGKILL: a
+      // killed radosgw leaves its watches on the control objects, and the
+      // next one's cache notifications (CreateBucket's) wait 30 s for them.
+      await addStorageClasses(options.storageClasses, conf, dir);
+      const first = daemons.pop()!;
+      first.kill("SIGTERM");
+      await first.status;
+      daemon("radosgw", ["-n", "client.rgw"]);
+      await waitForRgw(endpoint, httpClient, daemons);
+    }
     const bucket = async (name: string): Promise<S3Server> => {
       const client = new S3Client({
         region: "us-east-1",
@@ -228,6 +262,29 @@ export async function startRgw(): Promise<RgwCluster> {
     const logs = await logTails(dir);
     await stop();
     throw new Error(`Ceph RGW did not start: ${(err as Error).message}\n${logs}`);
+  }
+}
+
+/**
+ * Adds the storage classes to the default placement of the default
+ * zonegroup and zone (no realm: no period to commit), the data in the
+ * STANDARD class's pool.
+ */
+async function addStorageClasses(storageClasses: string[], conf: string[], dir: string) {
+  const admin = (...args: string[]) => run("radosgw-admin", [...conf, ...args], dir);
+  const [zonegroup, zone] = [["--rgw-zonegroup", "default"], ["--rgw-zone", "default"]];
+  for (const storageClass of storageClasses) {
+    const placement = ["--placement-id", "default-placement", "--storage-class", storageClass];
+    await admin("zonegroup", "placement", "add", ...zonegroup, ...placement);
+    await admin(
+      "zone",
+      "placement",
+      "add",
+      ...zone,
+      ...placement,
+      "--data-pool",
+      "default.rgw.buckets.data",
+    );
   }
 }
 

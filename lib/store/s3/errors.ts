@@ -64,6 +64,8 @@ export interface S3Request {
   /** The key, or for a listing the prefix. */
   key?: string | undefined;
   prefix?: string | undefined;
+  /** The storage class a write asked for, if not STANDARD. */
+  storageClass?: string | undefined;
 }
 
 /**
@@ -114,13 +116,23 @@ export function permanentError(
  * and the KMS action when S3 was refused the object's KMS key (AWS names it
  * in its message), keeping the error's name and status, which retries and
  * metrics go by. A GET of an archived object (403 InvalidObjectState)
- * becomes a `FatalError` saying so: no wait and no policy fixes it. Other
- * errors are returned unchanged.
+ * becomes a `FatalError` saying so: no wait and no policy fixes it. A write
+ * in a storage class answered by a bare 400 InvalidArgument (Ceph RGW's for
+ * a class its placement lacks) names the class. Other errors are returned
+ * unchanged.
  */
 export function namedDenial(err: unknown, request: S3Request): unknown {
   if (!(err instanceof Error)) return err;
   const status = httpStatus(err);
   const name = errorName(err);
+  if (
+    status === 400 && name === "InvalidArgument" && request.storageClass &&
+    /^(UnknownError)?$/.test(err.message)
+  ) {
+    err.message = `${describe(request)} refused (HTTP 400): the server may not offer ` +
+      `storage class ${request.storageClass}`;
+    return err;
+  }
   if (status !== 403 && name !== "AccessDenied") return err;
   if (name === "InvalidObjectState") {
     return new FatalError(

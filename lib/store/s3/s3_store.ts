@@ -43,6 +43,7 @@ import type {
   VersionRef,
 } from "../store.ts";
 import { PLAIN_TRAITS, type StoreTraits } from "../store.ts";
+import { storageClassFor } from "../object_storage.ts";
 import { DirectS3 } from "./direct_requests.ts";
 import { objectHeaders, objectParams } from "./object_params.ts";
 
@@ -222,7 +223,8 @@ export class S3Store implements Store {
   putFile(key: string, file: FileUpload, options: PutFileOptions = {}): Promise<void> {
     // CreateMultipartUpload, UploadPart and CompleteMultipartUpload are all s3:PutObject.
     return this.#putFile(key, file, options).catch((err) => {
-      throw namedDenial(err, { action: "s3:PutObject", key });
+      const storageClass = storageClassFor(this.#options.objectStorage ?? {}, { file: file.size });
+      throw namedDenial(err, { action: "s3:PutObject", key, storageClass });
     });
   }
 
