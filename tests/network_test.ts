@@ -232,7 +232,7 @@ Deno.test("through a CONNECT proxy, AWS host names reach S3 virtual-hosted and p
 
 Deno.test("HTTP_PROXY carries plain-HTTP requests with the absolute URL, credentials and all", async () => {
   // moto over plain HTTP, named by a port where nothing listens: only the proxy reaches it.
-  const moto = await startS3Server("tablesnap-http", { server: "moto" });
+  const moto = await startS3Server("tablesnap-http", { server: "moto", tls: false });
   try {
     await using home = await tempDir();
     await using proxy = startConnectProxy(
