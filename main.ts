@@ -9,6 +9,7 @@
  *   tablesnap list ...                   restore points   (lib/cli/list.ts)
  */
 import { errorMessage, FatalError, UsageError } from "./lib/common/errors.ts";
+import { escapeOutputLine } from "./lib/common/escape.ts";
 import { log, logOptionsFromEnv } from "./lib/common/log.ts";
 import { chopMain } from "./lib/cli/chop.ts";
 import { listMain } from "./lib/cli/list.ts";
@@ -33,12 +34,16 @@ async function main(args: string[]): Promise<number> {
   } catch (err) {
     if (err instanceof UsageError) {
       const command = job ? `tablesnap ${first}` : "tablesnap";
-      console.error(`error: ${err.message}\nRun '${command} --help' for usage.`);
+      console.error(`error: ${escapeOutputLine(err.message)}\nRun '${command} --help' for usage.`);
       return 2;
     }
-    if (!(err instanceof FatalError) && log.debugEnabled) console.error(err);
+    if (!(err instanceof FatalError) && log.debugEnabled) {
+      // A stack trace is many lines: each one escaped on its own.
+      console.error(Deno.inspect(err).split("\n").map(escapeOutputLine).join("\n"));
+    }
     const message = err instanceof FatalError ? err.message : errorMessage(err);
-    console.error(`error: ${message}`);
+    // The message may quote a key, a file name or an S3 error text.
+    console.error(`error: ${escapeOutputLine(message)}`);
     if (log.toSyslog) log.error(message);
     return 1;
   } finally {

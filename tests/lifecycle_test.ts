@@ -374,7 +374,8 @@ Deno.test("-B uploads again a mutable component whose bytes differ from its obje
 });
 
 Deno.test("a Data.db that changes during its upload is replaced by the retry, with no delete request", async () => {
-  await using s3 = await startS3Server();
+  // Plain HTTP: the counting proxy below reads the requests on the wire.
+  await using s3 = await startS3Server(undefined, { tls: false });
   await using dir = await tempDir();
   await using proxy = startCountingProxy(s3.port);
   await using watcher = spawnWatcher(

@@ -4,10 +4,11 @@
  * ordering them: which one is the newest restore point of a directory.
  */
 import { FatalError } from "../common/errors.ts";
+import { log } from "../common/log.ts";
 import type { ObjectHead, ObjectInfo, Store } from "../store/store.ts";
 import { type IndexListing, MAX_INDEX_BYTES, parseIndex } from "./index_body.ts";
 import { isIndexKey, keyDirectory } from "./keys.ts";
-import { generationOf, parseToc } from "./sstable.ts";
+import { generationOf, MAX_TOC_BYTES, readToc } from "./sstable.ts";
 
 /**
  * Downloads and parses one index. Throws `FatalError` naming the key when it
@@ -265,6 +266,8 @@ export interface TocGap {
  * be in the bucket. Cassandra refuses an SSTable with a component missing.
  * `keyDir` is the index's key directory (the key up to its last "/").
  * `onToc` is given each TOC.txt as read (a restore writes it from memory).
+ * A TOC.txt that is not a list of component names (see `readToc`) leaves
+ * its generation unchecked: `onUnreadable` is told (default: a warning).
  */
 export async function tocGaps(
   store: Store,
@@ -273,10 +276,14 @@ export async function tocGaps(
   present: (key: string) => boolean,
   options: {
     onToc?: (key: string, head: ObjectHead, bytes: Uint8Array<ArrayBuffer>) => void;
+    onUnreadable?: (key: string, reason: string) => void;
     /** The object holding a named key's bytes for this point (a superseded copy), if not itself. */
     keyOf?: (key: string) => string;
   } = {},
 ): Promise<TocGap[]> {
+  const onUnreadable = options.onUnreadable ??
+    ((key: string, reason: string) =>
+      log.warn("TOC.txt unreadable; its generation was not checked for whole", { key, reason }));
   const named = new Set(names);
   const gaps: TocGap[] = [];
   const keyOf = (name: string) => options.keyOf?.(`${keyDir}/${name}`) ?? `${keyDir}/${name}`;
@@ -285,9 +292,18 @@ export async function tocGaps(
     const tocKey = keyOf(toc);
     const object = present(tocKey) ? await store.get(tocKey) : null;
     if (object === null) continue; // a missing object, reported as such
-    const bytes = new Uint8Array(await new Response(object.body).arrayBuffer());
+    const bytes = await readAtMost(object.body, MAX_TOC_BYTES);
+    if (bytes === null) {
+      onUnreadable(tocKey, `larger than ${MAX_TOC_BYTES} bytes`);
+      continue;
+    }
     options.onToc?.(tocKey, object.head, bytes);
-    const missing = parseToc(new TextDecoder().decode(bytes))
+    const reading = readToc(bytes);
+    if ("unreadable" in reading) {
+      onUnreadable(tocKey, reading.unreadable);
+      continue;
+    }
+    const missing = reading.components
       .filter((component) => {
         const name = generation + component;
         return !named.has(name) || !present(keyOf(name));
@@ -296,4 +312,28 @@ export async function tocGaps(
     if (missing.length > 0) gaps.push({ generation, missing });
   }
   return gaps;
+}
+
+/** A body read whole when it is at most `limit` bytes; null (and cancelled) when larger. */
+async function readAtMost(
+  body: ReadableStream<Uint8Array>,
+  limit: number,
+): Promise<Uint8Array<ArrayBuffer> | null> {
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for await (const chunk of body) {
+    total += chunk.byteLength;
+    if (total > limit) {
+      await body.cancel().catch(() => {});
+      return null;
+    }
+    chunks.push(chunk);
+  }
+  const bytes = new Uint8Array(total);
+  let offset = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return bytes;
 }

@@ -17,6 +17,20 @@ export function keyHead(naming: KeyNaming): string {
   return `${naming.prefix}${naming.name}${naming.separator}`;
 }
 
+/**
+ * Why a file name cannot become part of a key as it is, or null when it
+ * can. A name that is not valid UTF-8 reaches us from Deno with U+FFFD in
+ * place of the bad bytes (the path no longer names the file), and control
+ * characters are no part of any name Cassandra writes: such files are
+ * skipped, with a warning, not mapped.
+ */
+export function unusableNameReason(name: string): string | null {
+  if (name.includes("\ufffd")) return "not valid UTF-8";
+  // deno-lint-ignore no-control-regex
+  if (/[\u0000-\u001f\u007f-\u009f]/.test(name)) return "holds control characters";
+  return null;
+}
+
 /** The key of a local file (absolute path). */
 export function objectKey(naming: KeyNaming, path: string): string {
   return keyHead(naming) + path;

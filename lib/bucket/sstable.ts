@@ -99,9 +99,55 @@ export function mutableComponentOf(path: string): string | undefined {
   return MUTABLE_COMPONENTS.has(component) ? component : undefined;
 }
 
-/** The component names a TOC.txt's text lists. */
-export function parseToc(text: string): string[] {
-  return text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l.length > 0 && !l.includes("/"));
+/**
+ * Larger than any TOC.txt Cassandra writes (about 100 bytes, plus one line
+ * per SAI component): past this it is not one.
+ */
+export const MAX_TOC_BYTES = 64 * 1024;
+
+/** A file name's limit on Linux; a longer line is not a component. */
+const MAX_COMPONENT_LENGTH = 255;
+
+/**
+ * What a component name may hold: Cassandra's are letters, digits and
+ * `.`, `+`, `_`, `-` (`Data.db`, `Digest.crc32`, `SAI+aa+idx+TermsData.db`).
+ * A line cut short by a TOC.txt still being appended (`Filt`) fits too: it
+ * names a file that does not exist yet, and the index waits for it.
+ */
+const COMPONENT = /^[A-Za-z0-9][A-Za-z0-9.+_-]*$/;
+
+/** A TOC.txt read: the components it lists, or why it is not a list of components. */
+export type TocReading = { components: string[] } | { unreadable: string };
+
+/**
+ * The component names a TOC.txt lists, or `unreadable` with the reason when
+ * it is not a list of component names (binary, NUL bytes, not UTF-8,
+ * over-long lines or file, a line that is no component name). Readers then
+ * decide as if there were no TOC, and say so once.
+ */
+export function readToc(bytes: Uint8Array): TocReading {
+  if (bytes.byteLength > MAX_TOC_BYTES) return { unreadable: `larger than ${MAX_TOC_BYTES} bytes` };
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    return { unreadable: "not UTF-8 text" };
+  }
+  const components: string[] = [];
+  let lineNumber = 0;
+  for (const raw of text.split("\n")) {
+    lineNumber++;
+    const line = raw.endsWith("\r") ? raw.slice(0, -1).trim() : raw.trim();
+    if (line.length === 0) continue;
+    if (line.length > MAX_COMPONENT_LENGTH) {
+      return { unreadable: `line ${lineNumber} is longer than ${MAX_COMPONENT_LENGTH} characters` };
+    }
+    if (!COMPONENT.test(line)) {
+      return { unreadable: `line ${lineNumber} is not a component name` };
+    }
+    components.push(line);
+  }
+  return { components };
 }
 
 /**

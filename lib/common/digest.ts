@@ -5,6 +5,7 @@
  */
 import { createHash, type Hash } from "node:crypto";
 import { Buffer } from "node:buffer";
+import { assertRegular } from "./fs.ts";
 
 /** A running MD5 (`update()` then `digest("hex")`). */
 export function newMd5(): Hash {
@@ -42,6 +43,7 @@ export function isMd5Hex(text: string): boolean {
 export async function md5OfFile(path: string): Promise<string> {
   const hash = createHash("md5");
   using file = await Deno.open(path, { read: true });
+  assertRegular(file, path);
   for await (const chunk of file.readable) hash.update(chunk);
   return hash.digest("hex");
 }
@@ -69,6 +71,7 @@ export async function digestFile(
   partSize?: number,
 ): Promise<FileDigests> {
   using file = await Deno.open(path, { read: true });
+  assertRegular(file, path);
   const whole = createHash("md5");
   const parts: string[] = [];
   let part = partSize ? createHash("md5") : undefined;

@@ -8,12 +8,17 @@
  *   every Linux base system (util-linux / bsdutils). Without the socket, lines
  *   stay on stderr, with a warning.
  * - `format: "json"` writes one JSON object per line for log shippers.
+ * - `repeated()` logs a recurring problem once, then one summary line per
+ *   period (`TABLESNAP_LOG_REPEAT_SECONDS`, default 60) with its count.
  *
  * Never pass credentials in `fields`: nothing here redacts.
  */
 
-export type Level = "debug" | "info" | "warn" | "error";
-export type Fields = Record<string, string | number | boolean | undefined>;
+import { escapeControl, hasControl, safeJson } from "./escape.ts";
+import type { Fields, Level } from "./log_line.ts";
+import { RepeatedLines } from "./log_repeats.ts";
+
+export type { Fields, Level };
 
 const SEVERITY: Record<Level, number> = { debug: 7, info: 6, warn: 4, error: 3 };
 const DAEMON_FACILITY = 3;
@@ -22,7 +27,12 @@ export interface LogOptions {
   format?: "plain" | "json";
   debug?: boolean;
   syslog?: boolean;
+  /** The period of repeated problems' summary lines (ms). */
+  repeatPeriodMs?: number;
 }
+
+/** Default period of the summary lines of repeated problems. */
+const REPEAT_PERIOD_MS = 60_000;
 
 /** A line sink: stderr, or a `logger` child process for syslog. */
 interface Sink {
@@ -75,10 +85,15 @@ class Logger {
   #syslogTried = false;
   /** Under systemd, journald stamps every line already. */
   readonly #journald = Deno.env.get("JOURNAL_STREAM") !== undefined;
+  readonly #repeats = new RepeatedLines(
+    (level, message, fields) => this.#emit(level, message, fields),
+    REPEAT_PERIOD_MS,
+  );
 
   configure(options: LogOptions): void {
     this.#format = options.format ?? "plain";
     this.#debug = options.debug ?? false;
+    if (options.repeatPeriodMs !== undefined) this.#repeats.periodMs = options.repeatPeriodMs;
     // Tried once per process: a job may refine the options (the watcher's
     // --log-format) after main() applied the environment.
     if (options.syslog && !this.#syslogTried) {
@@ -120,8 +135,23 @@ class Logger {
     this.#emit("error", message, fields);
   }
 
+  /**
+   * A problem that may recur (per event, per retry): logged the first time
+   * for `key`, then counted, with one summary line per period while it
+   * recurs (see log_repeats.ts).
+   */
+  repeated(key: string, level: Level, message: string, fields?: Fields): void {
+    this.#repeats.report(key, level, message, fields);
+  }
+
+  /** Occurrences of repeated problems counted instead of logged, since the start. */
+  get repeatsSuppressed(): number {
+    return this.#repeats.suppressed;
+  }
+
   /** Flushes and closes the sink (syslog child). */
   async close(): Promise<void> {
+    this.#repeats.flush(true);
     await this.#sink.close();
     this.#sink = stderrSink();
     this.#syslog = false;
@@ -138,15 +168,20 @@ class Logger {
 function jsonLine(level: Level, message: string, fields?: Fields): string {
   const record: Record<string, unknown> = { time: new Date().toISOString(), level, message };
   for (const [k, v] of Object.entries(fields ?? {})) if (v !== undefined) record[k] = v;
-  return JSON.stringify(record);
+  return safeJson(record);
 }
 
 function plainLine(level: Level, message: string, fields: Fields | undefined, stamp: boolean) {
-  let line = stamp ? `${new Date().toISOString()} ${level.toUpperCase()} ${message}` : message;
+  // Messages and values may carry names and error texts from the file
+  // system or the bucket: no control character reaches the line raw.
+  const text = escapeControl(message);
+  let line = stamp ? `${new Date().toISOString()} ${level.toUpperCase()} ${text}` : text;
   for (const [k, v] of Object.entries(fields ?? {})) {
     if (v === undefined) continue;
-    const text = String(v);
-    line += ` ${k}=${/[\s"=]/.test(text) || text === "" ? JSON.stringify(text) : text}`;
+    const value = String(v);
+    line += ` ${k}=${
+      /[\s"=]/.test(value) || value === "" || hasControl(value) ? safeJson(value) : value
+    }`;
   }
   return line;
 }
@@ -160,5 +195,11 @@ export function logOptionsFromEnv(format?: "plain" | "json"): LogOptions {
     const value = Deno.env.get(name);
     return value !== undefined && value !== "" && value !== "0";
   };
-  return { format: format ?? "plain", debug: flag("TDEBUG"), syslog: flag("TABLESNAP_SYSLOG") };
+  const repeatSeconds = Number(Deno.env.get("TABLESNAP_LOG_REPEAT_SECONDS"));
+  return {
+    format: format ?? "plain",
+    debug: flag("TDEBUG"),
+    syslog: flag("TABLESNAP_SYSLOG"),
+    ...(repeatSeconds > 0 ? { repeatPeriodMs: repeatSeconds * 1000 } : {}),
+  };
 }

@@ -30,6 +30,7 @@ import { formatBytes } from "../common/format.ts";
 import { log } from "../common/log.ts";
 import { forEachLimited } from "../common/pool.ts";
 import type { DeleteRefusal, ObjectInfo, ObjectVersion, Store } from "../store/store.ts";
+import { printLine } from "../common/escape.ts";
 
 /** What to chop and how. */
 export interface ChopOptions {
@@ -158,7 +159,7 @@ class ChopRun {
   constructor(options: ChopOptions, cutoff: Date) {
     this.#options = options;
     this.#cutoff = cutoff;
-    this.print = options.print ?? ((line: string) => console.log(line));
+    this.print = options.print ?? printLine;
     this.verb = options.dryRun ? "would delete" : "deleted";
   }
 

@@ -31,6 +31,7 @@ import { formatBytes } from "../common/format.ts";
 import { log } from "../common/log.ts";
 import { forEachLimited } from "../common/pool.ts";
 import type { ObjectHead, ObjectInfo, Store } from "../store/store.ts";
+import { printLine, safeJson } from "../common/escape.ts";
 
 /** What to verify. */
 export interface VerifyOptions {
@@ -70,16 +71,14 @@ export interface VerifyResult {
 /** Verifies the backups under `path`; never throws for a problem found, only reports it. */
 export async function verify(options: VerifyOptions): Promise<VerifyResult> {
   const { store } = options;
-  const print = options.print ?? ((line: string) => console.log(line));
+  const print = options.print ?? printLine;
   const prefix = directoryPrefix(options.naming, options.path);
   const head = keyHead(options.naming);
   const result: VerifyResult = { indexes: 0, files: 0, bytes: 0, problems: [] };
   const problem = (key: string, text: string) => {
     result.problems.push({ key, problem: text });
     print(
-      options.json
-        ? JSON.stringify({ kind: "problem", key, problem: text })
-        : `PROBLEM ${key}: ${text}`,
+      options.json ? safeJson({ kind: "problem", key, problem: text }) : `PROBLEM ${key}: ${text}`,
     );
   };
 
@@ -107,7 +106,7 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
   }
   if (options.json) {
     const { problems, ...counts } = result;
-    print(JSON.stringify({ kind: "summary", ...counts, problems: problems.length }));
+    print(safeJson({ kind: "summary", ...counts, problems: problems.length }));
     return result;
   }
   print(
@@ -178,7 +177,9 @@ async function verifyIndex(
     }
   }
   // Whole SSTables: every component a generation's TOC.txt lists is named.
-  for (const gap of await tocGaps(store, dir, names, () => true, { keyOf })) {
+  const onUnreadable = (key: string, reason: string) =>
+    problem(key, `TOC.txt unreadable (${reason}); its generation is not checked`);
+  for (const gap of await tocGaps(store, dir, names, () => true, { keyOf, onUnreadable })) {
     problem(
       index.key,
       `generation '${gap.generation}' lacks ${gap.missing.join(", ")} (listed by its TOC.txt)`,
@@ -188,7 +189,7 @@ async function verifyIndex(
     try {
       const { head, text } = await checkObject(store, key, options.md5 ?? false, result);
       if (head && isMutableComponent(key)) metadata.set(key, head.metadata);
-      if (options.json && head) print(JSON.stringify(objectJson(head)));
+      if (options.json && head) print(safeJson(objectJson(head)));
       if (text !== null) problem(key, `${text} (named by '${index.key}')`);
     } catch (err) {
       problem(

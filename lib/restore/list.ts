@@ -23,6 +23,7 @@ import { formatBytes } from "../common/format.ts";
 import { basename } from "../common/paths.ts";
 import { Semaphore } from "../common/pool.ts";
 import type { ObjectInfo, Store } from "../store/store.ts";
+import { printLine, safeJson } from "../common/escape.ts";
 
 export interface ListOptions {
   store: Store;
@@ -78,7 +79,7 @@ interface ListedDirectory {
  */
 export async function listRestorePoints(options: ListOptions): Promise<ListedPoint[]> {
   const { store } = options;
-  const print = options.print ?? ((line: string) => console.log(line));
+  const print = options.print ?? printLine;
   const prefix = directoryPrefix(options.naming, options.path);
   const parallel = options.parallel ?? 8;
   const reads = new Semaphore(parallel);
@@ -116,7 +117,7 @@ export async function listRestorePoints(options: ListOptions): Promise<ListedPoi
   await Promise.all(running);
   const points = groups.sort(([a], [b]) => (a < b ? -1 : 1)).flatMap(([, listed]) => listed);
   if (options.json) {
-    for (const p of points) print(JSON.stringify(jsonOf(p, options.at !== undefined)));
+    for (const p of points) print(safeJson(jsonOf(p, options.at !== undefined)));
   } else {
     printText(print, points, options.at);
   }

@@ -29,6 +29,7 @@ import { resolvePlan } from "./plan.ts";
 import { Progress } from "./progress.ts";
 import { describeIncomplete, printFindings, printPlan } from "./report.ts";
 import { SafeDirectories } from "./safe_dirs.ts";
+import { printLine } from "../common/escape.ts";
 import type { RestorePlan, SlurpOptions, SlurpResult } from "./types.ts";
 
 export type { PlannedFile, SlurpOptions, SlurpResult } from "./types.ts";
@@ -41,7 +42,7 @@ export { DEFAULT_CONNECTIONS } from "./download.ts";
  * Requires `--allow-read --allow-write`, and `--allow-net` for S3.
  */
 export async function slurp(options: SlurpOptions): Promise<SlurpResult> {
-  const print = options.print ?? ((line: string) => console.log(line));
+  const print = options.print ?? printLine;
   const plan = await resolvePlan(options);
   const files = plan.files;
   const result: SlurpResult = {

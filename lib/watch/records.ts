@@ -7,6 +7,9 @@ export type FileState = "queued" | "uploading" | "retrying" | "resting";
 /** How a file came to be in the bucket. */
 export type StoredOutcome = "uploaded" | "present";
 
+/** Why a path in the watched tree was skipped unread (detect tells, metrics count). */
+export type SkipReason = "fifo" | "socket" | "device" | "symlink" | "bad_name";
+
 /** What the bucket is known to hold for a file. */
 export interface StoredVersion {
   size: number;
@@ -44,6 +47,8 @@ export interface IndexRecord {
   backlog: boolean;
   /** When the publisher last looked: it looks at most every `quietMs`. */
   checkedAt: number;
+  /** Without a TOC: a file of the directory was stored since the last check. */
+  storedSinceCheck?: boolean;
   deadline: number;
   /** Generation file names seen so far, and when that set last grew. */
   seen: Set<string>;

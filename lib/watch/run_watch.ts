@@ -187,6 +187,7 @@ async function buildWatch(s: WatchSettings): Promise<WatchParts> {
     ledger,
     ...(pins ? { isPinned: (path: string) => pins.isPinned(path) } : {}),
     waitMs: s.indexWaitMs,
+    onUnreadableToc: () => metrics.tocUnreadable(),
   });
   const cleanup = s.deleteOnBackup ? new LocalCleanup(ledger) : undefined;
   const watcher = newFileWatcher({ ...s, backup }, ledger, pipeline, metrics);
@@ -254,6 +255,7 @@ function newFileWatcher(
     includeExisting: s.backup,
     sweepIntervalMs: s.once ? 0 : s.sweepIntervalMs,
     onWatching: (ok) => metrics.setWatching(ok),
+    onSkipped: (reason) => metrics.pathSkipped(reason),
   });
   // Files still settling count as pending too.
   metrics.pendingFrom(() => {

@@ -13,9 +13,9 @@
  *   the kernel dropped silently. A file found only by a scan or sweep is
  *   complete once it has not been modified for `settleMs` (hard links at once).
  *
- * The event loop does no I/O: it pushes paths to a queue drained by one
- * async worker, so Deno's 1,024-event queue never fills because of us.
- * What each event means is decided by the pure rules of watch_rules.ts.
+ * The event loop does no I/O: it pushes paths to a queue (probe_queue.ts)
+ * drained by one async worker, so Deno's 1,024-event queue never fills
+ * because of us. The pure rules of watch_rules.ts decide what events mean.
  */
 import { collectDirs } from "../../common/tree.ts";
 import { errorMessage, UsageError } from "../../common/errors.ts";
@@ -24,7 +24,11 @@ import { lstatOrNull } from "../../common/fs.ts";
 import { log } from "../../common/log.ts";
 import { dirname } from "../../common/paths.ts";
 import { type Clock, systemClock, type TimerId } from "../clock.ts";
+import { FifoGuard } from "./fifo_guard.ts";
+import type { SkipReason } from "../records.ts";
+import { OddPaths } from "./odd_paths.ts";
 import type { PathFilter } from "./path_filter.ts";
+import { ProbeQueue } from "./probe_queue.ts";
 import { checkRoot, warnOnSmallInotifyQueue, WatchLimitError } from "./watch_setup.ts";
 import {
   existedBeforeStart,
@@ -33,7 +37,6 @@ import {
   type ListenEvent,
   type ProbeKind,
   probeKindOf,
-  strongerProbe,
 } from "./watch_rules.ts";
 
 /** When a new directory is scanned again after its first scan. */
@@ -53,16 +56,12 @@ export interface WatcherOptions {
   includeExisting: boolean;
   settleMs: number;
   sweepIntervalMs: number;
+  /** A path was skipped unread (once per path): counted by the metrics. */
+  onSkipped?: (reason: SkipReason) => void;
   /** Reports whether events are flowing (for /healthz). */
   onWatching?: (ok: boolean) => void;
   /** Time and timers (tests move them by hand). */
   clock?: Clock;
-}
-
-/** A path to look at, and what its event said. */
-interface Probe {
-  path: string;
-  kind: ProbeKind;
 }
 
 /** A file seen by a scan, waiting to stop changing. */
@@ -77,10 +76,10 @@ export class FileWatcher {
   /** Directories that existed at start (for the -r / -a distinction). */
   #startDirs = new Set<string>();
   #fsWatcher: Deno.FsWatcher | undefined;
+  /** Frees Deno's watcher thread from a FIFO's open (see fifo_guard.ts). */
+  #fifoGuard: FifoGuard | undefined;
   #closed = false;
-  #probeQueue: Probe[] = [];
-  #probeQueued = new Map<string, Probe>();
-  #probing = false;
+  readonly #probes = new ProbeQueue((path, kind) => this.#classify(path, kind));
   #candidates = new Map<string, Candidate>();
   readonly #clock: Clock;
   #settleTimer: TimerId | undefined;
@@ -88,11 +87,18 @@ export class FileWatcher {
   #sweeping: Promise<void> | undefined;
   #sweepAgain = false;
   #loop: Promise<void> | undefined;
+  /** Skips what is not a regular file with a usable name, warning once each. */
+  readonly #oddPaths: OddPaths;
 
   constructor(options: WatcherOptions) {
     this.#o = options;
     this.#clock = options.clock ?? systemClock;
     this.#startedAt = this.#now();
+    this.#oddPaths = new OddPaths({
+      ...(options.onSkipped ? { onSkipped: options.onSkipped } : {}),
+      holdFifo: (path) => this.#fifoGuard?.hold(path),
+      now: () => this.#now(),
+    });
   }
 
   #now(): number {
@@ -114,6 +120,13 @@ export class FileWatcher {
   /** Starts watching and the periodic sweeps; the caller runs the first sweep. */
   watch(): void {
     void warnOnSmallInotifyQueue();
+    this.#fifoGuard = new FifoGuard(this.#o.roots, {
+      onStuck: (stuck) => {
+        this.#o.onWatching?.(!stuck);
+        if (stuck) this.sweep("file watch stuck");
+      },
+    });
+    this.#fifoGuard.start();
     this.#openWatcher();
     if (this.#o.sweepIntervalMs > 0) {
       this.#sweepTimer = this.#clock.setInterval(
@@ -128,12 +141,17 @@ export class FileWatcher {
     this.#closed = true;
     this.#clock.clearInterval(this.#sweepTimer);
     this.#clock.clearTimeout(this.#settleTimer);
-    try {
-      this.#fsWatcher?.close();
-    } catch {
-      // already closed
+    // A close would hang while the watch's thread waits in a FIFO's open: left to the exit.
+    if (await this.#fifoGuard?.stop() === false) {
+      log.warn("the file watch is stuck on a FIFO; leaving it to the exit");
+    } else {
+      try {
+        this.#fsWatcher?.close();
+      } catch {
+        // already closed
+      }
+      await this.#loop;
     }
-    await this.#loop;
     await this.#sweeping;
   }
 
@@ -161,7 +179,9 @@ export class FileWatcher {
         }
         log.debug("sweep done", { why, files, seconds: secondsSince(started) });
       } while (this.#sweepAgain && !this.#closed);
-    })().catch((err) => log.error("sweep failed", { error: errorMessage(err) }))
+    })().catch((err) =>
+      log.repeated("sweep", "error", "sweep failed", { error: errorMessage(err) })
+    )
       .finally(() => this.#sweeping = undefined);
     return this.#sweeping;
   }
@@ -182,7 +202,7 @@ export class FileWatcher {
     const watcher = this.#fsWatcher;
     this.#loop = (async () => {
       try {
-        for await (const event of watcher) this.#onEvent(event);
+        await this.#readEvents(watcher);
       } catch (err) {
         if (!this.#closed) {
           log.error("file watch failed; relying on sweeps until it can be restarted", {
@@ -198,10 +218,39 @@ export class FileWatcher {
     })();
   }
 
+  /**
+   * Hands every event to `#onEvent` until the watch ends. An event whose
+   * path is not UTF-8 cannot reach JavaScript (Deno throws a TypeError for
+   * it, which used to end the watch): that one event is lost, not the
+   * watch; its file is skipped anyway (keys are UTF-8), and a sweep soon
+   * after finds what a rename of it may have hidden.
+   */
+  async #readEvents(watcher: Deno.FsWatcher): Promise<void> {
+    const events = watcher[Symbol.asyncIterator]();
+    for (;;) {
+      let next: IteratorResult<Deno.FsEvent>;
+      try {
+        next = await events.next();
+      } catch (err) {
+        if (!(err instanceof TypeError) || this.#closed) throw err;
+        this.#oddPaths.unreadableEvent(err, () => {
+          if (!this.#closed) this.sweep("path not UTF-8");
+        });
+        continue;
+      }
+      if (next.done) return;
+      this.#onEvent(next.value);
+    }
+  }
+
   /** Re-creates the watcher after it ended (root removed, watch limit). */
   #restartLater(): void {
     this.#clock.setTimeout(async () => {
       if (this.#closed) return;
+      if (this.#fifoGuard?.stuck) {
+        this.#restartLater(); // a new watch would wait on the lock the stuck thread holds
+        return;
+      }
       try {
         for (const root of this.#o.roots) await checkRoot(root);
         this.#openWatcher();
@@ -225,7 +274,7 @@ export class FileWatcher {
     if (path === undefined) return;
     const kind = probeKindOf(event.kind, this.#o.listen);
     if (kind !== null) {
-      this.#probe(path, kind);
+      this.#probes.add(path, kind);
       return;
     }
     if (event.kind !== "remove") return;
@@ -237,35 +286,6 @@ export class FileWatcher {
       } catch {
         // already closed
       }
-    }
-  }
-
-  #probe(path: string, kind: ProbeKind): void {
-    const queued = this.#probeQueued.get(path);
-    if (queued) {
-      queued.kind = strongerProbe(queued.kind, kind);
-      return;
-    }
-    const probe = { path, kind };
-    this.#probeQueued.set(path, probe);
-    this.#probeQueue.push(probe);
-    if (!this.#probing) this.#drainProbes();
-  }
-
-  async #drainProbes(): Promise<void> {
-    this.#probing = true;
-    try {
-      while (this.#probeQueue.length > 0) {
-        const { path, kind } = this.#probeQueue.shift()!;
-        this.#probeQueued.delete(path);
-        try {
-          await this.#classify(path, kind);
-        } catch (err) {
-          log.warn("could not inspect path", { path, error: errorMessage(err) });
-        }
-      }
-    } finally {
-      this.#probing = false;
     }
   }
 
@@ -287,10 +307,7 @@ export class FileWatcher {
       return;
     }
     if (!this.#isWatchedDir(dirname(path))) return;
-    if (!info.isFile) {
-      if (!info.isSymlink) log.warn("skipped: not a regular file", { path });
-      return;
-    }
+    if (!this.#oddPaths.usable(path, info)) return;
     if (!this.#o.filter.accepts(path)) {
       log.debug("skipped: filtered out", { path, reason: this.#o.filter.describe() });
       return;
@@ -321,9 +338,9 @@ export class FileWatcher {
         if (this.#isWatchedDir(path)) count += await this.#scanTree(path, immediate);
         continue;
       }
-      if (!entry.isFile || !this.#o.filter.accepts(path)) continue;
+      if (!this.#o.filter.accepts(path)) continue;
       const info = lstatOrNull(path);
-      if (!info || !info.isFile) continue;
+      if (!this.#oddPaths.usable(path, info) || !info) continue;
       count++;
       if (this.#o.isHandled(path, info)) continue;
       if (!this.#o.includeExisting && existedBeforeStart(info, this.#startedAt)) continue;

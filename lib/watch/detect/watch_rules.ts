@@ -104,3 +104,15 @@ export function existedBeforeStart(info: Deno.FileInfo, startedAtMs: number): bo
   const ctime = info.ctime?.getTime() ?? info.mtime?.getTime() ?? 0;
   return ctime < Math.floor(startedAtMs / 1000) * 1000;
 }
+
+/** What a path that is not a regular file is, for the skip warning and its metric. */
+export function nonRegularKind(
+  info: Deno.FileInfo,
+): "fifo" | "socket" | "device" | "symlink" | null {
+  if (info.isFile) return null;
+  if (info.isSymlink) return "symlink";
+  if (info.isFifo) return "fifo";
+  if (info.isSocket) return "socket";
+  if (info.isCharDevice || info.isBlockDevice) return "device";
+  return null; // a directory
+}

@@ -4,9 +4,8 @@
  * frozen. Pure but for reading the directory; index_publisher.ts decides
  * what to do with it.
  */
-import { parseToc } from "../../bucket/sstable.ts";
-import { lstatOrNull, readTextOrNull } from "../../common/fs.ts";
-import type { FileFacts, IndexRecord } from "../ledger.ts";
+import { lstatOrNull } from "../../common/fs.ts";
+import type { FileFacts, IndexRecord, Ledger } from "../ledger.ts";
 import type { PathFilter } from "../detect/path_filter.ts";
 
 export /** What an index names now, and whether it may be published. */
@@ -31,6 +30,8 @@ export interface CutContext {
   quietMs: number;
   /** Names of the directory we deleted after upload (--delete-on-backup): still named. */
   deleted: Set<string>;
+  /** The components a TOC.txt lists; null without one, or when it is unreadable. */
+  tocComponents(tocPath: string): string[] | null;
 }
 
 /** A frozen cut: its names, once in the bucket (their originals may be gone). */
@@ -73,8 +74,8 @@ export function liveSet(c: CutContext, entry: IndexRecord, files: Set<string>, n
     deleted.has(name) || c.files.isPending(pathOf(name)) ||
     c.files.isStored(pathOf(name));
   const tocOf = (prefix: string) => {
-    const text = readTextOrNull(pathOf(`${prefix}TOC.txt`));
-    return text === null ? null : parseToc(text).map((c) => `${prefix}${c}`)
+    const components = c.tocComponents(pathOf(`${prefix}TOC.txt`));
+    return components === null ? null : components.map((c) => `${prefix}${c}`)
       .filter((name) => c.filter.accepts(pathOf(name)));
   };
 
@@ -123,4 +124,21 @@ export function liveSet(c: CutContext, entry: IndexRecord, files: Set<string>, n
   const secured = isPinned !== undefined && whole &&
     [...waiting].every((name) => isPinned(pathOf(name)));
   return { names, waiting, complete, inFlight, secured, members: [...members].sort() };
+}
+
+/**
+ * A frozen cut of the same directory, earlier than `at`, still to be
+ * published: this index waits for it. So a directory's indexes reach the
+ * bucket in the order of their cuts, even when one was cut long before
+ * its files were uploaded (--pin), and readers that order indexes by
+ * upload time (LastModified, see index_reader.ts) still find the newest.
+ */
+export function earlierCutPending(ledger: Ledger, entry: IndexRecord, at: number): boolean {
+  for (const other of ledger.indexesIn(entry.directory)) {
+    const frozen = other === entry ? null : other.frozen;
+    if (!frozen) continue;
+    // Cut in the same millisecond: the one named first goes first.
+    if (frozen.at < at || (frozen.at === at && other.dataPath < entry.dataPath)) return true;
+  }
+  return false;
 }

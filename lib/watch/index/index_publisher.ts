@@ -28,7 +28,7 @@
  */
 import { indexBody } from "../../bucket/index_body.ts";
 import { CUT_TIME_METADATA } from "../../bucket/index_reader.ts";
-import { indexKey, type KeyNaming, recutIndexKey } from "../../bucket/keys.ts";
+import { indexKey, type KeyNaming } from "../../bucket/keys.ts";
 import { generationPrefix, mutableComponentOf, wantsIndex } from "../../bucket/sstable.ts";
 import { errorMessage } from "../../common/errors.ts";
 import { fileNamesOrNull } from "../../common/fs.ts";
@@ -37,12 +37,17 @@ import { basename, dirname } from "../../common/paths.ts";
 import { type Backoff, backoffMs } from "../../common/retry.ts";
 import type { Store } from "../../store/store.ts";
 import type { FileFacts, IndexRecord, Ledger, StoredOutcome } from "../ledger.ts";
-import { type Cut, type CutContext, frozenCut, liveSet } from "./cut.ts";
+import { type Cut, type CutContext, earlierCutPending, frozenCut, liveSet } from "./cut.ts";
+import { freeIndexKey } from "./index_key.ts";
+import { TocReader } from "./toc_reader.ts";
 import { type Clock, systemClock, type TimerId } from "../clock.ts";
 import type { PathFilter } from "../detect/path_filter.ts";
 
 /** Between failed uploads of one index. */
 const INDEX_PUT_BACKOFF: Backoff = { firstMs: 2_000, maxMs: 60_000, jitter: "none" };
+
+/** An index without a TOC is checked at most this often on stored files (the timer catches up). */
+const NO_TOC_CHECK_MS = 250;
 
 export interface IndexPublisherOptions {
   store: Store;
@@ -56,6 +61,8 @@ export interface IndexPublisherOptions {
   isPinned?(path: string): boolean;
   waitMs: number;
   quietMs?: number;
+  /** A TOC.txt was found unreadable (once per file): counted by the metrics. */
+  onUnreadableToc?(tocPath: string): void;
   /** Time and timers (tests move them by hand). */
   clock?: Clock;
 }
@@ -71,6 +78,7 @@ export class IndexPublisher {
   readonly #deletedByUs = new Map<string, Set<string>>();
   /** True while the -B start-up sweep is still queueing existing files. */
   #inBacklog = false;
+  readonly #tocs: TocReader;
   readonly #clock: Clock;
   #timer: TimerId | undefined;
   #idleWaiters: (() => void)[] = [];
@@ -82,6 +90,7 @@ export class IndexPublisher {
     this.#ledger = options.ledger;
     this.#clock = options.clock ?? systemClock;
     this.#files = options.files ?? options.ledger;
+    this.#tocs = new TocReader(options.onUnreadableToc);
     options.ledger.subscribe((event) => {
       if (event.type === "stored") this.stored(event.path, event.outcome);
       else if (event.type === "pinned") this.pinned(event.path);
@@ -191,7 +200,11 @@ export class IndexPublisher {
     const name = basename(path);
     for (const entry of this.#ledger.indexesIn(dirname(path))) {
       if (entry.awaiting === null) {
-        this.#evaluate(entry.dataPath);
+        // Without a TOC (none, or unreadable) every stored file of the
+        // directory may complete it, and each check reads the directory:
+        // in a busy directory, at most one check per NO_TOC_CHECK_MS.
+        if (this.#now() - entry.checkedAt >= NO_TOC_CHECK_MS) this.#evaluate(entry.dataPath);
+        else entry.storedSinceCheck = true;
       } else if (entry.awaiting.delete(name) && entry.awaiting.size === 0) {
         this.#evaluate(entry.dataPath);
       }
@@ -231,7 +244,8 @@ export class IndexPublisher {
       // Waiting for named files, the stored-file notices drive the checks;
       // the timer then only looks now and then, in case one was missed.
       const interval = entry.awaiting?.size ? every * 5 : every;
-      if (now >= entry.deadline || now - entry.checkedAt >= interval) {
+      const stored = entry.storedSinceCheck && now - entry.checkedAt >= NO_TOC_CHECK_MS;
+      if (now >= entry.deadline || now - entry.checkedAt >= interval || stored) {
         this.#evaluate(entry.dataPath);
       }
     }
@@ -251,7 +265,12 @@ export class IndexPublisher {
     }
     this.#busy.add(dataPath);
     this.#tryPublish(dataPath)
-      .catch((err) => log.error("index check failed", { path: dataPath, error: errorMessage(err) }))
+      .catch((err) =>
+        log.repeated(`index check ${dataPath}`, "error", "index check failed", {
+          path: dataPath,
+          error: errorMessage(err),
+        })
+      )
       .finally(() => {
         this.#busy.delete(dataPath);
         if (this.#again.delete(dataPath)) this.#evaluate(dataPath);
@@ -274,29 +293,13 @@ export class IndexPublisher {
     }
   }
 
-  /**
-   * A frozen cut of the same directory, earlier than `at`, still to be
-   * published: this index waits for it. So a directory's indexes reach the
-   * bucket in the order of their cuts, even when one was cut long before
-   * its files were uploaded (--pin), and readers that order indexes by
-   * upload time (LastModified, see index_reader.ts) still find the newest.
-   */
-  #earlierCutPending(entry: IndexRecord, at: number): boolean {
-    for (const other of this.#ledger.indexesIn(entry.directory)) {
-      const frozen = other === entry ? null : other.frozen;
-      if (!frozen) continue;
-      // Cut in the same millisecond: the one named first goes first.
-      if (frozen.at < at || (frozen.at === at && other.dataPath < entry.dataPath)) return true;
-    }
-    return false;
-  }
-
   async #tryPublish(dataPath: string): Promise<void> {
     const entry = this.#ledger.index(dataPath);
     if (!entry) return;
     const now = this.#now();
     if (now < entry.notBefore || this.#inBacklog) return;
     entry.checkedAt = now;
+    entry.storedSinceCheck = false;
     const directory = dirname(dataPath);
     const cut = entry.frozen
       ? frozenCut(this.#cutContext(directory), entry)
@@ -313,7 +316,7 @@ export class IndexPublisher {
       return;
     }
     if (!cut.complete && now < entry.deadline) return;
-    if (this.#earlierCutPending(entry, cut.at)) return;
+    if (earlierCutPending(this.#ledger, entry, cut.at)) return;
     if (!cut.complete) {
       log.warn("index written without some files of its directory", {
         path: dataPath,
@@ -322,7 +325,7 @@ export class IndexPublisher {
     }
     let key = indexKey(this.#o.naming, dataPath);
     try {
-      key = await this.#freeKey(dataPath, cut.at);
+      key = await freeIndexKey(this.#o.store, this.#o.naming, dataPath, cut.at);
       await this.#o.store.putBytes(
         key,
         new TextEncoder().encode(indexBody(directory, cut.names)),
@@ -334,7 +337,10 @@ export class IndexPublisher {
     } catch (err) {
       entry.failures++;
       entry.notBefore = now + backoffMs(INDEX_PUT_BACKOFF, entry.failures);
-      log.warn("index upload failed, will retry", { key, error: errorMessage(err) });
+      log.repeated(`index put ${key}`, "warn", "index upload failed, will retry", {
+        key,
+        error: errorMessage(err),
+      });
       return;
     }
     this.published++;
@@ -374,20 +380,6 @@ export class IndexPublisher {
     return { ...cut, at: now };
   }
 
-  /**
-   * Where this cut goes, never over another cut (every restore point stays):
-   * the generation's first index at `<Data.db key>-listdir.json`, later cuts
-   * at `recutIndexKey`; the same cut again (a lost answer) to the same key.
-   */
-  async #freeKey(dataPath: string, at: number): Promise<string> {
-    const first = indexKey(this.#o.naming, dataPath);
-    const head = await this.#o.store.head(first);
-    if (head === null || head.metadata[CUT_TIME_METADATA] === new Date(at).toISOString()) {
-      return first;
-    }
-    return recutIndexKey(this.#o.naming, dataPath, at);
-  }
-
   #cutContext(directory: string): CutContext {
     return {
       files: this.#files,
@@ -395,6 +387,7 @@ export class IndexPublisher {
       isPinned: this.#o.isPinned,
       quietMs: this.#o.quietMs ?? 2_000,
       deleted: this.#deletedByUs.get(directory) ?? new Set<string>(),
+      tocComponents: (tocPath) => this.#tocs.components(tocPath),
     };
   }
 }

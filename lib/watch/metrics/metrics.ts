@@ -15,6 +15,9 @@
 import { VERSION } from "../../common/version.ts";
 import { FAILURE_REASONS } from "../../store/failure.ts";
 import type { Ledger } from "../ledger.ts";
+import { log } from "../../common/log.ts";
+import type { SkipReason } from "../records.ts";
+import { Histogram, increment, labelled, timestamps, Writer } from "./prometheus_text.ts";
 
 /** Options for `Metrics`. */
 export interface MetricsOptions {
@@ -27,26 +30,6 @@ const S3_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 /** Whole-file upload time, small components to multi-GB Data.db files. */
 const UPLOAD_BUCKETS = [0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600];
 
-/** One histogram series: cumulative counts are computed when rendering. */
-class Histogram {
-  readonly bounds: readonly number[];
-  readonly counts: number[];
-  sum = 0;
-  count = 0;
-
-  constructor(bounds: readonly number[]) {
-    this.bounds = bounds;
-    this.counts = bounds.map(() => 0);
-  }
-
-  observe(value: number): void {
-    const i = this.bounds.findIndex((bound) => value <= bound);
-    if (i >= 0) this.counts[i] = (this.counts[i] ?? 0) + 1;
-    this.sum += value;
-    this.count += 1;
-  }
-}
-
 /**
  * What is not in the bucket yet. `oldestSince`: since when (epoch ms) the
  * oldest of those files has been complete; `null` when nothing is pending.
@@ -56,6 +39,8 @@ export interface PendingWork {
   bytes: number;
   oldestSince: number | null;
 }
+
+const SKIP_REASONS: readonly SkipReason[] = ["fifo", "socket", "device", "symlink", "bad_name"];
 
 /**
  * The watcher's metrics. Methods record events; `render()` writes the
@@ -75,6 +60,8 @@ export class Metrics {
   readonly #s3Duration = new Map<string, Histogram>();
   readonly #s3Failures = new Map<string, number>();
   #incompleteIndexes = 0;
+  readonly #skippedPaths = new Map<string, number>(SKIP_REASONS.map((r) => [r, 0]));
+  #unreadableTocs = 0;
   #pins: (() => { files: number; bytes: number }) | undefined;
   readonly #pinsRefused = new Map<string, number>();
   #watching = false;
@@ -144,6 +131,16 @@ export class Metrics {
     if (!complete) this.#incompleteIndexes++;
   }
 
+  /** A path in the watched tree was skipped, never read (see `SKIP_REASONS`); once per path. */
+  pathSkipped(reason: SkipReason): void {
+    increment(this.#skippedPaths, reason);
+  }
+
+  /** A TOC.txt was not a list of component names: its generation is indexed unchecked. */
+  tocUnreadable(): void {
+    this.#unreadableTocs++;
+  }
+
   /** One S3 request (`operation` like "PutObject") took `seconds`. */
   s3Request(operation: string, seconds: number, failed: boolean): void {
     let histogram = this.#s3Duration.get(operation);
@@ -181,6 +178,7 @@ export class Metrics {
     this.#renderState(w);
     this.#renderUploads(w);
     this.#renderPending(w);
+    this.#renderProblems(w);
     if (this.#pins) this.#renderPins(w, this.#pins());
     this.#renderRequests(w);
     return w.text();
@@ -264,6 +262,28 @@ export class Metrics {
     );
   }
 
+  /** What was skipped, held back or failed to parse: problems counted, not only logged. */
+  #renderProblems(w: Writer): void {
+    w.metric(
+      "tablesnap_skipped_paths_total",
+      "counter",
+      "Paths in the watched tree skipped without being read, by reason (fifo, socket, device, symlink: not a regular file; bad_name: not UTF-8 or holding control characters)",
+      labelled(this.#skippedPaths, "reason"),
+    );
+    w.metric(
+      "tablesnap_repeated_log_lines_total",
+      "counter",
+      "Occurrences of recurring problems counted instead of logged (each is logged once, then summarised once a period)",
+      [[{}, log.repeatsSuppressed]],
+    );
+    w.metric(
+      "tablesnap_unreadable_tocs_total",
+      "counter",
+      "TOC.txt files that were not a list of component names: their generation was indexed as without a TOC",
+      [[{}, this.#unreadableTocs]],
+    );
+  }
+
   /** `--pin`: what is pinned, and what could not be. */
   #renderPins(w: Writer, pins: { files: number; bytes: number }): void {
     w.metric("tablesnap_pinned_files", "gauge", "Files held by --pin links", [
@@ -300,74 +320,4 @@ export class Metrics {
       [{}, this.#startedMs / 1000],
     ]);
   }
-}
-
-type Labels = Record<string, string>;
-type Sample = [Labels, number];
-
-/** Writes metric families in the text format 0.0.4. */
-class Writer {
-  #lines: string[] = [];
-
-  metric(name: string, type: "counter" | "gauge", help: string, samples: Sample[]): void {
-    this.#header(name, type, help);
-    for (const [labels, value] of samples) this.#sample(name, labels, value);
-  }
-
-  histogram(name: string, help: string, series: [Labels, Histogram][]): void {
-    this.#header(name, "histogram", help);
-    for (const [labels, h] of series) {
-      let cumulative = 0;
-      h.bounds.forEach((bound, i) => {
-        cumulative += h.counts[i] ?? 0;
-        this.#sample(`${name}_bucket`, { ...labels, le: formatValue(bound) }, cumulative);
-      });
-      this.#sample(`${name}_bucket`, { ...labels, le: "+Inf" }, h.count);
-      this.#sample(`${name}_sum`, labels, h.sum);
-      this.#sample(`${name}_count`, labels, h.count);
-    }
-  }
-
-  text(): string {
-    return this.#lines.join("\n") + "\n";
-  }
-
-  #header(name: string, type: string, help: string): void {
-    this.#lines.push(`# HELP ${name} ${escapeHelp(help)}`, `# TYPE ${name} ${type}`);
-  }
-
-  #sample(name: string, labels: Labels, value: number): void {
-    const pairs = Object.entries(labels).map(([k, v]) => `${k}="${escapeLabelValue(v)}"`);
-    const labelText = pairs.length > 0 ? `{${pairs.join(",")}}` : "";
-    this.#lines.push(`${name}${labelText} ${formatValue(value)}`);
-  }
-}
-
-function increment(map: Map<string, number>, key: string): void {
-  map.set(key, (map.get(key) ?? 0) + 1);
-}
-
-function labelled(map: Map<string, number>, label: string): Sample[] {
-  return [...map].map(([value, count]) => [{ [label]: value }, count]);
-}
-
-function timestamps(map: Map<string, number>): Sample[] {
-  return [...map].map(([path, ms]) => [{ path }, ms / 1000]);
-}
-
-/** HELP text: backslash and newline are escaped. */
-function escapeHelp(text: string): string {
-  return text.replace(/\\/g, "\\\\").replace(/\n/g, "\\n");
-}
-
-/** Label values: backslash, double quote and newline are escaped. */
-function escapeLabelValue(text: string): string {
-  return text.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
-}
-
-function formatValue(value: number): string {
-  if (Number.isNaN(value)) return "NaN";
-  if (value === Infinity) return "+Inf";
-  if (value === -Infinity) return "-Inf";
-  return String(value);
 }

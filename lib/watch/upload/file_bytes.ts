@@ -2,6 +2,7 @@
  * Reading a small file whole, within a shared memory budget, and the error
  * for a file that changed while it was read (upload_file.ts uses them).
  */
+import { assertRegular } from "../../common/fs.ts";
 
 /** The file's size or mtime moved during the upload. */
 export class FileChangedError extends Error {
@@ -34,6 +35,7 @@ export class ByteBudget {
  */
 export function readExactly(path: string, size: number): Uint8Array {
   using file = Deno.openSync(path, { read: true });
+  assertRegular(file, path);
   const buffer = new Uint8Array(size + 1);
   let filled = 0;
   for (;;) {

@@ -240,13 +240,19 @@ export class UploadPipeline {
         onRetry: (err, attempt, ms) => {
           const reason = failureReason(err);
           this.#o.observer?.uploadRetried(reason);
-          log.warn("upload failed, retrying", {
-            key,
-            reason,
-            error: errorMessage(err),
-            attempt,
-            retry_in: roundSeconds(ms / 1000),
-          });
+          // An outage fails every file alike: one line, then a count per period.
+          log.repeated(
+            `upload retry ${reason} ${errorMessage(err)}`,
+            "warn",
+            "upload failed, retrying",
+            {
+              key,
+              reason,
+              error: errorMessage(err),
+              attempt,
+              retry_in: roundSeconds(ms / 1000),
+            },
+          );
         },
       });
       record.failedCycles = 0;
@@ -258,13 +264,18 @@ export class UploadPipeline {
       this.summary.failed++;
       record.failedCycles++;
       const wait = backoffMs(CYCLE_BACKOFF, record.failedCycles);
-      log.error("upload failed, will try again", {
-        key,
-        reason,
-        error: errorMessage(err),
-        attempts,
-        retry_in: roundSeconds(wait / 1000),
-      });
+      log.repeated(
+        `upload failed ${reason} ${errorMessage(err)}`,
+        "error",
+        "upload failed, will try again",
+        {
+          key,
+          reason,
+          error: errorMessage(err),
+          attempts,
+          retry_in: roundSeconds(wait / 1000),
+        },
+      );
       if (!this.#accepting) return false;
       this.ledger.move(record, "retrying");
       const timer = this.#clock.setTimeout(() => {
