@@ -14,7 +14,10 @@ import { S3Store } from "../lib/store/s3/s3_store.ts";
 const MB = 1024 * 1024;
 
 /** A proxy to `upstream` that paces every response body and counts ranged GETs. */
-function startPacingProxy(upstream: string, bytesPerSecond: number) {
+function startPacingProxy(
+  upstream: (path: string, init: RequestInit) => Promise<Response>,
+  bytesPerSecond: number,
+) {
   const stats = { rangedGets: 0, bytes: 0, inFlight: 0, maxInFlight: 0 };
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
     const url = new URL(req.url);
@@ -23,7 +26,7 @@ function startPacingProxy(upstream: string, bytesPerSecond: number) {
     const body = req.method === "GET" || req.method === "HEAD"
       ? undefined
       : await req.arrayBuffer();
-    const res = await fetch(upstream + url.pathname + url.search, {
+    const res = await upstream(url.pathname + url.search, {
       method: req.method,
       headers,
       ...(body ? { body } : {}),
@@ -64,7 +67,7 @@ Deno.test("a large object restores in parallel ranges and resumes after SIGKILL"
   const w = s3Writer(s3);
   await putFile(w, `${table}/nb-1-big-Data.db`, bytes);
   await putIndex(w, `${table}/nb-1-big-Data.db`, ["nb-1-big-Data.db"]);
-  await using proxy = startPacingProxy(s3.endpoint, 8 * MB);
+  await using proxy = startPacingProxy((path, init) => s3.fetch(path, init), 8 * MB);
   const env = { ...s3.env, AWS_ENDPOINT_URL_S3: proxy.endpoint };
   const target = `${work.path}/restore`;
   const args = ["slurp", "-n", NAMING.name, s3.bucket, table, target];
@@ -126,6 +129,7 @@ Deno.test("a large encrypted object restores in ranges of whole chunks and resum
     endpoint: s3.endpoint,
     accessKeyId: "S3RVER",
     secretAccessKey: "S3RVER",
+    caCerts: [s3.tls!.caPem],
   });
   const writer = new EncryptingStore(inner, { recipients: [await identityToRecipient(identity)] });
   const plainPath = `${work.path}/plain`;
@@ -139,7 +143,7 @@ Deno.test("a large encrypted object restores in ranges of whole chunks and resum
   } finally {
     writer.close();
   }
-  await using proxy = startPacingProxy(s3.endpoint, 8 * MB);
+  await using proxy = startPacingProxy((path, init) => s3.fetch(path, init), 8 * MB);
   const env = { ...s3.env, AWS_ENDPOINT_URL_S3: proxy.endpoint };
   const target = `${work.path}/restore`;
   const args = ["slurp", "-n", NAMING.name, "--identity", identityFile, s3.bucket, table, target];

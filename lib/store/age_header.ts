@@ -76,7 +76,7 @@ function indexOf(bytes: Uint8Array, pattern: Uint8Array): number {
  * first or the header is implausibly long.
  */
 export async function readPrefix(
-  reader: ReadableStreamDefaultReader<Uint8Array>,
+  reader: { read(): Promise<ReadableStreamReadResult<Uint8Array>> },
 ): Promise<{ header: Uint8Array; nonce: Uint8Array; rest: Uint8Array }> {
   let bytes = new Uint8Array(0);
   let length: number | null = null;

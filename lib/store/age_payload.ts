@@ -127,64 +127,94 @@ export function sealAll(key: Uint8Array, plaintext: Uint8Array): Uint8Array {
 }
 
 /**
- * Opens sealed chunks as they stream in, from chunk `firstIndex`: a whole
- * payload (from 0), or a run of whole chunks fetched by range. `lastIndex`
- * is the payload's last chunk when known (a range); otherwise the chunk
- * the stream ends with is taken as the last, so a truncated payload fails.
+ * Opens sealed chunks as they arrive in pieces of any size, from chunk
+ * `firstIndex`: a whole payload (from 0), or a run of whole chunks fetched
+ * by range. `lastIndex` is the payload's last chunk when known (a range);
+ * otherwise the chunk the input ends with is taken as the last, so a
+ * truncated payload fails. Pieces are copied into one reused chunk buffer
+ * (or opened in place when a whole chunk lies inside one), so the only
+ * allocation per chunk is the cipher's output.
  */
+export class ChunkOpener {
+  readonly #key: Uint8Array;
+  readonly #lastIndex: number | undefined;
+  readonly #held = new Uint8Array(SEALED_CHUNK_BYTES);
+  #heldBytes = 0;
+  #index: number;
+
+  constructor(key: Uint8Array, firstIndex = 0, lastIndex?: number) {
+    this.#key = key;
+    this.#index = firstIndex;
+    this.#lastIndex = lastIndex;
+  }
+
+  /** The plaintext of the chunks `piece` completes, but for the latest (it may be the last). */
+  push(piece: Uint8Array): Uint8Array[] {
+    const opened: Uint8Array[] = [];
+    let at = 0;
+    while (at < piece.byteLength) {
+      // A whole chunk followed by more bytes is not the last one.
+      if (this.#heldBytes === SEALED_CHUNK_BYTES) {
+        opened.push(this.#open(this.#held, false));
+        this.#heldBytes = 0;
+      }
+      if (this.#heldBytes === 0 && piece.byteLength - at > SEALED_CHUNK_BYTES) {
+        opened.push(this.#open(piece.subarray(at, at + SEALED_CHUNK_BYTES), false));
+        at += SEALED_CHUNK_BYTES;
+        continue;
+      }
+      const take = Math.min(SEALED_CHUNK_BYTES - this.#heldBytes, piece.byteLength - at);
+      this.#held.set(piece.subarray(at, at + take), this.#heldBytes);
+      this.#heldBytes += take;
+      at += take;
+    }
+    return opened;
+  }
+
+  /** The plaintext of the chunk the input ended with. */
+  finish(): Uint8Array {
+    // Every chunk but the last waits for a byte after it: some are left.
+    if (this.#heldBytes === 0) {
+      throw new PayloadError(`the payload ends before chunk ${this.#index}`);
+    }
+    const lastIndex = this.#lastIndex;
+    if (lastIndex !== undefined && this.#index > lastIndex) {
+      throw new PayloadError(`data after the last chunk (${lastIndex})`);
+    }
+    const last = lastIndex === undefined || this.#index === lastIndex;
+    // A range that stops short of the last chunk ends on a chunk boundary.
+    if (!last && this.#heldBytes !== SEALED_CHUNK_BYTES) {
+      throw new PayloadError(`chunk ${this.#index} is truncated`);
+    }
+    const plaintext = this.#open(this.#held.subarray(0, this.#heldBytes), last);
+    this.#heldBytes = 0;
+    return plaintext;
+  }
+
+  #open(sealed: Uint8Array, last: boolean): Uint8Array {
+    if (!last && this.#lastIndex !== undefined && this.#index >= this.#lastIndex) {
+      throw new PayloadError(`data after the last chunk (${this.#lastIndex})`);
+    }
+    // The cipher's output is a new buffer: `sealed` may be reused at once.
+    return openChunk(this.#key, this.#index++, sealed, last);
+  }
+}
+
+/** `ChunkOpener` as a stream stage. */
 export function openChunks(
   key: Uint8Array,
   firstIndex = 0,
   lastIndex?: number,
 ): TransformStream<Uint8Array, Uint8Array> {
-  let pending: Uint8Array[] = [];
-  let pendingBytes = 0;
-  let index = firstIndex;
-  const take = (): Uint8Array => {
-    const all = pending.length === 1 ? pending[0]! : concat(pending, pendingBytes);
-    const chunk = all.subarray(0, SEALED_CHUNK_BYTES);
-    const rest = all.subarray(SEALED_CHUNK_BYTES);
-    pending = rest.byteLength > 0 ? [rest] : [];
-    pendingBytes = rest.byteLength;
-    return chunk;
-  };
+  const opener = new ChunkOpener(key, firstIndex, lastIndex);
   return new TransformStream({
     transform(piece, controller) {
-      pending.push(piece);
-      pendingBytes += piece.byteLength;
-      // A whole chunk followed by more bytes is not the last one.
-      while (pendingBytes > SEALED_CHUNK_BYTES) {
-        if (lastIndex !== undefined && index >= lastIndex) {
-          throw new PayloadError(`data after the last chunk (${lastIndex})`);
-        }
-        controller.enqueue(openChunk(key, index, take(), false));
-        index++;
-      }
+      for (const plaintext of opener.push(piece)) controller.enqueue(plaintext);
     },
     flush(controller) {
-      // Every chunk but the last waits for a byte after it: some are left.
-      if (pendingBytes === 0) throw new PayloadError(`the payload ends before chunk ${index}`);
-      if (lastIndex !== undefined && index > lastIndex) {
-        throw new PayloadError(`data after the last chunk (${lastIndex})`);
-      }
-      const last = lastIndex === undefined || index === lastIndex;
-      // A range that stops short of the last chunk ends on a chunk boundary.
-      if (!last && pendingBytes !== SEALED_CHUNK_BYTES) {
-        throw new PayloadError(`chunk ${index} is truncated`);
-      }
-      controller.enqueue(openChunk(key, index, take(), last));
+      controller.enqueue(opener.finish());
     },
   });
-}
-
-function concat(pieces: Uint8Array[], bytes: number): Uint8Array {
-  const out = new Uint8Array(bytes);
-  let at = 0;
-  for (const piece of pieces) {
-    out.set(piece, at);
-    at += piece.byteLength;
-  }
-  return out;
 }
 
 /** How much plaintext is read and sealed at a time when sealing from a file. */
@@ -193,8 +223,13 @@ const READ_CHUNKS = 16;
 /**
  * Seals chunks `first` .. `first + count - 1` of a file's plaintext, reading
  * it from the file (`plaintextSize` bytes in all): the payload bytes from
- * `first * SEALED_CHUNK_BYTES` on, in pieces of up to 16 sealed chunks. `onPlaintext` sees every plaintext byte
- * read, in order. Throws when the file is shorter than `plaintextSize`.
+ * `first * SEALED_CHUNK_BYTES` on, each chunk as two pieces, the cipher's
+ * output then the tag. The cipher's output is a new buffer whatever is done
+ * (`node:crypto` has no in-place update); it is passed on as it is rather
+ * than copied into another new buffer, since every buffer made per chunk
+ * is garbage off the V8 heap that raises the peak RSS until it is
+ * collected. `onPlaintext` sees every plaintext byte read, in order.
+ * Throws when the file is shorter than `plaintextSize`.
  */
 export async function* sealFileChunks(
   file: { path: string; size: number },
@@ -220,12 +255,20 @@ export async function* sealFileChunks(
     }
     const plaintext = buffer.subarray(0, want);
     onPlaintext?.(plaintext);
-    // One piece per read: fewer, larger writes downstream.
-    const sealed = new Uint8Array(want + batch * TAG_BYTES);
-    for (let i = 0, at = 0; i < batch; i++, index++) {
+    for (let i = 0; i < batch; i++, index++) {
       const piece = plaintext.subarray(i * CHUNK_BYTES, (i + 1) * CHUNK_BYTES);
-      at = sealInto(key, index, piece, index === chunks - 1, sealed, at);
+      const cipher = createCipheriv(
+        "chacha20-poly1305",
+        key,
+        chunkNonce(index, index === chunks - 1),
+        {
+          authTagLength: TAG_BYTES,
+        },
+      );
+      const sealed = cipher.update(piece);
+      cipher.final();
+      if (sealed.byteLength > 0) yield sealed;
+      yield cipher.getAuthTag();
     }
-    yield sealed;
   }
 }

@@ -40,14 +40,7 @@ import { md5Hex } from "../common/digest.ts";
 import { errorMessage } from "../common/errors.ts";
 import { newHeader } from "./age_header.ts";
 import type { AgeIdentities } from "./age_keys.ts";
-import {
-  openChunks,
-  openedSize,
-  PAYLOAD_NONCE_BYTES,
-  payloadKey,
-  sealAll,
-  sealedSize,
-} from "./age_payload.ts";
+import { openedSize, PAYLOAD_NONCE_BYTES, payloadKey, sealAll, sealedSize } from "./age_payload.ts";
 import {
   AGE_V1,
   DecryptionError,
@@ -60,12 +53,12 @@ import { ForwardingStore } from "./forwarding_store.ts";
 import {
   HeaderCache,
   HeaderError,
-  mapErrors,
+  openedBody,
   type OpenedHeader,
   openHeader,
   openRange,
   sealedRange,
-  trackErrors,
+  SourceReader,
 } from "./opened_object.ts";
 import { partMd5sOf, SealedFile, type SealingSecret, secretOf, secretText } from "./sealed_file.ts";
 import { isMd5Hex } from "../common/digest.ts";
@@ -215,17 +208,21 @@ export class EncryptingStore extends ForwardingStore {
     const object = await this.inner.get(key, options);
     if (!object || !isEncrypted(object.head.metadata)) return object;
     await this.#refuseWithoutIdentity(key, object.body);
-    const source = trackErrors(object.body);
+    const source = new SourceReader(object.body);
     let opened;
     try {
-      opened = await openHeader(this.#identities, object.head, source.stream);
+      opened = await openHeader(this.#identities, object.head, source);
     } catch (err) {
       throw source.failed ? source.error : this.#decryptionError(key, err, true);
     }
+    const { header, rest } = opened;
     return {
-      head: { ...plaintextView(object.head), size: opened.header.size },
-      body: mapErrors(
-        opened.chunks.pipeThrough(openChunks(opened.header.chunkKey)),
+      head: { ...plaintextView(object.head), size: header.size },
+      body: openedBody(
+        source,
+        rest,
+        header.chunkKey,
+        { first: 0, skip: 0, keep: header.size },
         (err) => source.failed ? source.error : this.#decryptionError(key, err, false),
       ),
     };
@@ -250,11 +247,13 @@ export class EncryptingStore extends ForwardingStore {
       await object.body.cancel().catch(() => {});
       throw new Error(`Object '${key}' changed while it was being read`);
     }
-    const source = trackErrors(object.body);
+    const source = new SourceReader(object.body);
     return {
       head: { ...plaintextView(object.head), size: header.size },
-      body: mapErrors(
-        openRange(header, source.stream, where),
+      body: openRange(
+        header,
+        source,
+        where,
         (err) => source.failed ? source.error : this.#decryptionError(key, err, false),
       ),
     };
@@ -270,10 +269,10 @@ export class EncryptingStore extends ForwardingStore {
       throw new Error(`Object '${key}' changed while it was being read`);
     }
     await this.#refuseWithoutIdentity(key, object.body);
-    const source = trackErrors(object.body);
+    const source = new SourceReader(object.body);
     try {
-      const { header, chunks } = await openHeader(this.#identities, object.head, source.stream);
-      await chunks.cancel().catch(() => {});
+      const { header } = await openHeader(this.#identities, object.head, source);
+      await source.cancel().catch(() => {});
       return header;
     } catch (err) {
       throw source.failed ? source.error : this.#decryptionError(key, err, true);

@@ -9,7 +9,7 @@ import { fileKeyOf, readPrefix } from "./age_header.ts";
 import {
   CHUNK_BYTES,
   chunkCount,
-  openChunks,
+  ChunkOpener,
   openedSize,
   PAYLOAD_NONCE_BYTES,
   payloadKey,
@@ -35,41 +35,140 @@ export class HeaderError extends Error {
 }
 
 /**
- * Reads the header off the front of an object's (ciphertext) stream.
- * Returns the payload key and the rest of the stream (sealed chunks).
+ * An object's body read piece by piece, remembering whether it failed by
+ * itself (a network error), so that such a failure is not reported as a
+ * decryption failure. A reader, not a stream stage: no queue or promise
+ * per piece on top of the body's own. A byte stream (S3 and file bodies)
+ * is read into one reused buffer, as plaintext restores read it: each
+ * piece is valid until the next `read`, and no buffer is made per piece.
+ */
+export class SourceReader {
+  failed = false;
+  error: unknown = undefined;
+  readonly #byob: ReadableStreamBYOBReader | null;
+  readonly #reader: ReadableStreamDefaultReader<Uint8Array> | null;
+  #buffer: ArrayBuffer | null = null;
+
+  constructor(body: ReadableStream<Uint8Array>) {
+    let byob: ReadableStreamBYOBReader | null = null;
+    try {
+      byob = body.getReader({ mode: "byob" });
+    } catch (err) {
+      // Not a byte stream: a TypeError, and the stream is still unlocked.
+      if (!(err instanceof TypeError)) throw err;
+    }
+    this.#byob = byob;
+    this.#reader = byob ? null : body.getReader();
+  }
+
+  async read(): Promise<ReadableStreamReadResult<Uint8Array>> {
+    try {
+      if (!this.#byob) return await this.#reader!.read();
+      this.#buffer ??= new ArrayBuffer(SOURCE_READ_BYTES);
+      const result = await this.#byob.read(new Uint8Array(this.#buffer));
+      // The buffer came back (transferred) as the result's.
+      if (result.value) this.#buffer = result.value.buffer as ArrayBuffer;
+      return result.done ? { done: true } : result;
+    } catch (err) {
+      this.failed = true;
+      this.error = err;
+      throw err;
+    }
+  }
+
+  cancel(reason?: unknown): Promise<void> {
+    return (this.#byob ?? this.#reader)!.cancel(reason);
+  }
+}
+
+/** The most a `SourceReader` takes from a byte stream at once. */
+const SOURCE_READ_BYTES = 4 * SEALED_CHUNK_BYTES;
+
+/**
+ * Reads the header off the front of an object's (ciphertext) body. Returns
+ * the payload key and the bytes read past the header (the first sealed
+ * chunks); `source` is left at the next unread piece.
  */
 export async function openHeader(
   identities: readonly string[],
   head: ObjectHead,
-  body: ReadableStream<Uint8Array>,
-): Promise<{ header: OpenedHeader; chunks: ReadableStream<Uint8Array> }> {
-  const reader = body.getReader();
-  let header: OpenedHeader;
-  let rest: Uint8Array;
+  source: SourceReader,
+): Promise<{ header: OpenedHeader; rest: Uint8Array }> {
   try {
-    const prefix = await readPrefix(reader);
+    const prefix = await readPrefix(source);
     const fileKey = await fileKeyOf(identities, prefix.header);
     const prefixBytes = prefix.header.byteLength + PAYLOAD_NONCE_BYTES;
     const size = openedSize(head.size - prefixBytes);
     if (size === null) throw new HeaderError("its size is not that of an age file");
-    header = { etag: head.etag, prefixBytes, size, chunkKey: payloadKey(fileKey, prefix.nonce) };
-    rest = prefix.rest;
+    const chunkKey = payloadKey(fileKey, prefix.nonce);
+    return { header: { etag: head.etag, prefixBytes, size, chunkKey }, rest: prefix.rest };
   } catch (err) {
-    await reader.cancel().catch(() => {});
+    await source.cancel().catch(() => {});
     throw err;
   }
-  const chunks = new ReadableStream<Uint8Array>({
-    start(controller) {
-      if (rest.byteLength > 0) controller.enqueue(rest);
-    },
+}
+
+/** Which chunks a body holds, and which plaintext bytes of them to pass. */
+export interface ChunkRun {
+  first: number;
+  /** The payload's last chunk, when the body is a range of it. */
+  lastIndex?: number;
+  /** Plaintext bytes to drop at the front. */
+  skip: number;
+  /** Plaintext bytes to pass after them (the rest are opened, then dropped). */
+  keep: number;
+}
+
+/**
+ * The plaintext of the sealed chunks `source` holds after `rest`, in one
+ * stream stage: socket pieces gathered into chunks, opened, trimmed to the
+ * run's bytes. Any failure is replaced by `mapError(failure)`.
+ */
+export function openedBody(
+  source: SourceReader,
+  rest: Uint8Array,
+  chunkKey: Uint8Array,
+  run: ChunkRun,
+  mapError: (err: unknown) => unknown,
+): ReadableStream<Uint8Array> {
+  const opener = new ChunkOpener(chunkKey, run.first, run.lastIndex);
+  let { skip, keep } = run;
+  let pending: Uint8Array | null = rest;
+  const pass = (plaintext: Uint8Array, controller: ReadableStreamDefaultController) => {
+    if (skip >= plaintext.byteLength) {
+      skip -= plaintext.byteLength;
+      return;
+    }
+    const take = plaintext.subarray(skip, skip + keep);
+    skip = 0;
+    keep -= take.byteLength;
+    if (take.byteLength > 0) controller.enqueue(take);
+  };
+  return new ReadableStream<Uint8Array>({
     async pull(controller) {
-      const { done, value } = await reader.read();
-      if (done) controller.close();
-      else controller.enqueue(value);
+      try {
+        for (;;) {
+          let piece = pending;
+          pending = null;
+          if (piece === null) {
+            const { done, value } = await source.read();
+            if (done) {
+              pass(opener.finish(), controller);
+              controller.close();
+              return;
+            }
+            piece = value;
+          }
+          const opened = opener.push(piece);
+          for (const plaintext of opened) pass(plaintext, controller);
+          if (opened.length > 0) return;
+        }
+      } catch (err) {
+        throw mapError(err);
+      }
     },
-    cancel: (reason) => reader.cancel(reason),
+    cancel: (reason) => source.cancel(reason),
   });
-  return { header, chunks };
 }
 
 /** The ciphertext range holding the plaintext `range`: whole chunks, and what to trim. */
@@ -91,29 +190,17 @@ export function sealedRange(header: OpenedHeader, range: ByteRange) {
 /** Opens a fetched run of sealed chunks from `first`, trimmed to the plaintext range. */
 export function openRange(
   header: OpenedHeader,
-  sealed: ReadableStream<Uint8Array>,
+  source: SourceReader,
   where: ReturnType<typeof sealedRange>,
+  mapError: (err: unknown) => unknown,
 ): ReadableStream<Uint8Array> {
-  const lastIndex = chunkCount(header.size) - 1;
-  return sealed
-    .pipeThrough(openChunks(header.chunkKey, where.first, lastIndex))
-    .pipeThrough(trim(where.skip, where.keep));
-}
-
-/** Drops `skip` bytes, passes `keep`, drops the rest. */
-function trim(skip: number, keep: number): TransformStream<Uint8Array, Uint8Array> {
-  return new TransformStream({
-    transform(piece, controller) {
-      if (skip >= piece.byteLength) {
-        skip -= piece.byteLength;
-        return;
-      }
-      const take = piece.subarray(skip, skip + keep);
-      skip = 0;
-      keep -= take.byteLength;
-      if (take.byteLength > 0) controller.enqueue(take);
-    },
-  });
+  const run = {
+    first: where.first,
+    lastIndex: chunkCount(header.size) - 1,
+    skip: where.skip,
+    keep: where.keep,
+  };
+  return openedBody(source, new Uint8Array(0), header.chunkKey, run, mapError);
 }
 
 /** Headers read for ranged reads, by key: a few objects at a time are restored. */
@@ -158,50 +245,4 @@ export class HeaderCache {
     this.#entries.delete(key);
     this.#encrypted.delete(key);
   }
-}
-
-/**
- * The stream as it is, remembering whether it failed by itself (a network
- * error), so that such a failure is not reported as a decryption failure.
- */
-export function trackErrors(body: ReadableStream<Uint8Array>) {
-  const reader = body.getReader();
-  const tracked = { failed: false, error: undefined as unknown, stream: undefined as unknown };
-  tracked.stream = new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      let result;
-      try {
-        result = await reader.read();
-      } catch (err) {
-        tracked.failed = true;
-        tracked.error = err;
-        throw err;
-      }
-      if (result.done) controller.close();
-      else controller.enqueue(result.value);
-    },
-    cancel: (reason) => reader.cancel(reason),
-  });
-  return tracked as { failed: boolean; error: unknown; stream: ReadableStream<Uint8Array> };
-}
-
-/** The stream, with any error it fails with replaced by `mapError(error)`. */
-export function mapErrors(
-  body: ReadableStream<Uint8Array>,
-  mapError: (err: unknown) => unknown,
-): ReadableStream<Uint8Array> {
-  const reader = body.getReader();
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      let result;
-      try {
-        result = await reader.read();
-      } catch (err) {
-        throw mapError(err);
-      }
-      if (result.done) controller.close();
-      else controller.enqueue(result.value);
-    },
-    cancel: (reason) => reader.cancel(reason),
-  });
 }

@@ -114,7 +114,9 @@ export class SealedFile implements BodySource {
     whole?.update(this.#prefix);
     parts.update(this.#prefix);
     const chunks = Math.ceil(this.#file.size / CHUNK_BYTES) || 1;
-    const sealedChunks = sealFileChunks(this.#file, this.#key, 0, chunks, (p) => plain.update(p));
+    const sealedChunks = sealFileChunks(this.#file, this.#key, 0, chunks, (plaintext) => {
+      plain.update(plaintext);
+    });
     for await (const sealed of sealedChunks) {
       whole?.update(sealed);
       parts.update(sealed);
