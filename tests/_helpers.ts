@@ -5,6 +5,7 @@
  * starts something returns an `AsyncDisposable`, so `await using` stops it
  * even when the test fails.
  */
+import { MOTO_AS_SENT } from "./_moto_iam.ts";
 import {
   GetObjectCommand,
   HeadObjectCommand,
@@ -82,6 +83,8 @@ export async function startS3Server(
     server?: "s3rver" | "moto";
     /** moto only: check signatures against moto's IAM (no valid keys exist: every call is 403). */
     auth?: boolean;
+    /** moto only: judge signatures and DeleteObjects as AWS does (tests/_moto_iam.ts). */
+    asSent?: boolean;
     /** HTTPS (the default) or plain HTTP, for tests that read the wire (counting proxies). */
     tls?: boolean;
     /** The names the certificate covers (openssl subjectAltName entries); default loopback. */
@@ -115,7 +118,8 @@ export async function startS3Server(
   const front = tls && !moto;
   const serverPort = front ? freePort() : port;
   const [program, args] = moto
-    ? ["moto_server", [
+    ? [options.asSent ? "python3" : "moto_server", [
+      ...(options.asSent ? ["-c", MOTO_AS_SENT] : []),
       "-H",
       "127.0.0.1",
       "-p",

@@ -23,6 +23,7 @@ import { isTransient } from "../failure.ts";
 import type { ByteRange, ObjectHead } from "../store.ts";
 import { type BucketRegion, skewOffset, temporaryRedirectHost } from "./bucket_region.ts";
 import { responseError } from "./errors.ts";
+import { type CredentialRenewal, renewalOf } from "./credential_renewal.ts";
 import { ATTEMPTS, REQUEST_BACKOFF } from "./request_retry.ts";
 import { headOf } from "./s3_options.ts";
 import type { FileRange } from "./file_range.ts";
@@ -49,6 +50,7 @@ export class DirectS3 {
   readonly #region: BucketRegion;
   readonly #onRequest: OnRequest | undefined;
   readonly #http: HttpClient;
+  readonly #renewal: CredentialRenewal;
 
   constructor(options: {
     client: S3Client;
@@ -61,6 +63,7 @@ export class DirectS3 {
     this.#signer = new BucketSigner(options.client, options.bucket, options.region);
     this.#onRequest = options.onRequest;
     this.#http = options.http;
+    this.#renewal = renewalOf(options.client);
   }
 
   /**
@@ -175,12 +178,15 @@ export class DirectS3 {
   /**
    * Sends a request: retried with backoff while failures are transient;
    * sent again once after a region redirect (in the new region), a clock
-   * skew (signed with S3's time) or a 307 (to its Location). A 404 of HEAD
+   * skew (signed with S3's time), a 307 (to its Location) or refused keys
+   * (with keys read anew, credential_renewal.ts). A 404 of HEAD
    * or GET is an answer; with `keepBody`, a success's body is the caller's.
    */
   async #send(call: Call, keepBody = false): Promise<HttpResponse> {
     let host: string | undefined;
+    let renewed = false;
     for (let turn = 1;; turn++) {
+      const signedWith = renewed ? undefined : await this.#renewal.current();
       try {
         const prepared = await this.#signer.prepare(
           call.method,
@@ -197,6 +203,10 @@ export class DirectS3 {
           ...(call.signal ? { signal: call.signal } : {}),
         });
       } catch (err) {
+        if (await this.#renewal.renewed(err, signedWith)) {
+          renewed = true;
+          continue;
+        }
         if (turn >= 3) throw err;
         if (this.#region.follow(err)) continue;
         const offset = skewOffset(err);

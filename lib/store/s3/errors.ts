@@ -156,7 +156,8 @@ function describe(request: S3Request): string {
   return request.action;
 }
 
-function isCredentialError(name: string): boolean {
+/** S3 refused the keys themselves (unknown, expired, or not matching the signature). */
+export function isCredentialError(name: string): boolean {
   return name === "InvalidAccessKeyId" || name === "SignatureDoesNotMatch" ||
     name === "ExpiredToken" || name === "InvalidToken";
 }

@@ -9,6 +9,7 @@ import { errorMessage } from "../../common/errors.ts";
 import { log } from "../../common/log.ts";
 import { VERSION } from "../../common/version.ts";
 import { type BucketRegion, temporaryRedirectHost } from "./bucket_region.ts";
+import { renewalOf, rereadableChain } from "./credential_renewal.ts";
 import { ATTEMPTS, SdkRetryStrategy } from "./request_retry.ts";
 import type { S3Options } from "./s3_options.ts";
 import type { HttpClient } from "./transport/http_client.ts";
@@ -67,6 +68,9 @@ export function createSdkClient(
       secretAccessKey: options.secretAccessKey,
       ...(options.sessionToken ? { sessionToken: options.sessionToken } : {}),
     };
+  } else {
+    // The default chain, with its files read again when keys are refused.
+    config.credentialDefaultProvider = rereadableChain;
   }
   const client = new S3Client(config);
   addMiddleware(client, options, region);
@@ -91,6 +95,20 @@ function addMiddleware(client: S3Client, options: S3Options, region: BucketRegio
       }
     },
     { step: "initialize", name: "tablesnapRequestCounter" },
+  );
+  // Refused keys: the command once more with keys read anew (credential_renewal.ts).
+  const renewal = renewalOf(client);
+  stack.add(
+    (next) => async (args) => {
+      const signedWith = await renewal.current();
+      try {
+        return await next(args);
+      } catch (err) {
+        if (!await renewal.renewed(err, signedWith)) throw err;
+        return await next(args);
+      }
+    },
+    { step: "initialize", name: "tablesnapCredentialRenewal", priority: "low" },
   );
   // A redirect: the command once more, in the bucket's region or at the 307's host.
   stack.add(
