@@ -384,9 +384,11 @@ Deno.test("a Data.db that changes during its upload is replaced by the retry, wi
   );
   await watcher.waitUntilWatching();
   const path = `${dir.path}/nb-1-big-Data.db`;
-  const first = new Uint8Array(2 * 1024 * 1024).fill(1);
+  // Over the 4 MiB kept in memory, so the body streams from the file and each
+  // chunk waits for --max-bandwidth: the change lands during the send.
+  const first = new Uint8Array(5 * 1024 * 1024).fill(1);
   await Deno.writeFile(path, first);
-  // At 1 MiB/s the upload takes about 2 s; the file grows once a quarter is sent.
+  // At 1 MiB/s the upload takes about 4 s; the file grows once a quarter is sent.
   await waitFor("the upload under way", () => proxy.sent() >= first.length / 4, 20_000);
   const file = await Deno.open(path, { append: true });
   await file.write(new Uint8Array(1024).fill(2));

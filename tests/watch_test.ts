@@ -606,9 +606,11 @@ Deno.test("a file that changes during its upload is never left in the bucket hal
   );
   await watcher.waitUntilWatching();
   const path = `${dir.path}/growing-Index.db`;
-  const first = new Uint8Array(3 * 1024 * 1024).fill(1);
+  // Over the 4 MiB kept in memory, so the body streams from the file and each
+  // chunk waits for --max-bandwidth: the change lands during the send.
+  const first = new Uint8Array(5 * 1024 * 1024).fill(1);
   await writeFile(path, first);
-  // At 1 MiB/s the upload takes about 3 s; the file changes once a third is sent.
+  // At 1 MiB/s the upload takes about 4 s; the file changes once a third is sent.
   await waitFor("the upload under way", () => proxy.sent() >= first.length / 3, 20_000);
   const more = new Uint8Array(1024).fill(2);
   const file = await Deno.open(path, { append: true });
