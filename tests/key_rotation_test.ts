@@ -113,7 +113,10 @@ async function rotateWhileWatching(extraEnv: Record<string, string>): Promise<vo
     const names = [];
     for (let g = from; g <= to; g++) {
       const name = `nb-${g}-big-Data.db`;
-      await Deno.writeFile(`${table}/${name}`, new Uint8Array(20_000).fill(g));
+      // Renamed into place, as Cassandra does: a file caught half-written
+      // fails its first upload with an ERROR line, which this test refuses.
+      await Deno.writeFile(`${table}/.${name}.tmp`, new Uint8Array(20_000).fill(g));
+      await Deno.rename(`${table}/.${name}.tmp`, `${table}/${name}`);
       names.push(name);
     }
     return names;
