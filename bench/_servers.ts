@@ -5,7 +5,8 @@
  */
 import { type Background, background, processCpu, sleep } from "./_proc.ts";
 
-export const S3RVER = "npm:s3rver@3.7.1";
+/** The test S3 server s3rver, with its file store fixed (see tests/_s3rver.ts). */
+export const S3RVER = new URL("../tests/_s3rver.ts", import.meta.url).pathname;
 
 export interface Server extends AsyncDisposable {
   kind: "s3rver" | "moto";

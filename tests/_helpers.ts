@@ -23,9 +23,8 @@ import {
   type TlsFront,
 } from "./_tls.ts";
 
-export const S3RVER = "npm:s3rver@3.7.1";
 /** `deno run` arguments of the test S3 server s3rver (a fixture, not the program). */
-const S3RVER_RUN = ["run", "-A", S3RVER];
+const S3RVER_RUN = ["run", "-A", new URL("./_s3rver.ts", import.meta.url).pathname];
 export const MAIN = new URL("../main.ts", import.meta.url).pathname;
 export const REPO = new URL("..", import.meta.url).pathname;
 
