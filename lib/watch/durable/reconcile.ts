@@ -24,7 +24,7 @@ import {
 } from "../../bucket/keys.ts";
 import { wantsIndex } from "../../bucket/sstable.ts";
 import type { Store } from "../../store/store.ts";
-import type { RemoteListing, RemoteObject } from "../upload/bucket_view.ts";
+import { ListedObjects, type RemoteListing } from "../upload/bucket_view.ts";
 import type { FileWatcher } from "../detect/file_watcher.ts";
 import type { Ledger } from "../ledger.ts";
 import type { PathFilter } from "../detect/path_filter.ts";
@@ -80,7 +80,7 @@ export async function reconcileAtStart(
 
 async function listExisting(parts: StartupParts): Promise<RemoteListing | undefined> {
   const { store, naming, roots, once } = parts;
-  const objects = new Map<string, { size: number; etag: string }>();
+  const objects = new ListedObjects();
   const prefixes = roots.map((root) => objectKey(naming, root + "/"));
   const started = performance.now();
   try {
@@ -154,7 +154,7 @@ export async function reconcileChanged(
     return ctime >= since && ctime > (info.mtime?.getTime() ?? 0);
   });
   const expected = new Set(extras.expected);
-  const objects = new Map<string, RemoteObject>();
+  const objects = new ListedObjects();
   const directories = new Set<string>();
   let listing: RemoteListing | undefined = { objects, prefixes: [], directories };
   try {

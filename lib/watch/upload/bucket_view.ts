@@ -14,20 +14,13 @@
 import { keyDirectory } from "../../bucket/keys.ts";
 import { mtimeOf } from "../../bucket/object_meta.ts";
 import type { Store } from "../../store/store.ts";
+import { ListedObjects, type RemoteObject } from "./listed_objects.ts";
 
-/** What the bucket holds under a key. */
-export interface RemoteObject {
-  size: number;
-  etag: string;
-  /** The `md5sum` metadata, when known (HEAD, or our own upload). */
-  md5sum?: string | undefined;
-  /** The file's mtime the `mtime` metadata records, when known (HEAD, or our own upload). */
-  mtimeMs?: number | undefined;
-}
+export { ListedObjects, type RemoteObject };
 
 /** A bucket listing taken at startup: absent from it means absent. */
 export interface RemoteListing {
-  objects: Map<string, RemoteObject>;
+  objects: ListedObjects;
   /** Key prefixes the listing covered completely, every key below them (-B). */
   prefixes: string[];
   /**
@@ -41,8 +34,8 @@ export interface RemoteListing {
 const DIR_LISTINGS_KEPT = 16;
 const DIR_LISTING_MAX_KEYS = 5_000;
 
-/** The objects of one key directory, by key; null when it had too many keys to keep. */
-type DirObjects = Map<string, RemoteObject>;
+/** The objects of one key directory, by key. */
+type DirObjects = ListedObjects;
 
 export class BucketView {
   readonly #store: Store;
@@ -124,7 +117,7 @@ export class BucketView {
   }
 
   async #listDirectory(directory: string): Promise<DirObjects | null> {
-    const objects: DirObjects = new Map();
+    const objects: DirObjects = new ListedObjects();
     for await (const item of this.#store.list(directory, { delimiter: "/" })) {
       if (objects.size >= DIR_LISTING_MAX_KEYS) {
         this.#tooLarge.add(directory);
