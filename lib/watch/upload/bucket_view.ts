@@ -28,6 +28,11 @@ export interface RemoteListing {
    * own keys are covered (a restart with --state-dir lists the changed ones).
    */
   directories?: ReadonlySet<string>;
+  /**
+   * Key directories (ending in "/") some of whose keys were left out (no
+   * such local file then): absent from the listing there means unknown.
+   */
+  partial?: ReadonlySet<string>;
 }
 
 /** Directory listings kept at once, and the most keys one may hold (else HEAD per file). */
@@ -57,7 +62,10 @@ export class BucketView {
   /** What the bucket holds under `key`, or null when nothing. */
   async lookup(key: string): Promise<RemoteObject | null> {
     const startup = this.#startup;
-    if (startup && covers(startup, key)) return startup.objects.get(key) ?? null;
+    if (startup && covers(startup, key)) {
+      const listed = startup.objects.get(key);
+      if (listed || !startup.partial?.has(dirPrefixOf(key))) return listed ?? null;
+    }
     const listed = await this.#fromDirectoryListing(key);
     if (listed !== undefined) return listed;
     return await this.headOf(key);
