@@ -247,7 +247,9 @@ export function scaleReport(r: ScaleResult): string[] {
   return [
     `**7. Scale** (moto_server seeded in-process by \`bench/_moto_seeded.py\`, ${
       r.seedS.map((s) => `${fmt(s)} s`).join(" and ")
-    } to seed; requests counted by a proxy; tiny bodies): each job ${r.rounds} time(s) in a row, default settings.`,
+    } to seed; requests counted by a proxy; tiny bodies): each job ${
+      r.rounds === 1 ? "once" : `${r.rounds} times in a row`
+    }, default settings.`,
     "",
     markdownTable(
       [
