@@ -7,7 +7,9 @@
  *      left alone with a warning, as the original did; a mutable component
  *      is compared by content and replaced when it differs (see
  *      `#mutableDiffers`);
- *   4. MD5 of the whole file (and of each part) in one streamed pass;
+ *   4. MD5 of the whole file (and of each part) in one streamed pass (left
+ *      to the store when it stores a body made from the file, encrypted:
+ *      it hashes the file in the pass it makes anyway, `onFileMd5`);
  *   5. put, with `stat`, `md5sum` and `mtime` metadata (Content-MD5 on every
  *      request, so bytes that changed during the send are refused by the
  *      store and never become an object);
