@@ -42,6 +42,12 @@ const CRC32_HEADERS = { "x-amz-sdk-checksum-algorithm": "CRC32" };
 
 /** The digest to send with single-part bodies made by a body source. */
 export async function probeBodyCheck(target: ProbeTarget): Promise<BodyCheck> {
+  const check = await probe(target);
+  log.debug("encrypted bodies are checked by", { digest: check, key: target.object.Key });
+  return check;
+}
+
+async function probe(target: ProbeTarget): Promise<BodyCheck> {
   const { client, direct, object } = target;
   const { Bucket, Key } = object;
   let uploadId: string | undefined;
