@@ -287,16 +287,40 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs `main.ts` to completion with the given arguments. */
-export async function runCli(
-  args: string[],
-  options: { env?: Record<string, string>; cwd?: string } = {},
-): Promise<CliResult> {
-  const out = await new Deno.Command(Deno.execPath(), {
+/** How the program is started: its environment and working directory. */
+export interface CliOptions {
+  /** Added to the test's own environment, or with `clearEnv` the whole of it. */
+  env?: Record<string, string>;
+  /**
+   * Start from an empty environment: the program sees `env` and nothing of
+   * the test's (no AWS_*, no proxy), but for what Deno itself needs to find
+   * its module cache.
+   */
+  clearEnv?: boolean;
+  /** Default: the repository. */
+  cwd?: string;
+}
+
+/** The module cache stays the real one whatever HOME a test gives the program. */
+const DENO_DIR = Deno.env.get("DENO_DIR") ?? `${Deno.env.get("HOME")}/.cache/deno`;
+
+/** `Deno.Command` options for the program, with the compile task's flags. */
+function programCommand(args: string[], options: CliOptions): Deno.CommandOptions {
+  return {
     args: programArgs(args),
-    env: { NO_COLOR: "1", ...options.env },
+    env: options.clearEnv
+      ? { NO_COLOR: "1", DENO_DIR, DENO_NO_UPDATE_CHECK: "1", ...options.env }
+      : { NO_COLOR: "1", ...options.env },
+    clearEnv: options.clearEnv ?? false,
     cwd: options.cwd ?? REPO,
     stdin: "null",
+  };
+}
+
+/** Runs `main.ts` to completion with the given arguments. */
+export async function runCli(args: string[], options: CliOptions = {}): Promise<CliResult> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    ...programCommand(args, options),
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -313,15 +337,9 @@ export interface RunningCli extends AsyncDisposable {
 }
 
 /** Starts `main.ts` in the background (the watcher), capturing stderr. */
-export function spawnCli(
-  args: string[],
-  options: { env?: Record<string, string> } = {},
-): RunningCli {
+export function spawnCli(args: string[], options: CliOptions = {}): RunningCli {
   const child = new Deno.Command(Deno.execPath(), {
-    args: programArgs(args),
-    env: { NO_COLOR: "1", ...options.env },
-    cwd: REPO,
-    stdin: "null",
+    ...programCommand(args, options),
     stdout: "null",
     stderr: "piped",
   }).spawn();
@@ -406,10 +424,7 @@ export interface RunningWatcher extends RunningCli {
  * port, so that tests can wait for and assert on what it reports there
  * rather than on the wording of its log lines.
  */
-export function spawnWatcher(
-  args: string[],
-  options: { env?: Record<string, string> } = {},
-): RunningWatcher {
+export function spawnWatcher(args: string[], options: CliOptions = {}): RunningWatcher {
   const metricsPort = freePort();
   const cli = spawnCli(["--metrics-listen", `127.0.0.1:${metricsPort}`, ...args], options);
   let exited: number | undefined;
