@@ -23,8 +23,19 @@ import {
   type TlsFront,
 } from "./_tls.ts";
 
-/** `deno run` arguments of the test S3 server s3rver (a fixture, not the program). */
-const S3RVER_RUN = ["run", "-A", new URL("./_s3rver.ts", import.meta.url).pathname];
+/**
+ * What the test S3 server s3rver (a fixture, not the program) may do: read
+ * the environment (its npm packages look up settings there), listen on
+ * 127.0.0.1, and `sys` as a whole: fs-extra calls Node's `process.umask()`,
+ * which has no narrower permission. Files: only its own directory.
+ */
+const S3RVER_FLAGS = ["--allow-env", "--allow-sys", "--allow-net=127.0.0.1"];
+const S3RVER_SCRIPT = new URL("./_s3rver.ts", import.meta.url).pathname;
+
+/** `deno run` arguments of s3rver keeping its objects in `dir` (the tests' and the bench's). */
+export function s3rverRun(dir: string): string[] {
+  return ["run", ...S3RVER_FLAGS, `--allow-read=${dir}`, `--allow-write=${dir}`, S3RVER_SCRIPT];
+}
 export const MAIN = new URL("../main.ts", import.meta.url).pathname;
 export const REPO = new URL("..", import.meta.url).pathname;
 
@@ -126,7 +137,7 @@ export async function startS3Server(
       ...(tls ? ["-c", tls.certFile, "-k", tls.keyFile] : []),
     ]]
     : [Deno.execPath(), [
-      ...S3RVER_RUN,
+      ...s3rverRun(dir),
       "--silent",
       "-a",
       "127.0.0.1",
