@@ -275,11 +275,16 @@ export function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/** Polls `probe` until it returns a truthy value; throws after `timeoutMs`. */
+/**
+ * Polls `probe` until it returns a truthy value; throws after `timeoutMs`.
+ * The default only bounds how long a failure takes to report: test files
+ * run two at a time on machines others share, where a start or an upload
+ * can take many seconds.
+ */
 export async function waitFor<T>(
   what: string,
   probe: () => Promise<T | undefined | null | false> | T | undefined | null | false,
-  timeoutMs = 15_000,
+  timeoutMs = 30_000,
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -448,7 +453,7 @@ export function spawnWatcher(args: string[], options: CliOptions = {}): RunningW
   const waitForMetrics = async (
     what: string,
     ready: (m: Scrape) => boolean,
-    timeoutMs = 20_000,
+    timeoutMs = 30_000,
   ) => {
     let last: Scrape | undefined;
     try {
