@@ -36,6 +36,7 @@ const S3RVER_SCRIPT = new URL("./_s3rver.ts", import.meta.url).pathname;
 export function s3rverRun(dir: string): string[] {
   return ["run", ...S3RVER_FLAGS, `--allow-read=${dir}`, `--allow-write=${dir}`, S3RVER_SCRIPT];
 }
+
 export const MAIN = new URL("../main.ts", import.meta.url).pathname;
 export const REPO = new URL("..", import.meta.url).pathname;
 
