@@ -5,6 +5,7 @@
  * (`slurp` vs `aws s3 cp`).
  */
 import { generateIdentity, identityToRecipient } from "age-encryption";
+import { DEFAULT_CONNECTIONS } from "../lib/restore/download.ts";
 import type { Config } from "./_config.ts";
 import { childEnv, failIfBad, jobArgs, log, MB, NAME, program, tablesnapArgs } from "./_context.ts";
 import { measure, type RunStats } from "./_proc.ts";
@@ -371,7 +372,9 @@ export function restoreReport(x: RestoreResult, cfg: Config): string[] {
     `**6. Restore** of the bulk tree (${x.files} files, ${
       fmt(x.bytes / MB, 0)
     } MB, uploaded once ` +
-    "by tablesnap): `tablesnap slurp -r` (defaults: 4 connections, 8 files in flight; objects of 64 MiB or more in " +
+    `by tablesnap): \`tablesnap slurp -r\` (defaults: ${DEFAULT_CONNECTIONS} connections, ${
+      2 * DEFAULT_CONNECTIONS
+    } files in flight, largest first; objects of 64 MiB or more in ` +
     "16 MiB ranges, 4 at once) vs `aws s3 sync` of the same keys (indexes excluded), " +
     `${cfg.runs} alternating run(s) each; every restored file compared byte for byte with the ` +
     "original. Medians:",

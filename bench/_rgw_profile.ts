@@ -116,9 +116,11 @@ export function profileTable(profiles: CpuProfileSummary[], bytes: number): stri
     lines.push(
       `Profiled ${p.job} (one more run, \`--cpu-prof\`): ${
         fmt(bytes / MB / p.stats.wallS)
-      } MB/s; client CPU ${fmt(p.stats.cpuS, 2)} s (main thread busy ${
+      } MB/s; client CPU ${fmt(p.stats.cpuS, 2)} s; main thread not idle for ${
         fmt(p.busyMs / 1000, 2)
-      } s of it, the rest Deno's I/O and TLS threads), server CPU ${fmt(p.serverCpuS, 2)} s, ` +
+      } s (sampled wall time: also while it waits for a core); server CPU ${
+        fmt(p.serverCpuS, 2)
+      } s, ` +
         `wall ${fmt(p.stats.wallS, 2)} s (\`${
           p.file.replace(/^.*\//, "")
         }\`). Main-thread self time:`,
