@@ -5,6 +5,7 @@
  */
 import { s3rverObjects } from "./_context.ts";
 import { type Background, background, processCpu, sleep } from "./_proc.ts";
+import { s3rverRun } from "../tests/_helpers.ts";
 
 /** The test S3 server s3rver, with its file store fixed (see tests/_s3rver.ts). */
 export const S3RVER = new URL("../tests/_s3rver.ts", import.meta.url).pathname;
@@ -39,7 +40,7 @@ export async function startServer(kind: "s3rver" | "moto", bucket: string): Prom
   const port = freePort();
   const dir = kind === "s3rver" ? await Deno.makeTempDir({ prefix: "bench-s3rver-" }) : "";
   const args = kind === "s3rver"
-    ? ["run", "-A", S3RVER, "--silent", "-a", "127.0.0.1", "-p", String(port), "-d", dir]
+    ? [...s3rverRun(dir), "--silent", "-a", "127.0.0.1", "-p", String(port), "-d", dir]
       .concat(["--configure-bucket", bucket])
     : ["-H", "127.0.0.1", "-p", String(port)];
   // Output is discarded: nobody reads it, and an unread pipe stalls the server.
