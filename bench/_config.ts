@@ -11,13 +11,16 @@ export const SECTIONS = [
   "reconcile",
   "crash",
   "scale",
+  "rgw",
 ] as const;
 export type Section = typeof SECTIONS[number];
 /**
  * Run without --only: neither the SIGKILL matrix (a minute of kills) nor the
- * scale step (most of an hour); `--scale` adds the latter.
+ * scale step (most of an hour); `--scale` adds the latter. `--quick` (CI's
+ * smoke test) leaves out the RGW step too: starting Ceph alone takes 5-10 s.
  */
 const DEFAULT_SECTIONS = SECTIONS.filter((s) => s !== "crash" && s !== "scale");
+const QUICK_SECTIONS = DEFAULT_SECTIONS.filter((s) => s !== "rgw");
 
 export interface Config {
   size: number;
@@ -48,6 +51,8 @@ export interface Config {
   crashPin: boolean;
   /** Also run the bulk backup with --encrypt-to (a throwaway age key). */
   encrypt: boolean;
+  /** --profile DIR: the RGW step also profiles each tablesnap job once, into DIR. */
+  profile: string | undefined;
 }
 
 const USAGE = `Usage: deno task bench [options]
@@ -67,7 +72,9 @@ const USAGE = `Usage: deno task bench [options]
   --mem-runs N           runs of each memory case in a row (default 3)
   --scale                also run the scale step (100,000 files, chop over 1,000,000 keys)
   --only LIST            sections to run: ${SECTIONS.join(",")}
-                         (default all but crash and scale)
+                         (default all but crash and scale; --quick: and rgw)
+  --profile DIR          the rgw section also runs each tablesnap job once with
+                         --cpu-prof into DIR and reports where its CPU went
   --watch-args=ARGS      extra watcher options for the latency section, e.g.
                          --watch-args="--state-dir STATE-DIR" (STATE-DIR: a new directory)
   --crash-kills N        SIGKILLs in the crash section (default 20; --quick 3)
@@ -110,6 +117,7 @@ export function parseConfig(args: string[]): Config {
       "crash-seed": { type: "string" },
       "crash-pin": { type: "boolean" },
       encrypt: { type: "boolean" },
+      profile: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -125,12 +133,15 @@ export function parseConfig(args: string[]): Config {
     return n;
   };
   const sections = new Set<Section>(
-    (values.only?.split(",") ?? [...DEFAULT_SECTIONS, ...(values.scale ? ["scale"] : [])]).map(
-      (s) => {
-        if (!(SECTIONS as readonly string[]).includes(s)) throw new Error(`Unknown section '${s}'`);
-        return s as Section;
-      },
-    ),
+    (values.only?.split(",") ??
+      [...(quick ? QUICK_SECTIONS : DEFAULT_SECTIONS), ...(values.scale ? ["scale"] : [])]).map(
+        (s) => {
+          if (!(SECTIONS as readonly string[]).includes(s)) {
+            throw new Error(`Unknown section '${s}'`);
+          }
+          return s as Section;
+        },
+      ),
   );
   return {
     quick,
@@ -156,5 +167,6 @@ export function parseConfig(args: string[]): Config {
     crashPin: values["crash-pin"] ?? false,
     main: values.main,
     encrypt: values.encrypt ?? false,
+    profile: values.profile,
   };
 }
