@@ -5,10 +5,10 @@
  */
 import { generateIdentity, identityToRecipient } from "age-encryption";
 import type { Config } from "./_config.ts";
-import { childEnv, failIfBad, log, MB, program, s3rverObjects, tablesnapArgs } from "./_context.ts";
+import { childEnv, failIfBad, log, MB, program, tablesnapArgs } from "./_context.ts";
 import { measure, type RunStats } from "./_proc.ts";
 import { fmt, markdownTable, median, verdictAtLeast, verdictAtMost } from "./_report.ts";
-import { dropS3rverPrefix, type Server } from "./_servers.ts";
+import type { Server } from "./_servers.ts";
 import type { Tree } from "./_tree.ts";
 
 export interface ToolRun {
@@ -38,7 +38,7 @@ export async function bulk(cfg: Config, server: Server, tree: Tree, aws: string 
         ? await measure(
           Deno.execPath(),
           tablesnapArgs(server, prefix, ["--once", "-B", "-r", ...extra, server.bucket, tree.root]),
-          { env: childEnv(), cwd: program().repo, forceProc: cfg.forceProc },
+          { env: childEnv(server.env), cwd: program().repo, forceProc: cfg.forceProc },
         )
         : await measure(aws!, [
           "--endpoint-url",
@@ -48,14 +48,14 @@ export async function bulk(cfg: Config, server: Server, tree: Tree, aws: string 
           "--only-show-errors",
           tree.root,
           `s3://${server.bucket}/${prefix}`,
-        ], { env: childEnv(), forceProc: cfg.forceProc });
+        ], { env: childEnv(server.env), forceProc: cfg.forceProc });
       const serverCpuS = (await server.cpu()) - cpu0;
       failIfBad(`${tool} run ${i + 1}`, stats);
-      const objects = await s3rverObjects(server, prefix);
+      const objects = await server.objects(prefix);
       if (objects < tree.files.length) {
         throw new Error(`${tool} run ${i + 1} stored ${objects} of ${tree.files.length} files`);
       }
-      await dropS3rverPrefix(server, prefix);
+      await server.drop(prefix);
       log(
         `bulk ${tool} run ${i + 1}: ${fmt(tree.bytes / MB / stats.wallS)} MB/s, ` +
           `${fmt(stats.cpuS)} CPU s, ${fmt(stats.peakRssMB)} MB RSS`,

@@ -11,13 +11,16 @@ export const SECTIONS = [
   "reconcile",
   "crash",
   "scale",
+  "rgw",
 ] as const;
 export type Section = typeof SECTIONS[number];
 /**
  * Run without --only: neither the SIGKILL matrix (a minute of kills) nor the
- * scale step (most of an hour); `--scale` adds the latter.
+ * scale step (most of an hour); `--scale` adds the latter. `--quick` (CI's
+ * smoke test) leaves out the RGW step too: starting Ceph alone takes 5-10 s.
  */
 const DEFAULT_SECTIONS = SECTIONS.filter((s) => s !== "crash" && s !== "scale");
+const QUICK_SECTIONS = DEFAULT_SECTIONS.filter((s) => s !== "rgw");
 
 export interface Config {
   size: number;
@@ -52,6 +55,8 @@ export interface Config {
   scaleFiles: number | undefined;
   /** --scale-runs: times the scale step runs in a row (the bound must hold every time). */
   scaleRuns: number;
+  /** --profile DIR: the RGW step also profiles each tablesnap job once, into DIR. */
+  profile: string | undefined;
 }
 
 const USAGE = `Usage: deno task bench [options]
@@ -74,7 +79,9 @@ const USAGE = `Usage: deno task bench [options]
                          directories, chop's keys and indexes follow in proportion
   --scale-runs N         times the scale step runs in a row (default 3; --quick 1)
   --only LIST            sections to run: ${SECTIONS.join(",")}
-                         (default all but crash and scale)
+                         (default all but crash and scale; --quick: and rgw)
+  --profile DIR          the rgw section also runs each tablesnap job once with
+                         --cpu-prof into DIR and reports where its CPU went
   --watch-args=ARGS      extra watcher options for the latency section, e.g.
                          --watch-args="--state-dir STATE-DIR" (STATE-DIR: a new directory)
   --crash-kills N        SIGKILLs in the crash section (default 20; --quick 3)
@@ -119,6 +126,7 @@ export function parseConfig(args: string[]): Config {
       encrypt: { type: "boolean" },
       "scale-files": { type: "string" },
       "scale-runs": { type: "string" },
+      profile: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -134,12 +142,15 @@ export function parseConfig(args: string[]): Config {
     return n;
   };
   const sections = new Set<Section>(
-    (values.only?.split(",") ?? [...DEFAULT_SECTIONS, ...(values.scale ? ["scale"] : [])]).map(
-      (s) => {
-        if (!(SECTIONS as readonly string[]).includes(s)) throw new Error(`Unknown section '${s}'`);
-        return s as Section;
-      },
-    ),
+    (values.only?.split(",") ??
+      [...(quick ? QUICK_SECTIONS : DEFAULT_SECTIONS), ...(values.scale ? ["scale"] : [])]).map(
+        (s) => {
+          if (!(SECTIONS as readonly string[]).includes(s)) {
+            throw new Error(`Unknown section '${s}'`);
+          }
+          return s as Section;
+        },
+      ),
   );
   return {
     quick,
@@ -169,5 +180,6 @@ export function parseConfig(args: string[]): Config {
       ? undefined
       : int(values["scale-files"], 0, "--scale-files"),
     scaleRuns: int(values["scale-runs"], quick ? 1 : 3, "--scale-runs"),
+    profile: values.profile,
   };
 }

@@ -5,11 +5,12 @@
  * (`slurp` vs `aws s3 cp`).
  */
 import { generateIdentity, identityToRecipient } from "age-encryption";
+import { DEFAULT_CONNECTIONS } from "../lib/restore/download.ts";
 import type { Config } from "./_config.ts";
 import { childEnv, failIfBad, jobArgs, log, MB, NAME, program, tablesnapArgs } from "./_context.ts";
 import { measure, type RunStats } from "./_proc.ts";
 import { fmt, markdownTable, median, verdictAtLeast, verdictAtMost } from "./_report.ts";
-import { dropS3rverPrefix, type Server } from "./_servers.ts";
+import type { Server } from "./_servers.ts";
 import { seeded, type Tree, writeRandomFile } from "./_tree.ts";
 
 export interface RestoreRun {
@@ -31,14 +32,14 @@ export interface RestoreResult {
 }
 
 /** One `tablesnap slurp` of `prefix`'s keys, measured. */
-function measureSlurp(
+export function measureSlurp(
   cfg: Config,
   server: Server,
   prefix: string,
   extra: string[],
 ): Promise<RunStats> {
   return measure(Deno.execPath(), jobArgs("slurp", server.endpoint, prefix, extra), {
-    env: childEnv(),
+    env: childEnv(server.env),
     cwd: program().repo,
     forceProc: cfg.forceProc,
   });
@@ -80,7 +81,7 @@ async function hasNoFiles(path: string): Promise<boolean> {
  * fresh target each; every restore is compared byte for byte with
  * `original`, then removed.
  */
-async function alternateRestores(
+export async function alternateRestores(
   cfg: Config,
   server: Server,
   aws: string | undefined,
@@ -130,7 +131,7 @@ type Keys = { file: string; recipient: string } | undefined;
  * Uploads `root` under `prefix` with `tablesnap --once -B -r` (what the
  * restores read), encrypted to `recipient` when given.
  */
-async function upload(
+export async function upload(
   cfg: Config,
   server: Server,
   prefix: string,
@@ -141,9 +142,30 @@ async function upload(
   const stats = await measure(
     Deno.execPath(),
     tablesnapArgs(server, prefix, ["--once", "-B", "-r", ...encrypt, server.bucket, root]),
-    { env: childEnv(), cwd: program().repo, forceProc: cfg.forceProc },
+    { env: childEnv(server.env), cwd: program().repo, forceProc: cfg.forceProc },
   );
   failIfBad(`${prefix} upload`, stats);
+}
+
+/** `aws s3 sync` of the files under `keyPrefix` (indexes excluded) into `target`, measured. */
+export function awsSyncDown(
+  cfg: Config,
+  server: Server,
+  aws: string,
+  keyPrefix: string,
+  target: string,
+): Promise<RunStats> {
+  return measure(aws, [
+    "--endpoint-url",
+    server.endpoint,
+    "s3",
+    "sync",
+    "--only-show-errors",
+    "--exclude",
+    "*-listdir.json",
+    `s3://${server.bucket}/${keyPrefix}`,
+    target,
+  ], { env: childEnv(server.env), forceProc: cfg.forceProc });
 }
 
 /** Runs the whole step; see the module comment. */
@@ -176,21 +198,11 @@ export async function restoreStep(
         ? measureSlurp(cfg, server, encPrefix, [
           ...["--identity", keys!.file, "-r", server.bucket, data, target],
         ])
-        : measure(aws!, [
-          "--endpoint-url",
-          server.endpoint,
-          "s3",
-          "sync",
-          "--only-show-errors",
-          "--exclude",
-          "*-listdir.json",
-          `s3://${server.bucket}/${keyPrefix}`,
-          target,
-        ], { env: childEnv(), forceProc: cfg.forceProc }),
+        : awsSyncDown(cfg, server, aws!, keyPrefix, target),
   );
   const wide = await wideRestores(cfg, server, prefix, data, tree.bytes);
-  await dropS3rverPrefix(server, prefix);
-  await dropS3rverPrefix(server, encPrefix);
+  await server.drop(prefix);
+  await server.drop(encPrefix);
   return {
     runs,
     wide,
@@ -272,10 +284,10 @@ async function largeRestores(
           "--only-show-errors",
           `s3://${server.bucket}/${largePrefix}${NAME}:${dir}/nb-1-big-Data.db`,
           `${target}/nb-1-big-Data.db`,
-        ], { env: childEnv(), forceProc: cfg.forceProc }),
+        ], { env: childEnv(server.env), forceProc: cfg.forceProc }),
   );
-  await dropS3rverPrefix(server, largePrefix);
-  await dropS3rverPrefix(server, encLargePrefix);
+  await server.drop(largePrefix);
+  await server.drop(encLargePrefix);
   await Deno.remove(`${work}/large`, { recursive: true });
   return large;
 }
@@ -327,18 +339,22 @@ const RESTORE_HEAD = [
   "server CPU s/GB",
 ];
 
-/** One row per tool of `runs` that restored `bytes`. */
-function restoreTable(runs: RestoreRun[], bytes: number): string {
+/** One row per tool of `runs` that restored (or backed up) `bytes`. */
+export function restoreTable(
+  runs: Pick<RestoreRun, "tool" | "stats" | "serverCpuS">[],
+  bytes: number,
+  names: Record<RestoreRun["tool"], string> = {
+    tablesnap: "tablesnap slurp",
+    aws: "aws s3",
+    encrypted: "tablesnap slurp, encrypted",
+  },
+): string {
   const rows = (["tablesnap", "aws", "encrypted"] as const).map((tool) =>
     [tool, runs.filter((run) => run.tool === tool)] as const
   )
     .filter(([, of]) => of.length > 0)
     .map(([tool, of]) => [
-      {
-        tablesnap: "tablesnap slurp",
-        aws: "aws s3",
-        encrypted: "tablesnap slurp, encrypted",
-      }[tool],
+      names[tool],
       of.map((run) => fmt(bytes / MB / run.stats.wallS)).join(", "),
       fmt(median(of.map((run) => bytes / MB / run.stats.wallS))),
       fmt(median(of.map((run) => run.stats.wallS)), 2),
@@ -356,7 +372,9 @@ export function restoreReport(x: RestoreResult, cfg: Config): string[] {
     `**6. Restore** of the bulk tree (${x.files} files, ${
       fmt(x.bytes / MB, 0)
     } MB, uploaded once ` +
-    "by tablesnap): `tablesnap slurp -r` (defaults: 4 connections, 8 files in flight; objects of 64 MiB or more in " +
+    `by tablesnap): \`tablesnap slurp -r\` (defaults: ${DEFAULT_CONNECTIONS} connections, ${
+      2 * DEFAULT_CONNECTIONS
+    } files in flight, largest first; objects of 64 MiB or more in ` +
     "16 MiB ranges, 4 at once) vs `aws s3 sync` of the same keys (indexes excluded), " +
     `${cfg.runs} alternating run(s) each; every restored file compared byte for byte with the ` +
     "original. Medians:",

@@ -3,19 +3,27 @@
  * pip) on 127.0.0.1, and a counting reverse proxy to put in front of one.
  * Requires `--allow-run`, `--allow-net=127.0.0.1` and `--allow-read=/proc`.
  */
+import { s3rverObjects } from "./_context.ts";
 import { type Background, background, processCpu, sleep } from "./_proc.ts";
+import { s3rverRun } from "../tests/_helpers.ts";
 
 /** The test S3 server s3rver, with its file store fixed (see tests/_s3rver.ts). */
 export const S3RVER = new URL("../tests/_s3rver.ts", import.meta.url).pathname;
 
 export interface Server extends AsyncDisposable {
-  kind: "s3rver" | "moto";
+  kind: "s3rver" | "moto" | "rgw";
   endpoint: string;
   bucket: string;
   /** Where s3rver keeps objects (`<dir>/<bucket>/<key>...`); empty for moto. */
   dir: string;
+  /** What the clients' environment needs besides `childEnv()`'s (credentials, CA). */
+  env?: Record<string, string>;
   /** CPU seconds the server has used so far. */
   cpu(): Promise<number>;
+  /** Objects stored under a top-level key prefix ("run1/"). */
+  objects(prefix: string): Promise<number>;
+  /** Deletes everything stored under a top-level key prefix. */
+  drop(prefix: string): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -32,7 +40,7 @@ export async function startServer(kind: "s3rver" | "moto", bucket: string): Prom
   const port = freePort();
   const dir = kind === "s3rver" ? await Deno.makeTempDir({ prefix: "bench-s3rver-" }) : "";
   const args = kind === "s3rver"
-    ? ["run", "-A", S3RVER, "--silent", "-a", "127.0.0.1", "-p", String(port), "-d", dir]
+    ? [...s3rverRun(dir), "--silent", "-a", "127.0.0.1", "-p", String(port), "-d", dir]
       .concat(["--configure-bucket", bucket])
     : ["-H", "127.0.0.1", "-p", String(port)];
   // Output is discarded: nobody reads it, and an unread pipe stalls the server.
@@ -67,15 +75,18 @@ export async function startServer(kind: "s3rver" | "moto", bucket: string): Prom
     await proc.stop("SIGTERM");
     if (dir) await Deno.remove(dir, { recursive: true }).catch(() => {});
   };
-  return {
+  const server: Server = {
     kind,
     endpoint,
     bucket,
     dir,
     cpu: () => processCpu(proc.child.pid),
+    objects: (prefix) => s3rverObjects(server, prefix),
+    drop: (prefix) => dropS3rverPrefix(server, prefix),
     stop,
     [Symbol.asyncDispose]: stop,
   };
+  return server;
 }
 
 /** Deletes everything s3rver stores under a top-level key prefix ("run1/"). */

@@ -16,7 +16,7 @@
  *
  * Each step is a module beside this one (`_bulk.ts`, `_latency.ts`,
  * `_memory.ts`, `_reconcile.ts`, `_limit.ts`, `_restore.ts`, `_crash.ts`,
- * `_scale.ts`) that runs it and writes its summary rows and its detail;
+ * `_scale.ts`, `_rgw.ts`) that runs it and writes its summary rows and its detail;
  * `_context.ts` starts tablesnap with the compile task's flags.
  */
 import { VERSION } from "../lib/common/version.ts";
@@ -58,6 +58,7 @@ import {
   scaleStep,
   scaleSummaryRows,
 } from "./_scale.ts";
+import { rgwReport, type RgwResult, rgwStep, rgwSummaryRows } from "./_rgw.ts";
 import { type Server, startServer } from "./_servers.ts";
 import { generateTree, planTree, seeded, type Tree } from "./_tree.ts";
 
@@ -72,6 +73,7 @@ interface Results {
   restore?: RestoreResult;
   crash?: CrashMatrixFigures;
   scale?: ScaleResult;
+  rgw?: RgwResult;
   machine: Record<string, string>;
   errors: string[];
 }
@@ -104,6 +106,7 @@ function reportHeader(r: Results): string[] {
     (r.reconcile
       ? `${r.reconcile.server === "moto" ? `moto_server ${m["moto"]}` : "s3rver"} for step 4. `
       : "") +
+    (r.rgw ? "Ceph RGW (one node, memstore) for step 8. " : "") +
     `tablesnap runs as \`deno run ${
       program().flags.join(" ")
     }\` (the binary's runtime flags, from deno.json's compile task). ` +
@@ -122,6 +125,7 @@ function summaryTable(r: Results): string[] {
   if (r.memory) summary.push(...memorySummaryRows(r.memory, r.cfg));
   if (r.reconcile) summary.push(...reconcileSummaryRows(r.reconcile));
   if (r.scale) summary.push(...scaleSummaryRows(r.scale));
+  if (r.rgw) summary.push(...rgwSummaryRows(r.rgw));
   return [markdownTable(["Measure", "Result", "Target", "Verdict"], summary), ""];
 }
 
@@ -136,6 +140,7 @@ function details(r: Results): string[] {
     ...(r.reconcile ? reconcileReport(r.reconcile) : []),
     ...(r.crash ? crashReport(r.crash) : []),
     ...(r.scale ? scaleReport(r.scale) : []),
+    ...(r.rgw ? rgwReport(r.rgw, r.cfg) : []),
   ];
 }
 
@@ -230,6 +235,9 @@ async function ownServerSteps(cfg: Config, results: Results, work: string, step:
       cfg.scaleFiles ? scaleConfigFor(cfg.scaleFiles) : cfg.quick ? SCALE_QUICK : SCALE_FULL,
       cfg.scaleRuns,
     );
+  });
+  await step("rgw", async () => {
+    results.rgw = await rgwStep(cfg, await findAws(), work);
   });
 }
 

@@ -23,8 +23,20 @@ import {
   type TlsFront,
 } from "./_tls.ts";
 
-/** `deno run` arguments of the test S3 server s3rver (a fixture, not the program). */
-const S3RVER_RUN = ["run", "-A", new URL("./_s3rver.ts", import.meta.url).pathname];
+/**
+ * What the test S3 server s3rver (a fixture, not the program) may do: read
+ * the environment (its npm packages look up settings there), listen on
+ * 127.0.0.1, and `sys` as a whole: fs-extra calls Node's `process.umask()`,
+ * which has no narrower permission. Files: only its own directory.
+ */
+const S3RVER_FLAGS = ["--allow-env", "--allow-sys", "--allow-net=127.0.0.1"];
+const S3RVER_SCRIPT = new URL("./_s3rver.ts", import.meta.url).pathname;
+
+/** `deno run` arguments of s3rver keeping its objects in `dir` (the tests' and the bench's). */
+export function s3rverRun(dir: string): string[] {
+  return ["run", ...S3RVER_FLAGS, `--allow-read=${dir}`, `--allow-write=${dir}`, S3RVER_SCRIPT];
+}
+
 export const MAIN = new URL("../main.ts", import.meta.url).pathname;
 export const REPO = new URL("..", import.meta.url).pathname;
 
@@ -126,7 +138,7 @@ export async function startS3Server(
       ...(tls ? ["-c", tls.certFile, "-k", tls.keyFile] : []),
     ]]
     : [Deno.execPath(), [
-      ...S3RVER_RUN,
+      ...s3rverRun(dir),
       "--silent",
       "-a",
       "127.0.0.1",
@@ -264,11 +276,16 @@ export function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/** Polls `probe` until it returns a truthy value; throws after `timeoutMs`. */
+/**
+ * Polls `probe` until it returns a truthy value; throws after `timeoutMs`.
+ * The default only bounds how long a failure takes to report: test files
+ * run two at a time on machines others share, where a start or an upload
+ * can take many seconds.
+ */
 export async function waitFor<T>(
   what: string,
   probe: () => Promise<T | undefined | null | false> | T | undefined | null | false,
-  timeoutMs = 15_000,
+  timeoutMs = 30_000,
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -287,16 +304,40 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs `main.ts` to completion with the given arguments. */
-export async function runCli(
-  args: string[],
-  options: { env?: Record<string, string>; cwd?: string } = {},
-): Promise<CliResult> {
-  const out = await new Deno.Command(Deno.execPath(), {
+/** How the program is started: its environment and working directory. */
+export interface CliOptions {
+  /** Added to the test's own environment, or with `clearEnv` the whole of it. */
+  env?: Record<string, string>;
+  /**
+   * Start from an empty environment: the program sees `env` and nothing of
+   * the test's (no AWS_*, no proxy), but for what Deno itself needs to find
+   * its module cache.
+   */
+  clearEnv?: boolean;
+  /** Default: the repository. */
+  cwd?: string;
+}
+
+/** The module cache stays the real one whatever HOME a test gives the program. */
+const DENO_DIR = Deno.env.get("DENO_DIR") ?? `${Deno.env.get("HOME")}/.cache/deno`;
+
+/** `Deno.Command` options for the program, with the compile task's flags. */
+function programCommand(args: string[], options: CliOptions): Deno.CommandOptions {
+  return {
     args: programArgs(args),
-    env: { NO_COLOR: "1", ...options.env },
+    env: options.clearEnv
+      ? { NO_COLOR: "1", DENO_DIR, DENO_NO_UPDATE_CHECK: "1", ...options.env }
+      : { NO_COLOR: "1", ...options.env },
+    clearEnv: options.clearEnv ?? false,
     cwd: options.cwd ?? REPO,
     stdin: "null",
+  };
+}
+
+/** Runs `main.ts` to completion with the given arguments. */
+export async function runCli(args: string[], options: CliOptions = {}): Promise<CliResult> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    ...programCommand(args, options),
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -313,15 +354,9 @@ export interface RunningCli extends AsyncDisposable {
 }
 
 /** Starts `main.ts` in the background (the watcher), capturing stderr. */
-export function spawnCli(
-  args: string[],
-  options: { env?: Record<string, string> } = {},
-): RunningCli {
+export function spawnCli(args: string[], options: CliOptions = {}): RunningCli {
   const child = new Deno.Command(Deno.execPath(), {
-    args: programArgs(args),
-    env: { NO_COLOR: "1", ...options.env },
-    cwd: REPO,
-    stdin: "null",
+    ...programCommand(args, options),
     stdout: "null",
     stderr: "piped",
   }).spawn();
@@ -406,10 +441,7 @@ export interface RunningWatcher extends RunningCli {
  * port, so that tests can wait for and assert on what it reports there
  * rather than on the wording of its log lines.
  */
-export function spawnWatcher(
-  args: string[],
-  options: { env?: Record<string, string> } = {},
-): RunningWatcher {
+export function spawnWatcher(args: string[], options: CliOptions = {}): RunningWatcher {
   const metricsPort = freePort();
   const cli = spawnCli(["--metrics-listen", `127.0.0.1:${metricsPort}`, ...args], options);
   let exited: number | undefined;
@@ -422,7 +454,7 @@ export function spawnWatcher(
   const waitForMetrics = async (
     what: string,
     ready: (m: Scrape) => boolean,
-    timeoutMs = 20_000,
+    timeoutMs = 30_000,
   ) => {
     let last: Scrape | undefined;
     try {

@@ -5,31 +5,15 @@
  * names reach moto while nothing is reachable directly), and the program
  * spawned with exactly the flags of the `compile` task.
  */
-import { delay, freePort, programArgs, REPO } from "./_helpers.ts";
+import { type CliResult, runCli, type RunningCli, spawnCli } from "./_helpers.ts";
+import { spawnMoto } from "./_moto.ts";
 import { makeTestTls } from "./_tls.ts";
 
-const DENO_DIR = Deno.env.get("DENO_DIR") ?? `${Deno.env.get("HOME")}/.cache/deno`;
+export type { CliResult } from "./_helpers.ts";
 
-export interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the program with the compile flags and exactly `env` (plus PATH and HOME). */
-export async function runProgram(args: string[], env: Record<string, string>): Promise<CliResult> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: programArgs(args), // the compile task's flags (what the release binary has)
-    // The module cache stays the real one whatever HOME the test gives.
-    env: { NO_COLOR: "1", DENO_DIR, DENO_NO_UPDATE_CHECK: "1", ...env },
-    clearEnv: true,
-    cwd: REPO,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const d = new TextDecoder();
-  return { code: out.code, stdout: d.decode(out.stdout), stderr: d.decode(out.stderr) };
+/** Runs the program with the compile flags and exactly `env` (see `runCli`'s `clearEnv`). */
+export function runProgram(args: string[], env: Record<string, string>): Promise<CliResult> {
+  return runCli(args, { env, clearEnv: true });
 }
 
 export interface Authority extends AsyncDisposable {
@@ -71,13 +55,8 @@ export interface HttpsMoto extends AsyncDisposable {
 
 /** moto_server over HTTPS with the authority's server certificate. */
 export async function startHttpsMoto(ca: Authority): Promise<HttpsMoto> {
-  const port = freePort();
-  const child = new Deno.Command("moto_server", {
-    args: ["-H", "127.0.0.1", "-p", String(port), "-c", ca.certFile, "-k", ca.keyFile],
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
+  const moto = await spawnMoto({ tls: ca });
+  const port = moto.port;
   const client = Deno.createHttpClient({ caCerts: [await Deno.readTextFile(ca.caFile)] });
   const endpoint = `https://localhost:${port}`;
   const call = async (method: string, path: string, body?: string) => {
@@ -90,28 +69,16 @@ export async function startHttpsMoto(ca: Authority): Promise<HttpsMoto> {
     if (!res.ok) throw new Error(`${method} ${path}: HTTP ${res.status} ${text.slice(0, 200)}`);
     return text;
   };
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    try {
-      await call("GET", "/");
-      break;
-    } catch (err) {
-      if (Date.now() > deadline) {
-        child.kill("SIGKILL");
-        throw new Error(`moto_server over HTTPS did not start: ${err}`);
-      }
-      await delay(100);
-    }
-  }
   const stop = async () => {
     client.close();
-    try {
-      child.kill("SIGTERM");
-    } catch {
-      // gone
-    }
-    await child.status;
+    await moto.stop();
   };
+  try {
+    await call("GET", "/"); // serving HTTPS with the authority's certificate
+  } catch (err) {
+    await stop();
+    throw new Error(`moto_server over HTTPS did not answer: ${err}`);
+  }
   return {
     port,
     endpoint,
@@ -243,43 +210,12 @@ export function startConnectProxy(
   };
 }
 
-export interface RunningProgram extends AsyncDisposable {
-  child: Deno.ChildProcess;
-  stderr(): string;
-}
+/** The watcher started by `spawnProgram`. */
+export type RunningProgram = RunningCli;
 
 /** Starts the program (the watcher) with the compile flags and exactly `env`. */
-export function spawnProgram(
-  args: string[],
-  env: Record<string, string>,
-): RunningProgram {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: programArgs(args),
-    env: { NO_COLOR: "1", DENO_DIR, DENO_NO_UPDATE_CHECK: "1", ...env },
-    clearEnv: true,
-    cwd: REPO,
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  let text = "";
-  const decoder = new TextDecoder();
-  const pump = (async () => {
-    for await (const chunk of child.stderr) text += decoder.decode(chunk, { stream: true });
-  })();
-  return {
-    child,
-    stderr: () => text,
-    [Symbol.asyncDispose]: async () => {
-      try {
-        child.kill("SIGKILL");
-      } catch {
-        // exited
-      }
-      await child.status;
-      await pump;
-    },
-  };
+export function spawnProgram(args: string[], env: Record<string, string>): RunningProgram {
+  return spawnCli(args, { env, clearEnv: true });
 }
 
 /**

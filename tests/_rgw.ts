@@ -35,6 +35,8 @@ export interface RgwOptions {
    * before radosgw starts; RGW refuses any other than STANDARD otherwise.
    */
   storageClasses?: string[];
+  /** The memstore OSD's capacity (default 2 GiB; the bench's trees need more). */
+  memstoreBytes?: number;
 }
 
 const PACKAGES = "ceph-mon ceph-osd radosgw ceph-common ceph-base uuid-runtime";
@@ -69,6 +71,7 @@ function cephConf(
   rgwPort: number,
   tls: TestTls,
   rgwConf: string[],
+  memstoreBytes: number,
 ) {
   return `[global]
 fsid = ${fsid}
@@ -98,7 +101,7 @@ mon data = ${dir}/mon.a
 [osd.0]
 osd data = ${dir}/osd.0
 osd objectstore = memstore
-memstore device bytes = 2147483648
+memstore device bytes = ${memstoreBytes}
 ; tablesnap keys are long (host:/var/lib/cassandra/data/...)
 osd max object name len = 460
 osd max object namespace len = 64
@@ -150,7 +153,15 @@ export async function startRgw(options: RgwOptions = {}): Promise<RgwCluster> {
     const tls = await makeTestTls(`${dir}/tls`);
     await Deno.writeTextFile(
       `${dir}/ceph.conf`,
-      cephConf(dir, fsid, monPort, rgwPort, tls, options.rgwConf ?? []),
+      cephConf(
+        dir,
+        fsid,
+        monPort,
+        rgwPort,
+        tls,
+        options.rgwConf ?? [],
+        options.memstoreBytes ?? 2 ** 31,
+      ),
     );
     const conf = ["-c", `${dir}/ceph.conf`];
     // Every key in one keyring, imported by the monitor at mkfs.

@@ -45,6 +45,10 @@ export const RUN_FLAGS: readonly string[] = runFlagsOf(config.tasks.compile);
 export const BENCH_FLAGS: readonly string[] = config.tasks.bench.trim().split(/\s+/)
   .filter((w) => w.startsWith("--"));
 
-/** The `test` task's flags (the test harness's own permissions, not the program's). */
+/**
+ * The `test` task's permission flags (the test harness's own, not the
+ * program's), for scripts a test runs with `deno run`; the runner's own
+ * options (`--parallel`) are left out.
+ */
 export const TEST_FLAGS: readonly string[] = config.tasks.test.trim().split(/\s+/)
-  .filter((w) => w.startsWith("--"));
+  .filter((w) => w.startsWith("--allow-") || w.startsWith("--deny-"));

@@ -1,7 +1,8 @@
 /**
  * The test S3 server s3rver (a fixture, not the program): its own command
- * line, run after one fix to its file store. `deno run -A tests/_s3rver.ts
- * <s3rver options>`.
+ * line, run after one fix to its file store. `deno run <permissions>
+ * tests/_s3rver.ts <s3rver options>`, the permissions those of
+ * tests/_helpers.ts (`S3RVER_FLAGS`, its directory to read and write).
  *
  * Why the fix: s3rver writes an object's bytes first and its `.md5` file
  * after. A listing or HEAD that lands in between finds no `.md5`, hashes the

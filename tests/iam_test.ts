@@ -25,16 +25,8 @@ import {
 } from "@aws-sdk/client-s3";
 import { createHash } from "node:crypto";
 import { assert, assertEquals, assertStringIncludes } from "./_assert.ts";
-import {
-  type CliResult,
-  delay,
-  freePort,
-  REPO,
-  runCli,
-  spawnWatcher,
-  tempDir,
-  waitFor,
-} from "./_helpers.ts";
+import { type CliResult, REPO, runCli, spawnWatcher, tempDir, waitFor } from "./_helpers.ts";
+import { spawnMoto } from "./_moto.ts";
 import { MOTO_AS_SENT } from "./_moto_iam.ts";
 
 const HOST = "cass1.example.com";
@@ -80,32 +72,10 @@ interface Moto extends AsyncDisposable {
 }
 
 async function startMoto(buckets: Record<string, boolean>): Promise<Moto> {
-  const port = freePort();
-  const endpoint = `http://127.0.0.1:${port}`;
-  const child = new Deno.Command("python3", {
-    args: ["-c", MOTO_AS_SENT, "-H", "127.0.0.1", "-p", String(port)],
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  const stop = async () => {
-    try {
-      child.kill("SIGTERM");
-    } catch {
-      // already gone
-    }
-    await child.status;
-  };
+  const moto = await spawnMoto({ script: MOTO_AS_SENT });
+  const { endpoint } = moto;
+  const stop = () => moto.stop();
   try {
-    for (let i = 0;; i++) {
-      try {
-        (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-        break;
-      } catch {
-        if (i > 300) throw new Error("moto_server did not start");
-        await delay(100);
-      }
-    }
     const bucket = Object.keys(buckets)[0]!;
     const policies: Record<string, string> = {
       admin: JSON.stringify({

@@ -34,19 +34,21 @@ function bytesOf(name: string, size: number): Uint8Array {
 
 /**
  * Writes one SSTable generation as Cassandra does (components, then the
- * TOC listing them); returns each file's name and bytes.
+ * TOC listing them); returns each file's name and bytes. Components other
+ * than the Data.db and the TOC are `otherBytes` long.
  */
 async function flush(
   dir: string,
   gen: number,
   dataBytes: number,
+  otherBytes = 300,
 ): Promise<Map<string, Uint8Array>> {
   const files = new Map<string, Uint8Array>();
   for (const component of COMPONENTS) {
     const name = `nb-${gen}-big-${component}`;
     const bytes = component === "TOC.txt"
       ? new TextEncoder().encode(COMPONENTS.join("\n") + "\n")
-      : bytesOf(name, component === "Data.db" ? dataBytes : 300);
+      : bytesOf(name, component === "Data.db" ? dataBytes : otherBytes);
     await Deno.writeFile(`${dir}/${name}`, bytes);
     files.set(name, bytes);
   }
@@ -220,7 +222,10 @@ for (const journal of [false, true]) {
     const args = ["-n", "h", "-r", "--pin", ...state, s3.bucket, data];
     await using first = spawnWatcher(["--max-bandwidth", "1K", ...args], { env: s3.env });
     await first.waitUntilWatching();
-    const files = await flush(table, 1, 16 * 1024);
+    // Every file the four upload threads start on is over 1K/s's first
+    // second of tokens, so none is stored (and unpinned) for 7 s, whichever
+    // of them takes the tokens first (the TOC waits behind them).
+    const files = await flush(table, 1, 16 * 1024, 8 * 1024);
     await first.waitForMetrics("the files pinned", (m) => m.get("tablesnap_pinned_files") === 6);
     if (journal) {
       // The journal's batch (written every 100 ms) holds the pending files.
@@ -268,13 +273,15 @@ Deno.test("--pin: a Statistics.db renamed over while pinned is uploaded in its n
   await using work = await tempDir();
   const data = `${work.path}/data`;
   await Deno.mkdir(data);
-  // One upload at a time, the Data.db first and slow: the rest waits in the queue.
+  // One upload at a time, the Data.db first and slow: the rest waits in the
+  // queue for (24K - 4K) / 4K/s = 5 s at least, time enough on a loaded
+  // machine to see the pins and rewrite the Statistics.db before its turn.
   await using watcher = spawnWatcher(
-    ["-n", "h", "-t", "1", "--pin", "--max-bandwidth", "8K", s3.bucket, data],
+    ["-n", "h", "-t", "1", "--pin", "--max-bandwidth", "4K", s3.bucket, data],
     { env: s3.env },
   );
   await watcher.waitUntilWatching();
-  const files = await flush(data, 1, 16 * 1024);
+  const files = await flush(data, 1, 24 * 1024);
   await watcher.waitForMetrics("the files pinned", (m) => m.get("tablesnap_pinned_files") === 6);
   // Repair rewrites it as Cassandra does: a .tmp renamed over, same size.
   const name = "nb-1-big-Statistics.db";

@@ -186,34 +186,40 @@ for (const server of ["s3rver", "moto"] as const) {
       recuts.every((k) => /nb-[12]-big-Data\.db-recut-\d{8}T\d{6}\.\d{3}Z-listdir\.json$/.test(k)),
     );
 
-    // Each moment restores whole, with the bytes of that moment.
-    for (const [i, moment] of moments.entries()) {
-      const into = `${work.path}/at-${i}`;
-      const at = moment.at.toISOString();
-      const out = await runCli(
-        ["slurp", "-n", "h", "-r", "--at", at, s3.bucket, data, into],
-        { env: s3.env },
-      );
-      assertEquals(out.code, 0, out.stdout + out.stderr);
-      assert(!out.stdout.includes("not restored"), out.stdout);
-      assert(!out.stdout.includes("from after their restore point"), out.stdout);
-      assertSameFiles(await snapshot(into), moment.files, `${at} (${moment.what})`);
-    }
-
-    // verify checks every point's objects, the superseded copies included.
-    const verified = await runCli(["verify", "-n", "h", "--all", s3.bucket, data], {
-      env: s3.env,
-    });
-    assertEquals(verified.code, 0, verified.stdout + verified.stderr);
-    assertStringIncludes(verified.stdout, `Verified ${after.length} indexes`);
-
-    // The Python tableslurp's rule finds the newest point of each table.
-    await pythonRestore(s3, `h:${data}`, `${work.path}/python`);
-    assertSameFiles(
-      await snapshot(`${work.path}/python`),
-      moments.at(-1)!.files,
-      "newest (Python)",
-    );
+    // The bucket only gets read from here to the deletion below: the
+    // restores, verify and the Python restore run at once.
+    await Promise.all([
+      // Each moment restores whole, with the bytes of that moment.
+      ...moments.map(async (moment, i) => {
+        const into = `${work.path}/at-${i}`;
+        const at = moment.at.toISOString();
+        const out = await runCli(
+          ["slurp", "-n", "h", "-r", "--at", at, s3.bucket, data, into],
+          { env: s3.env },
+        );
+        assertEquals(out.code, 0, out.stdout + out.stderr);
+        assert(!out.stdout.includes("not restored"), out.stdout);
+        assert(!out.stdout.includes("from after their restore point"), out.stdout);
+        assertSameFiles(await snapshot(into), moment.files, `${at} (${moment.what})`);
+      }),
+      // verify checks every point's objects, the superseded copies included.
+      (async () => {
+        const verified = await runCli(["verify", "-n", "h", "--all", s3.bucket, data], {
+          env: s3.env,
+        });
+        assertEquals(verified.code, 0, verified.stdout + verified.stderr);
+        assertStringIncludes(verified.stdout, `Verified ${after.length} indexes`);
+      })(),
+      // The Python tableslurp's rule finds the newest point of each table.
+      (async () => {
+        await pythonRestore(s3, `h:${data}`, `${work.path}/python`);
+        assertSameFiles(
+          await snapshot(`${work.path}/python`),
+          moments.at(-1)!.files,
+          "newest (Python)",
+        );
+      })(),
+    ]);
 
     // The bytes the two rewrites replaced, kept for the points cut before them.
     assertEquals((await copies(s3)).map((k) => k.replace(/-\d{8}T.*/, "")).sort(), [

@@ -20,7 +20,8 @@ import {
 } from "@aws-sdk/client-s3";
 import { createHash } from "node:crypto";
 import { assert, assertEquals, assertNotEquals, assertStringIncludes } from "./_assert.ts";
-import { delay, freePort, runCli, tempDir } from "./_helpers.ts";
+import { runCli, tempDir } from "./_helpers.ts";
+import { spawnMoto } from "./_moto.ts";
 
 const HOST = "cass1.example.com";
 const md5 = (bytes: Uint8Array) => createHash("md5").update(bytes).digest("hex");
@@ -74,14 +75,8 @@ interface Moto extends AsyncDisposable {
 }
 
 async function startMoto(buckets: string[]): Promise<Moto> {
-  const port = freePort();
-  const endpoint = `http://127.0.0.1:${port}`;
-  const child = new Deno.Command("python3", {
-    args: ["-c", MOTO_AS_AWS, "-H", "127.0.0.1", "-p", String(port)],
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
+  const moto = await spawnMoto({ script: MOTO_AS_AWS });
+  const { endpoint } = moto;
   const client = new S3Client({
     region: "us-east-1",
     endpoint,
@@ -92,23 +87,9 @@ async function startMoto(buckets: string[]): Promise<Moto> {
   });
   const stop = async () => {
     client.destroy();
-    try {
-      child.kill("SIGTERM");
-    } catch {
-      // already gone
-    }
-    await child.status;
+    await moto.stop();
   };
   try {
-    for (let i = 0;; i++) {
-      try {
-        (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-        break;
-      } catch {
-        if (i > 600) throw new Error("moto_server did not start");
-        await delay(100);
-      }
-    }
     for (const bucket of buckets) {
       await client.send(
         new CreateBucketCommand({

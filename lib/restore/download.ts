@@ -179,11 +179,14 @@ async function downloadOnce(ctx: DownloadContext, job: DownloadJob, path: string
     if (source.at !== undefined && isMutableComponent(source.name)) {
       source.later = laterThanCut(head.metadata, source.at) ?? undefined;
     }
+    // Synchronous: a local chmod, chown or rename takes microseconds, and
+    // the async forms each cost a hop through Deno's blocking-thread pool
+    // on the main thread, which a restore's profile showed (see fs.ts).
     const stat = parseStatMetadata(head.metadata["stat"]);
-    await Deno.chmod(temp, stat?.mode !== undefined ? stat.mode & 0o7777 : 0o644);
+    Deno.chmodSync(temp, stat?.mode !== undefined ? stat.mode & 0o7777 : 0o644);
     const [uid, gid] = ownerOf(ctx, stat, source.key);
-    if (uid !== null || gid !== null) await Deno.chown(temp, uid, gid);
-    await Deno.rename(temp, path);
+    if (uid !== null || gid !== null) Deno.chownSync(temp, uid, gid);
+    Deno.renameSync(temp, path);
     if (size >= RANGED_MIN_BYTES) await removeRangeState(temp);
     log.debug("restored", { path, bytes });
   } catch (err) {
@@ -227,7 +230,7 @@ async function fetchWhole(
   const reader = new ChunkReader(object.body, Math.min(ctx.chunkBytes, size + 1));
   let file: Deno.FsFile | undefined;
   try {
-    file = await createPartial(temp);
+    file = createPartial(temp);
     for (let chunk = await reader.next(); chunk; chunk = await reader.next()) {
       hash.update(chunk);
       await writeAll(file, chunk);
@@ -248,14 +251,19 @@ async function fetchWhole(
  * left by an interrupted run is removed first; looked for only then, as
  * most restores find none.
  */
-async function createPartial(temp: string): Promise<Deno.FsFile> {
-  const create = () => Deno.open(temp, { write: true, createNew: true, mode: 0o600 });
+function createPartial(temp: string): Deno.FsFile {
+  // Synchronous, as the rename: see downloadOnce.
+  const create = () => Deno.openSync(temp, { write: true, createNew: true, mode: 0o600 });
   try {
-    return await create();
+    return create();
   } catch (err) {
     if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
-    await removeIfPresent(temp);
-    return await create();
+    try {
+      Deno.removeSync(temp);
+    } catch (gone) {
+      if (!(gone instanceof Deno.errors.NotFound)) throw gone;
+    }
+    return create();
   }
 }
 

@@ -10,7 +10,8 @@
  *   one level at a time, refusing symlinks, so nothing is written outside it;
  * - a download goes to `.<name>.tablesnap-partial` (created with O_EXCL, so
  *   an existing symlink is never followed), is checked against the object's
- *   size and MD5, fsynced, and only then renamed into place;
+ *   size and MD5, fsynced, and only then renamed into place; each directory
+ *   that got a file or a new directory is fsynced once, at the end;
  * - a re-run skips files already present with the right size and MD5.
  */
 import { errorMessage, FatalError } from "../common/errors.ts";
@@ -146,7 +147,10 @@ async function downloadAll(
       const dir = await dirs.ensure(source.root, source.segments);
       const outcome = await restoreFile(ctx, { source, dir, size: planned.size });
       if (outcome === "skipped") result.skipped++;
-      else result.downloaded++;
+      else {
+        result.downloaded++;
+        dirs.fileAdded(dir);
+      }
     } catch (err) {
       failed(ctx, result, planned.path, source.key, err);
     }
@@ -156,7 +160,11 @@ async function downloadAll(
   try {
     // Twice as many files as connections: a file being checked, fsynced and
     // renamed holds no connection, and the next one downloads meanwhile.
-    await forEachLimited(files, 2 * connections, restoreOne);
+    // Largest first: the ranged downloads of large files start at once and
+    // small files fill the connections around them, instead of one large
+    // file met late being the restore's long tail.
+    await forEachLimited(largestFirst(files), 2 * connections, restoreOne);
+    await dirs.syncChanged();
   } finally {
     clearInterval(memory);
     progress.stop();
@@ -164,6 +172,11 @@ async function downloadAll(
   for (const { source, planned } of files) {
     if (source.later) result.later.push({ path: planned.path, reason: source.later });
   }
+}
+
+/** The plan's files, largest first (missing ones last). */
+function largestFirst(files: RestorePlan["files"]): RestorePlan["files"] {
+  return [...files].sort((a, b) => (b.planned.size ?? -1) - (a.planned.size ?? -1));
 }
 
 /** One file not restored: logged, listed in `result.failed`, counted as done. */

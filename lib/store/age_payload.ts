@@ -115,13 +115,20 @@ export function openChunk(
   return new Uint8Array(plaintext.buffer, plaintext.byteOffset, plaintext.byteLength);
 }
 
-/** Seals a whole plaintext held in memory (small files). */
-export function sealAll(key: Uint8Array, plaintext: Uint8Array): Uint8Array {
+/**
+ * Seals a whole plaintext held in memory (small files), into `out` from
+ * `at` when given (`sealedSize` bytes), else into a new buffer.
+ */
+export function sealAll(
+  key: Uint8Array,
+  plaintext: Uint8Array,
+  out = new Uint8Array(sealedSize(plaintext.byteLength)),
+  at = 0,
+): Uint8Array {
   const chunks = chunkCount(plaintext.byteLength);
-  const out = new Uint8Array(sealedSize(plaintext.byteLength));
   for (let i = 0; i < chunks; i++) {
     const piece = plaintext.subarray(i * CHUNK_BYTES, (i + 1) * CHUNK_BYTES);
-    out.set(sealChunk(key, i, piece, i === chunks - 1), i * SEALED_CHUNK_BYTES);
+    at = sealInto(key, i, piece, i === chunks - 1, out, at);
   }
   return out;
 }

@@ -36,11 +36,11 @@
  * file's MD5): the watcher confirms any other size with a HEAD before acting
  * on it, which `head` answers exactly.
  */
-import { md5Hex } from "../common/digest.ts";
+import { digestFile, isMd5Hex } from "../common/digest.ts";
 import { errorMessage } from "../common/errors.ts";
 import { newHeader } from "./age_header.ts";
 import type { AgeIdentities } from "./age_keys.ts";
-import { openedSize, PAYLOAD_NONCE_BYTES, payloadKey, sealAll, sealedSize } from "./age_payload.ts";
+import { openedSize, PAYLOAD_NONCE_BYTES } from "./age_payload.ts";
 import {
   AGE_V1,
   DecryptionError,
@@ -60,21 +60,19 @@ import {
   sealedRange,
   SourceReader,
 } from "./opened_object.ts";
-import { partMd5sOf, SealedFile, type SealingSecret, secretOf, secretText } from "./sealed_file.ts";
-import { isMd5Hex } from "../common/digest.ts";
-import type {
-  ByteRange,
-  FileUpload,
-  GetOptions,
-  ObjectHead,
-  ObjectInfo,
-  PutFileOptions,
-  Store,
-  StoreTraits,
+import { sealedUpload, type SealingSecret, secretOf, secretText } from "./sealed_file.ts";
+import {
+  type ByteRange,
+  DigestMismatchError,
+  type FileUpload,
+  type GetOptions,
+  type ObjectHead,
+  type ObjectInfo,
+  type PutFileOptions,
+  type Store,
+  type StoreTraits,
 } from "./store.ts";
 
-/** S3 refuses more parts than this. */
-const MAX_PARTS = 10_000;
 /** The first bytes of an object read for its header before ranged reads (ours: ~200 bytes). */
 const HEADER_PROBE_BYTES = 64 * 1024;
 
@@ -160,14 +158,16 @@ export class EncryptingStore extends ForwardingStore {
     options: PutFileOptions = {},
   ): Promise<void> {
     if (this.#recipients.length === 0 || this.#plaintext(key)) {
-      return await this.inner.putFile(key, file, options);
+      return await this.inner.putFile(key, await plaintextUpload(file, options), options);
     }
     const { secret, forwarded } = await this.#sealingFor(key, options);
-    const upload = file.body
-      ? sealInMemory(file, file.body, secret)
-      : await sealFromFile(file, secret);
+    // A single part is checked by what the server verifies; parts by their MD5s (resumes).
+    const check = file.parts ? "md5" : await this.inner.bodyCheck?.(key) ?? "md5";
+    const { upload, fileMd5 } = await sealedUpload(file, secret, check);
+    options.onFileMd5?.(fileMd5);
     upload.metadata = {
       ...file.metadata,
+      md5sum: fileMd5,
       [ENCRYPTION_METADATA]: AGE_V1,
       [PLAINTEXT_SIZE_METADATA]: String(file.size),
     };
@@ -325,38 +325,18 @@ function plaintextView(head: ObjectHead): ObjectHead {
   };
 }
 
-/** The caller's part size, raised if the ciphertext would need more than S3's 10,000 parts. */
-function partSizeFor(file: FileUpload, ciphertextBytes: number): number | undefined {
-  if (!file.parts) return undefined;
-  return Math.max(file.parts.partSize, Math.ceil(ciphertextBytes / MAX_PARTS));
-}
-
-/** The upload of a small file the caller holds in memory, encrypted in memory. */
-function sealInMemory(file: FileUpload, plaintext: Uint8Array, secret: SealingSecret): FileUpload {
-  const { header, nonce, fileKey } = secret;
-  const body = new Uint8Array(header.byteLength + PAYLOAD_NONCE_BYTES + sealedSize(file.size));
-  body.set(header);
-  body.set(nonce, header.byteLength);
-  body.set(sealAll(payloadKey(fileKey, nonce), plaintext), header.byteLength + nonce.byteLength);
-  const size = body.byteLength;
-  const upload: FileUpload = { path: file.path, size, md5: md5Hex(body), metadata: {}, body };
-  const partSize = partSizeFor(file, size);
-  if (partSize !== undefined) upload.parts = { partSize, md5s: partMd5sOf(body, partSize) };
-  return upload;
-}
-
-/** The upload of a file, sealed once for its MD5s and again as it is sent. */
-async function sealFromFile(file: FileUpload, secret: SealingSecret): Promise<FileUpload> {
-  const source = new SealedFile(file, secret);
-  const partSize = partSizeFor(file, source.size);
-  const digests = await source.digests(file.md5, partSize);
-  const upload: FileUpload = {
-    path: file.path,
-    size: source.size,
-    md5: digests.md5,
-    metadata: {},
-    source,
-  };
-  if (partSize !== undefined) upload.parts = { partSize, md5s: digests.partMd5s };
+/**
+ * A file stored as it is (TOC.txt): hashed here when the caller left that
+ * to this store (`onFileMd5`), as the inner store takes only hashed files.
+ */
+async function plaintextUpload(file: FileUpload, options: PutFileOptions): Promise<FileUpload> {
+  if (file.md5 || file.body) return file;
+  const digests = await digestFile(file.path, file.size, file.parts?.partSize);
+  if (digests.size !== file.size) {
+    throw new DigestMismatchError(`Content of '${file.path}' changed during upload`);
+  }
+  options.onFileMd5?.(digests.md5);
+  const upload = { ...file, md5: digests.md5, metadata: { ...file.metadata, md5sum: digests.md5 } };
+  if (file.parts) upload.parts = { ...file.parts, md5s: digests.partMd5s ?? [] };
   return upload;
 }

@@ -7,6 +7,7 @@
  * without versioning).
  */
 import type {
+  BodyCheck,
   CopyOptions,
   DeleteOptions,
   FileUpload,
@@ -33,6 +34,7 @@ export class ForwardingStore implements Store {
   readonly listUploads?: (prefix: string) => AsyncIterable<MultipartUploadInfo>;
   readonly abortUpload?: (key: string, uploadId: string) => Promise<void>;
   readonly listParts?: (key: string, uploadId: string) => Promise<UploadedPart[]>;
+  readonly bodyCheck?: (key: string) => Promise<BodyCheck>;
 
   constructor(inner: Store) {
     this.inner = inner;
@@ -45,6 +47,7 @@ export class ForwardingStore implements Store {
     if (inner.listUploads) this.listUploads = (prefix) => inner.listUploads!(prefix);
     if (inner.abortUpload) this.abortUpload = (key, id) => inner.abortUpload!(key, id);
     if (inner.listParts) this.listParts = (key, id) => inner.listParts!(key, id);
+    if (inner.bodyCheck) this.bodyCheck = (key) => inner.bodyCheck!(key);
   }
 
   get url(): string {

@@ -6,16 +6,23 @@
  */
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
-import { md5Hex, newMd5, PartDigests } from "../common/digest.ts";
+import { Crc32, crc32Base64, md5Hex, newMd5, PartDigests } from "../common/digest.ts";
 import {
   CHUNK_BYTES,
   PAYLOAD_NONCE_BYTES,
   payloadKey,
+  sealAll,
   SEALED_CHUNK_BYTES,
   sealedSize,
   sealFileChunks,
 } from "./age_payload.ts";
-import { type BodySource, type ByteRange, DigestMismatchError } from "./store.ts";
+import {
+  type BodyCheck,
+  type BodySource,
+  type ByteRange,
+  DigestMismatchError,
+  type FileUpload,
+} from "./store.ts";
 
 /** What makes an encrypted object's bytes again: its header, payload nonce and file key. */
 export interface SealingSecret {
@@ -58,9 +65,23 @@ function recipientsTag(recipients: readonly string[]): string {
 
 /** The digests an upload needs before it starts: of each part, else of the whole body. */
 export interface SealedDigests {
-  /** Empty for a multipart upload, whose parts are checked instead. */
+  /** The plaintext file's MD5 (its `md5sum`). */
+  fileMd5: string;
+  /** The body's MD5: empty for a multipart upload or one checked by `crc32`. */
   md5: string;
+  /** The body's CRC-32 (base64), when asked for instead of its MD5. */
+  crc32?: string;
   partMd5s: string[];
+}
+
+/** What `SealedFile.digests` computes. */
+export interface DigestRequest {
+  /** The plaintext's MD5 the caller computed: checked; empty: computed here. */
+  fileMd5: string;
+  /** Set for a multipart upload: part MD5s. */
+  partSize: number | undefined;
+  /** A single-part upload's digest: the server's check (`Store.bodyCheck`). */
+  check: BodyCheck;
 }
 
 export class SealedFile implements BodySource {
@@ -101,33 +122,43 @@ export class SealedFile implements BodySource {
   }
 
   /**
-   * Seals the whole file once for its digests, checking on the way that the
-   * plaintext is still what the caller digested (`md5`): a file that changed
-   * since fails here, as it would fail the store's Content-MD5 check.
+   * Seals the whole file once for its digests, and hashes the plaintext on
+   * the way: the file's MD5, or the check that it is still what the caller
+   * digested (a file that changed since fails here, as it would fail the
+   * store's check of the body). The ciphertext is hashed once more: the
+   * parts' MD5s for a multipart upload (S3 never sees the whole's), else
+   * the whole's MD5 or CRC-32 (some thirty times cheaper: where the server
+   * verifies it, or verifies nothing).
    */
-  async digests(plaintextMd5: string, partSize: number | undefined): Promise<SealedDigests> {
-    // Each byte hashed once more: the parts' MD5s for a multipart upload
-    // (S3 never sees the whole's), else the whole's.
+  async digests(request: DigestRequest): Promise<SealedDigests> {
+    const { partSize } = request;
     const plain = newMd5();
-    const whole = partSize === undefined ? newMd5() : undefined;
+    const md5 = partSize === undefined && request.check === "md5" ? newMd5() : undefined;
+    const crc = partSize === undefined && request.check === "crc32" ? new Crc32() : undefined;
     const parts = new PartDigests(partSize);
-    whole?.update(this.#prefix);
-    parts.update(this.#prefix);
+    for (const whole of [md5, crc, parts]) whole?.update(this.#prefix);
     const chunks = Math.ceil(this.#file.size / CHUNK_BYTES) || 1;
     const sealedChunks = sealFileChunks(this.#file, this.#key, 0, chunks, (plaintext) => {
       plain.update(plaintext);
     });
     for await (const sealed of sealedChunks) {
-      whole?.update(sealed);
+      md5?.update(sealed);
+      crc?.update(sealed);
       parts.update(sealed);
     }
-    const md5 = plain.digest("hex");
-    if (md5 !== plaintextMd5) {
+    const fileMd5 = plain.digest("hex");
+    if (request.fileMd5 && fileMd5 !== request.fileMd5) {
       throw new DigestMismatchError(
-        `Content of '${this.#file.path}' changed during upload (MD5 ${md5}, expected ${plaintextMd5})`,
+        `Content of '${this.#file.path}' changed during upload (MD5 ${fileMd5}, expected ${request.fileMd5})`,
       );
     }
-    return { md5: whole?.digest("hex") ?? "", partMd5s: parts.finish() };
+    const digests: SealedDigests = {
+      fileMd5,
+      md5: md5?.digest("hex") ?? "",
+      partMd5s: parts.finish(),
+    };
+    if (crc) digests.crc32 = crc.base64();
+    return digests;
   }
 }
 
@@ -138,4 +169,66 @@ export function partMd5sOf(bytes: Uint8Array, partSize: number): string[] {
     md5s.push(md5Hex(bytes.subarray(start, start + partSize)));
   }
   return md5s;
+}
+
+/** S3 refuses more parts than this. */
+const MAX_PARTS = 10_000;
+
+/** The caller's part size, raised if the ciphertext would need more than S3's 10,000 parts. */
+function partSizeFor(file: FileUpload, ciphertextBytes: number): number | undefined {
+  if (!file.parts) return undefined;
+  return Math.max(file.parts.partSize, Math.ceil(ciphertextBytes / MAX_PARTS));
+}
+
+/**
+ * The upload of `file` encrypted with `secret`, and the file's MD5: sealed
+ * in memory when the caller holds the bytes (small files), else made from
+ * the file, sealed once for its digests and again as it is sent.
+ */
+export async function sealedUpload(
+  file: FileUpload,
+  secret: SealingSecret,
+  check: BodyCheck,
+): Promise<{ upload: FileUpload; fileMd5: string }> {
+  if (file.body) return { upload: sealInMemory(file, file.body, secret, check), fileMd5: file.md5 };
+  const source = new SealedFile(file, secret);
+  const partSize = partSizeFor(file, source.size);
+  const digests = await source.digests({ fileMd5: file.md5, partSize, check });
+  const upload: FileUpload = {
+    path: file.path,
+    size: source.size,
+    md5: digests.md5,
+    metadata: {},
+    source,
+  };
+  if (digests.crc32) upload.crc32 = digests.crc32;
+  if (partSize !== undefined) upload.parts = { partSize, md5s: digests.partMd5s };
+  return { upload, fileMd5: digests.fileMd5 };
+}
+
+/** The upload of a small file the caller holds in memory, encrypted in memory. */
+function sealInMemory(
+  file: FileUpload,
+  plaintext: Uint8Array,
+  secret: SealingSecret,
+  check: BodyCheck,
+): FileUpload {
+  const { header, nonce, fileKey } = secret;
+  const body = new Uint8Array(header.byteLength + PAYLOAD_NONCE_BYTES + sealedSize(file.size));
+  body.set(header);
+  body.set(nonce, header.byteLength);
+  sealAll(payloadKey(fileKey, nonce), plaintext, body, header.byteLength + nonce.byteLength);
+  const size = body.byteLength;
+  const partSize = partSizeFor(file, size);
+  const crc32 = partSize === undefined && check === "crc32";
+  const upload: FileUpload = {
+    path: file.path,
+    size,
+    md5: crc32 ? "" : md5Hex(body),
+    metadata: {},
+    body,
+  };
+  if (crc32) upload.crc32 = crc32Base64(body);
+  if (partSize !== undefined) upload.parts = { partSize, md5s: partMd5sOf(body, partSize) };
+  return upload;
 }

@@ -37,9 +37,17 @@ export interface FileUpload {
   size: number;
   /**
    * Lowercase hex MD5 of the whole file. With `parts`, stores check each
-   * part's MD5 instead (a body source may leave this empty then).
+   * part's MD5 instead (a body source may leave this empty then). A store
+   * whose traits say `bodyIsFile: false` also takes it empty, as a request
+   * to compute it in its own pass (see `PutFileOptions.onFileMd5`).
    */
   md5: string;
+  /**
+   * The CRC-32 of the whole body (base64 of its 4 big-endian bytes): a
+   * single-part upload is checked by it instead of `md5` (which may then be
+   * empty). Only for stores whose `bodyCheck` answers "crc32".
+   */
+  crc32?: string;
   /** Set for a multipart upload: the part size and each part's MD5 (hex). */
   parts?: { partSize: number; md5s: string[] };
   metadata: Record<string, string>;
@@ -95,6 +103,14 @@ export interface PutFileOptions {
   onUploadStarted?: ((uploadId: string, remake?: string) => void) | undefined;
   /** Part `partNumber` (from 1) is stored with this ETag (quoted as S3 gives it). */
   onPartDone?: ((partNumber: number, etag: string) => void) | undefined;
+  /**
+   * Set by a caller that left `FileUpload.md5` empty, for a store whose
+   * body is not the file (`bodyIsFile: false`): the store computes the
+   * file's MD5 in the pass it makes over the file anyway, stores it as the
+   * `md5sum` metadata, and reports it here before it sends anything, so the
+   * file is hashed once instead of twice.
+   */
+  onFileMd5?: ((md5: string) => void) | undefined;
   /**
    * When `signal` aborts, leave the multipart upload in place (to resume
    * later) rather than abort it. Other failures abort it all the same.
@@ -266,9 +282,21 @@ export interface Store {
    */
   listParts?(key: string, uploadId: string): Promise<UploadedPart[]>;
 
+  /**
+   * The digest a single-part upload's body is best checked by: "crc32" when
+   * the server verifies `x-amz-checksum-crc32` (AWS), or verifies neither
+   * that nor Content-MD5 (then the cheaper of two unchecked digests); "md5"
+   * when it verifies only Content-MD5 (Ceph RGW 16). Decided once per store
+   * by a probe on `key` that leaves no object behind. Absent: "md5".
+   */
+  bodyCheck?(key: string): Promise<BodyCheck>;
+
   /** Releases connections. */
   close(): void;
 }
+
+/** How the server checks a body on its way in: its Content-MD5, or its CRC-32. */
+export type BodyCheck = "md5" | "crc32";
 
 /** What `copy` may be told of the object it copies. */
 export interface CopyOptions {

@@ -12,7 +12,7 @@
 import type { S3Client } from "@aws-sdk/client-s3";
 import { defaultProvider } from "@aws-sdk/credential-provider-node";
 import { log } from "../../common/log.ts";
-import { httpStatus, isCredentialError } from "./errors.ts";
+import { httpStatus, isCredentialError, namesNoCode } from "./errors.ts";
 
 type ChainInput = Parameters<typeof defaultProvider>[0];
 type IdentityProvider = ReturnType<typeof defaultProvider>;
@@ -93,5 +93,5 @@ export class CredentialRenewal {
 
 /** A refusal of the keys themselves, or a 403 without a word (a HEAD's answer has no body). */
 function isRefusal(name: string, error: unknown): boolean {
-  return isCredentialError(name) || (httpStatus(error) === 403 && name === "Forbidden");
+  return isCredentialError(name) || (httpStatus(error) === 403 && namesNoCode(name));
 }

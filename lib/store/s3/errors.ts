@@ -57,6 +57,15 @@ export function responseError(
   return err;
 }
 
+/**
+ * True when an error's name says only that S3 answered, not why: a HEAD's
+ * answer has no body, so our requests name a bare 403 "Forbidden" and the
+ * SDK names it "Unknown" (message "UnknownError"), or by its status.
+ */
+export function namesNoCode(name: string | undefined): boolean {
+  return !name || /^(Error|Forbidden|Unknown|UnknownError|\d+)$/.test(name);
+}
+
 /** What was asked when an error came back: named in the one-line errors. */
 export interface S3Request {
   /** The IAM action it needs (`s3:ListBucket`, `s3:PutObject`...). */
@@ -141,7 +150,7 @@ export function namedDenial(err: unknown, request: S3Request): unknown {
     );
   }
   // A HEAD's 403 has no body: the status is all that is known.
-  const code = name && !/^(Error|Forbidden|UnknownError|\d+)$/.test(name) ? `${name}, ` : "";
+  const code = namesNoCode(name) ? "" : `${name}, `;
   const kms = /\bkms:[A-Za-z]+/.exec(err.message)?.[0];
   err.message = isCredentialError(name)
     ? `S3 rejected the credentials (${name}) for ${describe(request)}`

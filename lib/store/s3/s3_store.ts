@@ -9,7 +9,9 @@
  *
  * Every request carries Content-MD5, so S3 itself rejects bytes that differ
  * from the digest computed before the upload (a file changed mid-upload);
- * buckets with Object Lock require it too. With `objectLock`, every new
+ * buckets with Object Lock require it too. A body made from the file
+ * (encrypted) may carry a CRC-32 instead, where the server verifies that
+ * (`bodyCheck`, body_check.ts). With `objectLock`, every new
  * object (files, parts' uploads and indexes alike) is sent with its own
  * retention.
  *
@@ -28,6 +30,7 @@ import {
 import { hexToBase64, md5Base64 } from "../../common/digest.ts";
 import { VERSION } from "../../common/version.ts";
 import type {
+  BodyCheck,
   CopyOptions,
   DeleteOptions,
   FileUpload,
@@ -56,6 +59,7 @@ import { createSdkClient } from "./sdk_client.ts";
 import { deleteMany, type DeleteTarget, deleteVersions, listVersions } from "./versions.ts";
 import { BucketRegion } from "./bucket_region.ts";
 import { abortUpload, listParts, listUploads, putMultipart } from "./multipart.ts";
+import { probeBodyCheck } from "./body_check.ts";
 
 export class S3Store implements Store {
   readonly traits: StoreTraits = PLAIN_TRAITS;
@@ -69,6 +73,8 @@ export class S3Store implements Store {
   readonly #http: HttpClient;
   /** The bucket's region: the configured one until S3 names another. */
   readonly #region: BucketRegion;
+  /** What the server checks bodies by: probed once, on the first key asked about. */
+  #bodyCheck: Promise<BodyCheck> | undefined;
 
   constructor(options: S3Options) {
     this.#options = options;
@@ -234,12 +240,17 @@ export class S3Store implements Store {
     const direct = await this.#direct();
     if (!file.parts && direct) {
       const body = file.body ?? fileRange(file, 0, file.size, onBytes);
+      const check = file.crc32
+        ? { "x-amz-sdk-checksum-algorithm": "CRC32", "x-amz-checksum-crc32": file.crc32 }
+        : { "content-md5": hexToBase64(file.md5) };
       await direct.put(key, body, {
         ...objectHeaders(this.#options, file.metadata, file.contentType, { file: file.size }),
-        "content-md5": hexToBase64(file.md5),
+        ...check,
       }, signal);
       return;
     }
+    // Only direct requests send a CRC-32 (bodyCheck answers "md5" without them).
+    if (!file.parts && !file.md5) throw new Error(`No MD5 to send '${key}' with`);
     if (!file.parts) {
       const body = file.body ??
         (file.size === 0 ? new Uint8Array(0) : rangeStream(fileRange(file, 0, file.size, onBytes)));
@@ -265,6 +276,20 @@ export class S3Store implements Store {
       { ...file, parts: file.parts },
       options,
     );
+  }
+
+  /** See `Store.bodyCheck`; "md5" without direct requests (the SDK path sends only that). */
+  bodyCheck(key: string): Promise<BodyCheck> {
+    this.#bodyCheck ??= this.#direct().then((direct) =>
+      direct
+        ? probeBodyCheck({
+          client: this.#client,
+          direct,
+          object: objectParams(this.#options, key, {}, undefined, { file: 0 }),
+        })
+        : "md5"
+    );
+    return this.#bodyCheck;
   }
 
   listUploads(prefix: string): AsyncIterable<MultipartUploadInfo> {

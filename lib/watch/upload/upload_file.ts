@@ -7,7 +7,9 @@
  *      left alone with a warning, as the original did; a mutable component
  *      is compared by content and replaced when it differs (see
  *      `#mutableDiffers`);
- *   4. MD5 of the whole file (and of each part) in one streamed pass;
+ *   4. MD5 of the whole file (and of each part) in one streamed pass (left
+ *      to the store when it stores a body made from the file, encrypted:
+ *      it hashes the file in the pass it makes anyway, `onFileMd5`);
  *   5. put, with `stat`, `md5sum` and `mtime` metadata (Content-MD5 on every
  *      request, so bytes that changed during the send are refused by the
  *      store and never become an object);
@@ -227,15 +229,17 @@ export class FileUploader {
     const buffered = partSize === undefined && info.size <= SMALL_FILE_BYTES &&
       this.#smallFileBudget.tryTake(info.size);
     try {
+      const bodyIsFile = this.#o.store.traits.bodyIsFile;
       let body: Uint8Array | undefined;
       let digests: FileDigests;
       if (buffered) {
         body = readExactly(path, info.size);
         digests = { md5: md5Hex(body), size: body.byteLength };
+      } else if (bodyIsFile) {
+        digests = await digestFile(path, info.size, partSize);
       } else {
-        // Part MD5s of the file only where the store sends its bytes as they are.
-        const fileParts = this.#o.store.traits.bodyIsFile ? partSize : undefined;
-        digests = await digestFile(path, info.size, fileParts);
+        // The store reads the file anyway (to encrypt it): it hashes it there.
+        digests = { md5: "", size: info.size };
       }
       if (digests.size !== info.size) throw new FileChangedError(path);
       const upload: FileUpload = {
@@ -244,11 +248,12 @@ export class FileUploader {
         md5: digests.md5,
         metadata: {
           stat: statMetadata(info, this.#accounts),
-          md5sum: digests.md5,
+          ...(digests.md5 ? { md5sum: digests.md5 } : {}),
           [MTIME_METADATA]: mtimeMetadata(mtimeMs),
         },
       };
       let options: PutFileOptions = { signal: this.#o.signal };
+      if (!digests.md5) options.onFileMd5 = (md5) => digests.md5 = md5;
       if (partSize) {
         upload.parts = { partSize, md5s: digests.partMd5s ?? [] };
         const file = { path: keyPath, key, size: info.size, mtimeMs, partSize };
@@ -257,12 +262,9 @@ export class FileUploader {
       if (body) upload.body = body;
       await this.#o.store.putFile(key, upload, options);
       if (partSize) this.#resume?.completed(keyPath);
+      if (!isMd5Hex(digests.md5)) throw new Error(`The store did not hash '${path}'`);
       // A body made from the file (encrypted) has an ETag of its own: unknown here.
-      const etag = !this.#o.store.traits.bodyIsFile
-        ? ""
-        : partSize
-        ? multipartEtag(digests.partMd5s!)
-        : digests.md5;
+      const etag = !bodyIsFile ? "" : partSize ? multipartEtag(digests.partMd5s!) : digests.md5;
       return { md5: digests.md5, etag };
     } finally {
       if (buffered) this.#smallFileBudget.give(info.size);

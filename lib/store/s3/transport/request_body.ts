@@ -6,7 +6,7 @@
  * A file range is read into two reused buffers: one is refilled from disk
  * while the other is being written, so reading overlaps sending and no
  * garbage is made per chunk. A range with a body source (an encrypted
- * file) is written as the source makes it.
+ * file) is gathered into the same two buffers as the source makes it.
  */
 import type { FileRange } from "../file_range.ts";
 import { writeAll } from "./http_wire.ts";
@@ -138,9 +138,12 @@ async function writeFileRange(
 }
 
 /**
- * A range made by its body source (an encrypted file): two pieces at most
- * are in the socket's hands while the source makes the next, as with file
- * ranges, so the socket is not left idle between pieces.
+ * A range made by its body source (an encrypted file): its pieces (a
+ * sealed chunk, then its 16-byte tag) are gathered into the two reused
+ * buffers of file ranges and written a buffer at a time, one being filled
+ * while the other is written: a write per 256 KiB instead of two per 64
+ * KiB (a 16-byte write costs a system call and, over TLS, a record of its
+ * own), and no garbage made per piece.
  */
 async function writeMadeRange(
   conn: Deno.Conn,
@@ -148,21 +151,43 @@ async function writeMadeRange(
   stopped: () => boolean,
   wrote: () => void,
 ): Promise<void> {
-  const inFlight: Promise<void>[] = [];
+  const buffers = [new Uint8Array(CHUNK_BYTES), new Uint8Array(CHUNK_BYTES)];
+  // The write of each buffer's previous contents: awaited before it is refilled.
+  const flushed: Promise<void>[] = [Promise.resolve(), Promise.resolve()];
   let tail = Promise.resolve();
+  let turn = 0;
+  let buffer: Uint8Array | null = null;
+  let filled = 0;
   let sent = 0;
+  const flush = () => {
+    const chunk = buffer!.subarray(0, filled);
+    tail = tail.then(() => writeAll(conn, chunk)).then(wrote);
+    tail.catch(() => {});
+    flushed[turn] = tail;
+    turn ^= 1;
+    buffer = null;
+    filled = 0;
+  };
   try {
     for await (const piece of range.source!.read({ offset: range.start, length: range.length })) {
       await range.onBytes?.(piece.byteLength);
-      if (inFlight.length >= 2) await inFlight.shift();
       if (stopped()) return;
       sent += piece.byteLength;
-      tail = tail.then(() => writeAll(conn, piece)).then(wrote);
-      tail.catch(() => {});
-      inFlight.push(tail);
+      for (let at = 0; at < piece.byteLength;) {
+        if (!buffer) {
+          await flushed[turn];
+          buffer = buffers[turn]!;
+        }
+        const take = Math.min(buffer.byteLength - filled, piece.byteLength - at);
+        buffer.set(piece.subarray(at, at + take), filled);
+        filled += take;
+        at += take;
+        if (filled === buffer.byteLength) flush();
+      }
     }
+    if (buffer && filled > 0) flush();
   } finally {
-    await Promise.allSettled(inFlight);
+    await Promise.allSettled(flushed);
   }
   await tail;
   if (sent !== range.length) throw new Error(`Body of '${range.path}' shorter than its range`);
