@@ -5,7 +5,7 @@
 import { assert, assertEquals } from "../_assert.ts";
 import { tempDir } from "../_helpers.ts";
 import { LocalStore } from "../../lib/store/local_store.ts";
-import { UploadPipeline } from "../../lib/watch/upload/pipeline.ts";
+import { testPipeline } from "../_pipeline.ts";
 
 /** A local store whose listings wait until `open()`. */
 class GatedStore extends LocalStore {
@@ -23,15 +23,7 @@ Deno.test("the pipeline has room until 2,000 files are queued, and again once ha
   await using bucket = await tempDir("tablesnap-store-");
   await using data = await tempDir();
   const store = new GatedStore(bucket.path);
-  const pipeline = new UploadPipeline({
-    store,
-    naming: { prefix: "", name: "h", separator: ":" },
-    threads: 1,
-    retries: 0,
-    multipartThreshold: 5 * 1024 ** 3,
-    partSize: 256 * 1024 ** 2,
-    md5OnStart: false,
-  });
+  const pipeline = testPipeline(store, { threads: 1 });
   // The one upload slot waits on the gated listing; what follows stays queued.
   await Deno.writeTextFile(`${data.path}/first`, "x");
   pipeline.enqueue(`${data.path}/first`);
@@ -57,15 +49,7 @@ Deno.test("a pipeline that stops taking work lets a waiting sweep go", async () 
   await using bucket = await tempDir("tablesnap-store-");
   await using data = await tempDir();
   const store = new GatedStore(bucket.path);
-  const pipeline = new UploadPipeline({
-    store,
-    naming: { prefix: "", name: "h", separator: ":" },
-    threads: 1,
-    retries: 0,
-    multipartThreshold: 5 * 1024 ** 3,
-    partSize: 256 * 1024 ** 2,
-    md5OnStart: false,
-  });
+  const pipeline = testPipeline(store, { threads: 1 });
   await Deno.writeTextFile(`${data.path}/first`, "x");
   pipeline.enqueue(`${data.path}/first`);
   for (let i = 0; i < 2000; i++) pipeline.enqueue(`${data.path}/gone-${i}`);
