@@ -16,11 +16,19 @@
 
 /** Clock ticks per second of `/proc/<pid>/stat` (USER_HZ, 100 on Linux). */
 const TICKS = 100;
+/** Bytes in the bench's MB (10^6, as its report says): rusage and VmHWM count KiB. */
+const BYTES_PER_MB = 1e6;
+
+/** A peak in KiB (rusage's `%M`, `/proc`'s VmHWM) in the report's MB. */
+function kibToMB(kib: number): number {
+  return (kib * 1024) / BYTES_PER_MB;
+}
 
 export interface RunStats {
   code: number;
   wallS: number;
   cpuS: number;
+  /** Peak resident memory in MB (10^6 bytes), as the report prints it. */
   peakRssMB: number;
   /** The last few KB of the child's stderr and stdout, for error reports. */
   tail: string;
@@ -99,7 +107,7 @@ export async function measure(cmd: string, args: string[], options: RunOptions =
     code: status.code,
     wallS,
     cpuS,
-    peakRssMB: peakKB / 1024,
+    peakRssMB: kibToMB(peakKB),
     tail: tail.text(),
   };
   return result;
@@ -110,7 +118,7 @@ export interface Background extends AsyncDisposable {
   child: Deno.ChildProcess;
   /** Resolves when the output contains `text`; rejects after `timeoutMs`. */
   waitFor(text: string, timeoutMs?: number): Promise<void>;
-  /** Highest VmHWM of the process tree seen so far, sampled every 100 ms. */
+  /** Highest VmHWM of the process tree seen so far (MB = 10^6 bytes), sampled every 100 ms. */
   peakRssMB(): number;
   stop(signal?: Deno.Signal): Promise<number>;
 }
@@ -166,7 +174,7 @@ export function background(
         await sleep(20);
       }
     },
-    peakRssMB: () => peakKB / 1024,
+    peakRssMB: () => kibToMB(peakKB),
     stop,
     [Symbol.asyncDispose]: async () => {
       await stop("SIGKILL");

@@ -57,6 +57,19 @@ export function verdictAtMost(value: number, target: number): string {
   return `missed by ${fmt(((value - target) / target) * 100, 0)}%`;
 }
 
+/** Every job's peak RSS bound, MB (issue #21: "at most 150 MB for every job"). */
+export const RSS_LIMIT_MB = 150;
+
+/** A summary row judging a peak RSS (MB) against `RSS_LIMIT_MB`. */
+export function peakRssRow(measure: string, peakMB: number, detail = ""): string[] {
+  return [
+    measure,
+    `${fmt(peakMB)} MB${detail}`,
+    `≤ ${RSS_LIMIT_MB} MB`,
+    verdictAtMost(peakMB, RSS_LIMIT_MB),
+  ];
+}
+
 /** A markdown table; `|` in cells is escaped. */
 export function markdownTable(head: string[], rows: string[][]): string {
   const cell = (s: string) => s.replaceAll("|", "\\|");

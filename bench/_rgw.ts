@@ -14,7 +14,7 @@ import type { S3Server } from "../tests/_helpers.ts";
 import { bulk, type ToolRun } from "./_bulk.ts";
 import type { Config } from "./_config.ts";
 import { BUCKET, commandOutput, log, MB, NAME } from "./_context.ts";
-import { fmt, median, verdictAtLeast, verdictAtMost } from "./_report.ts";
+import { fmt, peakRssRow } from "./_report.ts";
 import {
   alternateRestores,
   awsSyncDown,
@@ -22,6 +22,7 @@ import {
   type RestoreRun,
   restoreTable,
   upload,
+  versusAwsRows,
 } from "./_restore.ts";
 import { type CpuProfileSummary, profileRuns, profileTable } from "./_rgw_profile.ts";
 import type { Server } from "./_servers.ts";
@@ -206,49 +207,18 @@ async function restoreRuns(cfg: Config, server: Server, tree: Tree, aws: string 
   return runs;
 }
 
-/** The summary rows of step 8. */
+/** The summary rows of step 8: issue #21's targets on RGW. */
 export function rgwSummaryRows(x: RgwResult): string[][] {
-  const rows: string[][] = [];
-  const rate = (run: { stats: { wallS: number } }) => x.bytes / MB / run.stats.wallS;
-  const perGB = (runs: { stats: { cpuS: number } }[]) =>
-    median(runs.map((run) => run.stats.cpuS)) / (x.bytes / 1e9);
-  const jobs = [
-    ["backup `--once -B -r`", x.backup, 1.2],
-    ["restore `slurp -r`", x.restore, 1.25],
-  ] as const;
-  for (const [job, runs, target] of jobs) {
-    const ts = runs.filter((run) => run.tool === "tablesnap");
-    const aw = runs.filter((run) => run.tool === "aws");
-    if (aw.length === 0) {
-      rows.push([`8. RGW ${job}: ÷ \`aws s3 sync\``, "aws CLI not found", "", "not run"]);
-      continue;
-    }
-    const ratio = median(ts.map((t) => rate(t) / rate(aw.find((a) => a.run === t.run)!)));
-    rows.push([
-      `8. RGW ${job}: throughput ÷ \`aws s3 sync\` (median of pairs)`,
-      `${fmt(ratio, 2)}×`,
-      `≥ ${target}×`,
-      verdictAtLeast(ratio, target),
-    ]);
-    rows.push([
-      `8. RGW ${job}: client CPU s per GB, tablesnap vs aws`,
-      `${fmt(perGB(ts), 2)} vs ${fmt(perGB(aw), 2)}`,
-      "≤ aws",
-      verdictAtMost(perGB(ts), perGB(aw)),
-    ]);
-  }
   const rss = Math.max(
     ...[...x.backup, ...x.restore].filter((run) => run.tool === "tablesnap").map((run) =>
       run.stats.peakRssMB
     ),
   );
-  rows.push([
-    "8. RGW: peak RSS of tablesnap (backup, restore)",
-    `${fmt(rss)} MB`,
-    "≤ 150 MB",
-    verdictAtMost(rss, 150),
-  ]);
-  return rows;
+  return [
+    ...versusAwsRows("8. RGW backup `--once -B -r`", x.backup, x.bytes, 1.2),
+    ...versusAwsRows("8. RGW restore `slurp -r`", x.restore, x.bytes, 1.25),
+    peakRssRow("8. RGW: peak RSS of tablesnap (backup, restore)", rss),
+  ];
 }
 
 /** The detail of step 8. */

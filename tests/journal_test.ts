@@ -19,7 +19,7 @@ import {
 import { FatalError } from "../lib/common/errors.ts";
 import { LocalStore } from "../lib/store/local_store.ts";
 import { Ledger } from "../lib/watch/ledger.ts";
-import { UploadPipeline } from "../lib/watch/upload/pipeline.ts";
+import { testPipeline } from "./_pipeline.ts";
 import { Journal } from "../lib/watch/durable/journal.ts";
 import { JOURNAL_FILE, parseJournal } from "../lib/watch/durable/journal_format.ts";
 import { CHANGE_MARGIN_MS } from "../lib/watch/durable/reconcile.ts";
@@ -228,17 +228,7 @@ Deno.test("the pipeline keeps exactly the files not in the bucket in the journal
   const { journal } = await Journal.open(state.path, { flushDelayMs: 10 });
   const ledger = new Ledger();
   journal.follow(ledger);
-  const pipeline = new UploadPipeline({
-    store: new OutageStore(bucket.path),
-    naming: { prefix: "", name: "h", separator: ":" },
-    threads: 2,
-    retries: 0,
-    multipartThreshold: 5 * 1024 ** 3,
-    partSize: 256 * 1024 ** 2,
-    md5OnStart: false,
-    ledger,
-    journal,
-  });
+  const pipeline = testPipeline(new OutageStore(bucket.path), { ledger, journal });
   const path = (name: string) => `${data.path}/${name}`;
   for (const name of ["a", "b"]) {
     await Deno.writeTextFile(path(name), name);

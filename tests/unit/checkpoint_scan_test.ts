@@ -12,10 +12,9 @@ import { makePathFilter } from "../../lib/watch/detect/path_filter.ts";
 import { LISTEN_EVENTS } from "../../lib/watch/detect/watch_rules.ts";
 import { DurableState } from "../../lib/watch/durable/durable_state.ts";
 import { Ledger } from "../../lib/watch/ledger.ts";
-import { UploadPipeline } from "../../lib/watch/upload/pipeline.ts";
+import { TEST_NAMING, testPipeline } from "../_pipeline.ts";
 import { FakeClock } from "./_fake_clock.ts";
 
-const NAMING = { prefix: "", name: "h", separator: ":" };
 const SETTLE_MS = 120_000;
 const SCAN_EVERY_MS = 60_000;
 
@@ -30,18 +29,7 @@ Deno.test("checkpoint scans queue what changed and hold the checkpoint for files
   const ledger = new Ledger();
   const state = await DurableState.open(stateDir.path, clock);
   state.journal.follow(ledger);
-  const pipeline = new UploadPipeline({
-    store,
-    naming: NAMING,
-    threads: 2,
-    retries: 0,
-    multipartThreshold: 5 * 1024 ** 3,
-    partSize: 256 * 1024 ** 2,
-    md5OnStart: false,
-    ledger,
-    journal: state.journal,
-    clock,
-  });
+  const pipeline = testPipeline(store, { ledger, journal: state.journal, clock });
   const options = {
     roots: [root.path],
     recursive: true,
@@ -71,7 +59,7 @@ Deno.test("checkpoint scans queue what changed and hold the checkpoint for files
   await state.reconcile({
     ...options,
     store,
-    naming: NAMING,
+    naming: TEST_NAMING,
     once: false,
     pipeline,
     ledger,

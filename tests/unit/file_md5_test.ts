@@ -11,7 +11,7 @@ import { assertEquals } from "../_assert.ts";
 import { tempDir } from "../_helpers.ts";
 import { EncryptingStore } from "../../lib/store/encrypting_store.ts";
 import { LocalStore } from "../../lib/store/local_store.ts";
-import { UploadPipeline } from "../../lib/watch/upload/pipeline.ts";
+import { testPipeline } from "../_pipeline.ts";
 
 Deno.test("an encrypting store computes md5sum for the watcher, encrypted or not", async () => {
   await using bucket = await tempDir("tablesnap-store-");
@@ -23,15 +23,7 @@ Deno.test("an encrypting store computes md5sum for the watcher, encrypted or not
     identities: { file: "key.txt", identities: [identity] },
     plaintext: (key) => key.endsWith("TOC.txt"),
   });
-  const pipeline = new UploadPipeline({
-    store,
-    naming: { prefix: "", name: "h", separator: ":" },
-    threads: 2,
-    retries: 0,
-    multipartThreshold: 5 * 1024 ** 3,
-    partSize: 256 * 1024 ** 2,
-    md5OnStart: false,
-  });
+  const pipeline = testPipeline(store);
   const md5s = new Map<string, string>();
   for (const name of ["nb-1-big-Data.db", "nb-1-big-TOC.txt"]) {
     const bytes = new Uint8Array(5 * 1024 * 1024 + name.length);

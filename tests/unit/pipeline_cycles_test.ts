@@ -8,7 +8,7 @@ import { assert, assertEquals } from "../_assert.ts";
 import { tempDir } from "../_helpers.ts";
 import { LocalStore } from "../../lib/store/local_store.ts";
 import { Ledger } from "../../lib/watch/ledger.ts";
-import { UploadPipeline } from "../../lib/watch/upload/pipeline.ts";
+import { testPipeline } from "../_pipeline.ts";
 import { FakeClock, settle } from "./_fake_clock.ts";
 
 /** A local store whose first request of each upload (the listing) fails while `down`. */
@@ -28,17 +28,7 @@ async function setup(retries: number) {
   const clock = new FakeClock();
   const store = new FlakyStore(bucket.path);
   const ledger = new Ledger();
-  const pipeline = new UploadPipeline({
-    store,
-    naming: { prefix: "", name: "h", separator: ":" },
-    threads: 2,
-    retries,
-    multipartThreshold: 5 * 1024 ** 3,
-    partSize: 256 * 1024 ** 2,
-    md5OnStart: false,
-    ledger,
-    clock,
-  });
+  const pipeline = testPipeline(store, { retries, ledger, clock });
   const path = `${data.path}/nb-1-big-Index.db`;
   await Deno.writeTextFile(path, "index");
   return {

@@ -6,21 +6,12 @@
 import { assert, assertEquals } from "../_assert.ts";
 import { tempDir, waitFor } from "../_helpers.ts";
 import { LocalStore } from "../../lib/store/local_store.ts";
-import { UploadPipeline } from "../../lib/watch/upload/pipeline.ts";
+import { testPipeline } from "../_pipeline.ts";
 
 Deno.test("stored files that were deleted locally are forgotten as new ones arrive", async () => {
   await using store = await tempDir("tablesnap-store-");
   await using data = await tempDir();
-  const pipeline = new UploadPipeline({
-    store: new LocalStore(store.path),
-    naming: { prefix: "", name: "h", separator: ":" },
-    threads: 4,
-    retries: 0,
-    multipartThreshold: 5 * 1024 ** 3,
-    partSize: 256 * 1024 ** 2,
-    md5OnStart: false,
-    pruneStoredAfter: 20,
-  });
+  const pipeline = testPipeline(new LocalStore(store.path), { threads: 4, pruneStoredAfter: 20 });
   const upload = async (from: number, to: number) => {
     for (let i = from; i < to; i++) {
       await Deno.writeTextFile(`${data.path}/f${i}`, `file ${i}`);
