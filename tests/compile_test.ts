@@ -66,7 +66,7 @@ Deno.test("the compile task bakes in exactly the permissions the program needs",
   // The memory bound (150 MB) relies on a small young generation and an old
   // generation that grows by half between collections (docs/watch.md#memory);
   // `deno task start` must run the program the way the binary does.
-  assertEquals(v8Flags(flags), ["--v8-flags=--max-semi-space-size=2,--heap-growing-percent=50"]);
+  assertEquals(v8Flags(flags), ["--v8-flags=--max-semi-space-size=1,--heap-growing-percent=50"]);
   // The lockfile also holds test-only packages (s3rver): keep them out of the binary.
   assert(flags.includes("--exclude-unused-npm"), "compile task must pass --exclude-unused-npm");
 });

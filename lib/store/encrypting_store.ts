@@ -38,7 +38,7 @@
  */
 import { digestFile, isMd5Hex } from "../common/digest.ts";
 import { errorMessage } from "../common/errors.ts";
-import { newHeader } from "./age_header.ts";
+import { FileKeyUnwrapper, newHeader } from "./age_header.ts";
 import type { AgeIdentities } from "./age_keys.ts";
 import { openedSize, PAYLOAD_NONCE_BYTES } from "./age_payload.ts";
 import {
@@ -90,6 +90,7 @@ export interface EncryptionOptions {
 export class EncryptingStore extends ForwardingStore {
   readonly #recipients: string[];
   readonly #identities: string[];
+  readonly #unwrapper: FileKeyUnwrapper;
   readonly #identityFile: string | undefined;
   readonly #plaintext: (key: string) => boolean;
   readonly #traits: StoreTraits;
@@ -101,6 +102,7 @@ export class EncryptingStore extends ForwardingStore {
     super(inner);
     this.#recipients = options.recipients ?? [];
     this.#identities = options.identities?.identities ?? [];
+    this.#unwrapper = new FileKeyUnwrapper(this.#identities);
     this.#identityFile = options.identities?.file;
     this.#plaintext = options.plaintext ?? (() => false);
     const writes = this.#recipients.length > 0;
@@ -211,7 +213,7 @@ export class EncryptingStore extends ForwardingStore {
     const source = new SourceReader(object.body);
     let opened;
     try {
-      opened = await openHeader(this.#identities, object.head, source);
+      opened = await openHeader(this.#unwrapper, object.head, source);
     } catch (err) {
       throw source.failed ? source.error : this.#decryptionError(key, err, true);
     }
@@ -271,7 +273,7 @@ export class EncryptingStore extends ForwardingStore {
     await this.#refuseWithoutIdentity(key, object.body);
     const source = new SourceReader(object.body);
     try {
-      const { header } = await openHeader(this.#identities, object.head, source);
+      const { header } = await openHeader(this.#unwrapper, object.head, source);
       await source.cancel().catch(() => {});
       return header;
     } catch (err) {

@@ -5,7 +5,7 @@
  * read needs the object's header first: it is read once per object (a
  * small ranged GET) and its payload key kept for the ranges that follow.
  */
-import { fileKeyOf, readPrefix } from "./age_header.ts";
+import { type FileKeyUnwrapper, readPrefix } from "./age_header.ts";
 import {
   CHUNK_BYTES,
   chunkCount,
@@ -90,13 +90,13 @@ const SOURCE_READ_BYTES = 4 * SEALED_CHUNK_BYTES;
  * chunks); `source` is left at the next unread piece.
  */
 export async function openHeader(
-  identities: readonly string[],
+  unwrapper: FileKeyUnwrapper,
   head: ObjectHead,
   source: SourceReader,
 ): Promise<{ header: OpenedHeader; rest: Uint8Array }> {
   try {
     const prefix = await readPrefix(source);
-    const fileKey = await fileKeyOf(identities, prefix.header);
+    const fileKey = await unwrapper.fileKeyOf(prefix.header);
     const prefixBytes = prefix.header.byteLength + PAYLOAD_NONCE_BYTES;
     const size = openedSize(head.size - prefixBytes);
     if (size === null) throw new HeaderError("its size is not that of an age file");

@@ -12,7 +12,7 @@ import config from "../../deno.json" with { type: "json" };
 
 Deno.test("the run flags are the compile task's V8 flags and permissions", () => {
   assertEquals(RUN_FLAGS, [
-    "--v8-flags=--max-semi-space-size=2,--heap-growing-percent=50",
+    "--v8-flags=--max-semi-space-size=1,--heap-growing-percent=50",
     "--allow-read",
     "--allow-write",
     "--allow-net",
