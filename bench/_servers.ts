@@ -7,9 +7,6 @@ import { s3rverObjects } from "./_context.ts";
 import { type Background, background, processCpu, sleep } from "./_proc.ts";
 import { s3rverRun } from "../tests/_helpers.ts";
 
-/** The test S3 server s3rver, with its file store fixed (see tests/_s3rver.ts). */
-export const S3RVER = new URL("../tests/_s3rver.ts", import.meta.url).pathname;
-
 export interface Server extends AsyncDisposable {
   kind: "s3rver" | "moto" | "rgw";
   endpoint: string;
