@@ -41,18 +41,8 @@ import type {
   StoredVersion,
 } from "./records.ts";
 
-export type {
-  FileFacts,
-  FileRecord,
-  FileState,
-  IndexRecord,
-  LedgerEvent,
-  LedgerListener,
-  MoveOptions,
-  PendingSummary,
-  StoredOutcome,
-  StoredVersion,
-} from "./records.ts";
+// The ledger speaks in the records' types: its users import them from here.
+export type * from "./records.ts";
 
 export class Ledger implements FileFacts {
   readonly #records = new Map<string, FileRecord>();
