@@ -251,6 +251,7 @@ function newFileWatcher(
       log.debug("complete", { path, how });
       pipeline.enqueue(path);
     },
+    room: () => pipeline.room(),
     isHandled: (path, info) => ledger.handles(path, info.size, info.mtime?.getTime() ?? 0),
     includeExisting: s.backup,
     sweepIntervalMs: s.once ? 0 : s.sweepIntervalMs,
