@@ -52,6 +52,8 @@ export interface WatcherOptions {
   onComplete: (path: string, how: string) => void;
   /** A promise while `onComplete`'s queue is full: sweeps wait (memory stays bounded). */
   room?: () => Promise<void> | undefined;
+  /** The start-up sweep has handed on every existing file directly in `dir`. */
+  onSwept?: (dir: string) => void;
   /** Is this file already handled (in the bucket or on its way)? Sweeps skip it. */
   isHandled: (path: string, info: Deno.FileInfo) => boolean;
   /** Include files that existed before start in sweeps (`-B`). */
@@ -349,6 +351,7 @@ export class FileWatcher {
         this.#addCandidate(path, info);
       }
     }
+    if (immediate && !this.#closed) this.#o.onSwept?.(dir);
     return count;
   }
 
