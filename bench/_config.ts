@@ -51,6 +51,10 @@ export interface Config {
   crashPin: boolean;
   /** Also run the bulk backup with --encrypt-to (a throwaway age key). */
   encrypt: boolean;
+  /** --scale-files: the scale step's local files (the other sizes follow); undefined: its default. */
+  scaleFiles: number | undefined;
+  /** --scale-runs: times the scale step runs in a row (the bound must hold every time). */
+  scaleRuns: number;
   /** --profile DIR: the RGW step also profiles each tablesnap job once, into DIR. */
   profile: string | undefined;
 }
@@ -71,6 +75,9 @@ const USAGE = `Usage: deno task bench [options]
   --threads LIST         -t values of the memory case (default 4,32)
   --mem-runs N           runs of each memory case in a row (default 3)
   --scale                also run the scale step (100,000 files, chop over 1,000,000 keys)
+  --scale-files N        the scale step's files (default 100000; --quick 2000); its
+                         directories, chop's keys and indexes follow in proportion
+  --scale-runs N         times the scale step runs in a row (default 3; --quick 1)
   --only LIST            sections to run: ${SECTIONS.join(",")}
                          (default all but crash and scale; --quick: and rgw)
   --profile DIR          the rgw section also runs each tablesnap job once with
@@ -117,6 +124,8 @@ export function parseConfig(args: string[]): Config {
       "crash-seed": { type: "string" },
       "crash-pin": { type: "boolean" },
       encrypt: { type: "boolean" },
+      "scale-files": { type: "string" },
+      "scale-runs": { type: "string" },
       profile: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
@@ -167,6 +176,10 @@ export function parseConfig(args: string[]): Config {
     crashPin: values["crash-pin"] ?? false,
     main: values.main,
     encrypt: values.encrypt ?? false,
+    scaleFiles: values["scale-files"] === undefined
+      ? undefined
+      : int(values["scale-files"], 0, "--scale-files"),
+    scaleRuns: int(values["scale-runs"], quick ? 1 : 3, "--scale-runs"),
     profile: values.profile,
   };
 }

@@ -43,6 +43,18 @@ export const SCALE_QUICK: ScaleConfig = {
   chopTables: 20,
 };
 
+/** The step's sizes for `files` local files, every other size in proportion to the full step's. */
+export function scaleConfigFor(files: number): ScaleConfig {
+  const of = (n: number) => Math.max(1, Math.round((n * files) / SCALE_FULL.files));
+  return {
+    files,
+    tables: of(SCALE_FULL.tables),
+    keys: of(SCALE_FULL.keys),
+    indexes: of(SCALE_FULL.indexes),
+    chopTables: of(SCALE_FULL.chopTables),
+  };
+}
+
 /** A moto_server holding seeded objects, serving on 127.0.0.1. */
 export interface SeededMoto extends AsyncDisposable {
   endpoint: string;

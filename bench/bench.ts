@@ -52,6 +52,7 @@ import { restoreReport, type RestoreResult, restoreStep, restoreSummaryRows } fr
 import {
   SCALE_FULL,
   SCALE_QUICK,
+  scaleConfigFor,
   scaleReport,
   type ScaleResult,
   scaleStep,
@@ -220,16 +221,20 @@ async function ownServerSteps(cfg: Config, results: Results, work: string, step:
     if (crashFailed(figures)) throw new Error(`crash matrix failed: ${describeFigures(figures)}`);
   });
   await step("scale", async () => {
-    results.scale = await scaleStep({
-      args: jobArgs,
-      env: childEnv(),
-      cwd: program().repo,
-      forceProc: cfg.forceProc,
-      name: NAME,
-      bucket: BUCKET,
-      work,
-      log,
-    }, cfg.quick ? SCALE_QUICK : SCALE_FULL);
+    results.scale = await scaleStep(
+      {
+        args: jobArgs,
+        env: childEnv(),
+        cwd: program().repo,
+        forceProc: cfg.forceProc,
+        name: NAME,
+        bucket: BUCKET,
+        work,
+        log,
+      },
+      cfg.scaleFiles ? scaleConfigFor(cfg.scaleFiles) : cfg.quick ? SCALE_QUICK : SCALE_FULL,
+      cfg.scaleRuns,
+    );
   });
   await step("rgw", async () => {
     results.rgw = await rgwStep(cfg, await findAws(), work);

@@ -192,6 +192,13 @@ Deno.test("-B uploads only what the bucket lacks, leaves a different-size object
     s3.client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: `${HOST}:${path}`, Body: body }));
   await put(`${table}/nb-1-big-Index.db`, same);
   await put(`${table}/nb-2-big-Data.db`, "short");
+  // History: a compacted generation with its index, and a dropped table.
+  const history = [
+    `${table}/nb-0-big-Data.db`,
+    `${table}/nb-0-big-Data.db-listdir.json`,
+    `${dir.path}/ks/dropped/nb-9-big-Data.db`,
+  ];
+  for (const path of history) await put(path, "history");
 
   await using run = spawnCli(["-B", "--once", "-r", "-n", HOST, s3.bucket, dir.path], {
     env: s3.env,
@@ -202,14 +209,20 @@ Deno.test("-B uploads only what the bucket lacks, leaves a different-size object
   assertEquals(code, 0, log);
   const key = (name: string) => `${HOST}:${table}/${name}`;
   const keys = await bucketKeys(s3);
+  // The listing held only what answers for local files, not the bucket's history.
+  assertMatch(log, /bucket listed objects=2 skipped=3 /);
   // The two missing files, and the index of the Data.db among them, were added; nothing else.
-  assertEquals([...keys.keys()].sort(), [
-    key("nb-1-big-Data.db"),
-    key("nb-1-big-Data.db-listdir.json"),
-    key("nb-1-big-Index.db"),
-    key("nb-2-big-Data.db"),
-    key("nb-3-big-Filter.db"),
-  ]);
+  assertEquals(
+    [...keys.keys()].sort(),
+    [
+      ...history.map((path) => `${HOST}:${path}`),
+      key("nb-1-big-Data.db"),
+      key("nb-1-big-Data.db-listdir.json"),
+      key("nb-1-big-Index.db"),
+      key("nb-2-big-Data.db"),
+      key("nb-3-big-Filter.db"),
+    ].sort(),
+  );
   for (const name of ["nb-1-big-Data.db", "nb-3-big-Filter.db"]) {
     const bytes = await Deno.readFile(`${table}/${name}`);
     assertEquals(await objectText(s3, key(name)), new TextDecoder().decode(bytes), name);

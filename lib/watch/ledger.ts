@@ -40,12 +40,19 @@ import type {
   StoredOutcome,
   StoredVersion,
 } from "./records.ts";
+import { StoredFiles } from "./records.ts";
 
 // The ledger speaks in the records' types: its users import them from here.
 export type * from "./records.ts";
 
 export class Ledger implements FileFacts {
-  readonly #records = new Map<string, FileRecord>();
+  /**
+   * Full records: files on their way, and resting ones only until they have
+   * a stored version. Disjoint from `#rest`.
+   */
+  readonly #active = new Map<string, FileRecord>();
+  /** Resting files with a stored version, held compactly (stored_files.ts). */
+  readonly #rest = new StoredFiles();
   /** Queued records in the order they were queued. */
   readonly #queue = new Set<FileRecord>();
   readonly #counts: Record<FileState, number> = {
@@ -54,8 +61,8 @@ export class Ledger implements FileFacts {
     retrying: 0,
     resting: 0,
   };
-  /** Records with a stored version: counted, not counted up, once per stored file. */
-  #stored = 0;
+  /** Records of `#active` with a stored version (`#rest` holds the others). */
+  #activeStored = 0;
   /** Resting files waiting for their index. */
   readonly #held = new Set<string>();
   readonly #indexes = new Map<string, IndexRecord>();
@@ -76,25 +83,28 @@ export class Ledger implements FileFacts {
 
   // ---- files ----
 
+  /**
+   * The file's record. A resting file with a stored version comes as a
+   * snapshot of its compact entry: to change it, take `getOrCreate`'s.
+   */
   get(path: string): FileRecord | undefined {
-    return this.#records.get(path);
+    const active = this.#active.get(path);
+    if (active) return active;
+    const stored = this.#rest.get(path);
+    return stored && restingRecord(path, stored);
   }
 
-  /** The file's record; a new one rests, with nothing stored. */
+  /** The file's record, to change; a new one rests, with nothing stored. */
   getOrCreate(path: string): FileRecord {
-    let record = this.#records.get(path);
-    if (!record) {
-      record = {
-        path,
-        state: "resting",
-        since: 0,
-        failedCycles: 0,
-        bytes: undefined,
-        again: false,
-        stored: undefined,
-        cancelRetry: undefined,
-      };
-      this.#records.set(path, record);
+    let record = this.#active.get(path);
+    if (record) return record;
+    const stored = this.#rest.get(path);
+    record = restingRecord(path, stored);
+    this.#active.set(path, record);
+    if (stored) {
+      this.#rest.delete(path);
+      this.#activeStored++;
+    } else {
       this.#counts.resting++;
     }
     return record;
@@ -107,8 +117,9 @@ export class Ledger implements FileFacts {
 
   /**
    * Moves a record to `to`. Leaving "retrying" clears its timer; resting
-   * with nothing stored, the record is forgotten (it holds nothing of use).
-   * Leaving rest is `pending`; coming to rest, `held` or `released`.
+   * with nothing stored, the record is forgotten (it holds nothing of use),
+   * with a stored version it goes into the compact store. Leaving rest is
+   * `pending`; coming to rest, `held` or `released`.
    */
   move(record: FileRecord, to: FileState, options: MoveOptions = {}): void {
     const from = record.state;
@@ -131,8 +142,17 @@ export class Ledger implements FileFacts {
       record.bytes = undefined;
       record.again = false;
       if (record.stored === undefined) this.forget(record);
+      else this.#compact(record);
       if (from !== "resting" && !options.unfinished) this.#rested(record.path);
     }
+  }
+
+  /** A resting record with a stored version leaves `#active` for the compact store. */
+  #compact(record: FileRecord): void {
+    if (this.#active.get(record.path) !== record || record.stored === undefined) return;
+    this.#active.delete(record.path);
+    this.#activeStored--;
+    this.#rest.set(record.path, record.stored);
   }
 
   /** A file came to rest for good: held while its index is pending, else released. */
@@ -153,16 +173,25 @@ export class Ledger implements FileFacts {
 
   /** Records what the bucket holds for the file (no event: known, not newly stored). */
   remember(record: FileRecord, version: StoredVersion): void {
-    if (record.stored === undefined && this.#records.get(record.path) === record) this.#stored++;
+    const active = this.#active.get(record.path) === record;
+    if (active && record.stored === undefined) this.#activeStored++;
     (record as { stored: StoredVersion | undefined }).stored = version;
+    if (active && record.state === "resting") this.#compact(record);
+    else if (!active && record.state === "resting" && !this.#active.has(record.path)) {
+      this.#rest.set(record.path, version);
+    }
   }
 
   /** Drops a resting record (the file is gone from disk). */
   forget(record: FileRecord): void {
-    if (record.state !== "resting" || this.#records.get(record.path) !== record) return;
-    this.#records.delete(record.path);
+    if (record.state !== "resting") return;
+    if (this.#active.get(record.path) === record) {
+      this.#active.delete(record.path);
+      if (record.stored !== undefined) this.#activeStored--;
+    } else if (this.#active.has(record.path) || !this.#rest.delete(record.path)) {
+      return;
+    }
     this.#counts.resting--;
-    if (record.stored !== undefined) this.#stored--;
   }
 
   /** --pin made or moved the file's pin. */
@@ -175,27 +204,32 @@ export class Ledger implements FileFacts {
     this.#emit({ type: "deleted", path });
   }
 
+  #storedVersion(path: string): StoredVersion | undefined {
+    const active = this.#active.get(path);
+    return active ? active.stored : this.#rest.get(path);
+  }
+
   /** True when `path` with this size is known to be in the bucket. */
   isStored(path: string, size?: number): boolean {
-    const stored = this.#records.get(path)?.stored;
+    const stored = this.#storedVersion(path);
     return stored !== undefined && (size === undefined || stored.size === size);
   }
 
   /** True when the file is known in the bucket with exactly this size and mtime. */
   isStoredUnchanged(path: string, size: number, mtimeMs: number): boolean {
-    const stored = this.#records.get(path)?.stored;
+    const stored = this.#storedVersion(path);
     return stored !== undefined && stored.size === size && stored.mtimeMs === mtimeMs;
   }
 
   /** True when the file is queued or uploading now (not waiting for a retry). */
   isInFlight(path: string): boolean {
-    const state = this.#records.get(path)?.state;
+    const state = this.#active.get(path)?.state;
     return state === "queued" || state === "uploading";
   }
 
   /** True when the file is queued, uploading or waiting for a retry. */
   isPending(path: string): boolean {
-    const state = this.#records.get(path)?.state;
+    const state = this.#active.get(path)?.state;
     return state !== undefined && state !== "resting";
   }
 
@@ -226,28 +260,39 @@ export class Ledger implements FileFacts {
   /** Every record in `state` (a snapshot: safe to move records meanwhile). */
   inState(state: FileState): FileRecord[] {
     if (state === "queued") return [...this.#queue];
-    return [...this.#records.values()].filter((r) => r.state === state);
+    const records = [...this.#active.values()].filter((r) => r.state === state);
+    if (state !== "resting") return records;
+    for (const path of this.#rest.paths()) records.push(this.get(path)!);
+    return records;
   }
 
-  /** Records that rest with a stored version (what pruning walks). */
-  storedPaths(): string[] {
-    const paths: string[] = [];
-    for (const record of this.#records.values()) {
-      if (record.state === "resting" && record.stored) paths.push(record.path);
+  /** The directories of the resting stored files (a snapshot: what pruning walks). */
+  storedDirectories(): string[] {
+    return this.#rest.directories();
+  }
+
+  /**
+   * Forgets the resting stored files of `directory` that are not among
+   * `present`, its file names now (null: the directory is gone).
+   */
+  forgetGone(directory: string, present: Set<string> | null): void {
+    for (const name of this.#rest.namesIn(directory)) {
+      if (present?.has(name)) continue;
+      this.#rest.delete(`${directory}/${name}`);
+      this.#counts.resting--;
     }
-    return paths;
   }
 
   /** How many files have a known stored version (resting or pending again). */
   storedCount(): number {
-    return this.#stored;
+    return this.#activeStored + this.#rest.size;
   }
 
   /** Files, bytes and the oldest completion time of everything not yet in the bucket. */
   pending(): PendingSummary {
     let oldest: number | null = null;
     let bytes = 0;
-    for (const record of this.#records.values()) {
+    for (const record of this.#active.values()) {
       if (record.state === "resting") continue;
       if (oldest === null || record.since < oldest) oldest = record.since;
       bytes += record.bytes ?? 0;
@@ -316,4 +361,18 @@ export class Ledger implements FileFacts {
     this.#emit({ type: "index-settled", dataPath, directory: record.directory, ...outcome });
     if (this.#held.delete(dataPath)) this.#emit({ type: "released", path: dataPath });
   }
+}
+
+/** A resting record (a new one, or a snapshot of a compact entry). */
+function restingRecord(path: string, stored: StoredVersion | undefined): FileRecord {
+  return {
+    path,
+    state: "resting",
+    since: 0,
+    failedCycles: 0,
+    bytes: undefined,
+    again: false,
+    stored,
+    cancelRetry: undefined,
+  };
 }

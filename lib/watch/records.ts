@@ -1,7 +1,10 @@
 /**
  * What the ledger (ledger.ts) keeps and tells: the record of a file and of
- * a pending index, and the events its subscribers hear.
+ * a pending index, the compact store of resting files, and the events its
+ * subscribers hear.
  */
+import { Float64Column, PathSlots } from "../common/path_slots.ts";
+
 export type FileState = "queued" | "uploading" | "retrying" | "resting";
 
 /** How a file came to be in the bucket. */
@@ -117,4 +120,53 @@ export interface PendingSummary {
   files: number;
   bytes: number;
   oldestSince: number | null;
+}
+
+/**
+ * The ledger's compact part: what the bucket holds for each resting file,
+ * the bulk of a node's files once it is backed up. A full `FileRecord`
+ * with its path and a version object costs about 330 bytes a file; here a
+ * file costs its base name and a slot (its directory held once) and two
+ * numbers in typed arrays. The ledger keeps full records only for files on
+ * their way (queued, uploading, retrying).
+ */
+export class StoredFiles {
+  readonly #slots = new PathSlots();
+  readonly #sizes = new Float64Column();
+  readonly #mtimes = new Float64Column();
+
+  get size(): number {
+    return this.#slots.size;
+  }
+
+  get(path: string): StoredVersion | undefined {
+    const slot = this.#slots.slotOf(path);
+    if (slot === undefined) return undefined;
+    return { size: this.#sizes.get(slot), mtimeMs: this.#mtimes.get(slot) };
+  }
+
+  set(path: string, version: StoredVersion): void {
+    const slot = this.#slots.add(path);
+    this.#sizes.set(slot, version.size);
+    this.#mtimes.set(slot, version.mtimeMs);
+  }
+
+  delete(path: string): boolean {
+    return this.#slots.delete(path) !== undefined;
+  }
+
+  /** The directories of the files held (a snapshot). */
+  directories(): string[] {
+    return this.#slots.directories();
+  }
+
+  /** The names held in `directory` (a snapshot). */
+  namesIn(directory: string): string[] {
+    return this.#slots.namesIn(directory);
+  }
+
+  /** Every path held (rebuilt one at a time; deleting meanwhile is safe). */
+  *paths(): IterableIterator<string> {
+    for (const [path] of this.#slots.entries()) yield path;
+  }
 }

@@ -190,7 +190,7 @@ async function buildWatch(s: WatchSettings): Promise<WatchParts> {
     onUnreadableToc: () => metrics.tocUnreadable(),
   });
   const cleanup = s.deleteOnBackup ? new LocalCleanup(ledger) : undefined;
-  const watcher = newFileWatcher({ ...s, backup }, ledger, pipeline, metrics);
+  const watcher = newFileWatcher({ ...s, backup }, ledger, { pipeline, publisher, metrics });
   return { s, backup, state, ledger, pins, store, server, pipeline, publisher, cleanup, watcher };
 }
 
@@ -238,12 +238,19 @@ async function abortEarlierUploads(
   await abortStaleUploads(store, prefixes, keep);
 }
 
-/** The watcher, feeding complete files to the pipeline; its candidates count as pending. */
+/**
+ * The watcher, feeding complete files to the pipeline (and telling the
+ * publisher which directories the start-up sweep is done with); its
+ * candidates count as pending.
+ */
 function newFileWatcher(
   s: WatchSettings,
   ledger: Ledger,
-  pipeline: UploadPipeline,
-  metrics: Metrics,
+  { pipeline, publisher, metrics }: {
+    pipeline: UploadPipeline;
+    publisher: IndexPublisher | undefined;
+    metrics: Metrics;
+  },
 ): FileWatcher {
   const watcher = new FileWatcher({
     ...s,
@@ -251,6 +258,8 @@ function newFileWatcher(
       log.debug("complete", { path, how });
       pipeline.enqueue(path);
     },
+    room: () => pipeline.room(),
+    onSwept: (dir) => publisher?.directorySwept(dir),
     isHandled: (path, info) => ledger.handles(path, info.size, info.mtime?.getTime() ?? 0),
     includeExisting: s.backup,
     sweepIntervalMs: s.once ? 0 : s.sweepIntervalMs,

@@ -1,10 +1,11 @@
 /**
  * File settling (lib/watch/detect/file_watcher.ts) on a fake clock: a file
  * found by a scan is complete once it has not changed for --settle-seconds;
- * one that changes meanwhile waits again; a hard link is complete at once.
+ * one that changes meanwhile waits again; a hard link is complete at once;
+ * the start-up sweep tells when it is done with each directory.
  * Real files whose mtimes the test sets on the fake clock's time line.
  */
-import { assertEquals } from "../_assert.ts";
+import { assert, assertEquals } from "../_assert.ts";
 import { tempDir } from "../_helpers.ts";
 import { FileWatcher } from "../../lib/watch/detect/file_watcher.ts";
 import { makePathFilter } from "../../lib/watch/detect/path_filter.ts";
@@ -24,6 +25,7 @@ async function setup() {
     listen: new Set(LISTEN_EVENTS),
     filter: makePathFilter({}),
     onComplete: (path, how) => complete.push(`${how} ${path.slice(root.path.length + 1)}`),
+    onSwept: (dir) => complete.push(`swept ${dir.slice(root.path.length + 1) || "."}`),
     isHandled: () => false,
     includeExisting: true,
     settleMs: SETTLE_MS,
@@ -85,4 +87,19 @@ Deno.test("a hard link found by a scan is complete at once; an immediate sweep t
   await t.write("c", "c");
   await t.watcher.sweep("startup", true);
   assertEquals(t.complete.filter((c) => c.endsWith(" c")), ["existing c"]);
+});
+
+Deno.test("the start-up sweep tells it is done with a directory after handing on its files", async () => {
+  await using t = await setup();
+  await Deno.mkdir(`${t.root.path}/t1`);
+  await t.write("t1/a", "a");
+  await t.write("t1/b", "b");
+  await t.write("c", "c");
+  await t.watcher.sweep("periodic");
+  assertEquals(t.complete, [], "a periodic sweep neither takes new files nor tells");
+  await t.watcher.sweep("startup", true);
+  const at = (entry: string) => t.complete.indexOf(entry);
+  assertEquals(t.complete.length, 5);
+  assert(at("swept t1") > Math.max(at("existing t1/a"), at("existing t1/b")), t.complete.join());
+  assertEquals(t.complete.at(-1), "swept .", "the root last, after its subdirectory");
 });

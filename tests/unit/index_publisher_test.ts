@@ -196,6 +196,28 @@ Deno.test("IndexPublisher names the directory's whole live set, and holds a -B b
   ]);
 });
 
+Deno.test("IndexPublisher in a -B backlog publishes once the sweep is done with its directory", async () => {
+  await using data = await tempDir();
+  await using bucket = await tempDir("tablesnap-store-");
+  const t = await setup(data.path, new LocalStore(bucket.path));
+  await t.write("nb-1-big-TOC.txt", "Data.db\nTOC.txt\n");
+  await t.write("nb-1-big-Data.db");
+  t.publisher.beginBacklog();
+  await t.store("nb-1-big-TOC.txt");
+  await t.store("nb-1-big-Data.db");
+  t.publisher.request(`${data.path}/t/nb-1-big-Data.db`);
+  await t.publisher.settled();
+  await t.tick(120_000);
+  assertEquals(await t.index("nb-1-big-Data.db"), null, "its directory is not swept yet");
+  t.publisher.directorySwept(data.path);
+  await t.publisher.settled();
+  assertEquals(await t.index("nb-1-big-Data.db"), null, "its parent is not its directory");
+  t.publisher.directorySwept(`${data.path}/t`);
+  await t.publisher.settled();
+  assertEquals(await t.index("nb-1-big-Data.db"), ["nb-1-big-Data.db", "nb-1-big-TOC.txt"]);
+  assertEquals(t.publisher.pendingCount(), 0, "published while the backlog goes on");
+});
+
 Deno.test("IndexPublisher with --pin freezes its cut once every file is pinned, and keeps it", async () => {
   await using data = await tempDir();
   await using bucket = await tempDir("tablesnap-store-");

@@ -44,7 +44,7 @@ Deno.test("Ledger forgets a record that rests with nothing stored, keeps one tha
   records.remember(stored, { size: 12, mtimeMs: 6 }); // a newer version: still one stored file
   records.move(stored, "resting");
   assertEquals(records.get("/d/kept"), stored);
-  assertEquals(records.storedPaths(), ["/d/kept"]);
+  assertEquals(records.storedDirectories(), ["/d"]);
   assertEquals(records.storedCount(), 1);
   records.forget(stored);
   assertEquals(records.get("/d/kept"), undefined);

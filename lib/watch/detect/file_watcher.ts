@@ -50,6 +50,10 @@ export interface WatcherOptions {
   filter: PathFilter;
   /** Receives every complete file; must return at once. */
   onComplete: (path: string, how: string) => void;
+  /** A promise while `onComplete`'s queue is full: sweeps wait (memory stays bounded). */
+  room?: () => Promise<void> | undefined;
+  /** The start-up sweep has handed on every existing file directly in `dir`. */
+  onSwept?: (dir: string) => void;
   /** Is this file already handled (in the bucket or on its way)? Sweeps skip it. */
   isHandled: (path: string, info: Deno.FileInfo) => boolean;
   /** Include files that existed before start in sweeps (`-B`). */
@@ -93,16 +97,12 @@ export class FileWatcher {
   constructor(options: WatcherOptions) {
     this.#o = options;
     this.#clock = options.clock ?? systemClock;
-    this.#startedAt = this.#now();
+    this.#startedAt = this.#clock.now();
     this.#oddPaths = new OddPaths({
       ...(options.onSkipped ? { onSkipped: options.onSkipped } : {}),
       holdFifo: (path) => this.#fifoGuard?.hold(path),
-      now: () => this.#now(),
+      now: () => this.#clock.now(),
     });
-  }
-
-  #now(): number {
-    return this.#clock.now();
   }
 
   /**
@@ -332,6 +332,7 @@ export class FileWatcher {
       throw err;
     }
     for (const entry of entries) {
+      await this.#o.room?.();
       if (this.#closed) break;
       const path = `${dir}/${entry.name}`;
       if (entry.isDirectory) {
@@ -350,12 +351,13 @@ export class FileWatcher {
         this.#addCandidate(path, info);
       }
     }
+    if (immediate && !this.#closed) this.#o.onSwept?.(dir);
     return count;
   }
 
   #addCandidate(path: string, info: Deno.FileInfo): void {
     const mtimeMs = info.mtime?.getTime() ?? 0;
-    if (this.#now() - mtimeMs >= this.#o.settleMs) {
+    if (this.#clock.now() - mtimeMs >= this.#o.settleMs) {
       this.#candidates.delete(path);
       this.#o.onComplete(path, "settled");
       return;

@@ -11,20 +11,23 @@
  */
 import { errorMessage, FatalError } from "../../common/errors.ts";
 import { secondsSince } from "../../common/format.ts";
-import { lstatOrNull } from "../../common/fs.ts";
+import { fileNamesOrNull, lstatOrNull } from "../../common/fs.ts";
 import { log } from "../../common/log.ts";
 import { forEachLimited } from "../../common/pool.ts";
-import { dirname } from "../../common/paths.ts";
+import { basename, dirname } from "../../common/paths.ts";
 import {
+  dataKeyOfIndex,
   directoryPrefix,
   INDEX_SUFFIX,
+  isIndexKey,
+  keyDirectory,
   type KeyNaming,
   objectKey,
   pathOfKey,
 } from "../../bucket/keys.ts";
 import { wantsIndex } from "../../bucket/sstable.ts";
 import type { Store } from "../../store/store.ts";
-import type { RemoteListing, RemoteObject } from "../upload/bucket_view.ts";
+import { ListedObjects, type RemoteListing } from "../upload/bucket_view.ts";
 import type { FileWatcher } from "../detect/file_watcher.ts";
 import type { Ledger } from "../ledger.ts";
 import type { PathFilter } from "../detect/path_filter.ts";
@@ -80,12 +83,23 @@ export async function reconcileAtStart(
 
 async function listExisting(parts: StartupParts): Promise<RemoteListing | undefined> {
   const { store, naming, roots, once } = parts;
-  const objects = new Map<string, { size: number; etag: string }>();
+  const objects = new ListedObjects();
+  const partial = new Set<string>();
+  const local = new LocalNames();
   const prefixes = roots.map((root) => objectKey(naming, root + "/"));
   const started = performance.now();
+  let skipped = 0;
   try {
     for (const prefix of prefixes) {
       for await (const item of store.list(prefix)) {
+        // The bucket's history (compacted files, dropped tables) answers no
+        // local file: not held, so memory follows the node, not the bucket.
+        const path = pathOfKey(naming, isIndexKey(item.key) ? dataKeyOfIndex(item.key) : item.key);
+        if (path !== null && !local.has(path)) {
+          partial.add(`${keyDirectory(item.key)}/`);
+          skipped++;
+          continue;
+        }
         objects.set(item.key, { size: item.size, etag: item.etag });
       }
     }
@@ -96,8 +110,35 @@ async function listExisting(parts: StartupParts): Promise<RemoteListing | undefi
     });
     return undefined;
   }
-  log.info("bucket listed", { objects: objects.size, seconds: secondsSince(started) });
-  return { objects, prefixes };
+  log.info("bucket listed", { objects: objects.size, skipped, seconds: secondsSince(started) });
+  return { objects, prefixes, partial };
+}
+
+/**
+ * Whether a local file exists, from one read of its directory: the names
+ * of the last few directories asked about are kept (a listing comes
+ * directory by directory, subdirectories in between).
+ */
+class LocalNames {
+  readonly #recent = new Map<string, Set<string> | null>();
+
+  has(path: string): boolean {
+    const dir = dirname(path);
+    let names = this.#recent.get(dir);
+    if (names === undefined) {
+      try {
+        names = fileNamesOrNull(dir);
+      } catch {
+        names = null; // unreadable: its keys count as history (partial: asked again later)
+      }
+      this.#recent.set(dir, names);
+      for (const [old] of this.#recent) {
+        if (this.#recent.size <= 8) break;
+        this.#recent.delete(old);
+      }
+    }
+    return names?.has(basename(path)) ?? false;
+  }
 }
 
 /** Data.db files the bucket holds without an index (-B writes those indexes). */
@@ -154,7 +195,7 @@ export async function reconcileChanged(
     return ctime >= since && ctime > (info.mtime?.getTime() ?? 0);
   });
   const expected = new Set(extras.expected);
-  const objects = new Map<string, RemoteObject>();
+  const objects = new ListedObjects();
   const directories = new Set<string>();
   let listing: RemoteListing | undefined = { objects, prefixes: [], directories };
   try {

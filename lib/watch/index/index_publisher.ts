@@ -14,7 +14,8 @@
  *   with what is there (a warning, and the incomplete-index metric). For a
  *   -B backlog, the wait starts once the directory's files have stopped
  *   uploading, and nothing is published before the start-up sweep has
- *   queued every existing file, so each names the whole directory;
+ *   queued every existing file of its directory, so each names the whole
+ *   directory;
  * - it records its cut time (when the directory was read for it) to the
  *   millisecond in its `cut-time` metadata.
  *
@@ -78,6 +79,8 @@ export class IndexPublisher {
   readonly #deletedByUs = new Map<string, Set<string>>();
   /** True while the -B start-up sweep is still queueing existing files. */
   #inBacklog = false;
+  /** Directories the start-up sweep is done with, while `#inBacklog`. */
+  readonly #swept = new Set<string>();
   readonly #tocs: TocReader;
   readonly #clock: Clock;
   #timer: TimerId | undefined;
@@ -113,8 +116,9 @@ export class IndexPublisher {
   }
 
   /**
-   * The -B backlog: indexes requested until `endBacklog()` wait for the
-   * start-up sweep to have queued every existing file.
+   * The -B backlog: until `endBacklog()`, an index waits for the start-up
+   * sweep to have queued every existing file of its directory
+   * (`directorySwept`).
    */
   beginBacklog(): void {
     this.#inBacklog = true;
@@ -122,7 +126,21 @@ export class IndexPublisher {
 
   endBacklog(): void {
     this.#inBacklog = false;
+    this.#swept.clear();
     for (const entry of this.#ledger.indexes()) this.#evaluate(entry.dataPath);
+  }
+
+  /**
+   * The start-up sweep has queued every existing file of `directory`: its
+   * indexes need not wait for the rest of the tree. The sweep waits while
+   * the upload queue is full, so it lasts about as long as the uploads;
+   * holding every index until its end wrote them all at once (10,000 small
+   * files: 1,250 indexes, 900 connections, 65 MB of RSS at the end).
+   */
+  directorySwept(directory: string): void {
+    if (!this.#inBacklog) return;
+    this.#swept.add(directory);
+    for (const entry of this.#ledger.indexesIn(directory)) this.#evaluate(entry.dataPath);
   }
 
   /** A Data.db is in the bucket: publish its index once its directory's live set is. */
@@ -297,10 +315,10 @@ export class IndexPublisher {
     const entry = this.#ledger.index(dataPath);
     if (!entry) return;
     const now = this.#now();
-    if (now < entry.notBefore || this.#inBacklog) return;
+    const directory = dirname(dataPath);
+    if (now < entry.notBefore || (this.#inBacklog && !this.#swept.has(directory))) return;
     entry.checkedAt = now;
     entry.storedSinceCheck = false;
-    const directory = dirname(dataPath);
     const cut = entry.frozen
       ? frozenCut(this.#cutContext(directory), entry)
       : this.#cutNow(entry, now);

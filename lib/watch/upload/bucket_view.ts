@@ -14,20 +14,13 @@
 import { keyDirectory } from "../../bucket/keys.ts";
 import { mtimeOf } from "../../bucket/object_meta.ts";
 import type { Store } from "../../store/store.ts";
+import { ListedObjects, type RemoteObject } from "./listed_objects.ts";
 
-/** What the bucket holds under a key. */
-export interface RemoteObject {
-  size: number;
-  etag: string;
-  /** The `md5sum` metadata, when known (HEAD, or our own upload). */
-  md5sum?: string | undefined;
-  /** The file's mtime the `mtime` metadata records, when known (HEAD, or our own upload). */
-  mtimeMs?: number | undefined;
-}
+export { ListedObjects, type RemoteObject };
 
 /** A bucket listing taken at startup: absent from it means absent. */
 export interface RemoteListing {
-  objects: Map<string, RemoteObject>;
+  objects: ListedObjects;
   /** Key prefixes the listing covered completely, every key below them (-B). */
   prefixes: string[];
   /**
@@ -35,14 +28,19 @@ export interface RemoteListing {
    * own keys are covered (a restart with --state-dir lists the changed ones).
    */
   directories?: ReadonlySet<string>;
+  /**
+   * Key directories (ending in "/") some of whose keys were left out (no
+   * such local file then): absent from the listing there means unknown.
+   */
+  partial?: ReadonlySet<string>;
 }
 
 /** Directory listings kept at once, and the most keys one may hold (else HEAD per file). */
 const DIR_LISTINGS_KEPT = 16;
 const DIR_LISTING_MAX_KEYS = 5_000;
 
-/** The objects of one key directory, by key; null when it had too many keys to keep. */
-type DirObjects = Map<string, RemoteObject>;
+/** The objects of one key directory, by key. */
+type DirObjects = ListedObjects;
 
 export class BucketView {
   readonly #store: Store;
@@ -64,7 +62,10 @@ export class BucketView {
   /** What the bucket holds under `key`, or null when nothing. */
   async lookup(key: string): Promise<RemoteObject | null> {
     const startup = this.#startup;
-    if (startup && covers(startup, key)) return startup.objects.get(key) ?? null;
+    if (startup && covers(startup, key)) {
+      const listed = startup.objects.get(key);
+      if (listed || !startup.partial?.has(dirPrefixOf(key))) return listed ?? null;
+    }
     const listed = await this.#fromDirectoryListing(key);
     if (listed !== undefined) return listed;
     return await this.headOf(key);
@@ -124,7 +125,7 @@ export class BucketView {
   }
 
   async #listDirectory(directory: string): Promise<DirObjects | null> {
-    const objects: DirObjects = new Map();
+    const objects: DirObjects = new ListedObjects();
     for await (const item of this.#store.list(directory, { delimiter: "/" })) {
       if (objects.size >= DIR_LISTING_MAX_KEYS) {
         this.#tooLarge.add(directory);

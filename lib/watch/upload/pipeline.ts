@@ -9,7 +9,7 @@
  * ledger's events, not the pipeline. With `--pin` an upload reads the pin.
  */
 import { errorMessage } from "../../common/errors.ts";
-import { lstatOrNull } from "../../common/fs.ts";
+import { fileNamesOrNull } from "../../common/fs.ts";
 import { log } from "../../common/log.ts";
 import { roundSeconds } from "../../common/format.ts";
 import { type Backoff, backoffMs, retry } from "../../common/retry.ts";
@@ -32,6 +32,14 @@ import { FileUploader } from "./upload_file.ts";
 const ATTEMPT_BACKOFF: Backoff = { firstMs: 500, maxMs: 30_000, jitter: "half" };
 /** Between try-cycles of a file that keeps failing. */
 const CYCLE_BACKOFF: Backoff = { firstMs: 5_000, maxMs: 300_000, jitter: "half" };
+
+/**
+ * Queued files past which a sweep waits (`room()`), and to which the queue
+ * falls before it goes on: a queued file holds a full record (about 350
+ * bytes), and a -B start-up over a million files must not hold them all.
+ */
+const QUEUE_ROOM = 2_000;
+const QUEUE_RESUME = 1_000;
 
 /** Remembered stored files before the first pruning of deleted ones. */
 const STORED_PRUNE_MIN = 10_000;
@@ -98,6 +106,7 @@ export class UploadPipeline {
   #pruning = false;
   #accepting = true;
   #idleWaiters: (() => void)[] = [];
+  #roomWaiters: (() => void)[] = [];
   readonly summary: PipelineSummary = { uploaded: 0, uploadedBytes: 0, skipped: 0, failed: 0 };
 
   constructor(options: UploadPipelineOptions) {
@@ -153,6 +162,21 @@ export class UploadPipeline {
     if (queue) this.#pump();
   }
 
+  /**
+   * Undefined while the queue has room for more files, else a promise that
+   * resolves once it has drained to half (or the pipeline stops taking work).
+   */
+  room(): Promise<void> | undefined {
+    if (!this.#accepting || this.ledger.count("queued") < QUEUE_ROOM) return undefined;
+    return new Promise((resolve) => this.#roomWaiters.push(resolve));
+  }
+
+  #wakeRoomWaiters(): void {
+    if (this.#roomWaiters.length === 0) return;
+    if (this.#accepting && this.ledger.count("queued") > QUEUE_RESUME) return;
+    for (const resolve of this.#roomWaiters.splice(0)) resolve();
+  }
+
   /** Files and the oldest completion time of everything not yet in the bucket. */
   pending(): PendingSummary {
     return this.ledger.pending();
@@ -176,6 +200,7 @@ export class UploadPipeline {
    */
   async shutdown(graceMs: number): Promise<string[]> {
     this.#accepting = false;
+    this.#wakeRoomWaiters();
     const notStarted = [...this.ledger.inState("queued"), ...this.ledger.inState("retrying")];
     // Not uploaded: the journal keeps them for the next start.
     for (const record of notStarted) this.ledger.move(record, "resting", { unfinished: true });
@@ -208,6 +233,7 @@ export class UploadPipeline {
       const record = this.ledger.nextQueued();
       if (!record) break;
       this.ledger.move(record, "uploading");
+      this.#wakeRoomWaiters();
       let finished = false;
       this.#runCycle(record).then((outcome) => finished = outcome).finally(() => {
         if (record.state === "uploading") {
@@ -334,21 +360,20 @@ export class UploadPipeline {
   /**
    * Compaction deletes files all day long: records of stored files that are
    * gone are dropped each time their number has doubled, so a watcher
-   * running for months does not grow without end. A slice at a time: it
-   * stats each one.
+   * running for months does not grow without end. A directory at a time:
+   * one listing of it answers for all its files.
    */
   async #pruneStored(): Promise<void> {
     this.#pruning = true;
     try {
       let looked = 0;
-      for (const path of this.ledger.storedPaths()) {
+      for (const directory of this.ledger.storedDirectories()) {
         try {
-          const record = this.ledger.get(path);
-          if (record && !lstatOrNull(path)) this.ledger.forget(record);
+          this.ledger.forgetGone(directory, fileNamesOrNull(directory));
         } catch {
-          // unreadable now (permissions): keep it, look again next time
+          // unreadable now (permissions): keep them, look again next time
         }
-        if (++looked % 1000 === 0) await new Promise((resolve) => setTimeout(resolve, 0));
+        if (++looked % 100 === 0) await new Promise((resolve) => setTimeout(resolve, 0));
       }
     } finally {
       this.#pruneStoredAt = Math.max(
