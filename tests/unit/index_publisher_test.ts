@@ -6,6 +6,7 @@
 import { assert, assertEquals } from "../_assert.ts";
 import { tempDir } from "../_helpers.ts";
 import { indexKey } from "../../lib/bucket/keys.ts";
+import { ForwardingStore } from "../../lib/store/forwarding_store.ts";
 import { LocalStore } from "../../lib/store/local_store.ts";
 import type { Store } from "../../lib/store/store.ts";
 import { IndexPublisher } from "../../lib/watch/index/index_publisher.ts";
@@ -373,4 +374,58 @@ Deno.test("IndexPublisher's own timer, on the clock, publishes at the deadline a
   assertEquals(ledger.indexCount(), 0);
   publisher.stop();
   assertEquals(clock.pending, 0, "stop clears the timer");
+});
+
+Deno.test("IndexPublisher writes at most 8 indexes at once when many come due together", async () => {
+  await using data = await tempDir();
+  await using bucket = await tempDir("tablesnap-store-");
+  /** Counts putBytes calls in flight; each takes a few milliseconds. */
+  class CountingStore extends ForwardingStore {
+    inFlight = 0;
+    most = 0;
+    override async putBytes(...args: Parameters<Store["putBytes"]>): Promise<void> {
+      this.most = Math.max(this.most, ++this.inFlight);
+      try {
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        await super.putBytes(...args);
+      } finally {
+        this.inFlight--;
+      }
+    }
+  }
+  const store = new CountingStore(new LocalStore(bucket.path));
+  const stored = new Set<string>();
+  const publisher = new IndexPublisher({
+    store,
+    naming: NAMING,
+    filter: makePathFilter({}),
+    ledger: new Ledger(),
+    files: {
+      isStored: (path) => stored.has(path),
+      isPending: () => false,
+      isInFlight: () => false,
+    },
+    waitMs: 60_000,
+    quietMs: 2_000,
+    clock: new FakeClock(1_000_000),
+  });
+  publisher.beginBacklog();
+  const tables = Array.from({ length: 40 }, (_, i) => `${data.path}/t${i}`);
+  for (const table of tables) {
+    await Deno.mkdir(table);
+    await Deno.writeTextFile(`${table}/nb-1-big-TOC.txt`, "Data.db\nTOC.txt\n");
+    await Deno.writeTextFile(`${table}/nb-1-big-Data.db`, "data");
+    for (const name of ["nb-1-big-TOC.txt", "nb-1-big-Data.db"]) {
+      stored.add(`${table}/${name}`);
+      publisher.fileStored(`${table}/${name}`);
+    }
+    publisher.request(`${table}/nb-1-big-Data.db`);
+  }
+  await publisher.settled();
+  assertEquals(publisher.published, 0, "held by the backlog");
+  publisher.endBacklog();
+  await publisher.settled();
+  assertEquals(publisher.published, 40);
+  assert(store.most <= 8, `${store.most} index writes were in flight at once`);
+  assert(store.most >= 2, "the writes still overlap");
 });

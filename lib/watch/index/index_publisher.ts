@@ -35,6 +35,7 @@ import { errorMessage } from "../../common/errors.ts";
 import { fileNamesOrNull } from "../../common/fs.ts";
 import { log } from "../../common/log.ts";
 import { basename, dirname } from "../../common/paths.ts";
+import { Semaphore } from "../../common/pool.ts";
 import { type Backoff, backoffMs } from "../../common/retry.ts";
 import type { Store } from "../../store/store.ts";
 import type { FileFacts, IndexRecord, Ledger, StoredOutcome } from "../ledger.ts";
@@ -49,6 +50,12 @@ const INDEX_PUT_BACKOFF: Backoff = { firstMs: 2_000, maxMs: 60_000, jitter: "non
 
 /** An index without a TOC is checked at most this often on stored files (the timer catches up). */
 const NO_TOC_CHECK_MS = 250;
+/**
+ * Index writes (a listing or HEAD, then a PUT) in flight at once. Many can
+ * come due together (the end of a -B backlog, a journal's reconcile at
+ * start): unbounded, 1,250 of them once held about 900 sockets and 65 MB of RSS.
+ */
+const INDEX_WRITES_AT_ONCE = 8;
 
 export interface IndexPublisherOptions {
   store: Store;
@@ -77,6 +84,7 @@ export class IndexPublisher {
   readonly #again = new Set<string>();
   /** Names we deleted locally after upload (--delete-on-backup), per directory. */
   readonly #deletedByUs = new Map<string, Set<string>>();
+  readonly #writes = new Semaphore(INDEX_WRITES_AT_ONCE);
   /** True while the -B start-up sweep is still queueing existing files. */
   #inBacklog = false;
   /** Directories the start-up sweep is done with, while `#inBacklog`. */
@@ -343,15 +351,17 @@ export class IndexPublisher {
     }
     let key = indexKey(this.#o.naming, dataPath);
     try {
-      key = await freeIndexKey(this.#o.store, this.#o.naming, dataPath, cut.at);
-      await this.#o.store.putBytes(
-        key,
-        new TextEncoder().encode(indexBody(directory, cut.names)),
-        {
-          contentType: "application/json",
-          metadata: { [CUT_TIME_METADATA]: new Date(cut.at).toISOString() },
-        },
-      );
+      await this.#writes.use(async () => {
+        key = await freeIndexKey(this.#o.store, this.#o.naming, dataPath, cut.at);
+        await this.#o.store.putBytes(
+          key,
+          new TextEncoder().encode(indexBody(directory, cut.names)),
+          {
+            contentType: "application/json",
+            metadata: { [CUT_TIME_METADATA]: new Date(cut.at).toISOString() },
+          },
+        );
+      });
     } catch (err) {
       entry.failures++;
       entry.notBefore = now + backoffMs(INDEX_PUT_BACKOFF, entry.failures);
