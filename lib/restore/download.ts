@@ -10,7 +10,7 @@ import { expectedMd5, parseStatMetadata } from "../bucket/object_meta.ts";
 import { isMutableComponent } from "../bucket/sstable.ts";
 import { laterThanCut } from "../bucket/superseded.ts";
 import { Accounts } from "../common/accounts.ts";
-import { md5OfFile, newMd5 } from "../common/digest.ts";
+import type { FileHasher } from "../common/file_hasher.ts";
 import { errorMessage, FatalError } from "../common/errors.ts";
 import { ChunkReader, writeAll } from "../common/chunk_reader.ts";
 import { lstatOrNull, removeIfPresent } from "../common/fs.ts";
@@ -60,6 +60,8 @@ export interface DownloadContext {
   progress: Progress;
   /** Bounds connections: whole-file GETs and the ranges of large files alike. */
   connections: Semaphore;
+  /** Computes the MD5s that every file is checked against. */
+  hasher: FileHasher;
 }
 
 /** The download context of a restore with these options. */
@@ -67,6 +69,7 @@ export function downloadContext(
   options: SlurpOptions,
   progress: Progress,
   connections: Semaphore,
+  hasher: FileHasher,
 ): DownloadContext {
   return {
     store: options.store,
@@ -80,6 +83,7 @@ export function downloadContext(
     owners: new Accounts(),
     progress,
     connections,
+    hasher,
   };
 }
 
@@ -106,7 +110,8 @@ export async function restoreFile(
     const head = await ctx.store.head(source.key);
     const md5 = head && expectedMd5(head);
     if (
-      head && head.size === existing.size && (md5 === null || await md5OfFile(path) === md5)
+      head && head.size === existing.size &&
+      (md5 === null || (await ctx.hasher.digestFile(path, existing.size)).md5 === md5)
     ) {
       log.debug("already restored", { path });
       progress.fileDone(existing.size);
@@ -163,16 +168,17 @@ async function downloadOnce(ctx: DownloadContext, job: DownloadJob, path: string
     throw err;
   }
   try {
-    const { head, md5: actual, bytes, file } = fetched;
+    const { head, bytes, file } = fetched;
     try {
       if (bytes !== head.size) {
         throw new Error(`Got ${bytes} bytes of '${source.key}', expected ${head.size}`);
       }
       const md5 = expectedMd5(head);
+      // The fsync need not wait for the hash: a file found wrong is removed.
+      const [actual] = await Promise.all([fetched.md5, file.sync()]);
       if (md5 !== null && actual !== md5) {
         throw new Error(`MD5 of '${source.key}' is ${actual}, expected ${md5}`);
       }
-      await file.sync();
     } finally {
       file.close();
     }
@@ -201,7 +207,8 @@ async function downloadOnce(ctx: DownloadContext, job: DownloadJob, path: string
 /** A downloaded partial file, still open, with what it should be and what it is. */
 interface Fetched {
   head: ObjectHead;
-  md5: string;
+  /** Its MD5, computed after the connection is released (see file_hasher.ts). */
+  md5: Promise<string>;
   bytes: number;
   /** Open for the fsync (the caller closes it). */
   file: Deno.FsFile;
@@ -224,7 +231,7 @@ async function fetchWhole(
   if (object === null) {
     throw new MissingObjectError(`Object '${source.key}' is missing from ${ctx.store.url}`);
   }
-  const hash = newMd5();
+  const md5 = ctx.hasher.fileMd5(ctx.chunkBytes);
   let bytes = 0;
   // Chunks no larger than the file: small files need no large buffer.
   const reader = new ChunkReader(object.body, Math.min(ctx.chunkBytes, size + 1));
@@ -232,8 +239,8 @@ async function fetchWhole(
   try {
     file = createPartial(temp);
     for (let chunk = await reader.next(); chunk; chunk = await reader.next()) {
-      hash.update(chunk);
       await writeAll(file, chunk);
+      md5.offer(bytes, chunk);
       bytes += chunk.byteLength;
       onBytes(chunk.byteLength);
     }
@@ -243,7 +250,10 @@ async function fetchWhole(
     await removeIfPresent(temp).catch(() => {});
     throw err;
   }
-  return { head: object.head, md5: hash.digest("hex"), bytes, file };
+  // Hashed while the next download uses the connection; awaited by the check.
+  const digest = md5.finish(temp, bytes);
+  digest.catch(() => {});
+  return { head: object.head, md5: digest, bytes, file };
 }
 
 /**
@@ -291,10 +301,11 @@ async function fetchRanged(
     connections,
     onBytes,
     chunkBytes: ctx.chunkBytes,
+    hasher: ctx.hasher,
   });
   const file = await Deno.open(temp, { read: true, write: true });
   try {
-    return { head, md5, bytes: (await file.stat()).size, file };
+    return { head, md5: Promise.resolve(md5), bytes: (await file.stat()).size, file };
   } catch (err) {
     file.close();
     throw err;
