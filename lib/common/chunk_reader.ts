@@ -3,12 +3,16 @@
  * hashes and writes what it downloads: in chunks of a mebibyte that is one
  * hash call and one write call per MiB, instead of one per socket read
  * (about 64 KiB) with a new buffer each. Byte streams (S3 bodies, files)
- * are read with a BYOB reader, straight into the buffer; other streams are
+ * are read with a BYOB reader, straight into the buffer, or through their
+ * source's direct read when it has one (direct_read.ts); other streams are
  * copied into it.
  */
+import { type DirectRead, directReadOf } from "./direct_read.ts";
 
 export class ChunkReader {
   #buffer: Uint8Array;
+  readonly #stream: ReadableStream<Uint8Array>;
+  readonly #direct: DirectRead | undefined;
   readonly #byob: ReadableStreamBYOBReader | null;
   readonly #reader: ReadableStreamDefaultReader<Uint8Array> | null;
   /** Bytes of a default reader's chunk not yet handed out. */
@@ -17,7 +21,14 @@ export class ChunkReader {
 
   constructor(stream: ReadableStream<Uint8Array>, bytes: number) {
     this.#buffer = new Uint8Array(Math.max(1, bytes));
+    this.#stream = stream;
+    this.#direct = directReadOf(stream);
     let byob: ReadableStreamBYOBReader | null = null;
+    if (this.#direct) {
+      this.#byob = null;
+      this.#reader = null;
+      return;
+    }
     try {
       byob = stream.getReader({ mode: "byob" });
     } catch (err) {
@@ -36,6 +47,12 @@ export class ChunkReader {
     let filled = 0;
     const size = this.#buffer.byteLength;
     while (filled < size && !this.#done) {
+      if (this.#direct) {
+        const n = await this.#direct(this.#buffer.subarray(filled));
+        if (n === null) this.#done = true;
+        else filled += n;
+        continue;
+      }
       if (this.#byob) {
         const { value, done } = await this.#byob.read(
           new Uint8Array(this.#buffer.buffer, filled, size - filled),
@@ -66,7 +83,8 @@ export class ChunkReader {
   /** Gives up the rest of the stream (closing its connection or file). */
   async cancel(): Promise<void> {
     this.#done = true;
-    await (this.#byob ?? this.#reader)!.cancel().catch(() => {});
+    const reader = this.#byob ?? this.#reader;
+    await (reader ? reader.cancel() : this.#stream.cancel()).catch(() => {});
   }
 }
 
