@@ -19,8 +19,9 @@ export class ChunkReader {
   #pending: Uint8Array | null = null;
   #done = false;
 
-  constructor(stream: ReadableStream<Uint8Array>, bytes: number) {
-    this.#buffer = new Uint8Array(Math.max(1, bytes));
+  /** Reads into `buffer`, or a new buffer of `buffer` bytes. */
+  constructor(stream: ReadableStream<Uint8Array>, buffer: number | Uint8Array) {
+    this.#buffer = typeof buffer === "number" ? new Uint8Array(Math.max(1, buffer)) : buffer;
     this.#stream = stream;
     this.#direct = directReadOf(stream);
     let byob: ReadableStreamBYOBReader | null = null;
@@ -80,6 +81,11 @@ export class ChunkReader {
     return filled > 0 ? this.#buffer.subarray(0, filled) : null;
   }
 
+  /** The buffer, once the stream is read to its end (a BYOB reader hands it back anew). */
+  get buffer(): Uint8Array {
+    return this.#buffer;
+  }
+
   /** Gives up the rest of the stream (closing its connection or file). */
   async cancel(): Promise<void> {
     this.#done = true;
@@ -96,4 +102,32 @@ export interface ByteSink {
 /** Writes all of `bytes`, however many calls the sink takes. */
 export async function writeAll(sink: ByteSink, bytes: Uint8Array): Promise<void> {
   for (let at = 0; at < bytes.byteLength;) at += await sink.write(bytes.subarray(at));
+}
+
+/**
+ * Chunk buffers reused from one download to the next, instead of a new one
+ * per file left to the garbage collector: at most `keep` are kept.
+ */
+export class BufferPool {
+  readonly bytes: number;
+  readonly #keep: number;
+  readonly #free: Uint8Array[] = [];
+
+  constructor(bytes: number, keep: number) {
+    this.bytes = bytes;
+    this.#keep = keep;
+  }
+
+  /** A buffer of `bytes` bytes, or a new one of `smaller` bytes when given and less. */
+  take(smaller?: number): Uint8Array {
+    if (smaller !== undefined && smaller < this.bytes) return new Uint8Array(Math.max(1, smaller));
+    return this.#free.pop() ?? new Uint8Array(this.bytes);
+  }
+
+  /** Back into the pool (a buffer of another size is left to the garbage collector). */
+  give(buffer: Uint8Array): void {
+    if (buffer.buffer.byteLength === this.bytes && this.#free.length < this.#keep) {
+      this.#free.push(new Uint8Array(buffer.buffer, 0, this.bytes));
+    }
+  }
 }

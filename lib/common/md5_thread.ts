@@ -9,7 +9,8 @@
 import { createHash, type Hash } from "node:crypto";
 import type { HashAnswer, HashJob } from "./file_hasher.ts";
 
-const READ_CHUNK = 1024 * 1024;
+/** Read-back chunk: 4,000 reads per GB, a few milliseconds of this thread. */
+const READ_CHUNK = 256 * 1024;
 let buffer: Uint8Array | undefined;
 /** Running hashes of jobs that span several messages (`stream`). */
 const streams = new Map<number, Hash>();

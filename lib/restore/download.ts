@@ -12,7 +12,7 @@ import { laterThanCut } from "../bucket/superseded.ts";
 import { Accounts } from "../common/accounts.ts";
 import type { FileHasher } from "../common/file_hasher.ts";
 import { errorMessage, FatalError } from "../common/errors.ts";
-import { ChunkReader, writeAll } from "../common/chunk_reader.ts";
+import { BufferPool, ChunkReader, writeAll } from "../common/chunk_reader.ts";
 import { lstatOrNull, removeIfPresent } from "../common/fs.ts";
 import type { Semaphore } from "../common/pool.ts";
 import type { ObjectHead, Store } from "../store/store.ts";
@@ -33,12 +33,14 @@ const PARTIAL_SUFFIX = ".tablesnap-partial";
 export const DEFAULT_CONNECTIONS = 16;
 
 /**
- * Bytes hashed and written at once, per download: 1 MiB (one hash and one
- * write call per MiB), less above 8 connections, so that the buffers of a
- * restore stay within 8 MiB whatever `-t` (256 KiB costs about 2% more CPU).
+ * Bytes written at once, per download: 1 MiB (one write call per MiB), less
+ * above 4 connections, so that the buffers of a restore stay within 4 MiB
+ * whatever `-t`. The hashing thread reads files back with its own buffer;
+ * a decrypting restore, which hashes on the main thread, hashes these
+ * chunks (256 KiB costed it about 2% more CPU than 1 MiB).
  */
 export function chunkBytes(threads: number): number {
-  const budget = 8 * 1024 * 1024;
+  const budget = 4 * 1024 * 1024;
   return Math.max(256 * 1024, Math.min(1024 * 1024, Math.floor(budget / Math.max(1, threads))));
 }
 
@@ -52,6 +54,8 @@ export interface DownloadContext {
   retryDelayMs: number;
   /** Bytes hashed and written at once (see `chunkBytes`). */
   chunkBytes: number;
+  /** The chunk buffers of the downloads in flight, reused. */
+  buffers: BufferPool;
   /** chown from each object's `stat` metadata, else to `owner`/`group` when given. */
   preserve: boolean;
   owner?: number | undefined;
@@ -71,12 +75,14 @@ export function downloadContext(
   connections: Semaphore,
   hasher: FileHasher,
 ): DownloadContext {
+  const threads = options.threads ?? DEFAULT_CONNECTIONS;
   return {
     store: options.store,
     force: options.force ?? false,
     attempts: Math.max(1, options.attempts ?? 5),
     retryDelayMs: options.retryDelayMs ?? 1000,
-    chunkBytes: chunkBytes(options.threads ?? DEFAULT_CONNECTIONS),
+    chunkBytes: chunkBytes(threads),
+    buffers: new BufferPool(chunkBytes(threads), threads),
     preserve: options.preserve ?? false,
     owner: options.owner,
     group: options.group,
@@ -245,7 +251,7 @@ async function fetchWhole(
   const md5 = ctx.hasher.fileMd5(ctx.chunkBytes);
   let bytes = 0;
   // Chunks no larger than the file: small files need no large buffer.
-  const reader = new ChunkReader(object.body, Math.min(ctx.chunkBytes, size + 1));
+  const reader = new ChunkReader(object.body, ctx.buffers.take(size + 1));
   let file: Deno.FsFile | undefined;
   try {
     file = await creating;
@@ -261,6 +267,7 @@ async function fetchWhole(
     await removeIfPresent(temp).catch(() => {});
     throw err;
   }
+  ctx.buffers.give(reader.buffer);
   // Hashed while the next download uses the connection; awaited by the check.
   const digest = md5.finish(temp, bytes);
   digest.catch(() => {});
@@ -308,6 +315,7 @@ async function fetchRanged(
     connections,
     onBytes,
     chunkBytes: ctx.chunkBytes,
+    buffers: ctx.buffers,
     hasher: ctx.hasher,
   });
   const file = await Deno.open(temp, { read: true, write: true });

@@ -22,7 +22,7 @@
 import type { ObjectHead, Store } from "../store/store.ts";
 import type { FileHasher, FileMd5 } from "../common/file_hasher.ts";
 import { errorMessage } from "../common/errors.ts";
-import { ChunkReader, writeAll } from "../common/chunk_reader.ts";
+import { type BufferPool, ChunkReader, writeAll } from "../common/chunk_reader.ts";
 import { lstatOrNull, removeIfPresent } from "../common/fs.ts";
 import { log } from "../common/log.ts";
 import type { Semaphore } from "../common/pool.ts";
@@ -58,6 +58,8 @@ export interface RangedDownload {
   onBytes: (n: number) => void;
   /** Bytes written and hashed at once (one buffer per range in flight). */
   chunkBytes: number;
+  /** Where the ranges' chunk buffers come from (and go back to). */
+  buffers: BufferPool;
   /** Computes the whole file's MD5 as its ranges complete. */
   hasher: FileHasher;
 }
@@ -160,7 +162,7 @@ async function fetchRange(d: RangedDownload, i: number, md5: FileMd5): Promise<v
       }
       using file = await Deno.open(d.temp, { write: true });
       await file.seek(offset, Deno.SeekMode.Start);
-      const reader = new ChunkReader(object.body, d.chunkBytes);
+      const reader = new ChunkReader(object.body, d.buffers.take());
       let written = 0;
       try {
         for (let chunk = await reader.next(); chunk; chunk = await reader.next()) {
@@ -178,6 +180,7 @@ async function fetchRange(d: RangedDownload, i: number, md5: FileMd5): Promise<v
         d.onBytes(-written);
         throw err;
       }
+      d.buffers.give(reader.buffer);
     }), {
     attempts: RANGE_ATTEMPTS,
     backoff: RANGE_BACKOFF,
