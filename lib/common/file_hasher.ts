@@ -7,7 +7,7 @@
  * the threads, and the main thread holds no buffer for it.
  *
  * The worker starts at the first job and stops at `close()`: it costs about
- * 20 MB of memory (a V8 isolate and node:crypto), so a job that must stay
+ * 13-17 MB of RSS (a V8 isolate and node:crypto), so a job that must stay
  * small (a decrypting restore, already near its memory bound) hashes on the
  * main thread instead (`offThread: false`), through the same interface.
  */

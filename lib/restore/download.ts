@@ -37,7 +37,7 @@ export const DEFAULT_CONNECTIONS = 16;
  * above 4 connections, so that the buffers of a restore stay within 4 MiB
  * whatever `-t`. The hashing thread reads files back with its own buffer;
  * a decrypting restore, which hashes on the main thread, hashes these
- * chunks (256 KiB costed it about 2% more CPU than 1 MiB).
+ * chunks (256 KiB cost it about 2% more CPU than 1 MiB).
  */
 export function chunkBytes(threads: number): number {
   const budget = 4 * 1024 * 1024;

@@ -139,7 +139,7 @@ async function downloadAll(
   );
   const connections = options.threads ?? DEFAULT_CONNECTIONS;
   // Decrypting restores hash on this thread: their cipher buffers leave no
-  // room in the memory bound for the hashing thread's ~20 MB.
+  // room in the memory bound for the hashing thread's 13-17 MB.
   const hasher = new FileHasher({ offThread: !options.store.traits.readsEncrypted });
   const ctx = downloadContext(options, progress, new Semaphore(connections), hasher);
   const dirs = new SafeDirectories();
