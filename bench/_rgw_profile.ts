@@ -68,9 +68,11 @@ async function profiled(
   );
   const serverCpuS = (await server.cpu()) - cpu0;
   failIfBad(`profiled ${job}`, stats);
+  // The main thread's: a worker's (the hashing thread's) is named `...worker-N.cpuprofile`.
   let file = "";
   for await (const e of Deno.readDir(dir)) {
-    if (!before.has(e.name) && e.name.endsWith(".cpuprofile")) file = `${dir}/${e.name}`;
+    const isMain = e.name.endsWith(".cpuprofile") && !/\.worker-\d+\.cpuprofile$/.test(e.name);
+    if (!before.has(e.name) && isMain) file = `${dir}/${e.name}`;
   }
   if (!file) throw new Error(`profiled ${job} wrote no .cpuprofile in ${dir}`);
   const summary = summarizeProfile(JSON.parse(await Deno.readTextFile(file)));

@@ -8,6 +8,7 @@
  */
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { ChunkReader } from "../lib/common/chunk_reader.ts";
+import { directReadOf } from "../lib/common/direct_read.ts";
 import { failureReason } from "../lib/store/failure.ts";
 import { Buffer } from "node:buffer";
 import { Readable } from "node:stream";
@@ -198,6 +199,42 @@ Deno.test("a body is read into the reader's own buffer, in full chunks", async (
     assert(got.every((b, i) => b === body[i]), "bytes differ");
     // A body read to its end leaves the connection for the next request.
     const again = await get(client, server.url, "/big");
+    await again.body.cancel();
+    assertEquals(server.connections(), 1);
+  } finally {
+    client.close();
+  }
+});
+
+Deno.test("a chunked body is read without the streams machinery, then the connection reused", async () => {
+  const body = new Uint8Array(300_000).map((_, i) => (i * 7) % 253);
+  await using server = scriptedServer(async (conn) => {
+    await send(conn, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for (let at = 0; at < body.length; at += 70_000) {
+      const piece = body.subarray(at, at + 70_000);
+      await send(conn, `${piece.length.toString(16)}\r\n`);
+      await send(conn, piece);
+      await send(conn, "\r\n");
+    }
+    await send(conn, "0\r\n\r\n");
+    return "keep";
+  });
+  const client = new HttpClient({ idleTimeoutMs: 10_000 });
+  try {
+    const res = await get(client, server.url, "/chunked");
+    assert(directReadOf(res.body) !== undefined, "the body has no direct read");
+    const reader = new ChunkReader(res.body, 128 * 1024);
+    const got = new Uint8Array(body.length);
+    let at = 0;
+    for (let chunk = await reader.next(); chunk; chunk = await reader.next()) {
+      got.set(chunk, at);
+      at += chunk.byteLength;
+    }
+    assertEquals(at, body.length);
+    assert(got.every((b, i) => b === body[i]), "bytes differ");
+    // Read through the connection's own read: no stream reader ever took it.
+    assertEquals(res.body.locked, false);
+    const again = await get(client, server.url, "/chunked");
     await again.body.cancel();
     assertEquals(server.connections(), 1);
   } finally {

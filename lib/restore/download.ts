@@ -10,9 +10,9 @@ import { expectedMd5, parseStatMetadata } from "../bucket/object_meta.ts";
 import { isMutableComponent } from "../bucket/sstable.ts";
 import { laterThanCut } from "../bucket/superseded.ts";
 import { Accounts } from "../common/accounts.ts";
-import { md5OfFile, newMd5 } from "../common/digest.ts";
+import type { FileHasher } from "../common/file_hasher.ts";
 import { errorMessage, FatalError } from "../common/errors.ts";
-import { ChunkReader, writeAll } from "../common/chunk_reader.ts";
+import { BufferPool, ChunkReader, writeAll } from "../common/chunk_reader.ts";
 import { lstatOrNull, removeIfPresent } from "../common/fs.ts";
 import type { Semaphore } from "../common/pool.ts";
 import type { ObjectHead, Store } from "../store/store.ts";
@@ -33,12 +33,14 @@ const PARTIAL_SUFFIX = ".tablesnap-partial";
 export const DEFAULT_CONNECTIONS = 16;
 
 /**
- * Bytes hashed and written at once, per download: 1 MiB (one hash and one
- * write call per MiB), less above 8 connections, so that the buffers of a
- * restore stay within 8 MiB whatever `-t` (256 KiB costs about 2% more CPU).
+ * Bytes written at once, per download: 1 MiB (one write call per MiB), less
+ * above 4 connections, so that the buffers of a restore stay within 4 MiB
+ * whatever `-t`. The hashing thread reads files back with its own buffer;
+ * a decrypting restore, which hashes on the main thread, hashes these
+ * chunks (256 KiB cost it about 2% more CPU than 1 MiB).
  */
 export function chunkBytes(threads: number): number {
-  const budget = 8 * 1024 * 1024;
+  const budget = 4 * 1024 * 1024;
   return Math.max(256 * 1024, Math.min(1024 * 1024, Math.floor(budget / Math.max(1, threads))));
 }
 
@@ -52,6 +54,8 @@ export interface DownloadContext {
   retryDelayMs: number;
   /** Bytes hashed and written at once (see `chunkBytes`). */
   chunkBytes: number;
+  /** The chunk buffers of the downloads in flight, reused. */
+  buffers: BufferPool;
   /** chown from each object's `stat` metadata, else to `owner`/`group` when given. */
   preserve: boolean;
   owner?: number | undefined;
@@ -60,6 +64,8 @@ export interface DownloadContext {
   progress: Progress;
   /** Bounds connections: whole-file GETs and the ranges of large files alike. */
   connections: Semaphore;
+  /** Computes the MD5s that every file is checked against. */
+  hasher: FileHasher;
 }
 
 /** The download context of a restore with these options. */
@@ -67,19 +73,23 @@ export function downloadContext(
   options: SlurpOptions,
   progress: Progress,
   connections: Semaphore,
+  hasher: FileHasher,
 ): DownloadContext {
+  const threads = options.threads ?? DEFAULT_CONNECTIONS;
   return {
     store: options.store,
     force: options.force ?? false,
     attempts: Math.max(1, options.attempts ?? 5),
     retryDelayMs: options.retryDelayMs ?? 1000,
-    chunkBytes: chunkBytes(options.threads ?? DEFAULT_CONNECTIONS),
+    chunkBytes: chunkBytes(threads),
+    buffers: new BufferPool(chunkBytes(threads), threads),
     preserve: options.preserve ?? false,
     owner: options.owner,
     group: options.group,
     owners: new Accounts(),
     progress,
     connections,
+    hasher,
   };
 }
 
@@ -106,7 +116,8 @@ export async function restoreFile(
     const head = await ctx.store.head(source.key);
     const md5 = head && expectedMd5(head);
     if (
-      head && head.size === existing.size && (md5 === null || await md5OfFile(path) === md5)
+      head && head.size === existing.size &&
+      (md5 === null || (await ctx.hasher.digestFile(path, existing.size)).md5 === md5)
     ) {
       log.debug("already restored", { path });
       progress.fileDone(existing.size);
@@ -163,16 +174,17 @@ async function downloadOnce(ctx: DownloadContext, job: DownloadJob, path: string
     throw err;
   }
   try {
-    const { head, md5: actual, bytes, file } = fetched;
+    const { head, bytes, file } = fetched;
     try {
       if (bytes !== head.size) {
         throw new Error(`Got ${bytes} bytes of '${source.key}', expected ${head.size}`);
       }
       const md5 = expectedMd5(head);
+      // The fsync need not wait for the hash: a file found wrong is removed.
+      const [actual] = await Promise.all([fetched.md5, file.sync()]);
       if (md5 !== null && actual !== md5) {
         throw new Error(`MD5 of '${source.key}' is ${actual}, expected ${md5}`);
       }
-      await file.sync();
     } finally {
       file.close();
     }
@@ -201,13 +213,14 @@ async function downloadOnce(ctx: DownloadContext, job: DownloadJob, path: string
 /** A downloaded partial file, still open, with what it should be and what it is. */
 interface Fetched {
   head: ObjectHead;
-  md5: string;
+  /** Its MD5, computed after the connection is released (see file_hasher.ts). */
+  md5: Promise<string>;
   bytes: number;
   /** Open for the fsync (the caller closes it). */
   file: Deno.FsFile;
 }
 
-/** A whole object in one GET, hashed while it is written. */
+/** A whole object in one GET, hashed once it is written. */
 async function fetchWhole(
   ctx: DownloadContext,
   source: Source,
@@ -218,22 +231,33 @@ async function fetchWhole(
   // Bytes the plan already read are used once; a retry fetches afresh.
   const fetched = source.fetched;
   delete source.fetched;
-  const object = fetched
-    ? { head: fetched.head, body: new Blob([fetched.bytes]).stream() }
-    : await ctx.store.get(source.key);
-  if (object === null) {
-    throw new MissingObjectError(`Object '${source.key}' is missing from ${ctx.store.url}`);
+  // The partial file is created while the request is on its way: a create
+  // takes the file system about 0.7 ms, which would hold the connection.
+  const creating = createPartial(temp);
+  creating.catch(() => {});
+  let object: Awaited<ReturnType<Store["get"]>>;
+  try {
+    object = fetched
+      ? { head: fetched.head, body: new Blob([fetched.bytes]).stream() }
+      : await ctx.store.get(source.key);
+    if (object === null) {
+      throw new MissingObjectError(`Object '${source.key}' is missing from ${ctx.store.url}`);
+    }
+  } catch (err) {
+    await creating.then((file) => file.close(), () => {});
+    await removeIfPresent(temp).catch(() => {});
+    throw err;
   }
-  const hash = newMd5();
+  const md5 = ctx.hasher.fileMd5(ctx.chunkBytes);
   let bytes = 0;
   // Chunks no larger than the file: small files need no large buffer.
-  const reader = new ChunkReader(object.body, Math.min(ctx.chunkBytes, size + 1));
+  const reader = new ChunkReader(object.body, ctx.buffers.take(size + 1));
   let file: Deno.FsFile | undefined;
   try {
-    file = createPartial(temp);
+    file = await creating;
     for (let chunk = await reader.next(); chunk; chunk = await reader.next()) {
-      hash.update(chunk);
       await writeAll(file, chunk);
+      md5.offer(bytes, chunk);
       bytes += chunk.byteLength;
       onBytes(chunk.byteLength);
     }
@@ -243,27 +267,27 @@ async function fetchWhole(
     await removeIfPresent(temp).catch(() => {});
     throw err;
   }
-  return { head: object.head, md5: hash.digest("hex"), bytes, file };
+  ctx.buffers.give(reader.buffer);
+  // Hashed while the next download uses the connection; awaited by the check.
+  const digest = md5.finish(temp, bytes);
+  digest.catch(() => {});
+  return { head: object.head, md5: digest, bytes, file };
 }
 
 /**
  * The partial file, new (O_EXCL: a symlink there is never followed). One
  * left by an interrupted run is removed first; looked for only then, as
- * most restores find none.
+ * most restores find none. Asynchronous, unlike the rename (see
+ * downloadOnce): a create costs the file system far more than the hop.
  */
-function createPartial(temp: string): Deno.FsFile {
-  // Synchronous, as the rename: see downloadOnce.
-  const create = () => Deno.openSync(temp, { write: true, createNew: true, mode: 0o600 });
+async function createPartial(temp: string): Promise<Deno.FsFile> {
+  const create = () => Deno.open(temp, { write: true, createNew: true, mode: 0o600 });
   try {
-    return create();
+    return await create();
   } catch (err) {
     if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
-    try {
-      Deno.removeSync(temp);
-    } catch (gone) {
-      if (!(gone instanceof Deno.errors.NotFound)) throw gone;
-    }
-    return create();
+    await removeIfPresent(temp);
+    return await create();
   }
 }
 
@@ -291,10 +315,12 @@ async function fetchRanged(
     connections,
     onBytes,
     chunkBytes: ctx.chunkBytes,
+    buffers: ctx.buffers,
+    hasher: ctx.hasher,
   });
   const file = await Deno.open(temp, { read: true, write: true });
   try {
-    return { head, md5, bytes: (await file.stat()).size, file };
+    return { head, md5: Promise.resolve(md5), bytes: (await file.stat()).size, file };
   } catch (err) {
     file.close();
     throw err;

@@ -9,19 +9,20 @@
  *   partial file (`.<name>.tablesnap-partial.ranges`, with the object's
  *   ETag and size): a re-run after SIGKILL or a network loss fetches only
  *   the missing ranges, if the object is still the same.
- * - The whole file's MD5 (what `md5sum` promises) is computed in order: the
- *   chunks of the range the hash has reached are hashed as they arrive, and
- *   the ranges that came ahead of it are read back once they are done
- *   (from the page cache, in practice), so no range is fetched twice and
- *   the file is not read again at the end.
+ * - The whole file's MD5 (what `md5sum` promises) is computed in order, a
+ *   range at a time as soon as it and those before it are done: on the
+ *   hashing thread, which reads them back (from the page cache, in
+ *   practice), or on this one, from memory for the range the hash has
+ *   reached and read back for those that came ahead of it (file_hasher.ts).
+ *   No range is fetched twice and the file is not read again at the end.
  *
  * Memory: a `chunkBytes` buffer per range in flight and one for the
  * hasher, whatever the file size.
  */
 import type { ObjectHead, Store } from "../store/store.ts";
-import { newMd5 } from "../common/digest.ts";
+import type { FileHasher, FileMd5 } from "../common/file_hasher.ts";
 import { errorMessage } from "../common/errors.ts";
-import { ChunkReader, writeAll } from "../common/chunk_reader.ts";
+import { type BufferPool, ChunkReader, writeAll } from "../common/chunk_reader.ts";
 import { lstatOrNull, removeIfPresent } from "../common/fs.ts";
 import { log } from "../common/log.ts";
 import type { Semaphore } from "../common/pool.ts";
@@ -57,6 +58,10 @@ export interface RangedDownload {
   onBytes: (n: number) => void;
   /** Bytes written and hashed at once (one buffer per range in flight). */
   chunkBytes: number;
+  /** Where the ranges' chunk buffers come from (and go back to). */
+  buffers: BufferPool;
+  /** Computes the whole file's MD5 as its ranges complete. */
+  hasher: FileHasher;
 }
 
 /** The state file of a partial file. */
@@ -95,8 +100,8 @@ export async function downloadRanges(d: RangedDownload): Promise<string> {
   for (const f of finished) f.promise.catch(() => {});
   for (const i of done) finished[i]!.resolve();
   let failure: unknown;
-  const hasher = new InOrderHash(d.temp, head.size, d.chunkBytes);
-  const hashing = hasher.run(finished);
+  const md5 = d.hasher.fileMd5(d.chunkBytes);
+  const hashing = hashInOrder(md5, d.temp, head.size, finished);
   hashing.catch(() => {});
 
   // One state write at a time, in order, each replacing the last.
@@ -114,7 +119,7 @@ export async function downloadRanges(d: RangedDownload): Promise<string> {
       if (next >= count || failure !== undefined) return;
       const i = next++;
       try {
-        await fetchRange(d, i, hasher);
+        await fetchRange(d, i, md5);
         done.add(i);
         await save();
         finished[i]!.resolve();
@@ -144,7 +149,7 @@ function rangeLength(i: number, size: number): number {
 }
 
 /** One range into the partial file at its offset, retried on its own. */
-async function fetchRange(d: RangedDownload, i: number, hasher: InOrderHash): Promise<void> {
+async function fetchRange(d: RangedDownload, i: number, md5: FileMd5): Promise<void> {
   const offset = i * RANGE_BYTES;
   const length = rangeLength(i, d.head.size);
   await retry(() =>
@@ -157,13 +162,13 @@ async function fetchRange(d: RangedDownload, i: number, hasher: InOrderHash): Pr
       }
       using file = await Deno.open(d.temp, { write: true });
       await file.seek(offset, Deno.SeekMode.Start);
-      const reader = new ChunkReader(object.body, d.chunkBytes);
+      const reader = new ChunkReader(object.body, d.buffers.take());
       let written = 0;
       try {
         for (let chunk = await reader.next(); chunk; chunk = await reader.next()) {
           if (written + chunk.byteLength > length) throw new Error("range longer than asked");
           await writeAll(file, chunk);
-          hasher.offer(offset + written, chunk);
+          md5.offer(offset + written, chunk);
           written += chunk.byteLength;
           d.onBytes(chunk.byteLength);
         }
@@ -175,6 +180,7 @@ async function fetchRange(d: RangedDownload, i: number, hasher: InOrderHash): Pr
         d.onBytes(-written);
         throw err;
       }
+      d.buffers.give(reader.buffer);
     }), {
     attempts: RANGE_ATTEMPTS,
     backoff: RANGE_BACKOFF,
@@ -188,59 +194,18 @@ async function fetchRange(d: RangedDownload, i: number, hasher: InOrderHash): Pr
   });
 }
 
-/**
- * The whole file's MD5, in order. A chunk written right where the hash has
- * got to is hashed from memory as it arrives (the range in order streams
- * so); the rest is read back from the partial file once its range is done.
- */
-class InOrderHash {
-  readonly #hash = newMd5();
-  readonly #temp: string;
-  readonly #size: number;
-  readonly #chunkBytes: number;
-  /** Bytes hashed so far, from the start of the file. */
-  #position = 0;
-  /** A read-back in flight: live chunks wait, or they would be hashed twice. */
-  #reading = false;
-
-  constructor(temp: string, size: number, chunkBytes: number) {
-    this.#temp = temp;
-    this.#size = size;
-    this.#chunkBytes = chunkBytes;
+/** The whole file's MD5, fed each range once it and all before it are done. */
+async function hashInOrder(
+  md5: FileMd5,
+  temp: string,
+  size: number,
+  finished: PromiseWithResolvers<void>[],
+): Promise<string> {
+  for (const [i, range] of finished.entries()) {
+    await range.promise;
+    await md5.update(temp, Math.min(size, (i + 1) * RANGE_BYTES));
   }
-
-  /** A chunk just written at `offset`: hashed now if it is the next in order. */
-  offer(offset: number, chunk: Uint8Array): void {
-    if (this.#reading || offset !== this.#position) return;
-    this.#hash.update(chunk);
-    this.#position += chunk.byteLength;
-  }
-
-  /** Follows the ranges as they finish, reading back what was not hashed live. */
-  async run(finished: PromiseWithResolvers<void>[]): Promise<string> {
-    let buffer: Uint8Array | undefined;
-    for (const [i, range] of finished.entries()) {
-      await range.promise;
-      const end = Math.min(this.#size, (i + 1) * RANGE_BYTES);
-      if (this.#position >= end) continue;
-      buffer ??= new Uint8Array(this.#chunkBytes);
-      this.#reading = true;
-      try {
-        using file = await Deno.open(this.#temp, { read: true });
-        await file.seek(this.#position, Deno.SeekMode.Start);
-        while (this.#position < end) {
-          const want = Math.min(buffer.byteLength, end - this.#position);
-          const n = await file.read(buffer.subarray(0, want));
-          if (n === null) throw new Error(`Partial file '${this.#temp}' is shorter than expected`);
-          this.#hash.update(buffer.subarray(0, n));
-          this.#position += n;
-        }
-      } finally {
-        this.#reading = false;
-      }
-    }
-    return this.#hash.digest("hex");
-  }
+  return await md5.digest();
 }
 
 /** The recorded state when it matches this object and its partial file, else a fresh one. */

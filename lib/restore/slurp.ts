@@ -17,6 +17,7 @@
 import { errorMessage, FatalError } from "../common/errors.ts";
 import { formatBytes } from "../common/format.ts";
 import { log } from "../common/log.ts";
+import { FileHasher } from "../common/file_hasher.ts";
 import { forEachLimited, Semaphore } from "../common/pool.ts";
 import { ARCHIVING_PROPERTIES, archivingProperties } from "./commit_logs.ts";
 import {
@@ -137,7 +138,10 @@ async function downloadAll(
     options.progressBar ?? Deno.stderr.isTerminal(),
   );
   const connections = options.threads ?? DEFAULT_CONNECTIONS;
-  const ctx = downloadContext(options, progress, new Semaphore(connections));
+  // Decrypting restores hash on this thread: their cipher buffers leave no
+  // room in the memory bound for the hashing thread's 13-17 MB.
+  const hasher = new FileHasher({ offThread: !options.store.traits.readsEncrypted });
+  const ctx = downloadContext(options, progress, new Semaphore(connections), hasher);
   const dirs = new SafeDirectories();
   const restoreOne = async ({ source, planned }: RestorePlan["files"][number]) => {
     try {
@@ -166,6 +170,7 @@ async function downloadAll(
     await forEachLimited(largestFirst(files), 2 * connections, restoreOne);
     await dirs.syncChanged();
   } finally {
+    hasher.close();
     clearInterval(memory);
     progress.stop();
   }

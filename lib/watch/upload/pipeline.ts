@@ -8,6 +8,7 @@
  * cares about a file (the journal, pins, the index publisher) follows the
  * ledger's events, not the pipeline. With `--pin` an upload reads the pin.
  */
+import { FileHasher } from "../../common/file_hasher.ts";
 import { errorMessage } from "../../common/errors.ts";
 import { fileNamesOrNull } from "../../common/fs.ts";
 import { log } from "../../common/log.ts";
@@ -102,6 +103,8 @@ export class UploadPipeline {
   readonly #bucket: BucketView;
   readonly #uploader: FileUploader;
   readonly #abort = new AbortController();
+  /** Its thread runs while uploads are in flight, and stops when the pipeline is idle. */
+  readonly #hasher: FileHasher;
   #pruneStoredAt: number;
   #pruning = false;
   #accepting = true;
@@ -115,6 +118,9 @@ export class UploadPipeline {
     this.ledger = options.ledger ?? new Ledger();
     this.#clock = options.clock ?? systemClock;
     this.#bucket = new BucketView(options.store);
+    // An encrypting store hashes what it reads itself, and its cipher
+    // buffers leave no room in the memory bound for the hashing thread.
+    this.#hasher = new FileHasher({ offThread: options.store.traits.bodyIsFile });
     this.#uploader = new FileUploader({
       store: options.store,
       naming: options.naming,
@@ -124,6 +130,7 @@ export class UploadPipeline {
       md5OnStart: options.md5OnStart,
       signal: this.#abort.signal,
       journal: options.journal,
+      hasher: this.#hasher,
     });
   }
 
@@ -220,6 +227,7 @@ export class UploadPipeline {
         await this.idle();
       }
     }
+    this.#hasher.close();
     const unfinished = inFlight.filter((r) => !this.ledger.isStored(r.path)).map((r) => r.path);
     return [...notStarted.map((r) => r.path), ...unfinished];
   }
@@ -244,7 +252,10 @@ export class UploadPipeline {
           this.ledger.move(record, again ? "queued" : "resting", { unfinished });
         }
         this.#pump();
-        if (this.#isIdle()) { for (const resolve of this.#idleWaiters.splice(0)) resolve(); }
+        if (this.#isIdle()) {
+          this.#hasher.close();
+          for (const resolve of this.#idleWaiters.splice(0)) resolve();
+        }
       });
     }
   }

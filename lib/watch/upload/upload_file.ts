@@ -26,13 +26,8 @@
  * `threads` x 1.5 MiB whatever the file sizes and the part size.
  */
 import { Accounts } from "../../common/accounts.ts";
-import {
-  digestFile,
-  type FileDigests,
-  isMd5Hex,
-  md5Hex,
-  multipartEtag,
-} from "../../common/digest.ts";
+import { type FileDigests, isMd5Hex, md5Hex, multipartEtag } from "../../common/digest.ts";
+import type { FileHasher } from "../../common/file_hasher.ts";
 import { lstatOrNull } from "../../common/fs.ts";
 import { log } from "../../common/log.ts";
 import { type KeyNaming, objectKey } from "../../bucket/keys.ts";
@@ -68,6 +63,8 @@ export interface UploaderOptions {
   signal: AbortSignal;
   /** `--state-dir`: multipart uploads are journaled, and resumed after a crash. */
   journal?: UploadJournal | undefined;
+  /** Hashes the files read from disk (on its own thread). */
+  hasher: FileHasher;
 }
 
 /** What one upload found or did. */
@@ -236,7 +233,7 @@ export class FileUploader {
         body = readExactly(path, info.size);
         digests = { md5: md5Hex(body), size: body.byteLength };
       } else if (bodyIsFile) {
-        digests = await digestFile(path, info.size, partSize);
+        digests = await this.#o.hasher.digestFile(path, info.size, partSize);
       } else {
         // The store reads the file anyway (to encrypt it): it hashes it there.
         digests = { md5: "", size: info.size };
@@ -318,7 +315,7 @@ export class FileUploader {
     }
     if (this.#o.md5OnStart) {
       let remoteMd5 = remote.md5sum;
-      const local = await digestFile(path, size);
+      const local = await this.#o.hasher.digestFile(path, size);
       // The ETag is not always the file's MD5 (multipart, --encrypt-to, SSE-KMS,
       // which a listing does not show): when it differs, the md5sum decides.
       if (remoteMd5 === undefined && local.md5 !== remote.etag) {
@@ -359,7 +356,7 @@ export class FileUploader {
   ): Promise<boolean> {
     if (remote.size !== version.size) return true;
     if (remote.mtimeMs !== undefined && remote.mtimeMs === version.mtimeMs) return false;
-    const local = (await digestFile(path, version.size)).md5;
+    const local = (await this.#o.hasher.digestFile(path, version.size)).md5;
     const known = normalMd5(remote.md5sum);
     if (known !== undefined) return known !== local;
     if (normalMd5(remote.etag) === local) return false;

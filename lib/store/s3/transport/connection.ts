@@ -19,6 +19,7 @@ import {
   writeAll,
 } from "./http_wire.ts";
 import { type RequestBody, writeBody } from "./request_body.ts";
+import { withDirectRead } from "../../../common/direct_read.ts";
 
 /** An answer's status and headers, and its body as a byte stream. */
 export interface HttpResponse {
@@ -284,38 +285,47 @@ export class Connection {
     failed: () => void,
   ): ReadableStream<Uint8Array> {
     let finished = framing.kind === "length" && framing.left === 0;
-    return new ReadableStream({
+    /** The next body bytes into `into`; null at the end (the exchange then ends). */
+    const readInto = async (into: Uint8Array): Promise<number | null> => {
+      let n: number | null;
+      try {
+        n = finished ? null : await this.#nextBody(framing, into);
+      } catch (err) {
+        failed();
+        throw signal?.aborted ? signal.reason : err;
+      }
+      if (n === null) {
+        if (signal?.aborted) {
+          failed();
+          throw signal.reason;
+        }
+        if (this.#closed && framing.kind !== "close" && !finished) {
+          failed();
+          throw networkError("The connection closed mid-answer");
+        }
+        if (!finished) {
+          finished = true;
+          ended();
+        }
+        return null;
+      }
+      if (framing.kind === "length" && framing.left === 0) {
+        finished = true;
+        ended();
+      }
+      return n;
+    };
+    const stream = new ReadableStream({
       type: "bytes",
       autoAllocateChunkSize: READ_BYTES,
       pull: async (controller) => {
         const request = controller.byobRequest!;
         const view = request.view!;
-        const into = new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
-        let n: number | null;
-        try {
-          n = finished ? null : await this.#nextBody(framing, into);
-        } catch (err) {
-          failed();
-          throw signal?.aborted ? signal.reason : err;
-        }
+        const n = await readInto(new Uint8Array(view.buffer, view.byteOffset, view.byteLength));
         if (n === null) {
-          if (signal?.aborted) {
-            failed();
-            throw signal.reason;
-          }
-          if (this.#closed && framing.kind !== "close" && !finished) {
-            failed();
-            throw networkError("The connection closed mid-answer");
-          }
-          finished = true;
-          ended();
           controller.close();
           request.respond(0);
           return;
-        }
-        if (framing.kind === "length" && framing.left === 0) {
-          finished = true;
-          ended();
         }
         request.respond(n);
       },
@@ -324,6 +334,8 @@ export class Connection {
         failed();
       },
     });
+    // A restore reads bodies without the streams machinery (direct_read.ts).
+    return withDirectRead(stream, readInto);
   }
 
   /** Closes the socket once it has been silent (neither read nor written) for the idle timeout. */
