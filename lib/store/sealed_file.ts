@@ -250,7 +250,9 @@ function partSizeFor(file: FileUpload, ciphertextBytes: number): number | undefi
 /**
  * The upload of `file` encrypted with `secret`, and the file's MD5: sealed
  * in memory when the caller holds the bytes (small files), else made from
- * the file, sealed once for its digests and again as it is sent.
+ * the file as it is sent, after a pass for the digests that must precede
+ * it: the plaintext's alone when the body goes as signed frames or with no
+ * digest (`check`), else the ciphertext's too, sealed for them.
  */
 export async function sealedUpload(
   file: FileUpload,
