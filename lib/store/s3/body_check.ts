@@ -28,10 +28,10 @@ import {
   type CreateMultipartUploadCommandInput,
   type S3Client,
 } from "@aws-sdk/client-s3";
-import { crc32Base64, md5Base64, md5Hex } from "../../common/digest.ts";
+import { crc32Base64, md5Base64, md5Hex, newMd5 } from "../../common/digest.ts";
 import { errorMessage } from "../../common/errors.ts";
 import { log } from "../../common/log.ts";
-import type { BodyCheck } from "../store.ts";
+import type { BodyCheck, FileUpload } from "../store.ts";
 import type { DirectS3 } from "./direct_requests.ts";
 
 export interface ProbeTarget {
@@ -118,4 +118,23 @@ async function refused(part: Promise<string>): Promise<boolean> {
     if (err instanceof Error && REFUSALS.has(err.name)) return true;
     throw err;
   }
+}
+
+/**
+ * True for a PUT refused for carrying no digest header: a bucket with Object
+ * Lock's default retention asks one of every PUT, which the probe (parts
+ * need none) cannot see. moto names it; AWS says `InvalidRequest`.
+ */
+export function wantsDigestHeader(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  if (err.name === "MissingUploadObjectWithObjectLockHeaders") return true;
+  return err.name === "InvalidRequest" && /Content-MD5/i.test(err.message);
+}
+
+/** The MD5 (hex) of a body made on the fly, read through once. */
+export async function md5OfMadeBody(file: FileUpload): Promise<string> {
+  if (file.body) return md5Hex(file.body);
+  const hash = newMd5();
+  for await (const piece of file.source!.read({ offset: 0, length: file.size })) hash.update(piece);
+  return hash.digest("hex");
 }

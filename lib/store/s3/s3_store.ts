@@ -60,7 +60,7 @@ import { createSdkClient } from "./sdk_client.ts";
 import { deleteMany, type DeleteTarget, deleteVersions, listVersions } from "./versions.ts";
 import { BucketRegion } from "./bucket_region.ts";
 import { abortUpload, listParts, listUploads, putMultipart } from "./multipart.ts";
-import { probeBodyCheck } from "./body_check.ts";
+import { md5OfMadeBody, probeBodyCheck, wantsDigestHeader } from "./body_check.ts";
 
 export class S3Store implements Store {
   readonly traits: StoreTraits = PLAIN_TRAITS;
@@ -247,16 +247,18 @@ export class S3Store implements Store {
         ? { "x-amz-sdk-checksum-algorithm": "CRC32", "x-amz-checksum-crc32": file.crc32 }
         : { "content-md5": hexToBase64(file.md5) };
       const streamed = file.streamCheck === "signed-chunks" ? {} : undefined;
-      await direct.put(
-        key,
-        body,
-        {
-          ...objectHeaders(this.#options, file.metadata, file.contentType, { file: file.size }),
-          ...check,
-        },
-        signal,
-        streamed,
-      );
+      const headers = objectHeaders(this.#options, file.metadata, file.contentType, {
+        file: file.size,
+      });
+      try {
+        await direct.put(key, body, { ...headers, ...check }, signal, streamed);
+      } catch (err) {
+        if (!file.streamCheck || !wantsDigestHeader(err)) throw err;
+        // This bucket asks a digest of every PUT: later bodies get one made beforehand.
+        this.#bodyCheck = Promise.resolve("md5");
+        const md5 = hexToBase64(await md5OfMadeBody(file));
+        await direct.put(key, body, { ...headers, "content-md5": md5 }, signal);
+      }
       return;
     }
     // Only direct requests send a CRC-32 or no digest (bodyCheck answers "md5" without them).
