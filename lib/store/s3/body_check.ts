@@ -106,7 +106,7 @@ async function verifiesFrames(direct: DirectS3, key: string, uploadId: string): 
   }
 }
 
-/** Refusals of a body that differs from its check (RGW names a wrong frame the third). */
+/** Refusals of a body that differs from its check (RGW names a wrong first frame the third). */
 const REFUSALS = new Set(["BadDigest", "SignatureDoesNotMatch", "XAmzContentSHA256Mismatch"]);
 
 /** True when the part was refused for its check; other failures pass through. */
