@@ -1,10 +1,11 @@
 /**
  * Which digest an encrypted body is sent with (`Store.bodyCheck`,
  * lib/store/s3/body_check.ts): a CRC-32 where the server verifies one (as
- * AWS does), Content-MD5 where it verifies only that (as Ceph RGW 16 does:
- * store_contract_test), the cheaper where it verifies neither (moto). The
- * servers that verify are a front of this file's over a real moto server,
- * checking bodies as S3 does and answering `BadDigest`.
+ * AWS does), Content-MD5 where it verifies only that, none where it
+ * verifies neither (moto, s3rver). The servers that verify are a front of
+ * this file's over a real moto server, checking bodies as S3 does and
+ * answering `BadDigest`. Signed frames, which Ceph RGW verifies, are
+ * store_contract_test's.
  */
 import { generateIdentity, identityToRecipient } from "age-encryption";
 import { Buffer } from "node:buffer";
@@ -39,7 +40,8 @@ const crc32Of = (bytes: Uint8Array) => {
 
 /**
  * An HTTPS front to `upstream` that refuses a PUT whose body does not match
- * its Content-MD5 (and, with `checks: "crc32"`, its `x-amz-checksum-crc32`).
+ * its Content-MD5 (and, with `checks: "crc32"`, its `x-amz-checksum-crc32`);
+ * with `checks: "none"` it refuses nothing.
  */
 async function startCheckingFront(
   upstream: S3Server,
@@ -63,11 +65,14 @@ async function startCheckingFront(
     onListen() {},
   }, async (req) => {
     const url = new URL(req.url);
-    const body = new Uint8Array(await req.arrayBuffer());
+    // A body the client cut short (it found its file changed) is no request.
+    const read = await req.arrayBuffer().catch(() => null);
+    if (read === null) return new Response(null, { status: 400 });
+    const body = new Uint8Array(read);
     seen.push({ method: req.method, path: url.pathname + url.search, headers: req.headers });
     if (req.method === "PUT") {
       const md5 = req.headers.get("content-md5");
-      if (md5 !== null && md5 !== md5Of(body)) return badDigest("Content-MD5");
+      if (checks !== "none" && md5 !== null && md5 !== md5Of(body)) return badDigest("Content-MD5");
       const crc = req.headers.get("x-amz-checksum-crc32");
       if (checks === "crc32" && crc !== null && crc !== crc32Of(body)) return badDigest("CRC32");
     }
@@ -123,8 +128,8 @@ Deno.test("bodyCheck finds the digest the server verifies, and leaves nothing be
   const cases: [string, S3Store, BodyCheck][] = [
     ["verifies CRC-32", storeAt(crcFront.endpoint, moto.bucket, crcFront.caPem), "crc32"],
     ["verifies only Content-MD5", storeAt(md5Front.endpoint, moto.bucket, md5Front.caPem), "md5"],
-    // moto checks neither digest: the cheaper is sent.
-    ["verifies neither", storeAt(moto.endpoint, moto.bucket), "crc32"],
+    // moto checks neither digest (nor signed frames): none is sent.
+    ["verifies neither", storeAt(moto.endpoint, moto.bucket), "none"],
   ];
   for (const [what, store, expected] of cases) {
     try {
@@ -149,7 +154,7 @@ Deno.test("an encrypted body carries the digest the server verifies", async (t) 
   // Over 4 MiB: sealed from the file, not in memory.
   const plaintext = await writeFile(`${scratch.path}/big`, 5 * 1024 * 1024 + 3);
   const fileMd5 = createHash("md5").update(plaintext).digest("hex");
-  for (const checks of ["crc32", "md5"] as const) {
+  for (const checks of ["crc32", "md5", "none"] as const) {
     await t.step(`a server that verifies ${checks}`, async () => {
       await using front = await startCheckingFront(moto, checks, scratch.path);
       const inner = storeAt(front.endpoint, moto.bucket, front.caPem);
@@ -173,6 +178,10 @@ Deno.test("an encrypted body carries the digest the server verifies", async (t) 
           assertEquals(headers.get("content-md5"), null);
           assertEquals(headers.get("x-amz-sdk-checksum-algorithm"), "CRC32");
           assert(headers.get("x-amz-checksum-crc32"));
+        } else if (checks === "none") {
+          assertEquals(headers.get("content-md5"), null);
+          assertEquals(headers.get("x-amz-checksum-crc32"), null);
+          assertEquals(headers.get("x-amz-content-sha256"), "UNSIGNED-PAYLOAD");
         } else {
           assert(headers.get("content-md5"));
           assertEquals(headers.get("x-amz-checksum-crc32"), null);
@@ -207,5 +216,41 @@ Deno.test("a body whose CRC-32 is wrong is refused by a server that verifies it"
     assertEquals((await store.head("h:/d/f"))?.size, bytes.byteLength);
   } finally {
     store.close();
+  }
+});
+
+Deno.test("a file changed between the digest pass and the send makes no object", async () => {
+  await using scratch = await tempDir();
+  await using moto = await startS3Server("changed", { server: "moto", tls: false });
+  await using front = await startCheckingFront(moto, "none", scratch.path);
+  const inner = storeAt(front.endpoint, moto.bucket, front.caPem);
+  const identity = await generateIdentity();
+  const store = new EncryptingStore(inner, { recipients: [await identityToRecipient(identity)] });
+  try {
+    const path = `${scratch.path}/changing`;
+    const bytes = await writeFile(path, 5 * 1024 * 1024 + 3);
+    assertEquals(await inner.bodyCheck("h:/d/changing-Data.db"), "none");
+    // The store reports the file's MD5 between its two passes: change a byte then.
+    const changeIt = () => {
+      bytes[bytes.byteLength - 2] = bytes[bytes.byteLength - 2]! ^ 1;
+      Deno.writeFileSync(path, bytes);
+    };
+    const started = performance.now();
+    await assertRejects(
+      () =>
+        store.putFile("h:/d/changing-Data.db", {
+          path,
+          size: bytes.byteLength,
+          md5: "",
+          metadata: {},
+        }, { onFileMd5: changeIt }),
+      Error,
+      "changed during upload",
+    );
+    // At once: the request is closed when its body fails, not left to the idle timeout.
+    assert(performance.now() - started < 20_000);
+    assertEquals(await inner.head("h:/d/changing-Data.db"), null);
+  } finally {
+    inner.close();
   }
 });

@@ -25,8 +25,10 @@
  *
  * The header is `age-encryption`'s (age_header.ts); the payload is sealed
  * and opened on the platform's cipher (age_payload.ts). Uploads send no
- * copy from disk: the ciphertext is sealed once for its MD5s, then again,
- * range by range, as the inner store sends it (sealed_file.ts).
+ * copy from disk: the ciphertext is sealed as the inner store sends it,
+ * range by range, and beforehand once more only when a digest of it must
+ * precede the body (the server checks one, or a multipart upload's parts:
+ * sealed_file.ts, `Store.bodyCheck`).
  *
  * Listings cannot carry metadata, so `list` (for a store with recipients)
  * gives each object's plaintext size as computed from its ciphertext size

@@ -84,11 +84,18 @@ export interface DigestRequest {
   check: BodyCheck;
 }
 
+/** Checks whose body is sent with nothing computed before it: no ciphertext pass. */
+function streams(check: BodyCheck): check is "signed-chunks" | "none" {
+  return check === "signed-chunks" || check === "none";
+}
+
 export class SealedFile implements BodySource {
   readonly size: number;
   readonly #file: { path: string; size: number };
   readonly #prefix: Uint8Array;
   readonly #key: Uint8Array;
+  /** The plaintext's CRC-32 as the digests' pass read it, when the body carries no digest. */
+  #plaintextCrc: string | undefined;
 
   constructor(file: { path: string; size: number }, secret: SealingSecret) {
     this.#file = { path: file.path, size: file.size };
@@ -113,12 +120,37 @@ export class SealedFile implements BodySource {
     const first = Math.floor(from / SEALED_CHUNK_BYTES);
     const count = Math.ceil(to / SEALED_CHUNK_BYTES) - first;
     let chunkStart = first * SEALED_CHUNK_BYTES;
-    for await (const sealed of sealFileChunks(this.#file, this.#key, first, count)) {
+    const whole = range.offset === 0 && end === this.size;
+    const check = whole ? this.#unchangedCheck() : undefined;
+    for await (const sealed of sealFileChunks(this.#file, this.#key, first, count, check)) {
       const lo = Math.max(0, from - chunkStart);
       const hi = Math.min(sealed.byteLength, to - chunkStart);
       yield lo === 0 && hi === sealed.byteLength ? sealed : sealed.subarray(lo, hi);
       chunkStart += sealed.byteLength;
     }
+  }
+
+  /**
+   * When the body carries no digest the server checks against the digests'
+   * pass (signed frames, none): the check that the plaintext sent is the
+   * one that pass read, by its CRC-32. It throws on the last plaintext read,
+   * before the sealed chunks of it are sent, so the request ends short of
+   * its length and no object is made of a file that changed in between.
+   */
+  #unchangedCheck(): ((plaintext: Uint8Array) => void) | undefined {
+    const expected = this.#plaintextCrc;
+    if (expected === undefined) return undefined;
+    const crc = new Crc32();
+    let read = 0;
+    return (plaintext) => {
+      crc.update(plaintext);
+      read += plaintext.byteLength;
+      if (read === this.#file.size && crc.base64() !== expected) {
+        throw new DigestMismatchError(
+          `Content of '${this.#file.path}' changed during upload (CRC-32 ${crc.base64()}, expected ${expected})`,
+        );
+      }
+    };
   }
 
   /**
@@ -132,6 +164,9 @@ export class SealedFile implements BodySource {
    */
   async digests(request: DigestRequest): Promise<SealedDigests> {
     const { partSize } = request;
+    if (partSize === undefined && streams(request.check)) {
+      return await this.#plaintextDigests(request);
+    }
     const plain = newMd5();
     const md5 = partSize === undefined && request.check === "md5" ? newMd5() : undefined;
     const crc = partSize === undefined && request.check === "crc32" ? new Crc32() : undefined;
@@ -160,7 +195,39 @@ export class SealedFile implements BodySource {
     if (crc) digests.crc32 = crc.base64();
     return digests;
   }
+
+  /**
+   * The digests of a body sent with no digest before it: the plaintext's
+   * MD5 (or its check) and its CRC-32, for `read` to check the file did not
+   * change since; no ciphertext is made here.
+   */
+  async #plaintextDigests(request: DigestRequest): Promise<SealedDigests> {
+    const { path, size } = this.#file;
+    const plain = newMd5();
+    const crc = new Crc32();
+    using file = await Deno.open(path, { read: true });
+    const buffer = new Uint8Array(Math.max(1, Math.min(READ_BYTES, size)));
+    for (let read = 0; read < size;) {
+      const n = await file.read(buffer.subarray(0, Math.min(buffer.byteLength, size - read)));
+      if (n === null) throw new DigestMismatchError(`'${path}' became shorter while being read`);
+      const bytes = buffer.subarray(0, n);
+      plain.update(bytes);
+      crc.update(bytes);
+      read += n;
+    }
+    const fileMd5 = plain.digest("hex");
+    if (request.fileMd5 && fileMd5 !== request.fileMd5) {
+      throw new DigestMismatchError(
+        `Content of '${path}' changed during upload (MD5 ${fileMd5}, expected ${request.fileMd5})`,
+      );
+    }
+    this.#plaintextCrc = crc.base64();
+    return { fileMd5, md5: "", partMd5s: [] };
+  }
 }
+
+/** Plaintext read at a time by the digests' pass when nothing is sealed in it. */
+const READ_BYTES = 1024 * 1024;
 
 /** Part MD5s of bytes in memory. */
 export function partMd5sOf(bytes: Uint8Array, partSize: number): string[] {
@@ -183,7 +250,9 @@ function partSizeFor(file: FileUpload, ciphertextBytes: number): number | undefi
 /**
  * The upload of `file` encrypted with `secret`, and the file's MD5: sealed
  * in memory when the caller holds the bytes (small files), else made from
- * the file, sealed once for its digests and again as it is sent.
+ * the file as it is sent, after a pass for the digests that must precede
+ * it: the plaintext's alone when the body goes as signed frames or with no
+ * digest (`check`), else the ciphertext's too, sealed for them.
  */
 export async function sealedUpload(
   file: FileUpload,
@@ -203,6 +272,7 @@ export async function sealedUpload(
   };
   if (digests.crc32) upload.crc32 = digests.crc32;
   if (partSize !== undefined) upload.parts = { partSize, md5s: digests.partMd5s };
+  else if (streams(check)) upload.streamCheck = check;
   return { upload, fileMd5: digests.fileMd5 };
 }
 
@@ -220,15 +290,17 @@ function sealInMemory(
   sealAll(payloadKey(fileKey, nonce), plaintext, body, header.byteLength + nonce.byteLength);
   const size = body.byteLength;
   const partSize = partSizeFor(file, size);
-  const crc32 = partSize === undefined && check === "crc32";
+  const single = partSize === undefined;
+  const crc32 = single && check === "crc32";
   const upload: FileUpload = {
     path: file.path,
     size,
-    md5: crc32 ? "" : md5Hex(body),
+    md5: crc32 || (single && streams(check)) ? "" : md5Hex(body),
     metadata: {},
     body,
   };
   if (crc32) upload.crc32 = crc32Base64(body);
+  if (single && streams(check)) upload.streamCheck = check;
   if (partSize !== undefined) upload.parts = { partSize, md5s: partMd5sOf(body, partSize) };
   return upload;
 }

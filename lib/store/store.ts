@@ -48,6 +48,12 @@ export interface FileUpload {
    * empty). Only for stores whose `bodyCheck` answers "crc32".
    */
   crc32?: string;
+  /**
+   * A single-part body sent without a digest before it (`md5` empty): as
+   * signed frames, or with no check at all. Only for stores whose
+   * `bodyCheck` answered the same.
+   */
+  streamCheck?: "signed-chunks" | "none";
   /** Set for a multipart upload: the part size and each part's MD5 (hex). */
   parts?: { partSize: number; md5s: string[] };
   metadata: Record<string, string>;
@@ -283,11 +289,12 @@ export interface Store {
   listParts?(key: string, uploadId: string): Promise<UploadedPart[]>;
 
   /**
-   * The digest a single-part upload's body is best checked by: "crc32" when
-   * the server verifies `x-amz-checksum-crc32` (AWS), or verifies neither
-   * that nor Content-MD5 (then the cheaper of two unchecked digests); "md5"
-   * when it verifies only Content-MD5 (Ceph RGW 16). Decided once per store
-   * by a probe on `key` that leaves no object behind. Absent: "md5".
+   * How a single-part upload's body made on the fly (encrypted) is best
+   * checked: "signed-chunks" when the server verifies SigV4's signed
+   * streaming payload (AWS, Ceph RGW); else "crc32" when it verifies
+   * `x-amz-checksum-crc32` (AWS); "md5" when it verifies only Content-MD5;
+   * "none" when it verifies none of them (s3rver, moto). Decided once per
+   * store by a probe on `key` that leaves no object behind. Absent: "md5".
    */
   bodyCheck?(key: string): Promise<BodyCheck>;
 
@@ -295,8 +302,11 @@ export interface Store {
   close(): void;
 }
 
-/** How the server checks a body on its way in: its Content-MD5, or its CRC-32. */
-export type BodyCheck = "md5" | "crc32";
+/**
+ * How the server checks a body on its way in: a digest sent before it
+ * (Content-MD5, CRC-32), signatures streamed with it, or not at all.
+ */
+export type BodyCheck = "md5" | "crc32" | "signed-chunks" | "none";
 
 /** What `copy` may be told of the object it copies. */
 export interface CopyOptions {

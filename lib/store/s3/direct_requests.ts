@@ -27,10 +27,22 @@ import { type CredentialRenewal, renewalOf } from "./credential_renewal.ts";
 import { ATTEMPTS, REQUEST_BACKOFF } from "./request_retry.ts";
 import { headOf } from "./s3_options.ts";
 import type { FileRange } from "./file_range.ts";
+import { type ChunkSigner, framedLength, signedFrames } from "./signed_chunks.ts";
 import { BucketSigner, type PreparedRequest } from "./signed_requests.ts";
 import type { HttpClient, HttpResponse } from "./transport/http_client.ts";
+import type { RequestBody } from "./transport/request_body.ts";
 
 type Body = Uint8Array | FileRange;
+
+/**
+ * A PUT body sent as signed frames (signed_chunks.ts) rather than covered by
+ * a digest header. `signedAs`: bytes of the body's length whose signatures
+ * the frames carry instead of their own (the probe of whether a server
+ * verifies them).
+ */
+export interface Streamed {
+  signedAs?: Uint8Array;
+}
 
 type OnRequest = (operation: string, seconds: number, failed: boolean) => void;
 
@@ -43,6 +55,7 @@ interface Call {
   headers: Record<string, string>;
   body: Body | undefined;
   signal?: AbortSignal | undefined;
+  streamed?: Streamed | undefined;
 }
 
 export class DirectS3 {
@@ -131,13 +144,14 @@ export class DirectS3 {
 
   /**
    * PUT of a body held in memory or of a file range; `headers` carry
-   * Content-MD5, metadata and the like.
+   * Content-MD5, metadata and the like; `streamed`: sent as signed frames.
    */
   async put(
     key: string,
     body: Body,
     headers: Record<string, string>,
     signal?: AbortSignal,
+    streamed?: Streamed,
   ): Promise<void> {
     await this.#send({
       operation: "PutObject",
@@ -147,6 +161,7 @@ export class DirectS3 {
       headers,
       body,
       signal,
+      streamed,
     });
   }
 
@@ -158,6 +173,7 @@ export class DirectS3 {
     body: Body,
     headers: Record<string, string>,
     signal?: AbortSignal,
+    streamed?: Streamed,
   ): Promise<string> {
     const query = { partNumber: String(partNumber), uploadId };
     const res = await this.#send({
@@ -168,6 +184,7 @@ export class DirectS3 {
       headers,
       body,
       signal,
+      streamed,
     });
     return res.headers.get("etag") ?? "";
   }
@@ -194,7 +211,7 @@ export class DirectS3 {
           call.query,
           call.headers,
           call.body,
-          host,
+          { host, streaming: call.streamed !== undefined },
         );
         return await retry(() => this.#attempt(call, prepared, keepBody), {
           attempts: ATTEMPTS,
@@ -226,12 +243,13 @@ export class DirectS3 {
     let res: HttpResponse;
     let text = "";
     try {
+      const { headers, chunks } = await prepared.sign();
       res = await this.#http.request({
         url: prepared.url,
         method: call.method,
         target: prepared.target,
-        headers: await prepared.sign(),
-        body: call.body,
+        headers,
+        body: chunks ? framedBody(call, chunks) : call.body,
         signal: call.signal,
       });
       if (res.status >= 300) text = await new Response(res.body).text();
@@ -249,6 +267,26 @@ export class DirectS3 {
     if (err && !missing) throw err;
     return res;
   }
+}
+
+/** A call's body as signed frames, made anew for each attempt (each signed anew). */
+function framedBody(call: Call, signer: ChunkSigner): RequestBody {
+  const body = call.body;
+  if (body === undefined) throw new Error("A streamed request needs a body");
+  const signedAs = call.streamed?.signedAs;
+  const frames = signedAs ? { next: () => signer.next(signedAs) } : signer;
+  if (body instanceof Uint8Array) {
+    return {
+      chunks: signedFrames([body], body.byteLength, frames),
+      length: framedLength(body.byteLength),
+    };
+  }
+  if (!body.source) throw new Error("A streamed file range needs a body source");
+  const pieces = body.source.read({ offset: body.start, length: body.length });
+  return {
+    chunks: signedFrames(pieces, body.length, frames, body.onBytes),
+    length: framedLength(body.length),
+  };
 }
 
 /** Reads a (short) answer body to its end, so that its connection can be used again. */

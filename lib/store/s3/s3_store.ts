@@ -10,7 +10,8 @@
  * Every request carries Content-MD5, so S3 itself rejects bytes that differ
  * from the digest computed before the upload (a file changed mid-upload);
  * buckets with Object Lock require it too. A body made from the file
- * (encrypted) may carry a CRC-32 instead, where the server verifies that
+ * (encrypted) may carry a CRC-32 instead, where the server verifies that,
+ * or go as SigV4 signed frames, or with no digest where none is verified
  * (`bodyCheck`, body_check.ts). With `objectLock`, every new
  * object (files, parts' uploads and indexes alike) is sent with its own
  * retention.
@@ -59,7 +60,7 @@ import { createSdkClient } from "./sdk_client.ts";
 import { deleteMany, type DeleteTarget, deleteVersions, listVersions } from "./versions.ts";
 import { BucketRegion } from "./bucket_region.ts";
 import { abortUpload, listParts, listUploads, putMultipart } from "./multipart.ts";
-import { probeBodyCheck } from "./body_check.ts";
+import { md5OfMadeBody, probeBodyCheck, wantsDigestHeader } from "./body_check.ts";
 
 export class S3Store implements Store {
   readonly traits: StoreTraits = PLAIN_TRAITS;
@@ -240,16 +241,27 @@ export class S3Store implements Store {
     const direct = await this.#direct();
     if (!file.parts && direct) {
       const body = file.body ?? fileRange(file, 0, file.size, onBytes);
-      const check = file.crc32
+      const check = file.streamCheck
+        ? {}
+        : file.crc32
         ? { "x-amz-sdk-checksum-algorithm": "CRC32", "x-amz-checksum-crc32": file.crc32 }
         : { "content-md5": hexToBase64(file.md5) };
-      await direct.put(key, body, {
-        ...objectHeaders(this.#options, file.metadata, file.contentType, { file: file.size }),
-        ...check,
-      }, signal);
+      const streamed = file.streamCheck === "signed-chunks" ? {} : undefined;
+      const headers = objectHeaders(this.#options, file.metadata, file.contentType, {
+        file: file.size,
+      });
+      try {
+        await direct.put(key, body, { ...headers, ...check }, signal, streamed);
+      } catch (err) {
+        if (!file.streamCheck || !wantsDigestHeader(err)) throw err;
+        // This bucket asks a digest of every PUT: later bodies get one made beforehand.
+        this.#bodyCheck = Promise.resolve("md5");
+        const md5 = hexToBase64(await md5OfMadeBody(file));
+        await direct.put(key, body, { ...headers, "content-md5": md5 }, signal);
+      }
       return;
     }
-    // Only direct requests send a CRC-32 (bodyCheck answers "md5" without them).
+    // Only direct requests send a CRC-32 or no digest (bodyCheck answers "md5" without them).
     if (!file.parts && !file.md5) throw new Error(`No MD5 to send '${key}' with`);
     if (!file.parts) {
       const body = file.body ??
@@ -286,6 +298,8 @@ export class S3Store implements Store {
           client: this.#client,
           direct,
           object: objectParams(this.#options, key, {}, undefined, { file: 0 }),
+          // S3 asks a digest header of every PUT with Object Lock parameters.
+          needsDigest: this.#options.objectLock !== undefined,
         })
         : "md5"
     );

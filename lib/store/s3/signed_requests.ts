@@ -2,14 +2,17 @@
  * Direct requests' addressing and signatures: the bucket's endpoint from
  * the SDK's own rules (resolved once per region: a region redirect moves
  * it), and AWS's `SignatureV4` signer with the SDK client's credentials and
- * clock offset. The body is covered by Content-MD5, so the payload itself is
- * sent as UNSIGNED-PAYLOAD (as the SDK does over HTTPS).
+ * clock offset. The body is covered by Content-MD5 (or a CRC-32), so the
+ * payload itself is sent as UNSIGNED-PAYLOAD (as the SDK does over HTTPS);
+ * or, asked for `streaming`, as signed frames (signed_chunks.ts), the
+ * signature of each chained on the request's.
  */
 import type { S3Client } from "@aws-sdk/client-s3";
-import { SignatureV4 } from "@smithy/signature-v4";
+import { createScope, getSigningKey, SignatureV4 } from "@smithy/signature-v4";
 import { errorMessage } from "../../common/errors.ts";
 import { log } from "../../common/log.ts";
 import type { BucketRegion } from "./bucket_region.ts";
+import { ChunkSigner, streamingHeaders } from "./signed_chunks.ts";
 import { bodyLength, type RequestBody } from "./transport/request_body.ts";
 import { escapeUri } from "./transport/sdk_handler.ts";
 
@@ -21,11 +24,17 @@ interface BucketEndpoint {
   signer: SignatureV4;
 }
 
+/** A request's signed headers, and the signer of its frames when its body is streamed signed. */
+export interface SignedHeaders {
+  headers: Record<string, string>;
+  chunks?: ChunkSigner;
+}
+
 /** A request ready to send: where, and its headers signed anew on every attempt. */
 export interface PreparedRequest {
   url: URL;
   target: string;
-  sign(): Promise<Record<string, string>>;
+  sign(): Promise<SignedHeaders>;
 }
 
 export class BucketSigner {
@@ -89,15 +98,19 @@ export class BucketSigner {
     return { region, url: endpoint.url, signingRegion: scheme?.signingRegion ?? region, signer };
   }
 
-  /** The encoded target and the signing of a request; `host` overrides the endpoint's (a 307). */
+  /**
+   * The encoded target and the signing of a request; `host` overrides the
+   * endpoint's (a 307); `streaming`: the body goes as signed frames.
+   */
   async prepare(
     method: string,
     key: string,
     query: Record<string, string>,
     extraHeaders: Record<string, string>,
     body: RequestBody | undefined,
-    host?: string,
+    options: { host?: string | undefined; streaming?: boolean | undefined } = {},
   ): Promise<PreparedRequest> {
+    const { host, streaming } = options;
     const endpoint = await this.resolve();
     if (!endpoint) throw new Error("direct S3 requests are not usable for this endpoint");
     const url = new URL(endpoint.url);
@@ -120,20 +133,43 @@ export class BucketSigner {
         "x-amz-content-sha256": "UNSIGNED-PAYLOAD",
         ...(body !== undefined && length !== undefined ? { "content-length": String(length) } : {}),
         ...extraHeaders,
+        ...(streaming ? streamingHeaders(length ?? 0) : {}),
       },
     };
+    if (streaming && length === undefined) throw new Error("A streamed body needs its length");
     const config = this.#client.config as { systemClockOffset?: number };
     // Signed again on every attempt: the signature covers the time, which
     // follows S3's clock when ours is off (the SDK keeps the offset).
     const sign = async () => {
       const signingDate = new Date(Date.now() + (config.systemClockOffset ?? 0));
-      const signed = await endpoint.signer.sign(request, {
-        signingRegion: endpoint.signingRegion,
-        signingDate,
-      });
-      return signed.headers as Record<string, string>;
+      const { signer, signingRegion } = endpoint;
+      const signed = await signer.sign(request, { signingRegion, signingDate });
+      const headers = signed.headers as Record<string, string>;
+      if (!streaming) return { headers };
+      return { headers, chunks: await this.#chunkSigner(headers, signingRegion) };
     };
     return { url, target: search ? `${path}?${search}` : path, sign };
+  }
+
+  /**
+   * The frames' signer of a request signed with `headers`: its signature,
+   * date and scope, and the signing key of the client's credentials (the
+   * same provider the request was just signed with; it caches them).
+   */
+  async #chunkSigner(headers: Record<string, string>, region: string): Promise<ChunkSigner> {
+    const seed = /Signature=([0-9a-f]{64})/.exec(headers["authorization"] ?? "")?.[1];
+    const longDate = headers["x-amz-date"];
+    if (!seed || !longDate) throw new Error("A streamed request was signed without a signature");
+    const config = this.#client.config;
+    const shortDate = longDate.slice(0, 8);
+    const key = await getSigningKey(
+      config.sha256,
+      await config.credentials(),
+      shortDate,
+      region,
+      "s3",
+    );
+    return new ChunkSigner(seed, longDate, createScope(shortDate, region, "s3"), key);
   }
 
   /** Takes the clock offset a skew answer implied, for every later signature (SDK's too). */

@@ -130,13 +130,20 @@ export class Connection {
     let sent = false;
     let stop = false;
     let writeError: unknown;
+    let bodyFailed = false;
     const writing = writeBody(
       this.#conn,
       req.body,
       req.chunked ?? false,
       () => stop || this.#closed,
       () => this.#lastActivity = performance.now(),
-    ).then(() => sent = true, (err) => writeError = err);
+    ).then(() => sent = true, (err) => {
+      writeError = err;
+      // The body failed, not the socket (a file that changed, one gone):
+      // the server waits for the rest, so close rather than wait for it.
+      bodyFailed = isBodyFailure(err);
+      if (bodyFailed) this.close();
+    });
     try {
       const head = await this.#readHead(req.signal);
       if (!sent) {
@@ -148,10 +155,7 @@ export class Connection {
     } catch (err) {
       await writing;
       // A body that could not be read (a file gone) says more than the socket.
-      if (writeError !== undefined && !(writeError instanceof Deno.errors.BadResource)) {
-        const code = (writeError as { code?: unknown }).code;
-        if (code === undefined && !(err instanceof StaleConnection)) throw writeError;
-      }
+      if (bodyFailed) throw writeError;
       throw err;
     }
   }
@@ -363,4 +367,21 @@ export class Connection {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
   }
+}
+
+/** Errors of the socket a body is written to, rather than of the body. */
+const SOCKET_ERRORS = [
+  Deno.errors.BadResource,
+  Deno.errors.BrokenPipe,
+  Deno.errors.ConnectionReset,
+  Deno.errors.ConnectionAborted,
+  Deno.errors.NotConnected,
+  Deno.errors.TimedOut,
+  Deno.errors.Interrupted,
+];
+
+/** An error of making the body (its source failed), not of the socket it was written to. */
+function isBodyFailure(err: unknown): boolean {
+  if (err === undefined || SOCKET_ERRORS.some((kind) => err instanceof kind)) return false;
+  return (err as { code?: unknown }).code === undefined;
 }
