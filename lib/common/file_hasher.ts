@@ -13,6 +13,7 @@
  */
 import { digestFile, type FileDigests, newMd5 } from "./digest.ts";
 import { NotRegularFileError } from "./fs.ts";
+import { log } from "./log.ts";
 
 /** A job for the worker: hash `size` bytes of `path` from `start`. */
 export interface HashJob {
@@ -54,13 +55,18 @@ export interface FileMd5 {
 }
 
 export class FileHasher {
-  readonly #offThread: boolean;
+  #offThread: boolean;
+  readonly #workerUrl: URL;
   #worker: Worker | undefined;
+  /** Why the worker died: its jobs failed with this, later ones hash on this thread. */
+  #failed: Error | undefined;
   #nextId = 1;
   readonly #pending = new Map<number, PromiseWithResolvers<HashAnswer>>();
 
-  constructor(options: { offThread: boolean }) {
+  /** `workerUrl`: the worker's module (tests give one that fails). */
+  constructor(options: { offThread: boolean; workerUrl?: URL }) {
     this.#offThread = options.offThread;
+    this.#workerUrl = options.workerUrl ?? new URL("./md5_thread.ts", import.meta.url);
   }
 
   /** The file's MD5 (and each part's, with `partSize`), reading at most `size` bytes. */
@@ -120,6 +126,8 @@ export class FileHasher {
   }
 
   #send(job: Omit<HashJob, "id">): Promise<HashAnswer> {
+    // A stream begun on the dead worker cannot go on here: its job fails (and is retried).
+    if (this.#failed) return Promise.reject(this.#failed);
     const id = this.#nextId++;
     const pending = Promise.withResolvers<HashAnswer>();
     this.#pending.set(id, pending);
@@ -132,18 +140,22 @@ export class FileHasher {
 
   #start(): Worker {
     if (this.#worker) return this.#worker;
-    const worker = new Worker(new URL("./md5_thread.ts", import.meta.url).href, {
-      type: "module",
-    });
+    const worker = new Worker(this.#workerUrl.href, { type: "module" });
     worker.onmessage = (event: MessageEvent<HashAnswer>) => {
       const answer = event.data;
       this.#pending.get(answer.id)?.resolve(answer);
       this.#pending.delete(answer.id);
     };
     worker.onerror = (event) => {
+      // Not one error per file, nor a new worker per job failing the same
+      // way: the jobs in flight fail with the cause, the rest hash here.
       event.preventDefault();
-      this.close();
-      this.#failAll(new Error(`The hashing thread failed: ${event.message}`));
+      this.#failed = new Error(`The hashing thread failed: ${event.message}`);
+      this.#offThread = false;
+      log.warn("hashing on the main thread from now on", { error: this.#failed.message });
+      this.#worker?.terminate();
+      this.#worker = undefined;
+      this.#failAll(this.#failed);
     };
     this.#worker = worker;
     return worker;

@@ -48,10 +48,10 @@ function run(job: HashJob): Omit<HashAnswer, "id"> {
 
 /** Reads `job.size` bytes of the file from `job.start` (fewer if it is shorter) into the hashes. */
 function hashFile(job: HashJob, whole: Hash): { size: number; partMd5s?: string[] } {
+  // Checked before opening too: opening a FIFO blocks, and every job queued behind it.
+  if (!Deno.statSync(job.path!).isFile) throw notRegular(job.path!);
   using file = Deno.openSync(job.path!, { read: true });
-  if (!file.statSync().isFile) {
-    throw Object.assign(new Error(job.path), { name: "NotRegularFileError" });
-  }
+  if (!file.statSync().isFile) throw notRegular(job.path!);
   if (job.start) file.seekSync(job.start, Deno.SeekMode.Start);
   buffer ??= new Uint8Array(READ_CHUNK);
   const partSize = job.partSize;
@@ -79,4 +79,8 @@ function hashFile(job: HashJob, whole: Hash): { size: number; partMd5s?: string[
   }
   if (part && inPart > 0) parts.push(part.digest("hex"));
   return partSize ? { size: total, partMd5s: parts } : { size: total };
+}
+
+function notRegular(path: string): Error {
+  return Object.assign(new Error(path), { name: "NotRegularFileError" });
 }

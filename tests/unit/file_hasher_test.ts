@@ -83,3 +83,58 @@ for (const offThread of [true, false]) {
     }
   });
 }
+
+Deno.test("FileHasher whose thread fails: its jobs fail with the cause, later ones hash here", async () => {
+  await using dir = await tempDir("tablesnap-hasher-");
+  const broken = `${dir.path}/broken_thread.js`;
+  await Deno.writeTextFile(broken, 'throw new Error("no such module in this binary");\n');
+  const hasher = new FileHasher({ offThread: true, workerUrl: new URL(`file://${broken}`) });
+  try {
+    const bytes = patterned(5 * 1024 * 1024 + 3, 9);
+    const path = `${dir.path}/nb-1-big-Data.db`;
+    await Deno.writeFile(path, bytes);
+    const stream = hasher.fileMd5(256 * 1024);
+    const err = await assertRejects(() => hasher.digestFile(path, bytes.byteLength));
+    assert(
+      err instanceof Error && /hashing thread failed.*no such module/.test(err.message),
+      `the cause is named: ${err}`,
+    );
+    assertEquals((await hasher.digestFile(path, bytes.byteLength)).md5, md5(bytes));
+    await assertRejects(() => stream.finish(path, bytes.byteLength), Error, "hashing thread");
+    const next = hasher.fileMd5(256 * 1024);
+    assertEquals(await next.finish(path, bytes.byteLength), md5(bytes), "a new stream hashes here");
+  } finally {
+    hasher.close();
+  }
+});
+
+Deno.test("FileHasher on its thread refuses a FIFO without opening it, and goes on", async () => {
+  await using dir = await tempDir("tablesnap-hasher-");
+  const fifo = `${dir.path}/nb-1-big-Data.db`;
+  const made = await new Deno.Command("mkfifo", { args: [fifo] }).output();
+  assert(made.success, "mkfifo failed");
+  const hasher = new FileHasher({ offThread: true });
+  try {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const refused = hasher.digestFile(fifo, 10).then(
+      () => "hashed",
+      (err) => err instanceof NotRegularFileError ? "refused" : `${err}`,
+    );
+    const blocked = new Promise<string>((resolve) => {
+      timer = setTimeout(() => resolve("blocked"), 10_000);
+    });
+    const outcome = await Promise.race([refused, blocked]);
+    clearTimeout(timer);
+    if (outcome === "blocked") {
+      // Opening it for writing lets the thread's open return, so the test ends.
+      (await Deno.open(fifo, { write: true })).close();
+      await refused;
+    }
+    assertEquals(outcome, "refused");
+    const path = `${dir.path}/nb-2-big-Data.db`;
+    await Deno.writeFile(path, new Uint8Array(10));
+    assertEquals((await hasher.digestFile(path, 10)).md5, md5(new Uint8Array(10)));
+  } finally {
+    hasher.close();
+  }
+});
