@@ -242,6 +242,27 @@ Deno.test("a chunked body is read without the streams machinery, then the connec
   }
 });
 
+Deno.test("a body read to its end, then cancelled, leaves its connection to the next request", async () => {
+  await using server = scriptedServer(async (conn) => {
+    await send(conn, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nsmall");
+    return "keep";
+  });
+  const client = new HttpClient({ idleTimeoutMs: 10_000 });
+  try {
+    const res = await get(client, server.url, "/small");
+    const reader = new ChunkReader(res.body, 64 * 1024);
+    const chunk = await reader.next();
+    assertEquals(new TextDecoder().decode(chunk!), "small");
+    // A restore cancels its body when writing the file fails, even one read whole.
+    await reader.cancel();
+    const again = await get(client, server.url, "/small");
+    assertEquals(await new Response(again.body).text(), "small");
+    assertEquals(server.connections(), 1, "the cancel closed a connection handed back for reuse");
+  } finally {
+    client.close();
+  }
+});
+
 /** A server that reads one request's head, then hands the connection to `handle`. */
 function rawServer(handle: (conn: Deno.Conn, head: string, rest: Uint8Array) => Promise<void>) {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });

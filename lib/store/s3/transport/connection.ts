@@ -334,6 +334,9 @@ export class Connection {
         request.respond(n);
       },
       cancel: () => {
+        // A body read to its end (directly, so the stream never closed) has
+        // handed the connection back for reuse: another exchange may hold it.
+        if (finished) return;
         this.close();
         failed();
       },
