@@ -291,7 +291,7 @@ export interface Store {
   /**
    * How a single-part upload's body made on the fly (encrypted) is best
    * checked: "signed-chunks" when the server verifies SigV4's signed
-   * streaming payload (AWS, Ceph RGW); else "crc32" when it verifies
+   * streaming payload (Ceph RGW; AWS documents it); else "crc32" when it verifies
    * `x-amz-checksum-crc32` (AWS); "md5" when it verifies only Content-MD5;
    * "none" when it verifies none of them (s3rver, moto). Decided once per
    * store by a probe on `key` that leaves no object behind. Absent: "md5".

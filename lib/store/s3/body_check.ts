@@ -4,7 +4,8 @@
  * the body it covers, so an encrypted body is sealed once for its digest
  * and again as it is sent (nothing is spooled); SigV4's signed streaming
  * payload (signed_chunks.ts) is checked as it arrives, so it is sealed once,
- * and its SHA-256 costs less than an MD5. AWS and Ceph RGW verify it;
+ * and its SHA-256 costs less than an MD5. Ceph RGW verifies it (tried), as
+ * AWS documents it does (not tried here);
  * s3rver takes the header but stores the frames as they are, so it is used
  * only where a wrong frame is refused and a right one stored decoded.
  * Otherwise: `x-amz-checksum-crc32` where it is verified (AWS), as it costs
