@@ -394,21 +394,7 @@ Deno.test("IndexPublisher writes at most 8 indexes at once when many come due to
     }
   }
   const store = new CountingStore(new LocalStore(bucket.path));
-  const stored = new Set<string>();
-  const publisher = new IndexPublisher({
-    store,
-    naming: NAMING,
-    filter: makePathFilter({}),
-    ledger: new Ledger(),
-    files: {
-      isStored: (path) => stored.has(path),
-      isPending: () => false,
-      isInFlight: () => false,
-    },
-    waitMs: 60_000,
-    quietMs: 2_000,
-    clock: new FakeClock(1_000_000),
-  });
+  const { publisher, stored } = await setup(data.path, store);
   publisher.beginBacklog();
   const tables = Array.from({ length: 40 }, (_, i) => `${data.path}/t${i}`);
   for (const table of tables) {
