@@ -10,6 +10,7 @@ import { createHash, type Hash } from "node:crypto";
 import { Buffer } from "node:buffer";
 import { crc32 } from "node:zlib";
 import { assertRegular } from "./fs.ts";
+import { PartDigests } from "./part_digests.ts";
 
 /** A running MD5 (`update()` then `digest("hex")`). */
 export function newMd5(): Hash {
@@ -100,64 +101,18 @@ export async function digestFile(
   using file = await Deno.open(path, { read: true });
   assertRegular(file, path);
   const whole = createHash("md5");
-  const parts: string[] = [];
-  let part = partSize ? createHash("md5") : undefined;
-  let inPart = 0;
+  const parts = new PartDigests(partSize || undefined);
   let total = 0;
   const buffer = new Uint8Array(Math.max(1, Math.min(READ_CHUNK, size)));
   while (total < size) {
-    let want = Math.min(READ_CHUNK, size - total);
-    if (partSize) want = Math.min(want, partSize - inPart);
-    const n = await file.read(buffer.subarray(0, want));
+    const n = await file.read(buffer.subarray(0, Math.min(READ_CHUNK, size - total)));
     if (n === null) break;
     const chunk = buffer.subarray(0, n);
     whole.update(chunk);
+    parts.update(chunk);
     total += n;
-    if (part && partSize) {
-      part.update(chunk);
-      inPart += n;
-      if (inPart === partSize) {
-        parts.push(part.digest("hex"));
-        part = createHash("md5");
-        inPart = 0;
-      }
-    }
   }
-  if (part && inPart > 0) parts.push(part.digest("hex"));
   const digests: FileDigests = { md5: whole.digest("hex"), size: total };
-  if (partSize) digests.partMd5s = parts;
+  if (partSize) digests.partMd5s = parts.finish();
   return digests;
-}
-
-/** MD5s of consecutive `partSize` pieces of a stream (none without a part size). */
-export class PartDigests {
-  readonly #partSize: number | undefined;
-  readonly #md5s: string[] = [];
-  #hash = newMd5();
-  #inPart = 0;
-
-  constructor(partSize: number | undefined) {
-    this.#partSize = partSize;
-  }
-
-  update(bytes: Uint8Array): void {
-    const size = this.#partSize;
-    if (size === undefined) return;
-    while (bytes.byteLength > 0) {
-      const take = Math.min(size - this.#inPart, bytes.byteLength);
-      this.#hash.update(bytes.subarray(0, take));
-      this.#inPart += take;
-      bytes = bytes.subarray(take);
-      if (this.#inPart === size) {
-        this.#md5s.push(this.#hash.digest("hex"));
-        this.#hash = newMd5();
-        this.#inPart = 0;
-      }
-    }
-  }
-
-  finish(): string[] {
-    if (this.#inPart > 0) this.#md5s.push(this.#hash.digest("hex"));
-    return this.#md5s;
-  }
 }

@@ -1,13 +1,15 @@
 /**
  * The worker thread of `FileHasher` (file_hasher.ts): MD5s of files read
  * back from disk (the page cache, in practice: they were just written or are
- * about to be sent). It imports nothing but node:crypto and runs one job at a
- * time, synchronously, with one read buffer: the main thread queues jobs and
- * awaits their answers, so the hashing runs beside its I/O.
+ * about to be sent). It imports nothing but node:crypto (part_digests.ts
+ * too imports only that) and runs one job at a time, synchronously, with
+ * one read buffer: the main thread queues jobs and awaits their answers, so
+ * the hashing runs beside its I/O.
  */
 /// <reference lib="deno.worker" />
 import { createHash, type Hash } from "node:crypto";
 import type { HashAnswer, HashJob } from "./file_hasher.ts";
+import { PartDigests } from "./part_digests.ts";
 
 /** Read-back chunk: 4,000 reads per GB, a few milliseconds of this thread. */
 const READ_CHUNK = 256 * 1024;
@@ -54,31 +56,17 @@ function hashFile(job: HashJob, whole: Hash): { size: number; partMd5s?: string[
   if (!file.statSync().isFile) throw notRegular(job.path!);
   if (job.start) file.seekSync(job.start, Deno.SeekMode.Start);
   buffer ??= new Uint8Array(READ_CHUNK);
-  const partSize = job.partSize;
-  const parts: string[] = [];
-  let part = partSize ? createHash("md5") : undefined;
-  let inPart = 0;
+  const parts = new PartDigests(job.partSize || undefined);
   let total = 0;
   while (total < job.size) {
-    let want = Math.min(READ_CHUNK, job.size - total);
-    if (partSize) want = Math.min(want, partSize - inPart);
-    const n = file.readSync(buffer.subarray(0, want));
+    const n = file.readSync(buffer.subarray(0, Math.min(READ_CHUNK, job.size - total)));
     if (n === null || n === 0) break;
     const chunk = buffer.subarray(0, n);
     whole.update(chunk);
+    parts.update(chunk);
     total += n;
-    if (part && partSize) {
-      part.update(chunk);
-      inPart += n;
-      if (inPart === partSize) {
-        parts.push(part.digest("hex"));
-        part = createHash("md5");
-        inPart = 0;
-      }
-    }
   }
-  if (part && inPart > 0) parts.push(part.digest("hex"));
-  return partSize ? { size: total, partMd5s: parts } : { size: total };
+  return job.partSize ? { size: total, partMd5s: parts.finish() } : { size: total };
 }
 
 function notRegular(path: string): Error {

@@ -11,7 +11,8 @@
  * are renamed into place, so a reader never sees half an object. An object's
  * LastModified is its data file's mtime, which tests may set.
  */
-import { md5Hex, multipartEtag, newMd5, PartDigests } from "../common/digest.ts";
+import { md5Hex, multipartEtag, newMd5 } from "../common/digest.ts";
+import { PartDigests } from "../common/part_digests.ts";
 import { FatalError } from "../common/errors.ts";
 import { isGone } from "../common/fs.ts";
 import { dirname } from "../common/paths.ts";

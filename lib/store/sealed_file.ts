@@ -6,7 +6,8 @@
  */
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
-import { Crc32, crc32Base64, md5Hex, newMd5, PartDigests } from "../common/digest.ts";
+import { Crc32, crc32Base64, md5Hex, newMd5 } from "../common/digest.ts";
+import { PartDigests } from "../common/part_digests.ts";
 import {
   CHUNK_BYTES,
   PAYLOAD_NONCE_BYTES,
