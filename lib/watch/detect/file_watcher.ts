@@ -29,6 +29,7 @@ import type { SkipReason } from "../records.ts";
 import { OddPaths } from "./odd_paths.ts";
 import type { PathFilter } from "./path_filter.ts";
 import { ProbeQueue } from "./probe_queue.ts";
+import { SettlingFiles } from "./settling_files.ts";
 import { checkRoot, warnOnSmallInotifyQueue, WatchLimitError } from "./watch_setup.ts";
 import {
   existedBeforeStart,
@@ -69,11 +70,6 @@ export interface WatcherOptions {
 }
 
 /** A file seen by a scan, waiting to stop changing. */
-interface Candidate {
-  size: number;
-  mtimeMs: number;
-}
-
 export class FileWatcher {
   readonly #o: WatcherOptions;
   readonly #startedAt: number;
@@ -84,9 +80,8 @@ export class FileWatcher {
   #fifoGuard: FifoGuard | undefined;
   #closed = false;
   readonly #probes = new ProbeQueue((path, kind) => this.#classify(path, kind));
-  #candidates = new Map<string, Candidate>();
+  readonly #candidates: SettlingFiles;
   readonly #clock: Clock;
-  #settleTimer: TimerId | undefined;
   #sweepTimer: TimerId | undefined;
   #sweeping: Promise<void> | undefined;
   #sweepAgain = false;
@@ -102,6 +97,12 @@ export class FileWatcher {
       ...(options.onSkipped ? { onSkipped: options.onSkipped } : {}),
       holdFifo: (path) => this.#fifoGuard?.hold(path),
       now: () => this.#clock.now(),
+    });
+    this.#candidates = new SettlingFiles({
+      clock: this.#clock,
+      settleMs: options.settleMs,
+      isHandled: options.isHandled,
+      onSettled: (path) => options.onComplete(path, "settled"),
     });
   }
 
@@ -140,7 +141,7 @@ export class FileWatcher {
   async close(): Promise<void> {
     this.#closed = true;
     this.#clock.clearInterval(this.#sweepTimer);
-    this.#clock.clearTimeout(this.#settleTimer);
+    this.#candidates.close();
     // A close would hang while the watch's thread waits in a FIFO's open: left to the exit.
     if (await this.#fifoGuard?.stop() === false) {
       log.warn("the file watch is stuck on a FIFO; leaving it to the exit");
@@ -317,7 +318,7 @@ export class FileWatcher {
       this.#candidates.delete(path);
       this.#o.onComplete(path, verdict.how);
     } else if (verdict.candidate) {
-      this.#addCandidate(path, info);
+      this.#candidates.add(path, info);
     }
   }
 
@@ -348,47 +349,11 @@ export class FileWatcher {
       if (immediate || (info.nlink ?? 1) > 1) {
         this.#o.onComplete(path, immediate ? "existing" : "hard-link");
       } else {
-        this.#addCandidate(path, info);
+        this.#candidates.add(path, info);
       }
     }
     if (immediate && !this.#closed) this.#o.onSwept?.(dir);
     return count;
-  }
-
-  #addCandidate(path: string, info: Deno.FileInfo): void {
-    const mtimeMs = info.mtime?.getTime() ?? 0;
-    if (this.#clock.now() - mtimeMs >= this.#o.settleMs) {
-      this.#candidates.delete(path);
-      this.#o.onComplete(path, "settled");
-      return;
-    }
-    this.#candidates.set(path, { size: info.size, mtimeMs });
-    this.#scheduleSettle();
-  }
-
-  #scheduleSettle(): void {
-    if (this.#settleTimer !== undefined || this.#closed) return;
-    this.#settleTimer = this.#clock.setTimeout(() => {
-      this.#settleTimer = undefined;
-      for (const [path, seen] of [...this.#candidates]) {
-        const info = lstatOrNull(path);
-        if (!info || !info.isFile) {
-          this.#candidates.delete(path);
-          continue;
-        }
-        if (this.#o.isHandled(path, info)) {
-          this.#candidates.delete(path);
-          continue;
-        }
-        const mtimeMs = info.mtime?.getTime() ?? 0;
-        if (info.size !== seen.size || mtimeMs !== seen.mtimeMs) {
-          this.#candidates.set(path, { size: info.size, mtimeMs });
-          continue;
-        }
-        this.#addCandidate(path, info);
-      }
-      if (this.#candidates.size > 0) this.#scheduleSettle();
-    }, Math.max(100, Math.min(this.#o.settleMs / 2, 5_000)));
   }
 
   #isWatchedDir(dir: string): boolean {
