@@ -11,13 +11,10 @@
  *   or, without a TOC, until the generation's files have stopped appearing
  *   for `quietMs`;
  * - it is published once all of those are in the bucket, or at `waitMs`
- *   with what is there (a warning, and the incomplete-index metric). For a
- *   -B backlog, the wait starts once the directory's files have stopped
- *   uploading, and nothing is published before the start-up sweep has
- *   queued every existing file of its directory, so each names the whole
- *   directory;
- * - it records its cut time (when the directory was read for it) to the
- *   millisecond in its `cut-time` metadata.
+ *   with what is there (a warning, and the incomplete-index metric); in a
+ *   -B backlog the wait starts when the directory's uploads stop, and only
+ *   after the start-up sweep has queued all of the directory's files;
+ * - its `cut-time` metadata is when the directory was read for it (ms).
  *
  * With `--pin` (pins.ts) the cut is taken early and kept: the index is
  * requested as soon as its Data.db is pinned, and once its generation is
@@ -27,20 +24,17 @@
  * them meanwhile (their pins still hold them): an index cut before a
  * compaction names its inputs, and restores them.
  */
-import { indexBody } from "../../bucket/index_body.ts";
-import { CUT_TIME_METADATA } from "../../bucket/index_reader.ts";
 import { indexKey, type KeyNaming } from "../../bucket/keys.ts";
 import { generationPrefix, mutableComponentOf, wantsIndex } from "../../bucket/sstable.ts";
 import { errorMessage } from "../../common/errors.ts";
 import { fileNamesOrNull } from "../../common/fs.ts";
 import { log } from "../../common/log.ts";
 import { basename, dirname } from "../../common/paths.ts";
-import { Semaphore } from "../../common/pool.ts";
 import { type Backoff, backoffMs } from "../../common/retry.ts";
 import type { Store } from "../../store/store.ts";
 import type { FileFacts, IndexRecord, Ledger, StoredOutcome } from "../ledger.ts";
 import { type Cut, type CutContext, earlierCutPending, frozenCut, liveSet } from "./cut.ts";
-import { freeIndexKey } from "./index_key.ts";
+import { IndexWriter } from "./index_writer.ts";
 import { TocReader } from "./toc_reader.ts";
 import { type Clock, systemClock, type TimerId } from "../clock.ts";
 import type { PathFilter } from "../detect/path_filter.ts";
@@ -50,12 +44,6 @@ const INDEX_PUT_BACKOFF: Backoff = { firstMs: 2_000, maxMs: 60_000, jitter: "non
 
 /** An index without a TOC is checked at most this often on stored files (the timer catches up). */
 const NO_TOC_CHECK_MS = 250;
-/**
- * Index writes (a listing or HEAD, then a PUT) in flight at once. Many can
- * come due together (the end of a -B backlog, a journal's reconcile at
- * start): unbounded, 1,250 of them once held about 900 sockets and 65 MB of RSS.
- */
-const INDEX_WRITES_AT_ONCE = 8;
 
 export interface IndexPublisherOptions {
   store: Store;
@@ -84,7 +72,7 @@ export class IndexPublisher {
   readonly #again = new Set<string>();
   /** Names we deleted locally after upload (--delete-on-backup), per directory. */
   readonly #deletedByUs = new Map<string, Set<string>>();
-  readonly #writes = new Semaphore(INDEX_WRITES_AT_ONCE);
+  readonly #writer: IndexWriter;
   /** True while the -B start-up sweep is still queueing existing files. */
   #inBacklog = false;
   /** Directories the start-up sweep is done with, while `#inBacklog`. */
@@ -98,6 +86,7 @@ export class IndexPublisher {
 
   constructor(options: IndexPublisherOptions) {
     this.#o = options;
+    this.#writer = new IndexWriter(options.store, options.naming);
     this.#ledger = options.ledger;
     this.#clock = options.clock ?? systemClock;
     this.#files = options.files ?? options.ledger;
@@ -140,10 +129,8 @@ export class IndexPublisher {
 
   /**
    * The start-up sweep has queued every existing file of `directory`: its
-   * indexes need not wait for the rest of the tree. The sweep waits while
-   * the upload queue is full, so it lasts about as long as the uploads;
-   * holding every index until its end wrote them all at once (10,000 small
-   * files: 1,250 indexes, 900 connections, 65 MB of RSS at the end).
+   * indexes need not wait for the rest of the tree, which lasts about as
+   * long as the uploads (the sweep waits while the upload queue is full).
    */
   directorySwept(directory: string): void {
     if (!this.#inBacklog) return;
@@ -349,20 +336,11 @@ export class IndexPublisher {
         missing: [...cut.waiting].sort().join(",") || "(no TOC.txt)",
       });
     }
-    let key = indexKey(this.#o.naming, dataPath);
+    let key: string;
     try {
-      await this.#writes.use(async () => {
-        key = await freeIndexKey(this.#o.store, this.#o.naming, dataPath, cut.at);
-        await this.#o.store.putBytes(
-          key,
-          new TextEncoder().encode(indexBody(directory, cut.names)),
-          {
-            contentType: "application/json",
-            metadata: { [CUT_TIME_METADATA]: new Date(cut.at).toISOString() },
-          },
-        );
-      });
+      key = await this.#writer.write(dataPath, directory, cut);
     } catch (err) {
+      key = indexKey(this.#o.naming, dataPath);
       entry.failures++;
       entry.notBefore = now + backoffMs(INDEX_PUT_BACKOFF, entry.failures);
       log.repeated(`index put ${key}`, "warn", "index upload failed, will retry", {
